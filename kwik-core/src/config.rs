@@ -1,0 +1,342 @@
+//! Configuration: the session knobs ([`Config`]) and the TLS-bearing client and server
+//! configurations built on them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::varint;
+
+/// The ALPN protocol identifier of KWIK version 1.
+pub const ALPN: &[u8] = b"kwik/1";
+
+/// How a writer spreads frames over several paths to the same peer.
+///
+/// With one path per peer every strategy behaves the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LoadBalancing {
+    /// The path with the lowest smoothed RTT that has congestion window left.
+    #[default]
+    MinRtt,
+    /// Paths in turn.
+    RoundRobin,
+    /// Proportional to each path's measured delivery rate.
+    Weighted,
+    /// The path with the earliest expected completion of the frame.
+    Adaptive,
+    /// Every frame on every path; the receiver keeps the first copy.
+    Redundant,
+}
+
+/// Session knobs, shared by both roles. Every field has a documented default; build with
+/// `Config::default()` and change fields, then [`Config::validate`] (the endpoint validates
+/// again when it takes the config).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Most paths one session may hold, primary included. Default 8.
+    pub max_paths_per_session: u32,
+    /// Logical streams that share one carrier (QUIC stream) before another carrier opens.
+    /// Default 4. Fewer means less head-of-line blocking under loss, more means fewer QUIC
+    /// streams.
+    pub streams_per_carrier: u32,
+    /// Most data carriers per path and direction. Default 64.
+    pub max_carriers_per_path: u32,
+    /// Whether data of one stream may flow over several paths. Default true.
+    pub aggregation_enabled: bool,
+    /// Scheduler for several paths to one peer. Default [`LoadBalancing::MinRtt`].
+    pub load_balancing: LoadBalancing,
+    /// Interval of health probes on each path. Default 250 ms.
+    pub path_health_check_interval: Duration,
+    /// Missed probes that mark a path failed. Default 3.
+    pub path_failure_threshold: u32,
+    /// How long a failed path is retried before it is removed. Default 10 s.
+    pub path_recovery_timeout: Duration,
+    /// Whether the engine emits periodic [`Event::Metrics`](crate::Event::Metrics). Default false.
+    pub metrics_enabled: bool,
+    /// Period of metrics events. Default 1 s.
+    pub metrics_interval: Duration,
+    /// Bidirectional logical streams the peer may have open at once. Default 256.
+    pub max_concurrent_bidi_streams: u64,
+    /// Unidirectional logical streams the peer may have open at once. Default 256.
+    pub max_concurrent_uni_streams: u64,
+    /// Bytes the peer may send on one logical stream ahead of the reader. Default 4 MiB.
+    pub stream_receive_window: u64,
+    /// Bytes the peer may send on all logical streams ahead of the readers. Default 32 MiB.
+    pub receive_window: u64,
+    /// Separate out-of-order ranges one stream may buffer. Default 1024.
+    pub max_reassembly_gaps: usize,
+    /// Idle timeout of each path's QUIC connection. Default 30 s.
+    pub idle_timeout: Duration,
+    /// QUIC keep-alive interval; `None` sends none. Default `None`.
+    pub keep_alive_interval: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_paths_per_session: 8,
+            streams_per_carrier: 4,
+            max_carriers_per_path: 64,
+            aggregation_enabled: true,
+            load_balancing: LoadBalancing::MinRtt,
+            path_health_check_interval: Duration::from_millis(250),
+            path_failure_threshold: 3,
+            path_recovery_timeout: Duration::from_secs(10),
+            metrics_enabled: false,
+            metrics_interval: Duration::from_secs(1),
+            max_concurrent_bidi_streams: 256,
+            max_concurrent_uni_streams: 256,
+            stream_receive_window: 4 << 20,
+            receive_window: 32 << 20,
+            max_reassembly_gaps: 1024,
+            idle_timeout: Duration::from_secs(30),
+            keep_alive_interval: None,
+        }
+    }
+}
+
+/// A [`Config`] field holds a value KWIK cannot work with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config: {field}: {reason}")]
+pub struct ConfigError {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+fn check(ok: bool, field: &'static str, reason: &'static str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError { field, reason })
+    }
+}
+
+impl Config {
+    /// Checks every field against its valid range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            (1..=64).contains(&self.max_paths_per_session),
+            "max_paths_per_session",
+            "must be 1..=64",
+        )?;
+        check(
+            (1..=256).contains(&self.streams_per_carrier),
+            "streams_per_carrier",
+            "must be 1..=256",
+        )?;
+        check(
+            (1..=1024).contains(&self.max_carriers_per_path),
+            "max_carriers_per_path",
+            "must be 1..=1024",
+        )?;
+        check(
+            !self.path_health_check_interval.is_zero(),
+            "path_health_check_interval",
+            "must be positive",
+        )?;
+        check(
+            self.path_failure_threshold >= 1,
+            "path_failure_threshold",
+            "must be at least 1",
+        )?;
+        check(
+            !self.metrics_interval.is_zero(),
+            "metrics_interval",
+            "must be positive",
+        )?;
+        check(
+            self.max_concurrent_bidi_streams <= 1 << 60,
+            "max_concurrent_bidi_streams",
+            "must be at most 2^60",
+        )?;
+        check(
+            self.max_concurrent_uni_streams <= 1 << 60,
+            "max_concurrent_uni_streams",
+            "must be at most 2^60",
+        )?;
+        check(
+            self.stream_receive_window >= 1024 && self.stream_receive_window <= varint::MAX,
+            "stream_receive_window",
+            "must be 1 KiB..2^62",
+        )?;
+        check(
+            self.receive_window >= self.stream_receive_window && self.receive_window <= varint::MAX,
+            "receive_window",
+            "must be at least stream_receive_window and below 2^62",
+        )?;
+        check(
+            self.max_reassembly_gaps >= 1,
+            "max_reassembly_gaps",
+            "must be at least 1",
+        )?;
+        check(
+            IdleTimeout::try_from(self.idle_timeout).is_ok() && !self.idle_timeout.is_zero(),
+            "idle_timeout",
+            "must be positive and fit a QUIC varint of milliseconds",
+        )?;
+        Ok(())
+    }
+
+    /// The QUIC transport parameters of every path of a session with this config.
+    pub(crate) fn transport(&self) -> TransportConfig {
+        let mut t = TransportConfig::default();
+        // The control stream is the only bidirectional QUIC stream.
+        t.max_concurrent_bidi_streams(VarInt::from_u32(1));
+        // Data carriers plus the signal carrier.
+        t.max_concurrent_uni_streams(VarInt::from_u32(self.max_carriers_per_path + 1));
+        // Carriers are drained as soon as bytes arrive: logical flow control bounds the
+        // memory, so QUIC's windows only need to cover the bandwidth-delay product.
+        let window = self.receive_window.max(16 << 20);
+        t.stream_receive_window(VarInt::from_u64(window).unwrap_or(VarInt::MAX));
+        t.receive_window(VarInt::from_u64(window.saturating_mul(2)).unwrap_or(VarInt::MAX));
+        t.send_window(window.saturating_mul(2));
+        t.max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok());
+        t.keep_alive_interval(self.keep_alive_interval);
+        t.datagram_receive_buffer_size(Some(1 << 20));
+        t
+    }
+}
+
+/// How a client dials: TLS settings plus the session [`Config`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub(crate) quic: quinn_proto::ClientConfig,
+    pub(crate) config: Arc<Config>,
+}
+
+/// Failure to build a client or server configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A TLS setting was refused.
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The rustls configuration cannot carry QUIC (no TLS 1.3 or no initial cipher suite).
+    #[error("tls config unusable for QUIC")]
+    NoInitialCipherSuite,
+    /// A session knob is out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl ClientConfig {
+    /// Trusts the given root certificates (DER) and uses `config`.
+    pub fn with_root_certificates(
+        roots: impl IntoIterator<Item = CertificateDer<'static>>,
+        config: Config,
+    ) -> Result<Self, SetupError> {
+        let mut store = rustls::RootCertStore::empty();
+        for cert in roots {
+            store.add(cert)?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        Self::from_rustls(tls, config)
+    }
+
+    /// Uses a rustls configuration of the caller's making; ALPN is set to `kwik/1`.
+    pub fn from_rustls(mut tls: rustls::ClientConfig, config: Config) -> Result<Self, SetupError> {
+        config.validate()?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto =
+            QuicClientConfig::try_from(tls).map_err(|_| SetupError::NoInitialCipherSuite)?;
+        let mut quic = quinn_proto::ClientConfig::new(Arc::new(crypto));
+        quic.transport_config(Arc::new(config.transport()));
+        Ok(Self {
+            quic,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The session knobs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// How a server accepts sessions: its certificate plus the session [`Config`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub(crate) quic: Arc<quinn_proto::ServerConfig>,
+    pub(crate) config: Arc<Config>,
+    /// Most sessions this server holds at once; more are refused. Default 4096.
+    pub(crate) max_sessions: usize,
+}
+
+impl ServerConfig {
+    /// Serves with one certificate chain and its private key.
+    pub fn with_single_cert(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        config: Config,
+    ) -> Result<Self, SetupError> {
+        let tls = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        Self::from_rustls(tls, config)
+    }
+
+    /// Uses a rustls configuration of the caller's making; ALPN is set to `kwik/1`.
+    pub fn from_rustls(mut tls: rustls::ServerConfig, config: Config) -> Result<Self, SetupError> {
+        config.validate()?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        tls.max_early_data_size = 0;
+        let crypto =
+            QuicServerConfig::try_from(tls).map_err(|_| SetupError::NoInitialCipherSuite)?;
+        let mut quic = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
+        quic.transport_config(Arc::new(config.transport()));
+        Ok(Self {
+            quic: Arc::new(quic),
+            config: Arc::new(config),
+            max_sessions: 4096,
+        })
+    }
+
+    /// Sets the most sessions held at once (default 4096); connections beyond are refused.
+    pub fn max_sessions(&mut self, n: usize) -> &mut Self {
+        self.max_sessions = n;
+        self
+    }
+
+    /// The session knobs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let cases: [(fn(&mut Config), &str); 6] = [
+            (|c| c.streams_per_carrier = 0, "streams_per_carrier"),
+            (|c| c.max_paths_per_session = 0, "max_paths_per_session"),
+            (|c| c.path_failure_threshold = 0, "path_failure_threshold"),
+            (|c| c.stream_receive_window = 10, "stream_receive_window"),
+            (|c| c.receive_window = 2048, "receive_window"),
+            (|c| c.idle_timeout = Duration::ZERO, "idle_timeout"),
+        ];
+        for (mutate, field) in cases {
+            let mut c = Config::default();
+            mutate(&mut c);
+            assert_eq!(c.validate().map_err(|e| e.field), Err(field));
+        }
+    }
+}

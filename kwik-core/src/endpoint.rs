@@ -1,0 +1,977 @@
+//! The engine: one QUIC endpoint, every path's connection and every session.
+//!
+//! # Driving it
+//!
+//! The endpoint is a state machine without I/O. Its methods come in four kinds:
+//! - inputs: [`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`] and
+//!   [`Endpoint::connect`];
+//! - commands through borrowed handles: [`Endpoint::session`] and the
+//!   [`SendStream`]/[`RecvStream`] it hands out;
+//! - outputs, drained after every input or command, in this order:
+//!   [`Endpoint::poll_transmit`] until `None`, then [`Endpoint::poll_event`] until `None`,
+//!   then [`Endpoint::poll_timeout`], whose deadline is fed back as `handle_timeout`;
+//! - getters ([`Endpoint::stats`], [`Session::stats`], ...).
+//!
+//! Time only enters through `now` arguments.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kwik_proto::control_frame::Kind;
+use quinn_proto::{ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, Side, VarInt};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::config::{ClientConfig, ServerConfig};
+use crate::error::{ClosedStream, ErrorCode, ProtocolError, ReadError, SessionError, WriteError};
+use crate::path::{Path, PathId};
+use crate::session::{
+    ControlOutcome, Phase, SessionHandle, SessionState, limits_from_wire, limits_to_wire,
+    local_limits,
+};
+use crate::stats::{EndpointStats, PathStats, SessionStats};
+use crate::streams::{StreamEvent, StreamId};
+
+/// A datagram to send. The payload is in the buffer passed to [`Endpoint::poll_transmit`].
+#[derive(Debug, Clone, Copy)]
+pub struct Transmit {
+    /// The session the datagram belongs to, if any (handshake refusals have none).
+    pub session: Option<SessionHandle>,
+    /// The path it travels on, if it belongs to a session's path.
+    pub path: Option<PathId>,
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// Source address to use, if the socket has several.
+    pub src_ip: Option<IpAddr>,
+    /// ECN codepoint to set.
+    pub ecn: Option<EcnCodepoint>,
+    /// Bytes of payload in the buffer.
+    pub size: usize,
+    /// With several datagrams in one transmit (GSO), the size of each but the last.
+    pub segment_size: Option<usize>,
+}
+
+/// Something the application may act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A session this side dialed is established.
+    Connected(SessionHandle),
+    /// A client established a new session with this server.
+    Incoming(SessionHandle),
+    /// A session ended; the error is also what every later operation on it reports.
+    Closed {
+        /// The session.
+        session: SessionHandle,
+        /// Why.
+        error: SessionError,
+    },
+    /// The peer opened logical streams of `dir`: call `accept`.
+    StreamOpened {
+        /// The session.
+        session: SessionHandle,
+        /// Their direction.
+        dir: Dir,
+    },
+    /// A logical stream has data, a fin or a reset to read.
+    StreamReadable {
+        /// The session.
+        session: SessionHandle,
+        /// The stream.
+        stream: StreamId,
+    },
+    /// A logical stream that refused a write has credit again.
+    StreamWritable {
+        /// The session.
+        session: SessionHandle,
+        /// The stream.
+        stream: StreamId,
+    },
+    /// Every byte of a finished stream reached the peer.
+    StreamFinished {
+        /// The session.
+        session: SessionHandle,
+        /// The stream.
+        stream: StreamId,
+    },
+    /// The peer stopped a stream we were writing; it was reset.
+    StreamStopped {
+        /// The session.
+        session: SessionHandle,
+        /// The stream.
+        stream: StreamId,
+        /// The peer's code.
+        code: VarInt,
+    },
+    /// More logical streams of `dir` may be opened.
+    StreamAvailable {
+        /// The session.
+        session: SessionHandle,
+        /// Their direction.
+        dir: Dir,
+    },
+    /// Periodic metrics (when `metrics_enabled`).
+    Metrics {
+        /// The session.
+        session: SessionHandle,
+        /// Its stats at this moment.
+        stats: Box<SessionStats>,
+    },
+}
+
+/// Why [`Endpoint::connect`] could not start a session.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// QUIC refused the attempt (bad server name, unsupported address, ...).
+    #[error(transparent)]
+    Quic(#[from] quinn_proto::ConnectError),
+}
+
+/// Endpoint-wide settings that are not per session.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Seed of every random choice the engine and quinn-proto make (connection ids,
+    /// session ids). Equal seeds with equal inputs give equal outputs, TLS randomness aside.
+    pub seed: [u8; 32],
+    /// Whether path MTU discovery may run (the socket must not fragment).
+    pub allow_mtud: bool,
+}
+
+/// The KWIK engine. See the [module docs](self) for how to drive it.
+#[derive(Debug)]
+pub struct Endpoint {
+    quic: quinn_proto::Endpoint,
+    server: Option<ServerConfig>,
+    /// Every QUIC connection, by quinn-proto's connection handle.
+    paths: BTreeMap<usize, PathSlot>,
+    sessions: BTreeMap<SessionHandle, SessionState>,
+    next_session: u64,
+    events: VecDeque<Event>,
+    /// Datagrams quinn-proto answered on its own (version negotiation, refusals).
+    responses: VecDeque<(Transmit, Bytes)>,
+    /// Paths with work to do before the next output.
+    dirty: BTreeSet<usize>,
+    /// Where the next `poll_transmit` starts, for fairness between paths.
+    transmit_cursor: usize,
+    rng: ChaCha20Rng,
+    buf: Vec<u8>,
+    stats: EndpointStats,
+}
+
+#[derive(Debug)]
+struct PathSlot {
+    path: Path,
+    session: Option<SessionHandle>,
+    remote: SocketAddr,
+    side: Side,
+}
+
+impl Endpoint {
+    /// Creates an endpoint; with `server` it accepts sessions.
+    pub fn new(config: EndpointConfig, server: Option<ServerConfig>) -> Self {
+        let mut rng = ChaCha20Rng::from_seed(config.seed);
+        let quic_seed: [u8; 32] = rng.random();
+        let quic = quinn_proto::Endpoint::new(
+            Arc::new(quinn_proto::EndpointConfig::default()),
+            server.as_ref().map(|s| s.quic.clone()),
+            config.allow_mtud,
+            Some(quic_seed),
+        );
+        Self {
+            quic,
+            server,
+            paths: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            next_session: 0,
+            events: VecDeque::new(),
+            responses: VecDeque::new(),
+            dirty: BTreeSet::new(),
+            transmit_cursor: 0,
+            rng,
+            buf: Vec::new(),
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// Replaces the server configuration (or stops accepting with `None`).
+    pub fn set_server_config(&mut self, server: Option<ServerConfig>) {
+        self.quic
+            .set_server_config(server.as_ref().map(|s| s.quic.clone()));
+        self.server = server;
+    }
+
+    /// Starts a session with the server at `remote`, verified as `server_name`.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        config: &ClientConfig,
+        remote: SocketAddr,
+        server_name: &str,
+    ) -> Result<SessionHandle, ConnectError> {
+        let (ch, conn) = self
+            .quic
+            .connect(now, config.quic.clone(), remote, server_name)?;
+        let handle = self.new_session_handle();
+        let mut session = SessionState::new(Side::Client, 0, config.config.clone(), remote);
+        session.paths.insert(PathId::PRIMARY, ch.0);
+        self.sessions.insert(handle, session);
+        self.paths.insert(
+            ch.0,
+            PathSlot {
+                path: Path::new(conn, PathId::PRIMARY),
+                session: Some(handle),
+                remote,
+                side: Side::Client,
+            },
+        );
+        self.dirty.insert(ch.0);
+        Ok(handle)
+    }
+
+    fn new_session_handle(&mut self) -> SessionHandle {
+        let h = SessionHandle(self.next_session);
+        self.next_session += 1;
+        h
+    }
+
+    /// Feeds one received UDP datagram.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+    ) {
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += data.len() as u64;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        match self.quic.handle(now, remote, local_ip, ecn, data, &mut buf) {
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                if let Some(slot) = self.paths.get_mut(&ch.0) {
+                    slot.path.conn.handle_event(event);
+                    self.dirty.insert(ch.0);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                self.on_incoming(now, incoming, &mut buf)
+            }
+            Some(DatagramEvent::Response(t)) => self.queue_response(t, &buf),
+            None => {}
+        }
+        self.buf = buf;
+        self.flush(now);
+    }
+
+    fn on_incoming(&mut self, now: Instant, incoming: quinn_proto::Incoming, buf: &mut Vec<u8>) {
+        let Some(server) = &self.server else {
+            self.quic.ignore(incoming);
+            return;
+        };
+        let remote = incoming.remote_address();
+        if self.paths.len() >= server.max_sessions {
+            buf.clear();
+            let t = self.quic.refuse(incoming, buf);
+            self.queue_response(t, buf);
+            return;
+        }
+        buf.clear();
+        match self.quic.accept(incoming, now, buf, None) {
+            Ok((ch, conn)) => {
+                self.paths.insert(
+                    ch.0,
+                    PathSlot {
+                        path: Path::new(conn, PathId::PRIMARY),
+                        session: None,
+                        remote,
+                        side: Side::Server,
+                    },
+                );
+                self.dirty.insert(ch.0);
+            }
+            Err(e) => {
+                tracing::debug!(cause = %e.cause, "refused incoming connection");
+                if let Some(t) = e.response {
+                    self.queue_response(t, buf);
+                }
+            }
+        }
+    }
+
+    fn queue_response(&mut self, t: quinn_proto::Transmit, buf: &[u8]) {
+        self.responses.push_back((
+            Transmit {
+                session: None,
+                path: None,
+                destination: t.destination,
+                src_ip: t.src_ip,
+                ecn: t.ecn,
+                size: t.size,
+                segment_size: t.segment_size,
+            },
+            Bytes::copy_from_slice(&buf[..t.size]),
+        ));
+    }
+
+    /// Advances timers to `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for (key, slot) in self.paths.iter_mut() {
+            if slot.path.conn.poll_timeout().is_some_and(|t| t <= now) {
+                slot.path.conn.handle_timeout(now);
+                self.dirty.insert(*key);
+            }
+        }
+        let metrics_due: Vec<SessionHandle> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.next_metrics.is_some_and(|t| t <= now))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in metrics_due {
+            let stats = self.session_stats(h);
+            if let Some(s) = self.sessions.get_mut(&h) {
+                s.next_metrics = Some(now + s.config.metrics_interval);
+            }
+            if let Some(stats) = stats {
+                self.events.push_back(Event::Metrics {
+                    session: h,
+                    stats: Box::new(stats),
+                });
+            }
+        }
+        self.flush(now);
+    }
+
+    /// The next datagram to send, written into `buf`.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        max_datagrams: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
+        self.flush(now);
+        if let Some((t, data)) = self.responses.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&data);
+            self.count_sent(&t);
+            return Some(t);
+        }
+        let keys: Vec<usize> = self.paths.keys().copied().collect();
+        if keys.is_empty() {
+            return None;
+        }
+        let start = keys
+            .iter()
+            .position(|k| *k >= self.transmit_cursor)
+            .unwrap_or(0);
+        for i in 0..keys.len() {
+            let key = keys[(start + i) % keys.len()];
+            let Some(slot) = self.paths.get_mut(&key) else {
+                continue;
+            };
+            buf.clear();
+            if let Some(t) = slot.path.conn.poll_transmit(now, max_datagrams, buf) {
+                self.transmit_cursor = key + 1;
+                let t = Transmit {
+                    session: slot.session,
+                    path: slot.session.map(|_| slot.path.id),
+                    destination: t.destination,
+                    src_ip: t.src_ip,
+                    ecn: t.ecn,
+                    size: t.size,
+                    segment_size: t.segment_size,
+                };
+                // Sending may have produced endpoint events (new connection ids).
+                self.dirty.insert(key);
+                self.count_sent(&t);
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn count_sent(&mut self, t: &Transmit) {
+        let n = match t.segment_size {
+            Some(seg) if seg > 0 => t.size.div_ceil(seg),
+            _ => 1,
+        };
+        self.stats.datagrams_sent += n as u64;
+        self.stats.bytes_sent += t.size as u64;
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must next be called.
+    pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
+        self.flush(now);
+        let conns = self
+            .paths
+            .values_mut()
+            .filter_map(|s| s.path.conn.poll_timeout());
+        let metrics = self.sessions.values().filter_map(|s| s.next_metrics);
+        conns.chain(metrics).min()
+    }
+
+    /// A borrowed handle to command one session; `None` once it is gone.
+    pub fn session(&mut self, handle: SessionHandle) -> Option<Session<'_>> {
+        if !self.sessions.contains_key(&handle) {
+            return None;
+        }
+        Some(Session {
+            endpoint: self,
+            handle,
+        })
+    }
+
+    /// Sessions currently held.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Endpoint-wide counters.
+    pub fn stats(&self) -> EndpointStats {
+        let mut s = self.stats;
+        s.sessions = self.sessions.len() as u64;
+        s.connections = self.paths.len() as u64;
+        s
+    }
+
+    /// Whether no connection remains (every one closed and drained).
+    pub fn is_idle(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    fn session_stats(&self, h: SessionHandle) -> Option<SessionStats> {
+        let s = self.sessions.get(&h)?;
+        let paths = s
+            .paths
+            .iter()
+            .filter_map(|(id, key)| {
+                let slot = self.paths.get(key)?;
+                let q = slot.path.conn.stats();
+                Some(PathStats {
+                    id: *id,
+                    remote: slot.remote,
+                    rtt: slot.path.conn.rtt(),
+                    cwnd: q.path.cwnd,
+                    bytes_sent: q.udp_tx.bytes,
+                    bytes_received: q.udp_rx.bytes,
+                    datagrams_sent: q.udp_tx.datagrams,
+                    datagrams_received: q.udp_rx.datagrams,
+                    lost_packets: q.path.lost_packets,
+                    frames_sent: slot.path.counters.frames_sent,
+                    frames_received: slot.path.counters.frames_received,
+                    carriers: slot.path.carrier_count(),
+                })
+            })
+            .collect();
+        let c = s.streams.counters;
+        Some(SessionStats {
+            session_id: s.id,
+            streams_opened_local: c.opened_local,
+            streams_opened_remote: c.opened_remote,
+            streams_open: s.streams.open_count() as u64,
+            stream_bytes_written: c.bytes_written,
+            stream_bytes_read: c.bytes_read,
+            paths,
+        })
+    }
+
+    /// Drives every path that has work: QUIC events, reads, writes, endpoint events.
+    fn flush(&mut self, now: Instant) {
+        while let Some(key) = self.dirty.pop_first() {
+            self.drive(now, key);
+        }
+    }
+
+    fn drive(&mut self, now: Instant, key: usize) {
+        let Some(slot) = self.paths.get_mut(&key) else {
+            return;
+        };
+        let ch = ConnectionHandle(key);
+        while let Some(event) = slot.path.conn.poll_endpoint_events() {
+            if let Some(reply) = self.quic.handle_event(ch, event) {
+                slot.path.conn.handle_event(reply);
+            }
+        }
+        if let Err(error) = self.drive_path(now, key) {
+            self.violation(now, key, error);
+        }
+        let Some(slot) = self.paths.get_mut(&key) else {
+            return;
+        };
+        while let Some(event) = slot.path.conn.poll_endpoint_events() {
+            if let Some(reply) = self.quic.handle_event(ch, event) {
+                slot.path.conn.handle_event(reply);
+            }
+        }
+        if slot.path.conn.is_drained() {
+            let slot = self.paths.remove(&key);
+            if let Some(h) = slot.and_then(|s| s.session) {
+                self.path_gone(h, key);
+            }
+        }
+    }
+
+    /// A path's connection is gone for good.
+    fn path_gone(&mut self, h: SessionHandle, key: usize) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        s.paths.retain(|_, k| *k != key);
+        if s.paths.is_empty() {
+            if s.error.is_none() {
+                self.close_session(h, SessionError::LocallyClosed);
+            }
+            self.sessions.remove(&h);
+        }
+    }
+
+    fn drive_path(&mut self, now: Instant, key: usize) -> Result<(), ProtocolError> {
+        let Some(slot) = self.paths.get_mut(&key) else {
+            return Ok(());
+        };
+        let server = slot.side == Side::Server;
+        let mut lost = None;
+        while let Some(event) = slot.path.conn.poll() {
+            match event {
+                quinn_proto::Event::Connected => {
+                    if !server {
+                        slot.path.open_control()?;
+                        let config = slot
+                            .session
+                            .and_then(|h| self.sessions.get(&h))
+                            .map(|s| s.config.clone());
+                        if let Some(config) = config {
+                            slot.path.send_control(Kind::Hello(kwik_proto::Hello {
+                                version: kwik_proto::VERSION,
+                                limits: Some(limits_to_wire(local_limits(&config), &config)),
+                            }));
+                        }
+                    }
+                }
+                quinn_proto::Event::ConnectionLost { reason } => lost = Some(reason),
+                quinn_proto::Event::Stream(quinn_proto::StreamEvent::Opened { .. }) => {
+                    slot.path.accept_streams(server)?;
+                }
+                quinn_proto::Event::Stream(quinn_proto::StreamEvent::Readable { id }) => {
+                    slot.path.mark_readable(id);
+                }
+                quinn_proto::Event::Stream(_)
+                | quinn_proto::Event::HandshakeDataReady
+                | quinn_proto::Event::DatagramReceived
+                | quinn_proto::Event::DatagramsUnblocked => {}
+            }
+        }
+        if let Some(reason) = lost {
+            if let Some(h) = slot.session {
+                self.close_session(h, reason.into());
+            }
+            return Ok(());
+        }
+        // Server paths accept no data before the client's Hello made them a session.
+        let messages = slot.path.read_control()?;
+        for kind in messages {
+            self.on_control(now, key, kind)?;
+        }
+        let Some(slot) = self.paths.get_mut(&key) else {
+            return Ok(());
+        };
+        slot.path.flush_control()?;
+        let Some(h) = slot.session else {
+            return slot.path.read_carriers(|_| {
+                Err(ProtocolError::new(
+                    ErrorCode::Handshake,
+                    "data before session setup",
+                ))
+            });
+        };
+        let Some(session) = self.sessions.get_mut(&h) else {
+            return Ok(());
+        };
+        if session.phase == Phase::Closed {
+            return Ok(());
+        }
+        let streams = &mut session.streams;
+        slot.path.read_carriers(|frame| streams.on_frame(frame))?;
+        if session.phase == Phase::Established {
+            slot.path.write(
+                &mut session.streams,
+                session.config.streams_per_carrier as usize,
+                session.config.max_carriers_per_path as usize,
+            )?;
+        }
+        while let Some(event) = session.streams.poll_event() {
+            self.events.push_back(stream_event(h, event));
+        }
+        Ok(())
+    }
+
+    fn on_control(&mut self, now: Instant, key: usize, kind: Kind) -> Result<(), ProtocolError> {
+        let Some(slot) = self.paths.get_mut(&key) else {
+            return Ok(());
+        };
+        let Some(h) = slot.session else {
+            return self.on_setup(now, key, kind);
+        };
+        let Some(session) = self.sessions.get_mut(&h) else {
+            return Ok(());
+        };
+        match session.on_control(kind)? {
+            ControlOutcome::Nothing => {}
+            ControlOutcome::Reply(reply) => slot.path.send_control(reply),
+            ControlOutcome::Established => {
+                if session.config.metrics_enabled {
+                    session.next_metrics = Some(now + session.config.metrics_interval);
+                }
+                self.events.push_back(Event::Connected(h));
+            }
+            ControlOutcome::PeerClosed { code, reason } => {
+                let code = VarInt::from_u64(code).unwrap_or(VarInt::MAX);
+                self.close_session(
+                    h,
+                    SessionError::ApplicationClosed {
+                        code,
+                        reason: Bytes::from(reason),
+                    },
+                );
+                for k in self.session_paths(h) {
+                    if let Some(slot) = self.paths.get_mut(&k) {
+                        slot.path.close_app(now, code, Bytes::new());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first control message of a server path: a Hello makes it a new session.
+    fn on_setup(&mut self, now: Instant, key: usize, kind: Kind) -> Result<(), ProtocolError> {
+        let Some(server) = &self.server else {
+            return Err(ProtocolError::new(ErrorCode::Internal, "no server config"));
+        };
+        let config = server.config.clone();
+        let Kind::Hello(hello) = kind else {
+            return Err(ProtocolError::new(
+                ErrorCode::UnexpectedControlMessage,
+                format!("expected Hello, got {}", crate::session::kind_name(&kind)),
+            ));
+        };
+        if hello.version != kwik_proto::VERSION {
+            return Err(ProtocolError::new(
+                ErrorCode::VersionMismatch,
+                format!("client speaks version {}", hello.version),
+            ));
+        }
+        let Some(slot) = self.paths.get_mut(&key) else {
+            return Ok(());
+        };
+        let h = SessionHandle(self.next_session);
+        self.next_session += 1;
+        let id: u64 = self.rng.random();
+        let mut session = SessionState::new(Side::Server, id, config.clone(), slot.remote);
+        session
+            .streams
+            .set_peer_limits(limits_from_wire(hello.limits));
+        session.phase = Phase::Established;
+        if config.metrics_enabled {
+            session.next_metrics = Some(now + config.metrics_interval);
+        }
+        session.paths.insert(PathId::PRIMARY, key);
+        slot.session = Some(h);
+        slot.path.send_control(Kind::Welcome(kwik_proto::Welcome {
+            version: kwik_proto::VERSION,
+            session_id: id,
+            limits: Some(limits_to_wire(local_limits(&config), &config)),
+        }));
+        self.sessions.insert(h, session);
+        self.events.push_back(Event::Incoming(h));
+        Ok(())
+    }
+
+    fn session_paths(&self, h: SessionHandle) -> Vec<usize> {
+        self.sessions
+            .get(&h)
+            .map(|s| s.paths.values().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The peer on path `key` broke the protocol: close what it belongs to.
+    fn violation(&mut self, now: Instant, key: usize, error: ProtocolError) {
+        tracing::debug!(%error, "protocol violation");
+        self.stats.protocol_violations += 1;
+        let session = self.paths.get(&key).and_then(|s| s.session);
+        let keys = match session {
+            Some(h) => self.session_paths(h),
+            None => vec![key],
+        };
+        for k in keys {
+            if let Some(slot) = self.paths.get_mut(&k) {
+                slot.path.close_with(now, &error);
+                self.dirty.insert(k);
+            }
+        }
+        if let Some(h) = session {
+            self.close_session(h, SessionError::ProtocolViolation(error));
+        }
+    }
+
+    /// Records the session's sticky error and tells the application, once.
+    fn close_session(&mut self, h: SessionHandle, error: SessionError) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        if s.error.is_some() {
+            return;
+        }
+        s.phase = Phase::Closed;
+        s.error = Some(error.clone());
+        s.next_metrics = None;
+        self.events.push_back(Event::Closed { session: h, error });
+    }
+
+    fn mark_dirty(&mut self, h: SessionHandle) {
+        if let Some(s) = self.sessions.get(&h) {
+            self.dirty.extend(s.paths.values().copied());
+        }
+    }
+}
+
+fn stream_event(session: SessionHandle, e: StreamEvent) -> Event {
+    match e {
+        StreamEvent::Opened(dir) => Event::StreamOpened { session, dir },
+        StreamEvent::Readable(stream) => Event::StreamReadable { session, stream },
+        StreamEvent::Writable(stream) => Event::StreamWritable { session, stream },
+        StreamEvent::Finished(stream) => Event::StreamFinished { session, stream },
+        StreamEvent::Stopped(stream, code) => Event::StreamStopped {
+            session,
+            stream,
+            code,
+        },
+        StreamEvent::Available(dir) => Event::StreamAvailable { session, dir },
+    }
+}
+
+/// Commands for one session, borrowed from its [`Endpoint`].
+#[derive(Debug)]
+pub struct Session<'a> {
+    endpoint: &'a mut Endpoint,
+    handle: SessionHandle,
+}
+
+impl Session<'_> {
+    fn state(&self) -> Option<&SessionState> {
+        self.endpoint.sessions.get(&self.handle)
+    }
+
+    fn state_mut(&mut self) -> Option<&mut SessionState> {
+        self.endpoint.sessions.get_mut(&self.handle)
+    }
+
+    /// This session's handle.
+    pub fn handle(&self) -> SessionHandle {
+        self.handle
+    }
+
+    /// Which role this side plays.
+    pub fn side(&self) -> Side {
+        self.state().map_or(Side::Client, |s| s.side)
+    }
+
+    /// The session id the server assigned (0 until established on a client).
+    pub fn id(&self) -> u64 {
+        self.state().map_or(0, |s| s.id)
+    }
+
+    /// The primary path's remote address.
+    pub fn remote_address(&self) -> Option<SocketAddr> {
+        self.state().map(|s| s.remote)
+    }
+
+    /// Whether the session setup completed and it has not ended.
+    pub fn is_established(&self) -> bool {
+        self.state().is_some_and(|s| s.phase == Phase::Established)
+    }
+
+    /// Why the session ended, if it did.
+    pub fn error(&self) -> Option<SessionError> {
+        self.state().and_then(|s| s.error.clone())
+    }
+
+    /// Smoothed RTT of the primary path.
+    pub fn rtt(&self) -> Option<Duration> {
+        let key = *self.state()?.paths.get(&PathId::PRIMARY)?;
+        Some(self.endpoint.paths.get(&key)?.path.conn.rtt())
+    }
+
+    /// Opens a logical stream; `None` when the peer's stream limit is reached (a
+    /// `StreamAvailable` event follows when it rises) or the session is not established.
+    pub fn open(&mut self, dir: Dir) -> Option<StreamId> {
+        let s = self.state_mut()?;
+        if s.phase != Phase::Established {
+            return None;
+        }
+        s.streams.open(dir)
+    }
+
+    /// Takes the next logical stream the peer opened.
+    pub fn accept(&mut self, dir: Dir) -> Option<StreamId> {
+        let s = self.state_mut()?;
+        s.streams.accept(dir)
+    }
+
+    /// The send half of a logical stream.
+    pub fn send_stream(&mut self, id: StreamId) -> SendStream<'_> {
+        SendStream {
+            endpoint: &mut *self.endpoint,
+            handle: self.handle,
+            id,
+        }
+    }
+
+    /// The receive half of a logical stream.
+    pub fn recv_stream(&mut self, id: StreamId) -> RecvStream<'_> {
+        RecvStream {
+            endpoint: &mut *self.endpoint,
+            handle: self.handle,
+            id,
+        }
+    }
+
+    /// Closes every path of the session with an application code (below
+    /// [`KWIK_ERROR_BASE`](crate::KWIK_ERROR_BASE)) and reason.
+    pub fn close(&mut self, now: Instant, code: VarInt, reason: &[u8]) {
+        let h = self.handle;
+        for k in self.endpoint.session_paths(h) {
+            if let Some(slot) = self.endpoint.paths.get_mut(&k) {
+                slot.path
+                    .close_app(now, code, Bytes::copy_from_slice(reason));
+            }
+        }
+        self.endpoint.close_session(h, SessionError::LocallyClosed);
+        self.endpoint.mark_dirty(h);
+    }
+
+    /// Stats of the session and each of its paths.
+    pub fn stats(&self) -> SessionStats {
+        self.endpoint.session_stats(self.handle).unwrap_or_default()
+    }
+}
+
+/// The send half of a logical stream, borrowed from its [`Endpoint`].
+#[derive(Debug)]
+pub struct SendStream<'a> {
+    endpoint: &'a mut Endpoint,
+    handle: SessionHandle,
+    id: StreamId,
+}
+
+impl SendStream<'_> {
+    fn run<T, E>(
+        &mut self,
+        lost: impl FnOnce(SessionError) -> E,
+        f: impl FnOnce(&mut crate::streams::Streams, StreamId) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let Some(s) = self.endpoint.sessions.get_mut(&self.handle) else {
+            return Err(lost(SessionError::LocallyClosed));
+        };
+        if let Some(e) = &s.error {
+            return Err(lost(e.clone()));
+        }
+        let r = f(&mut s.streams, self.id);
+        self.endpoint.mark_dirty(self.handle);
+        r
+    }
+
+    /// Queues bytes; returns how many were taken (`Blocked` if none could be).
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
+        self.run(WriteError::SessionLost, |s, id| s.write(id, data))
+    }
+
+    /// Queues whole chunks without copying; taken bytes are removed from `chunks`.
+    pub fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<usize, WriteError> {
+        self.run(WriteError::SessionLost, |s, id| s.write_chunks(id, chunks))
+    }
+
+    /// Ends the stream after the bytes written so far.
+    pub fn finish(&mut self) -> Result<(), ClosedStream> {
+        self.run(|_| ClosedStream, |s, id| s.finish(id))
+    }
+
+    /// Abandons the stream: unsent bytes are dropped and the peer told `code`.
+    pub fn reset(&mut self, code: VarInt) -> Result<(), ClosedStream> {
+        self.run(|_| ClosedStream, |s, id| s.reset(id, code))
+    }
+
+    /// `Ok(Some(code))` if the peer stopped the stream, `Ok(None)` once every byte of a
+    /// finished stream was acknowledged, `Err` while neither happened yet.
+    pub fn stopped(&mut self) -> Result<Option<VarInt>, ClosedStream> {
+        let s = self
+            .endpoint
+            .sessions
+            .get(&self.handle)
+            .ok_or(ClosedStream)?;
+        s.streams.stopped(self.id)
+    }
+
+    /// Whether the stream still has a send half.
+    pub fn is_open(&self) -> bool {
+        self.endpoint
+            .sessions
+            .get(&self.handle)
+            .is_some_and(|s| s.streams.is_sending(self.id))
+    }
+
+    /// Forgets a stream the peer stopped, once the application has seen the code.
+    pub fn forget(&mut self) {
+        if let Some(s) = self.endpoint.sessions.get_mut(&self.handle) {
+            s.streams.forget_stopped(self.id);
+            self.endpoint.mark_dirty(self.handle);
+        }
+    }
+}
+
+/// The receive half of a logical stream, borrowed from its [`Endpoint`].
+#[derive(Debug)]
+pub struct RecvStream<'a> {
+    endpoint: &'a mut Endpoint,
+    handle: SessionHandle,
+    id: StreamId,
+}
+
+impl RecvStream<'_> {
+    /// Reads up to `max` bytes in order; `Ok(None)` once the stream ended.
+    pub fn read(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
+        let Some(s) = self.endpoint.sessions.get_mut(&self.handle) else {
+            return Err(ReadError::SessionLost(SessionError::LocallyClosed));
+        };
+        let r = s.streams.read(self.id, max);
+        if let (Err(ReadError::Blocked), Some(e)) = (&r, &s.error) {
+            return Err(ReadError::SessionLost(e.clone()));
+        }
+        if r.is_ok() {
+            self.endpoint.mark_dirty(self.handle);
+        }
+        r
+    }
+
+    /// Stops reading: buffered data is dropped and the peer asked to stop with `code`.
+    pub fn stop(&mut self, code: VarInt) -> Result<(), ClosedStream> {
+        let s = self
+            .endpoint
+            .sessions
+            .get_mut(&self.handle)
+            .ok_or(ClosedStream)?;
+        let r = s.streams.stop(self.id, code);
+        self.endpoint.mark_dirty(self.handle);
+        r
+    }
+}

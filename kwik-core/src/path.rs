@@ -1,0 +1,450 @@
+//! One path: a QUIC connection to one server address, with its control stream and carriers.
+//!
+//! A path moves bytes between QUIC streams and the session: control frames in and out of
+//! the control stream, data-plane frames in and out of carriers. It owns no logical stream
+//! state; that lives in the session's [`Streams`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{Connection, Dir, StreamId as QuicStreamId, VarInt};
+
+use crate::control::{ControlDecoder, MAX_CONTROL_FRAME};
+use crate::error::{ErrorCode, ProtocolError};
+use crate::frame::{self, Frame, MAX_HEADER, MAX_STREAM_FRAME_PAYLOAD};
+use crate::streams::{FRAME_PAYLOAD, StreamId, Streams};
+
+/// Identifies a path within its session; assigned by the primary, 0 is the primary path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PathId(pub u32);
+
+impl PathId {
+    /// The primary path.
+    pub const PRIMARY: Self = Self(0);
+}
+
+impl std::fmt::Display for PathId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "path {}", self.0)
+    }
+}
+
+/// Bytes of encoded frames waiting for one carrier to accept them.
+#[derive(Debug, Default)]
+struct CarrierTx {
+    id: Option<QuicStreamId>,
+    pending: VecDeque<Bytes>,
+    /// Logical streams assigned to this carrier.
+    streams: usize,
+}
+
+/// Decoding state of one incoming carrier.
+#[derive(Debug, Default)]
+struct CarrierRx {
+    /// The unfinished frame at the end of what was read so far.
+    partial: BytesMut,
+}
+
+/// Transport facts about a path, for stats.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PathCounters {
+    pub(crate) frames_sent: u64,
+    pub(crate) frames_received: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Path {
+    pub(crate) conn: Connection,
+    pub(crate) id: PathId,
+    control: Option<QuicStreamId>,
+    control_rx: ControlDecoder,
+    control_tx: Vec<u8>,
+    /// Carrier of flow-control and signalling frames, written ahead of data.
+    signal: CarrierTx,
+    carriers: Vec<CarrierTx>,
+    assignment: BTreeMap<StreamId, usize>,
+    rx: BTreeMap<QuicStreamId, CarrierRx>,
+    readable: BTreeSet<QuicStreamId>,
+    pub(crate) counters: PathCounters,
+}
+
+/// A carrier or control stream misbehaved.
+pub(crate) type PathResult<T> = Result<T, ProtocolError>;
+
+impl Path {
+    pub(crate) fn new(conn: Connection, id: PathId) -> Self {
+        Self {
+            conn,
+            id,
+            control: None,
+            control_rx: ControlDecoder::default(),
+            control_tx: Vec::new(),
+            signal: CarrierTx::default(),
+            carriers: Vec::new(),
+            assignment: BTreeMap::new(),
+            rx: BTreeMap::new(),
+            readable: BTreeSet::new(),
+            counters: PathCounters::default(),
+        }
+    }
+
+    /// Client side: opens the control stream once the QUIC handshake is done.
+    pub(crate) fn open_control(&mut self) -> PathResult<()> {
+        let id = self.conn.streams().open(Dir::Bi).ok_or_else(|| {
+            ProtocolError::new(ErrorCode::Handshake, "peer allows no control stream")
+        })?;
+        self.control = Some(id);
+        Ok(())
+    }
+
+    /// Queues one encoded control frame.
+    pub(crate) fn send_control(&mut self, kind: kwik_proto::control_frame::Kind) {
+        crate::control::encode(kind, &mut self.control_tx);
+    }
+
+    /// Takes QUIC streams the peer opened: the first bidirectional one of a server is the
+    /// control stream, unidirectional ones are carriers; anything else is a violation.
+    pub(crate) fn accept_streams(&mut self, server: bool) -> PathResult<()> {
+        while let Some(id) = self.conn.streams().accept(Dir::Bi) {
+            if !server || self.control.is_some() {
+                return Err(ProtocolError::new(
+                    ErrorCode::UnexpectedStream,
+                    "unexpected bidirectional stream",
+                ));
+            }
+            self.control = Some(id);
+            self.readable.insert(id);
+        }
+        while let Some(id) = self.conn.streams().accept(Dir::Uni) {
+            self.rx.insert(id, CarrierRx::default());
+            self.readable.insert(id);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn mark_readable(&mut self, id: QuicStreamId) {
+        self.readable.insert(id);
+    }
+
+    /// Reads the control stream: whole messages, in order.
+    pub(crate) fn read_control(&mut self) -> PathResult<Vec<kwik_proto::control_frame::Kind>> {
+        let mut out = Vec::new();
+        let Some(id) = self.control else {
+            return Ok(out);
+        };
+        if !self.readable.remove(&id) {
+            return Ok(out);
+        }
+        let mut stream = self.conn.recv_stream(id);
+        let Ok(mut chunks) = stream.read(true) else {
+            return Ok(out);
+        };
+        let mut result = Ok(());
+        loop {
+            match chunks.next(MAX_CONTROL_FRAME) {
+                Ok(Some(chunk)) => {
+                    self.control_rx.push(&chunk.bytes);
+                    loop {
+                        match self.control_rx.next() {
+                            Ok(Some(kind)) => out.push(kind),
+                            Ok(None) => break,
+                            Err(e) => {
+                                result = Err(ProtocolError::new(e.code(), e.to_string()));
+                                break;
+                            }
+                        }
+                    }
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    result = Err(ProtocolError::new(
+                        ErrorCode::UnexpectedStream,
+                        "control stream finished",
+                    ));
+                    break;
+                }
+                Err(quinn_proto::ReadError::Blocked) => break,
+                Err(quinn_proto::ReadError::Reset(_)) => {
+                    result = Err(ProtocolError::new(
+                        ErrorCode::UnexpectedStream,
+                        "control stream reset",
+                    ));
+                    break;
+                }
+            }
+        }
+        let _ = chunks.finalize();
+        result.map(|()| out)
+    }
+
+    /// Reads every readable carrier and hands its frames to `on_frame`.
+    pub(crate) fn read_carriers(
+        &mut self,
+        mut on_frame: impl FnMut(Frame) -> PathResult<()>,
+    ) -> PathResult<()> {
+        let ids: Vec<QuicStreamId> = std::mem::take(&mut self.readable).into_iter().collect();
+        for id in ids {
+            if Some(id) == self.control {
+                self.readable.insert(id);
+                continue;
+            }
+            let Some(carrier) = self.rx.get_mut(&id) else {
+                continue;
+            };
+            let mut stream = self.conn.recv_stream(id);
+            let Ok(mut chunks) = stream.read(true) else {
+                continue;
+            };
+            let mut pieces = Vec::new();
+            let mut failure = None;
+            let mut finished = false;
+            loop {
+                match chunks.next(usize::MAX) {
+                    Ok(Some(chunk)) => pieces.push(chunk.bytes),
+                    Ok(None) => {
+                        finished = true;
+                        break;
+                    }
+                    Err(quinn_proto::ReadError::Blocked) => break,
+                    Err(quinn_proto::ReadError::Reset(_)) => {
+                        failure = Some(ProtocolError::new(
+                            ErrorCode::UnexpectedStream,
+                            "carrier reset",
+                        ));
+                        break;
+                    }
+                }
+            }
+            let _ = chunks.finalize();
+            for piece in pieces {
+                self.counters.frames_received += decode_carrier(carrier, piece, &mut on_frame)?;
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if finished {
+                if !carrier.partial.is_empty() {
+                    return Err(ProtocolError::new(
+                        ErrorCode::FrameEncoding,
+                        "carrier ended inside a frame",
+                    ));
+                }
+                self.rx.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes queued control frames into the control stream.
+    pub(crate) fn flush_control(&mut self) -> PathResult<()> {
+        let Some(id) = self.control else {
+            return Ok(());
+        };
+        if self.control_tx.is_empty() {
+            return Ok(());
+        }
+        match self.conn.send_stream(id).write(&self.control_tx) {
+            Ok(n) => {
+                self.control_tx.drain(..n);
+                Ok(())
+            }
+            Err(quinn_proto::WriteError::Blocked) => Ok(()),
+            Err(_) => Err(ProtocolError::new(
+                ErrorCode::UnexpectedStream,
+                "control stream stopped",
+            )),
+        }
+    }
+
+    /// Moves signalling and data frames from the session into carriers and on into QUIC.
+    pub(crate) fn write(
+        &mut self,
+        streams: &mut Streams,
+        streams_per_carrier: usize,
+        max_carriers: usize,
+    ) -> PathResult<()> {
+        self.write_signals(streams)?;
+        self.write_data(streams, streams_per_carrier, max_carriers)
+    }
+
+    fn write_signals(&mut self, streams: &mut Streams) -> PathResult<()> {
+        let mut buf = BytesMut::new();
+        while buf.len() < 64 * 1024 {
+            let Some(frame) = streams.poll_signal() else {
+                break;
+            };
+            frame.encode(&mut buf);
+            self.counters.frames_sent += 1;
+        }
+        if !buf.is_empty() {
+            if self.signal.id.is_none() {
+                let id = self.conn.streams().open(Dir::Uni).ok_or_else(|| {
+                    ProtocolError::new(ErrorCode::StreamLimit, "peer allows no carrier")
+                })?;
+                // Credit updates must not queue behind bulk data.
+                let _ = self.conn.send_stream(id).set_priority(1);
+                self.signal.id = Some(id);
+            }
+            self.signal.pending.push_back(buf.freeze());
+        }
+        flush(&mut self.conn, &mut self.signal)
+    }
+
+    fn write_data(
+        &mut self,
+        streams: &mut Streams,
+        per_carrier: usize,
+        max_carriers: usize,
+    ) -> PathResult<()> {
+        loop {
+            self.release(streams);
+            let ids: Vec<StreamId> = streams.sendable().collect();
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let mut progress = false;
+            for id in ids {
+                let Some(c) = self.carrier_for(id, per_carrier, max_carriers) else {
+                    continue;
+                };
+                let carrier = &mut self.carriers[c];
+                flush(&mut self.conn, carrier)?;
+                if !carrier.pending.is_empty() {
+                    continue;
+                }
+                let Some((offset, pieces, fin)) = streams.poll_data(id, FRAME_PAYLOAD) else {
+                    continue;
+                };
+                let len = pieces.iter().map(Bytes::len).sum();
+                let mut header = BytesMut::with_capacity(MAX_HEADER);
+                frame::encode_stream_header(id, offset, len, fin, &mut header);
+                carrier.pending.push_back(header.freeze());
+                carrier.pending.extend(pieces);
+                self.counters.frames_sent += 1;
+                flush(&mut self.conn, carrier)?;
+                progress = true;
+            }
+            if !progress {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Frees the carrier slots of streams that stopped sending.
+    fn release(&mut self, streams: &mut Streams) {
+        for id in streams.take_released() {
+            if let Some(c) = self.assignment.remove(&id) {
+                self.carriers[c].streams -= 1;
+            }
+        }
+    }
+
+    /// The carrier of `id`, assigning one (and opening a QUIC stream) if needed.
+    fn carrier_for(
+        &mut self,
+        id: StreamId,
+        per_carrier: usize,
+        max_carriers: usize,
+    ) -> Option<usize> {
+        if let Some(c) = self.assignment.get(&id) {
+            return Some(*c);
+        }
+        let least = (0..self.carriers.len()).min_by_key(|c| (self.carriers[*c].streams, *c));
+        let c = match least {
+            Some(c) if self.carriers[c].streams < per_carrier => c,
+            _ if self.carriers.len() < max_carriers => match self.conn.streams().open(Dir::Uni) {
+                Some(qid) => {
+                    self.carriers.push(CarrierTx {
+                        id: Some(qid),
+                        ..CarrierTx::default()
+                    });
+                    self.carriers.len() - 1
+                }
+                None => least?,
+            },
+            _ => least?,
+        };
+        self.carriers[c].streams += 1;
+        self.assignment.insert(id, c);
+        Some(c)
+    }
+
+    /// Carriers open for writing.
+    pub(crate) fn carrier_count(&self) -> usize {
+        self.carriers.len()
+    }
+
+    /// Closes the QUIC connection over a KWIK protocol error.
+    pub(crate) fn close_with(&mut self, now: std::time::Instant, error: &ProtocolError) {
+        let mut reason = error.reason.clone().into_bytes();
+        reason.truncate(512);
+        self.conn
+            .close(now, error.code.to_wire(), Bytes::from(reason));
+    }
+
+    /// Closes the QUIC connection with an application code.
+    pub(crate) fn close_app(&mut self, now: std::time::Instant, code: VarInt, reason: Bytes) {
+        self.conn.close(now, code, reason);
+    }
+}
+
+/// Writes as much of `carrier`'s pending bytes as QUIC takes now.
+fn flush(conn: &mut Connection, carrier: &mut CarrierTx) -> PathResult<()> {
+    let Some(id) = carrier.id else {
+        return Ok(());
+    };
+    while !carrier.pending.is_empty() {
+        let chunks = carrier.pending.make_contiguous();
+        match conn.send_stream(id).write_chunks(chunks) {
+            Ok(written) => {
+                carrier.pending.drain(..written.chunks);
+                if written.bytes == 0 {
+                    break;
+                }
+            }
+            Err(quinn_proto::WriteError::Blocked) => break,
+            Err(_) => {
+                return Err(ProtocolError::new(
+                    ErrorCode::UnexpectedStream,
+                    "peer stopped a carrier",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes the frames of one piece of a carrier; returns how many were complete.
+fn decode_carrier(
+    carrier: &mut CarrierRx,
+    piece: Bytes,
+    on_frame: &mut impl FnMut(Frame) -> PathResult<()>,
+) -> PathResult<u64> {
+    let mut bytes = if carrier.partial.is_empty() {
+        piece
+    } else {
+        carrier.partial.extend_from_slice(&piece);
+        carrier.partial.split().freeze()
+    };
+    let mut frames = 0;
+    loop {
+        match Frame::decode(&mut bytes) {
+            Ok(Some(frame)) => {
+                frames += 1;
+                on_frame(frame)?;
+            }
+            Ok(None) => break,
+            Err(e) => return Err(ProtocolError::new(ErrorCode::FrameEncoding, e.to_string())),
+        }
+    }
+    if bytes.len() > MAX_HEADER + MAX_STREAM_FRAME_PAYLOAD {
+        return Err(ProtocolError::new(
+            ErrorCode::FrameEncoding,
+            "incomplete frame larger than any valid frame",
+        ));
+    }
+    carrier.partial.extend_from_slice(&bytes);
+    Ok(frames)
+}

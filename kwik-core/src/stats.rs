@@ -1,0 +1,76 @@
+//! Counters of endpoints, sessions and paths.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::path::PathId;
+
+/// Endpoint-wide counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// Sessions held now.
+    pub sessions: u64,
+    /// QUIC connections held now (all paths, plus server connections not yet in a session).
+    pub connections: u64,
+    /// UDP datagrams sent.
+    pub datagrams_sent: u64,
+    /// UDP datagrams received.
+    pub datagrams_received: u64,
+    /// UDP payload bytes sent.
+    pub bytes_sent: u64,
+    /// UDP payload bytes received.
+    pub bytes_received: u64,
+    /// Paths closed because the peer broke the protocol.
+    pub protocol_violations: u64,
+}
+
+/// Counters of one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PathStats {
+    /// The path.
+    pub id: PathId,
+    /// Its remote address.
+    pub remote: SocketAddr,
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    /// Congestion window in bytes.
+    pub cwnd: u64,
+    /// UDP bytes sent on the path.
+    pub bytes_sent: u64,
+    /// UDP bytes received on the path.
+    pub bytes_received: u64,
+    /// UDP datagrams sent.
+    pub datagrams_sent: u64,
+    /// UDP datagrams received.
+    pub datagrams_received: u64,
+    /// Packets declared lost.
+    pub lost_packets: u64,
+    /// Data-plane frames sent.
+    pub frames_sent: u64,
+    /// Data-plane frames received.
+    pub frames_received: u64,
+    /// Carriers this side opened.
+    pub carriers: usize,
+}
+
+/// Counters of one session.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// The session id.
+    pub session_id: u64,
+    /// Logical streams this side opened.
+    pub streams_opened_local: u64,
+    /// Logical streams the peer opened.
+    pub streams_opened_remote: u64,
+    /// Logical streams not yet closed.
+    pub streams_open: u64,
+    /// Bytes the application wrote to streams.
+    pub stream_bytes_written: u64,
+    /// Bytes the application read from streams.
+    pub stream_bytes_read: u64,
+    /// Per path.
+    pub paths: Vec<PathStats>,
+}

@@ -1,0 +1,1031 @@
+//! Logical streams of one session: ids, send and receive state, flow control, reassembly.
+//!
+//! This is pure state: frames come in through [`Streams::on_frame`], frames to send come out
+//! of [`Streams::poll_signal`] and [`Streams::poll_data`], and application-facing events out
+//! of [`Streams::poll_event`]. Which carrier or path a frame travels on is not its concern.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use quinn_proto::{Dir, Side, VarInt};
+
+use crate::error::{ClosedStream, ErrorCode, ProtocolError, ReadError, WriteError};
+use crate::frame::Frame;
+use crate::varint;
+
+/// A logical stream id: bit 0 is the initiator (0 client), bit 1 the direction (0 bidi),
+/// the rest the index, as in QUIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId(pub u64);
+
+impl StreamId {
+    /// The id of the `index`th stream of `dir` opened by `initiator`.
+    pub fn new(initiator: Side, dir: Dir, index: u64) -> Self {
+        Self(index << 2 | (dir as u64) << 1 | initiator as u64)
+    }
+    /// Which side opened the stream.
+    pub fn initiator(self) -> Side {
+        if self.0 & 1 == 0 {
+            Side::Client
+        } else {
+            Side::Server
+        }
+    }
+    /// Whether the stream is bidirectional.
+    pub fn dir(self) -> Dir {
+        if self.0 & 2 == 0 { Dir::Bi } else { Dir::Uni }
+    }
+    /// Position among the streams of its initiator and direction.
+    pub fn index(self) -> u64 {
+        self.0 >> 2
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = match self.initiator() {
+            Side::Client => "client",
+            Side::Server => "server",
+        };
+        let dir = match self.dir() {
+            Dir::Bi => "bidi",
+            Dir::Uni => "uni",
+        };
+        write!(f, "{who} {dir} stream {}", self.index())
+    }
+}
+
+/// What the application may want to know about its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamEvent {
+    /// The peer opened one or more streams of `dir`.
+    Opened(Dir),
+    /// New data, a fin or a reset can be read.
+    Readable(StreamId),
+    /// A write that was blocked may now succeed.
+    Writable(StreamId),
+    /// The peer holds every byte of a finished stream.
+    Finished(StreamId),
+    /// The peer asked us to stop sending; the stream was reset.
+    Stopped(StreamId, VarInt),
+    /// More streams of `dir` may be opened.
+    Available(Dir),
+}
+
+fn dir_index(dir: Dir) -> usize {
+    match dir {
+        Dir::Bi => 0,
+        Dir::Uni => 1,
+    }
+}
+
+/// Largest payload this side puts in one `STREAM` frame: a trade-off between per-frame
+/// overhead and how long one stream can hold a carrier.
+pub(crate) const FRAME_PAYLOAD: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendState {
+    /// Taking writes.
+    Open,
+    /// Finished by the application; the fin may not have been framed yet.
+    Finishing,
+    /// Fin framed; waiting for the peer to acknowledge every byte.
+    FinSent,
+    /// Reset (by the application or after the peer's STOP_SENDING).
+    Reset,
+}
+
+#[derive(Debug)]
+struct Send {
+    /// Written by the application, not yet framed.
+    queue: VecDeque<Bytes>,
+    queued: u64,
+    /// Next offset to frame.
+    offset: u64,
+    /// The peer's MAX_STREAM_DATA.
+    max_data: u64,
+    /// The peer's DATA_ACK.
+    acked: u64,
+    state: SendState,
+    /// The code of the peer's STOP_SENDING, reported to writes.
+    stopped: Option<VarInt>,
+    /// A write was refused for lack of credit: report `Writable` when credit comes.
+    blocked: bool,
+}
+
+impl Send {
+    fn new(max_data: u64) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            queued: 0,
+            offset: 0,
+            max_data,
+            acked: 0,
+            state: SendState::Open,
+            stopped: None,
+            blocked: false,
+        }
+    }
+
+    fn written(&self) -> u64 {
+        self.offset + self.queued
+    }
+
+    fn has_frame(&self) -> bool {
+        self.queued > 0 || self.state == SendState::Finishing
+    }
+}
+
+#[derive(Debug)]
+struct Recv {
+    /// Received bytes not yet read, by offset; never overlapping.
+    segments: BTreeMap<u64, Bytes>,
+    /// Bytes consumed by the application.
+    read: u64,
+    /// Highest offset received (exclusive).
+    end: u64,
+    /// First offset not held contiguously from `read`.
+    contiguous: u64,
+    final_size: Option<u64>,
+    /// The limit announced to the peer.
+    max_data: u64,
+    /// The last DATA_ACK offset sent.
+    acked: u64,
+    reset: Option<VarInt>,
+    /// The application stopped reading: data is dropped on arrival.
+    stopped: bool,
+    /// A `Readable` event is outstanding.
+    notified: bool,
+}
+
+impl Recv {
+    fn new(max_data: u64) -> Self {
+        Self {
+            segments: BTreeMap::new(),
+            read: 0,
+            end: 0,
+            contiguous: 0,
+            final_size: None,
+            max_data,
+            acked: 0,
+            reset: None,
+            stopped: false,
+            notified: false,
+        }
+    }
+
+    /// Stores `data` at `offset`, keeping only bytes not already held or read.
+    fn insert(&mut self, mut offset: u64, mut data: Bytes) {
+        if offset < self.read {
+            let skip = (self.read - offset).min(data.len() as u64) as usize;
+            let _ = data.split_to(skip);
+            offset += skip as u64;
+        }
+        if let Some((&start, held)) = self.segments.range(..=offset).next_back() {
+            let held_end = start + held.len() as u64;
+            if held_end > offset {
+                let skip = (held_end - offset).min(data.len() as u64) as usize;
+                let _ = data.split_to(skip);
+                offset += skip as u64;
+            }
+        }
+        while !data.is_empty() {
+            let end = offset + data.len() as u64;
+            let next = self
+                .segments
+                .range(offset..end)
+                .next()
+                .map(|(&s, b)| (s, b.len()));
+            match next {
+                None => {
+                    self.segments.insert(offset, data);
+                    break;
+                }
+                Some((start, len)) => {
+                    let before = data.split_to((start - offset) as usize);
+                    if !before.is_empty() {
+                        self.segments.insert(offset, before);
+                    }
+                    let skip = (len).min(data.len());
+                    let _ = data.split_to(skip);
+                    offset = start + len as u64;
+                }
+            }
+        }
+        while let Some((&start, held)) = self.segments.range(..=self.contiguous).next_back() {
+            let held_end = start + held.len() as u64;
+            if held_end <= self.contiguous {
+                break;
+            }
+            self.contiguous = held_end;
+        }
+    }
+
+    /// Separate runs of buffered bytes beyond the contiguous prefix.
+    fn gaps(&self) -> usize {
+        let mut gaps = 0;
+        let mut prev_end = self.contiguous;
+        for (&start, data) in self.segments.range(self.contiguous..) {
+            if start > prev_end {
+                gaps += 1;
+            }
+            prev_end = start + data.len() as u64;
+        }
+        gaps
+    }
+
+    /// Merges adjacent segments by copying, so that many tiny frames cost one entry.
+    fn compact(&mut self) {
+        let mut merged: BTreeMap<u64, Bytes> = BTreeMap::new();
+        let mut run: Option<(u64, Vec<u8>)> = None;
+        for (start, data) in std::mem::take(&mut self.segments) {
+            match &mut run {
+                Some((run_start, buf)) if *run_start + buf.len() as u64 == start => {
+                    buf.extend_from_slice(&data)
+                }
+                _ => {
+                    if let Some((s, buf)) = run.take() {
+                        merged.insert(s, Bytes::from(buf));
+                    }
+                    run = Some((start, data.to_vec()));
+                }
+            }
+        }
+        if let Some((s, buf)) = run {
+            merged.insert(s, Bytes::from(buf));
+        }
+        self.segments = merged;
+    }
+
+    /// Whether everything up to the final size has been read.
+    fn fully_read(&self) -> bool {
+        self.final_size == Some(self.read)
+    }
+}
+
+/// Pending frames the receive side owes the peer, coalesced until sent.
+#[derive(Debug, Default)]
+struct Signals {
+    max_data: bool,
+    max_streams: [bool; 2],
+    max_stream_data: BTreeSet<StreamId>,
+    /// Streams owing a DATA_ACK, with the offset to acknowledge.
+    data_ack: BTreeMap<StreamId, u64>,
+    once: VecDeque<Frame>,
+}
+
+/// Counters for stats.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct StreamCounters {
+    pub(crate) opened_local: u64,
+    pub(crate) opened_remote: u64,
+    pub(crate) bytes_written: u64,
+    pub(crate) bytes_read: u64,
+}
+
+/// All logical streams of one session.
+#[derive(Debug)]
+pub(crate) struct Streams {
+    side: Side,
+    send: BTreeMap<StreamId, Send>,
+    recv: BTreeMap<StreamId, Recv>,
+    /// Streams opened by us, per direction.
+    opened: [u64; 2],
+    /// The peer's limit on `opened`.
+    peer_max_streams: [u64; 2],
+    /// Streams the peer opened (implicitly, by index), per direction.
+    remote_opened: [u64; 2],
+    /// Our limit on `remote_opened`.
+    max_remote: [u64; 2],
+    /// Next peer stream index to hand to `accept`.
+    next_accept: [u64; 2],
+    /// The peer's initial MAX_STREAM_DATA for streams we send on.
+    peer_stream_window: u64,
+    stream_window: u64,
+    receive_window: u64,
+    max_gaps: usize,
+    /// Session-level send credit: the peer's MAX_DATA against bytes written.
+    peer_max_data: u64,
+    data_written: u64,
+    /// Session-level receive credit.
+    local_max_data: u64,
+    data_received: u64,
+    data_consumed: u64,
+    signals: Signals,
+    /// Streams with bytes or a fin to frame.
+    sendable: BTreeSet<StreamId>,
+    /// Streams whose send side has released its carrier slot.
+    released: Vec<StreamId>,
+    events: VecDeque<StreamEvent>,
+    pub(crate) counters: StreamCounters,
+}
+
+/// The limits one side grants the other at session setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) max_data: u64,
+    pub(crate) max_stream_data: u64,
+    pub(crate) max_bidi: u64,
+    pub(crate) max_uni: u64,
+}
+
+fn violation(code: ErrorCode, reason: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(code, reason)
+}
+
+impl Streams {
+    pub(crate) fn new(side: Side, local: Limits, max_gaps: usize) -> Self {
+        Self {
+            side,
+            send: BTreeMap::new(),
+            recv: BTreeMap::new(),
+            opened: [0; 2],
+            peer_max_streams: [0; 2],
+            remote_opened: [0; 2],
+            max_remote: [local.max_bidi, local.max_uni],
+            next_accept: [0; 2],
+            peer_stream_window: 0,
+            stream_window: local.max_stream_data,
+            receive_window: local.max_data,
+            max_gaps,
+            peer_max_data: 0,
+            data_written: 0,
+            local_max_data: local.max_data,
+            data_received: 0,
+            data_consumed: 0,
+            signals: Signals::default(),
+            sendable: BTreeSet::new(),
+            released: Vec::new(),
+            events: VecDeque::new(),
+            counters: StreamCounters::default(),
+        }
+    }
+
+    /// Applies the limits the peer granted in its Hello or Welcome.
+    pub(crate) fn set_peer_limits(&mut self, peer: Limits) {
+        self.peer_stream_window = peer.max_stream_data.min(varint::MAX);
+        self.peer_max_data = peer.max_data.min(varint::MAX);
+        self.peer_max_streams = [peer.max_bidi.min(1 << 60), peer.max_uni.min(1 << 60)];
+        for s in self.send.values_mut() {
+            s.max_data = s.max_data.max(self.peer_stream_window);
+        }
+        for dir in [Dir::Bi, Dir::Uni] {
+            if self.peer_max_streams[dir_index(dir)] > 0 {
+                self.events.push_back(StreamEvent::Available(dir));
+            }
+        }
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<StreamEvent> {
+        self.events.pop_front()
+    }
+
+    /// Opens a stream of ours, if the peer's limit allows.
+    pub(crate) fn open(&mut self, dir: Dir) -> Option<StreamId> {
+        let i = dir_index(dir);
+        if self.opened[i] >= self.peer_max_streams[i] {
+            return None;
+        }
+        let id = StreamId::new(self.side, dir, self.opened[i]);
+        self.opened[i] += 1;
+        self.send.insert(id, Send::new(self.peer_stream_window));
+        if dir == Dir::Bi {
+            self.recv.insert(id, Recv::new(self.stream_window));
+        }
+        self.counters.opened_local += 1;
+        Some(id)
+    }
+
+    /// The next stream the peer opened that the application has not taken yet.
+    pub(crate) fn accept(&mut self, dir: Dir) -> Option<StreamId> {
+        let i = dir_index(dir);
+        if self.next_accept[i] >= self.remote_opened[i] {
+            return None;
+        }
+        let id = StreamId::new(!self.side, dir, self.next_accept[i]);
+        self.next_accept[i] += 1;
+        Some(id)
+    }
+
+    /// Number of open streams (either side still active).
+    pub(crate) fn open_count(&self) -> usize {
+        let mut ids: BTreeSet<StreamId> = self.send.keys().copied().collect();
+        ids.extend(self.recv.keys().copied());
+        ids.len()
+    }
+
+    fn is_local(&self, id: StreamId) -> bool {
+        id.initiator() == self.side
+    }
+
+    /// Makes sure a stream the peer refers to exists, opening peer streams implicitly.
+    ///
+    /// Returns `Ok(false)` for a stream that existed and is closed: frames for it are stale.
+    fn ensure_stream(&mut self, id: StreamId) -> Result<bool, ProtocolError> {
+        let i = dir_index(id.dir());
+        if self.is_local(id) {
+            if id.index() >= self.opened[i] {
+                return Err(violation(
+                    ErrorCode::StreamState,
+                    format!("{id} was never opened"),
+                ));
+            }
+            return Ok(true);
+        }
+        if id.index() >= self.max_remote[i] {
+            return Err(violation(
+                ErrorCode::StreamLimit,
+                format!("{id} exceeds the stream limit {}", self.max_remote[i]),
+            ));
+        }
+        if id.index() < self.remote_opened[i] {
+            return Ok(true);
+        }
+        for index in self.remote_opened[i]..=id.index() {
+            let new = StreamId::new(!self.side, id.dir(), index);
+            self.recv.insert(new, Recv::new(self.stream_window));
+            if id.dir() == Dir::Bi {
+                self.send.insert(new, Send::new(self.peer_stream_window));
+            }
+            self.counters.opened_remote += 1;
+        }
+        self.remote_opened[i] = id.index() + 1;
+        self.events.push_back(StreamEvent::Opened(id.dir()));
+        Ok(true)
+    }
+
+    /// Applies one data-plane frame from the peer.
+    pub(crate) fn on_frame(&mut self, frame: Frame) -> Result<(), ProtocolError> {
+        match frame {
+            Frame::Stream {
+                id,
+                offset,
+                fin,
+                data,
+            } => self.on_stream(id, offset, fin, data),
+            Frame::ResetStream {
+                id,
+                code,
+                final_size,
+            } => self.on_reset(id, code, final_size),
+            Frame::StopSending { id, code } => {
+                self.check_sender(id)?;
+                self.ensure_stream(id)?;
+                if let Some(s) = self.send.get_mut(&id) {
+                    let code = VarInt::from_u64(code).unwrap_or(VarInt::MAX);
+                    s.stopped = Some(code);
+                    if s.state != SendState::Reset {
+                        self.reset_send(id, code);
+                        self.events.push_back(StreamEvent::Stopped(id, code));
+                    }
+                }
+                Ok(())
+            }
+            Frame::MaxStreamData { id, max } => {
+                self.check_sender(id)?;
+                self.ensure_stream(id)?;
+                if let Some(s) = self.send.get_mut(&id)
+                    && max > s.max_data
+                {
+                    s.max_data = max;
+                    if std::mem::take(&mut s.blocked) {
+                        self.events.push_back(StreamEvent::Writable(id));
+                    }
+                }
+                Ok(())
+            }
+            Frame::MaxData { max } => {
+                if max > self.peer_max_data {
+                    self.peer_max_data = max;
+                    for (id, s) in self.send.iter_mut() {
+                        if std::mem::take(&mut s.blocked) {
+                            self.events.push_back(StreamEvent::Writable(*id));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Frame::MaxStreams { dir, max } => {
+                if max > 1 << 60 {
+                    return Err(violation(ErrorCode::StreamLimit, "MAX_STREAMS above 2^60"));
+                }
+                let i = dir_index(dir);
+                if max > self.peer_max_streams[i] {
+                    self.peer_max_streams[i] = max;
+                    self.events.push_back(StreamEvent::Available(dir));
+                }
+                Ok(())
+            }
+            Frame::DataAck { id, offset } => {
+                self.check_sender(id)?;
+                self.ensure_stream(id)?;
+                let Some(s) = self.send.get_mut(&id) else {
+                    return Ok(());
+                };
+                if offset > s.offset {
+                    return Err(violation(
+                        ErrorCode::StreamState,
+                        format!("DATA_ACK for {id} beyond what was sent"),
+                    ));
+                }
+                s.acked = s.acked.max(offset);
+                if s.state == SendState::FinSent && s.acked == s.offset {
+                    self.events.push_back(StreamEvent::Finished(id));
+                    self.send.remove(&id);
+                    self.maybe_free(id);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Frames that only a sender may receive must name a stream we send on.
+    fn check_sender(&self, id: StreamId) -> Result<(), ProtocolError> {
+        if !self.is_local(id) && id.dir() == Dir::Uni {
+            return Err(violation(
+                ErrorCode::StreamState,
+                format!("{id} is receive-only here"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_receiver(&self, id: StreamId) -> Result<(), ProtocolError> {
+        if self.is_local(id) && id.dir() == Dir::Uni {
+            return Err(violation(
+                ErrorCode::StreamState,
+                format!("{id} is send-only here"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Accounts bytes up to `new_end` against the session receive window.
+    fn account_received(
+        data_received: &mut u64,
+        local_max_data: u64,
+        r: &mut Recv,
+        new_end: u64,
+    ) -> Result<(), ProtocolError> {
+        if new_end > r.end {
+            *data_received += new_end - r.end;
+            r.end = new_end;
+            if *data_received > local_max_data {
+                return Err(violation(
+                    ErrorCode::FlowControl,
+                    "session receive window exceeded",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_stream(
+        &mut self,
+        id: StreamId,
+        offset: u64,
+        fin: bool,
+        data: Bytes,
+    ) -> Result<(), ProtocolError> {
+        self.check_receiver(id)?;
+        self.ensure_stream(id)?;
+        let Some(r) = self.recv.get_mut(&id) else {
+            return Ok(());
+        };
+        let end = offset + data.len() as u64;
+        let fin_new = fin && r.final_size.is_none();
+        if end > r.max_data {
+            return Err(violation(
+                ErrorCode::FlowControl,
+                format!("{id}: data to {end} beyond the limit {}", r.max_data),
+            ));
+        }
+        if let Some(final_size) = r.final_size {
+            if end > final_size || (fin && end != final_size) {
+                return Err(violation(
+                    ErrorCode::FinalSize,
+                    format!("{id}: final size changed"),
+                ));
+            }
+        } else if fin {
+            if end < r.end {
+                return Err(violation(
+                    ErrorCode::FinalSize,
+                    format!("{id}: fin below data received"),
+                ));
+            }
+            r.final_size = Some(end);
+        }
+        Self::account_received(&mut self.data_received, self.local_max_data, r, end)?;
+        if r.reset.is_some() {
+            return Ok(());
+        }
+        if r.stopped {
+            // Nobody will read it: the credit returns at once.
+            let consumed = end.saturating_sub(r.read);
+            r.read = r.read.max(end);
+            let done = r.final_size.is_some();
+            self.data_consumed += consumed;
+            self.update_max_data();
+            if done {
+                self.recv.remove(&id);
+                self.maybe_free(id);
+            }
+            return Ok(());
+        }
+        let before = r.contiguous;
+        r.insert(offset, data);
+        if r.segments.len() > self.max_gaps {
+            r.compact();
+            if r.gaps() > self.max_gaps {
+                return Err(violation(
+                    ErrorCode::ReassemblyLimit,
+                    format!("{id}: more than {} gaps", self.max_gaps),
+                ));
+            }
+        }
+        let complete = r.final_size == Some(r.contiguous);
+        if r.contiguous > before || (complete && fin_new) {
+            let threshold = (self.stream_window / 4).max(1);
+            if complete || r.contiguous - r.acked >= threshold {
+                self.signals.data_ack.insert(id, r.contiguous);
+            }
+            if !r.notified {
+                r.notified = true;
+                self.events.push_back(StreamEvent::Readable(id));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_reset(&mut self, id: StreamId, code: u64, final_size: u64) -> Result<(), ProtocolError> {
+        self.check_receiver(id)?;
+        self.ensure_stream(id)?;
+        let Some(r) = self.recv.get_mut(&id) else {
+            return Ok(());
+        };
+        if final_size < r.end || r.final_size.is_some_and(|f| f != final_size) {
+            return Err(violation(
+                ErrorCode::FinalSize,
+                format!("{id}: reset final size"),
+            ));
+        }
+        if final_size > r.max_data {
+            return Err(violation(
+                ErrorCode::FlowControl,
+                format!("{id}: reset beyond the limit"),
+            ));
+        }
+        Self::account_received(&mut self.data_received, self.local_max_data, r, final_size)?;
+        r.final_size = Some(final_size);
+        if r.reset.is_some() {
+            return Ok(());
+        }
+        // Unread bytes will never be read: release their credit.
+        self.data_consumed += final_size - r.read;
+        r.read = final_size;
+        r.segments.clear();
+        if r.stopped {
+            self.recv.remove(&id);
+            self.maybe_free(id);
+        } else {
+            r.reset = Some(VarInt::from_u64(code).unwrap_or(VarInt::MAX));
+            if !r.notified {
+                r.notified = true;
+                self.events.push_back(StreamEvent::Readable(id));
+            }
+        }
+        self.update_max_data();
+        Ok(())
+    }
+
+    /// Queues application bytes; returns how many were taken.
+    pub(crate) fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
+        let credit = self.write_credit(id)?;
+        let n = credit.min(data.len() as u64) as usize;
+        if n == 0 {
+            return self.blocked(id, data.is_empty());
+        }
+        self.queue_bytes(id, Bytes::copy_from_slice(&data[..n]));
+        Ok(n)
+    }
+
+    /// Queues whole chunks without copying, splitting the last one at the credit limit.
+    /// Returns the bytes taken; taken chunks are left empty.
+    pub(crate) fn write_chunks(
+        &mut self,
+        id: StreamId,
+        chunks: &mut [Bytes],
+    ) -> Result<usize, WriteError> {
+        let mut credit = self.write_credit(id)?;
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        if credit == 0 {
+            return self.blocked(id, total == 0);
+        }
+        let mut taken = 0;
+        for chunk in chunks.iter_mut() {
+            if credit == 0 {
+                break;
+            }
+            let n = credit.min(chunk.len() as u64) as usize;
+            let part = chunk.split_to(n);
+            credit -= n as u64;
+            taken += n;
+            if !part.is_empty() {
+                self.queue_bytes(id, part);
+            }
+        }
+        Ok(taken)
+    }
+
+    fn blocked(&mut self, id: StreamId, empty: bool) -> Result<usize, WriteError> {
+        if empty {
+            return Ok(0);
+        }
+        if let Some(s) = self.send.get_mut(&id) {
+            s.blocked = true;
+        }
+        Err(WriteError::Blocked)
+    }
+
+    fn write_credit(&self, id: StreamId) -> Result<u64, WriteError> {
+        let s = self.send.get(&id).ok_or(WriteError::ClosedStream)?;
+        if let Some(code) = s.stopped {
+            return Err(WriteError::Stopped(code));
+        }
+        if s.state != SendState::Open {
+            return Err(WriteError::ClosedStream);
+        }
+        let stream = s.max_data.saturating_sub(s.written());
+        let session = self.peer_max_data.saturating_sub(self.data_written);
+        Ok(stream.min(session))
+    }
+
+    fn queue_bytes(&mut self, id: StreamId, data: Bytes) {
+        let Some(s) = self.send.get_mut(&id) else {
+            return;
+        };
+        let n = data.len() as u64;
+        s.queued += n;
+        s.queue.push_back(data);
+        self.data_written += n;
+        self.counters.bytes_written += n;
+        self.sendable.insert(id);
+    }
+
+    pub(crate) fn finish(&mut self, id: StreamId) -> Result<(), ClosedStream> {
+        let s = self.send.get_mut(&id).ok_or(ClosedStream)?;
+        if s.state != SendState::Open {
+            return Err(ClosedStream);
+        }
+        s.state = SendState::Finishing;
+        self.sendable.insert(id);
+        Ok(())
+    }
+
+    pub(crate) fn reset(&mut self, id: StreamId, code: VarInt) -> Result<(), ClosedStream> {
+        let s = self.send.get(&id).ok_or(ClosedStream)?;
+        if matches!(s.state, SendState::Reset | SendState::FinSent) {
+            return Err(ClosedStream);
+        }
+        self.reset_send(id, code);
+        Ok(())
+    }
+
+    fn reset_send(&mut self, id: StreamId, code: VarInt) {
+        let Some(s) = self.send.get_mut(&id) else {
+            return;
+        };
+        if s.state == SendState::FinSent && s.acked == s.offset {
+            return;
+        }
+        // Unframed bytes are dropped, and the credit they held is given back.
+        self.data_written -= s.queued;
+        s.queue.clear();
+        s.queued = 0;
+        s.state = SendState::Reset;
+        let final_size = s.offset;
+        self.signals.once.push_back(Frame::ResetStream {
+            id,
+            code: code.into_inner(),
+            final_size,
+        });
+        self.sendable.remove(&id);
+        self.released.push(id);
+        if s.stopped.is_none() {
+            self.send.remove(&id);
+        }
+        self.maybe_free(id);
+    }
+
+    /// The peer's STOP_SENDING code, if the stream was stopped, or `Ok(None)` once every
+    /// byte was acknowledged; `Err` while neither happened.
+    pub(crate) fn stopped(&self, id: StreamId) -> Result<Option<VarInt>, ClosedStream> {
+        match self.send.get(&id) {
+            None => Ok(None),
+            Some(s) if s.stopped.is_some() => Ok(s.stopped),
+            Some(_) => Err(ClosedStream),
+        }
+    }
+
+    /// Takes the stream's stopped state after the application saw it.
+    pub(crate) fn forget_stopped(&mut self, id: StreamId) {
+        if self.send.get(&id).is_some_and(|s| s.stopped.is_some()) {
+            self.send.remove(&id);
+            self.maybe_free(id);
+        }
+    }
+
+    /// Reads up to `max` contiguous bytes. `Ok(None)` means the stream ended.
+    pub(crate) fn read(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, ReadError> {
+        let r = self.recv.get_mut(&id).ok_or(ReadError::ClosedStream)?;
+        if r.stopped {
+            return Err(ReadError::ClosedStream);
+        }
+        if let Some(code) = r.reset {
+            self.recv.remove(&id);
+            self.maybe_free(id);
+            return Err(ReadError::Reset(code));
+        }
+        let Some(entry) = r.segments.first_entry() else {
+            if r.fully_read() {
+                self.recv.remove(&id);
+                self.maybe_free(id);
+                return Ok(None);
+            }
+            r.notified = false;
+            return Err(ReadError::Blocked);
+        };
+        if *entry.key() != r.read {
+            r.notified = false;
+            return Err(ReadError::Blocked);
+        }
+        let data = if entry.get().len() <= max {
+            entry.remove()
+        } else {
+            let start = *entry.key();
+            let mut rest = entry.remove();
+            let head = rest.split_to(max);
+            r.segments.insert(start + max as u64, rest);
+            head
+        };
+        let n = data.len() as u64;
+        r.read += n;
+        self.data_consumed += n;
+        self.counters.bytes_read += n;
+        if r.final_size.is_none()
+            && r.read + self.stream_window - r.max_data >= self.stream_window / 2
+        {
+            r.max_data = r.read + self.stream_window;
+            self.signals.max_stream_data.insert(id);
+        }
+        self.update_max_data();
+        Ok(Some(data))
+    }
+
+    fn update_max_data(&mut self) {
+        if self.data_consumed + self.receive_window - self.local_max_data >= self.receive_window / 2
+        {
+            self.local_max_data = self.data_consumed + self.receive_window;
+            self.signals.max_data = true;
+        }
+    }
+
+    /// Stops reading: buffered and future data is discarded and the peer asked to stop.
+    pub(crate) fn stop(&mut self, id: StreamId, code: VarInt) -> Result<(), ClosedStream> {
+        let r = self.recv.get_mut(&id).ok_or(ClosedStream)?;
+        if r.stopped {
+            return Err(ClosedStream);
+        }
+        r.stopped = true;
+        r.segments.clear();
+        let consumed = r.end - r.read;
+        r.read = r.end;
+        self.data_consumed += consumed;
+        let done = r.final_size.is_some() || r.reset.is_some();
+        if done {
+            self.recv.remove(&id);
+            self.maybe_free(id);
+        } else {
+            self.signals.once.push_back(Frame::StopSending {
+                id,
+                code: code.into_inner(),
+            });
+        }
+        self.update_max_data();
+        Ok(())
+    }
+
+    /// Frees the stream id once both halves are gone; a peer stream's slot returns as credit.
+    fn maybe_free(&mut self, id: StreamId) {
+        if self.send.contains_key(&id) || self.recv.contains_key(&id) {
+            return;
+        }
+        if !self.is_local(id) {
+            let i = dir_index(id.dir());
+            self.max_remote[i] += 1;
+            self.signals.max_streams[i] = true;
+        }
+    }
+
+    /// The next flow-control or signalling frame owed to the peer.
+    pub(crate) fn poll_signal(&mut self) -> Option<Frame> {
+        if let Some(f) = self.signals.once.pop_front() {
+            return Some(f);
+        }
+        if std::mem::take(&mut self.signals.max_data) {
+            return Some(Frame::MaxData {
+                max: self.local_max_data,
+            });
+        }
+        for dir in [Dir::Bi, Dir::Uni] {
+            let i = dir_index(dir);
+            if std::mem::take(&mut self.signals.max_streams[i]) {
+                return Some(Frame::MaxStreams {
+                    dir,
+                    max: self.max_remote[i],
+                });
+            }
+        }
+        while let Some(id) = self.signals.max_stream_data.pop_first() {
+            if let Some(r) = self.recv.get(&id)
+                && !r.stopped
+                && r.final_size.is_none()
+            {
+                return Some(Frame::MaxStreamData {
+                    id,
+                    max: r.max_data,
+                });
+            }
+        }
+        if let Some((id, mut offset)) = self.signals.data_ack.pop_first() {
+            if let Some(r) = self.recv.get_mut(&id) {
+                offset = offset.max(r.contiguous);
+                r.acked = offset;
+            }
+            return Some(Frame::DataAck { id, offset });
+        }
+        None
+    }
+
+    /// Streams that have something to frame, in id order.
+    pub(crate) fn sendable(&self) -> impl Iterator<Item = StreamId> + '_ {
+        self.sendable.iter().copied()
+    }
+
+    /// Streams whose sending ended since the last call: their carrier slots are free.
+    pub(crate) fn take_released(&mut self) -> Vec<StreamId> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// Frames up to `max` bytes of `id`: returns the offset, the payload pieces and fin.
+    pub(crate) fn poll_data(
+        &mut self,
+        id: StreamId,
+        max: usize,
+    ) -> Option<(u64, Vec<Bytes>, bool)> {
+        let s = self.send.get_mut(&id)?;
+        if !s.has_frame() {
+            self.sendable.remove(&id);
+            return None;
+        }
+        let offset = s.offset;
+        let mut pieces = Vec::new();
+        let mut room = max;
+        while room > 0 {
+            let Some(front) = s.queue.front_mut() else {
+                break;
+            };
+            if front.len() <= room {
+                room -= front.len();
+                if let Some(piece) = s.queue.pop_front() {
+                    pieces.push(piece);
+                }
+            } else {
+                pieces.push(front.split_to(room));
+                room = 0;
+            }
+        }
+        let n = (max - room) as u64;
+        s.queued -= n;
+        s.offset += n;
+        let fin = s.state == SendState::Finishing && s.queued == 0;
+        if fin {
+            s.state = SendState::FinSent;
+            self.released.push(id);
+        }
+        if !s.has_frame() {
+            self.sendable.remove(&id);
+        }
+        Some((offset, pieces, fin))
+    }
+
+    /// Whether a stream's send half exists (is writable or finishing).
+    pub(crate) fn is_sending(&self, id: StreamId) -> bool {
+        self.send.contains_key(&id)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

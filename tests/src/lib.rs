@@ -1,0 +1,13 @@
+//! Test support for KWIK integration tests.
+//!
+//! - [`net`]: a deterministic, virtual-time, in-process network simulator (links with rate,
+//!   delay, jitter, loss, reordering, MTU and drop-tail queues);
+//! - [`sim`]: KWIK engines driven over that network;
+//! - [`certs`]: self-signed certificates and configs;
+//! - [`app`]: small application behaviours (echo servers, bulk readers) for scenarios.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod app;
+pub mod certs;
+pub mod net;
+pub mod sim;

@@ -1,0 +1,161 @@
+//! Runs KWIK endpoints over the simulated [`Network`] in virtual time.
+//!
+//! The loop follows the sans-IO rule: after every input, drain every output (transmits,
+//! events), then advance the clock to the earliest of the network's next delivery and the
+//! endpoints' timers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use kwik_core::{EcnCodepoint, Endpoint, EndpointConfig, Event, ServerConfig};
+
+use crate::net::{Datagram, Network};
+
+/// One host: an engine bound to one address.
+pub struct Node {
+    /// The engine.
+    pub endpoint: Endpoint,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Events drained from the engine and not yet taken by the test.
+    pub events: Vec<Event>,
+}
+
+/// A simulated world: a network and the endpoints on it.
+pub struct Sim {
+    /// The network between the nodes.
+    pub net: Network,
+    /// The hosts.
+    pub nodes: Vec<Node>,
+    buf: Vec<u8>,
+    seed: u64,
+}
+
+/// Index of a node in [`Sim::nodes`].
+pub type NodeId = usize;
+
+impl Sim {
+    /// An empty world whose clock starts at an arbitrary fixed instant.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            net: Network::new(seed, Instant::now()),
+            nodes: Vec::new(),
+            buf: Vec::with_capacity(64 * 1024),
+            seed,
+        }
+    }
+
+    /// Adds a host at `addr`; with `server` it accepts sessions.
+    pub fn add_node(&mut self, addr: SocketAddr, server: Option<ServerConfig>) -> NodeId {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&self.seed.to_le_bytes());
+        seed[8..16].copy_from_slice(&(self.nodes.len() as u64).to_le_bytes());
+        let endpoint = Endpoint::new(
+            EndpointConfig {
+                seed,
+                allow_mtud: false,
+            },
+            server,
+        );
+        self.nodes.push(Node {
+            endpoint,
+            addr,
+            events: Vec::new(),
+        });
+        self.nodes.len() - 1
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Instant {
+        self.net.now()
+    }
+
+    /// Drains every node's transmits into the network and its events into `events`.
+    pub fn drain(&mut self) {
+        let now = self.net.now();
+        for node in &mut self.nodes {
+            while let Some(t) = node.endpoint.poll_transmit(now, 1, &mut self.buf) {
+                let seg = t.segment_size.unwrap_or(t.size).max(1);
+                for chunk in self.buf[..t.size].chunks(seg) {
+                    self.net.send(Datagram {
+                        src: node.addr,
+                        dst: t.destination,
+                        ecn: t.ecn.map(|e| e as u8),
+                        data: chunk.to_vec(),
+                    });
+                }
+            }
+            while let Some(e) = node.endpoint.poll_event() {
+                node.events.push(e);
+            }
+        }
+    }
+
+    /// Advances to the next thing that happens (a delivery or a timer) and handles it.
+    /// Returns false if nothing is left to happen.
+    pub fn step(&mut self) -> bool {
+        self.drain();
+        let now = self.net.now();
+        let timer = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.endpoint.poll_timeout(now))
+            .min();
+        let next = [timer, self.net.next_delivery()]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(next) = next else {
+            return false;
+        };
+        if next > now {
+            self.net.advance_to(next);
+        }
+        let now = self.net.now();
+        while let Some(dg) = self.net.pop_delivered() {
+            let Some(node) = self.nodes.iter_mut().find(|n| n.addr == dg.dst) else {
+                continue;
+            };
+            let ecn = dg.ecn.and_then(EcnCodepoint::from_bits);
+            node.endpoint.handle_datagram(
+                now,
+                dg.src,
+                Some(node.addr.ip()),
+                ecn,
+                BytesMut::from(&dg.data[..]),
+            );
+        }
+        for node in &mut self.nodes {
+            if node.endpoint.poll_timeout(now).is_some_and(|t| t <= now) {
+                node.endpoint.handle_timeout(now);
+            }
+        }
+        self.drain();
+        true
+    }
+
+    /// Steps until `done` says so or `limit` of virtual time passes; `done` runs after
+    /// every step and may drive the application. Returns whether `done` was reached.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Sim) -> bool) -> bool {
+        let deadline = self.now() + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.now() >= deadline || !self.step() {
+                return done(self);
+            }
+        }
+    }
+
+    /// Takes the events a node produced so far.
+    pub fn take_events(&mut self, node: NodeId) -> Vec<Event> {
+        std::mem::take(&mut self.nodes[node].events)
+    }
+}
+
+/// An address on the simulated network.
+pub fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::from(ip), port)
+}
