@@ -1,0 +1,349 @@
+//! The engine behind one mutex, the wakers of everything waiting on it, and the one driver
+//! future per endpoint that moves datagrams, timers and events.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::io::IoSliceMut;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use kwik_core::{Dir, EcnCodepoint, Event, SessionError, SessionHandle, StreamId};
+
+use crate::runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
+
+/// Datagram batches received per driver poll before yielding.
+const RECV_BATCHES: usize = 16;
+/// Transmits sent per driver poll before yielding.
+const SEND_BUDGET: usize = 64;
+const RECV_BUF: usize = 64 * 1024;
+
+/// What waits on one session.
+#[derive(Debug, Default)]
+pub(crate) struct SessionWaiters {
+    pub(crate) established: bool,
+    pub(crate) error: Option<SessionError>,
+    pub(crate) connecting: Option<Waker>,
+    pub(crate) closed: Vec<Waker>,
+    pub(crate) accept: [Vec<Waker>; 2],
+    pub(crate) open: [Vec<Waker>; 2],
+    pub(crate) readers: BTreeMap<StreamId, Waker>,
+    pub(crate) writers: BTreeMap<StreamId, Waker>,
+    pub(crate) stopped: BTreeMap<StreamId, Waker>,
+    /// Session handles alive in the application (sessions and streams).
+    pub(crate) refs: usize,
+}
+
+impl SessionWaiters {
+    fn wake_all(&mut self) {
+        let mut wakers: Vec<Waker> = Vec::new();
+        wakers.extend(self.connecting.take());
+        wakers.append(&mut self.closed);
+        for w in &mut self.accept {
+            wakers.append(w);
+        }
+        for w in &mut self.open {
+            wakers.append(w);
+        }
+        wakers.extend(std::mem::take(&mut self.readers).into_values());
+        wakers.extend(std::mem::take(&mut self.writers).into_values());
+        wakers.extend(std::mem::take(&mut self.stopped).into_values());
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+pub(crate) fn dir_index(dir: Dir) -> usize {
+    match dir {
+        Dir::Bi => 0,
+        Dir::Uni => 1,
+    }
+}
+
+/// Everything behind the endpoint's mutex.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) engine: kwik_core::Endpoint,
+    pub(crate) sessions: BTreeMap<SessionHandle, SessionWaiters>,
+    pub(crate) incoming: VecDeque<SessionHandle>,
+    pub(crate) accept_waiters: Vec<Waker>,
+    driver: Option<Waker>,
+    /// No more `Endpoint` handles: stop accepting, end the driver once idle.
+    pub(crate) endpoint_dropped: bool,
+    pub(crate) idle_waiters: Vec<Waker>,
+}
+
+impl State {
+    /// Wakes the driver so that it flushes what a command queued.
+    pub(crate) fn wake_driver(&mut self) {
+        if let Some(w) = self.driver.take() {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn waiters(&mut self, h: SessionHandle) -> &mut SessionWaiters {
+        self.sessions.entry(h).or_default()
+    }
+
+    /// The session's sticky error, if it has one.
+    pub(crate) fn session_error(&mut self, h: SessionHandle) -> Option<SessionError> {
+        if let Some(e) = self.sessions.get(&h).and_then(|w| w.error.clone()) {
+            return Some(e);
+        }
+        match self.engine.session(h) {
+            Some(s) => s.error(),
+            None => Some(SessionError::LocallyClosed),
+        }
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Connected(h) => {
+                let w = self.waiters(h);
+                w.established = true;
+                if let Some(w) = w.connecting.take() {
+                    w.wake();
+                }
+            }
+            Event::Incoming(h) => {
+                if self.endpoint_dropped {
+                    if let Some(mut s) = self.engine.session(h) {
+                        s.close(Instant::now(), 0u32.into(), b"");
+                    }
+                    return;
+                }
+                self.waiters(h).established = true;
+                self.incoming.push_back(h);
+                for w in self.accept_waiters.drain(..) {
+                    w.wake();
+                }
+            }
+            Event::Closed { session, error } => {
+                let w = self.waiters(session);
+                w.error = Some(error);
+                w.wake_all();
+            }
+            Event::StreamOpened { session, dir } => {
+                for w in self.waiters(session).accept[dir_index(dir)].drain(..) {
+                    w.wake();
+                }
+            }
+            Event::StreamAvailable { session, dir } => {
+                for w in self.waiters(session).open[dir_index(dir)].drain(..) {
+                    w.wake();
+                }
+            }
+            Event::StreamReadable { session, stream } => {
+                if let Some(w) = self.waiters(session).readers.remove(&stream) {
+                    w.wake();
+                }
+            }
+            Event::StreamWritable { session, stream } => {
+                if let Some(w) = self.waiters(session).writers.remove(&stream) {
+                    w.wake();
+                }
+            }
+            Event::StreamFinished { session, stream } => {
+                if let Some(w) = self.waiters(session).stopped.remove(&stream) {
+                    w.wake();
+                }
+            }
+            Event::StreamStopped {
+                session, stream, ..
+            } => {
+                let waiters = self.waiters(session);
+                if let Some(w) = waiters.writers.remove(&stream) {
+                    w.wake();
+                }
+                if let Some(w) = waiters.stopped.remove(&stream) {
+                    w.wake();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The state shared by the endpoint, its sessions, streams and the driver.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) socket: Arc<dyn AsyncUdpSocket>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        engine: kwik_core::Endpoint,
+        runtime: Arc<dyn Runtime>,
+        socket: Arc<dyn AsyncUdpSocket>,
+    ) -> Arc<Self> {
+        let shared = Arc::new(Self {
+            state: Mutex::new(State {
+                engine,
+                sessions: BTreeMap::new(),
+                incoming: VecDeque::new(),
+                accept_waiters: Vec::new(),
+                driver: None,
+                endpoint_dropped: false,
+                idle_waiters: Vec::new(),
+            }),
+            runtime: runtime.clone(),
+            socket,
+        });
+        runtime.spawn(Box::pin(Driver::new(shared.clone())));
+        shared
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug in this crate; keep serving regardless.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        self.runtime.now()
+    }
+}
+
+/// The one task per endpoint that feeds the engine.
+struct Driver {
+    shared: Arc<Shared>,
+    timer: Option<Pin<Box<dyn AsyncTimer>>>,
+    recv_bufs: Vec<Vec<u8>>,
+    send_buf: Vec<u8>,
+    /// A transmit the socket was not ready for, with its payload in `send_buf`.
+    pending: Option<kwik_core::Transmit>,
+}
+
+impl Driver {
+    fn new(shared: Arc<Shared>) -> Self {
+        let batch = quinn_udp::BATCH_SIZE.max(1);
+        let size = RECV_BUF.max(1500 * shared.socket.gro_segments());
+        Self {
+            shared,
+            timer: None,
+            recv_bufs: (0..batch).map(|_| vec![0u8; size]).collect(),
+            send_buf: Vec::with_capacity(64 * 1024),
+            pending: None,
+        }
+    }
+
+    /// Reads datagrams into the engine; returns true if the budget ran out.
+    fn recv(&mut self, cx: &mut Context<'_>, state: &mut State, now: Instant) -> bool {
+        let socket = self.shared.socket.clone();
+        let mut meta = vec![quinn_udp::RecvMeta::default(); self.recv_bufs.len()];
+        for _ in 0..RECV_BATCHES {
+            let mut slices: Vec<IoSliceMut<'_>> = self
+                .recv_bufs
+                .iter_mut()
+                .map(|b| IoSliceMut::new(b))
+                .collect();
+            match socket.poll_recv(cx, &mut slices, &mut meta) {
+                Poll::Ready(Ok(n)) => {
+                    drop(slices);
+                    for (m, buf) in meta.iter().zip(&self.recv_bufs).take(n) {
+                        let data = &buf[..m.len];
+                        let stride = m.stride.max(1);
+                        for segment in data.chunks(stride) {
+                            state.engine.handle_datagram(
+                                now,
+                                m.addr,
+                                m.dst_ip,
+                                m.ecn.and_then(|e| EcnCodepoint::from_bits(e as u8)),
+                                BytesMut::from(segment),
+                            );
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    // ICMP errors and the like surface here; the connections time out on
+                    // their own if the peer is really gone.
+                    tracing::debug!(error = %e, "udp receive failed");
+                }
+                Poll::Pending => return false,
+            }
+        }
+        true
+    }
+
+    /// Sends what the engine has; returns true if the budget ran out.
+    fn send(&mut self, cx: &mut Context<'_>, state: &mut State, now: Instant) -> bool {
+        let socket = self.shared.socket.clone();
+        let max = socket.max_gso_segments();
+        for _ in 0..SEND_BUDGET {
+            let t = match self.pending.take() {
+                Some(t) => t,
+                None => match state.engine.poll_transmit(now, max, &mut self.send_buf) {
+                    Some(t) => t,
+                    None => return false,
+                },
+            };
+            let udp = quinn_udp::Transmit {
+                destination: t.destination,
+                ecn: t
+                    .ecn
+                    .and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
+                contents: &self.send_buf[..t.size],
+                segment_size: t.segment_size,
+                src_ip: t.src_ip,
+            };
+            match socket.poll_send(cx, &udp) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    // Dropped like a lost packet: QUIC recovers.
+                    tracing::debug!(error = %e, "udp send failed");
+                }
+                Poll::Pending => {
+                    self.pending = Some(t);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let shared = this.shared.clone();
+        let mut state = shared.lock();
+        state.driver = Some(cx.waker().clone());
+        let now = shared.now();
+        let mut again = this.recv(cx, &mut state, now);
+        state.engine.handle_timeout(now);
+        again |= this.send(cx, &mut state, now);
+        while let Some(event) = state.engine.poll_event() {
+            state.dispatch(event);
+        }
+        match state.engine.poll_timeout(now) {
+            Some(deadline) => {
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| shared.runtime.new_timer(deadline));
+                timer.as_mut().reset(deadline);
+                if timer.as_mut().poll(cx).is_ready() {
+                    again = true;
+                }
+            }
+            None => this.timer = None,
+        }
+        if state.engine.is_idle() {
+            for w in state.idle_waiters.drain(..) {
+                w.wake();
+            }
+            if state.endpoint_dropped && state.sessions.values().all(|s| s.refs == 0) {
+                return Poll::Ready(());
+            }
+        }
+        if again {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}

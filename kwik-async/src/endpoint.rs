@@ -1,0 +1,246 @@
+//! The async endpoint: dial, accept, shut down.
+
+use std::future::{Future, IntoFuture};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use kwik_core::{ClientConfig, EndpointConfig, ServerConfig, SessionHandle, VarInt};
+use rand::RngCore;
+
+use crate::driver::Shared;
+use crate::error::{ConnectError, ConnectionError};
+use crate::runtime::Runtime;
+use crate::session::Session;
+
+/// A KWIK endpoint on one UDP socket: dials sessions, and accepts them if it has a server
+/// config. Cloning gives another handle to the same endpoint.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    inner: Arc<EndpointRef>,
+}
+
+#[derive(Debug)]
+struct EndpointRef {
+    shared: Arc<Shared>,
+    default_client: Mutex<Option<ClientConfig>>,
+}
+
+impl Drop for EndpointRef {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.endpoint_dropped = true;
+        state.engine.set_server_config(None);
+        state.wake_driver();
+    }
+}
+
+impl Endpoint {
+    /// An endpoint on `socket`, driven by `runtime`; with `server` it accepts sessions.
+    pub fn new(
+        runtime: Arc<dyn Runtime>,
+        socket: std::net::UdpSocket,
+        server: Option<ServerConfig>,
+    ) -> io::Result<Self> {
+        let socket = runtime.wrap_udp_socket(socket)?;
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        let engine = kwik_core::Endpoint::new(
+            EndpointConfig {
+                seed,
+                allow_mtud: !socket.may_fragment(),
+            },
+            server,
+        );
+        let shared = Shared::new(engine, runtime, socket);
+        Ok(Self {
+            inner: Arc::new(EndpointRef {
+                shared,
+                default_client: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Sets the config [`Endpoint::connect`] uses.
+    pub fn set_default_client_config(&self, config: ClientConfig) {
+        *self
+            .inner
+            .default_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(config);
+    }
+
+    /// Replaces the server config (`None` stops accepting).
+    pub fn set_server_config(&self, config: Option<ServerConfig>) {
+        self.inner.shared.lock().engine.set_server_config(config);
+    }
+
+    /// Dials `addr` with the default client config, verifying `server_name`.
+    pub fn connect(&self, addr: SocketAddr, server_name: &str) -> Result<Connecting, ConnectError> {
+        let config = self
+            .inner
+            .default_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(ConnectError::NoDefaultClientConfig)?;
+        self.connect_with(config, addr, server_name)
+    }
+
+    /// Dials `addr` with `config`, verifying `server_name`.
+    pub fn connect_with(
+        &self,
+        config: ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<Connecting, ConnectError> {
+        let shared = &self.inner.shared;
+        let mut state = shared.lock();
+        if state.endpoint_dropped {
+            return Err(ConnectError::EndpointStopping);
+        }
+        let now = shared.now();
+        let h = state.engine.connect(now, &config, addr, server_name)?;
+        state.waiters(h).refs += 1;
+        state.wake_driver();
+        Ok(Connecting {
+            session: Some(Session::from_handle(shared.clone(), h)),
+        })
+    }
+
+    /// The next session a client established with this server; `None` once the endpoint
+    /// is closed.
+    pub fn accept(&self) -> Accept<'_> {
+        Accept { endpoint: self }
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.shared.socket.local_addr()
+    }
+
+    /// Closes every session with `code` and `reason`.
+    pub fn close(&self, code: VarInt, reason: &[u8]) {
+        let shared = &self.inner.shared;
+        let mut state = shared.lock();
+        let now = shared.now();
+        let handles: Vec<SessionHandle> = state.sessions.keys().copied().collect();
+        for h in handles {
+            if let Some(mut s) = state.engine.session(h) {
+                s.close(now, code, reason);
+            }
+        }
+        state.endpoint_dropped = true;
+        for w in state.accept_waiters.drain(..) {
+            w.wake();
+        }
+        state.wake_driver();
+    }
+
+    /// Waits until every connection closed and drained.
+    pub async fn wait_idle(&self) {
+        std::future::poll_fn(|cx| {
+            let mut state = self.inner.shared.lock();
+            if state.engine.is_idle() {
+                return Poll::Ready(());
+            }
+            state.idle_waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Endpoint-wide counters.
+    pub fn stats(&self) -> kwik_core::EndpointStats {
+        self.inner.shared.lock().engine.stats()
+    }
+}
+
+/// Future of [`Endpoint::accept`].
+#[derive(Debug)]
+pub struct Accept<'a> {
+    endpoint: &'a Endpoint,
+}
+
+impl Future for Accept<'_> {
+    type Output = Option<Incoming>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let shared = &self.endpoint.inner.shared;
+        let mut state = shared.lock();
+        if let Some(h) = state.incoming.pop_front() {
+            state.waiters(h).refs += 1;
+            return Poll::Ready(Some(Incoming {
+                session: Session::from_handle(shared.clone(), h),
+            }));
+        }
+        if state.endpoint_dropped {
+            return Poll::Ready(None);
+        }
+        state.accept_waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// A session a client established; await it (or call [`Incoming::accept`]) to use it.
+#[derive(Debug)]
+pub struct Incoming {
+    session: Session,
+}
+
+impl Incoming {
+    /// The client's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.session.remote_address()
+    }
+
+    /// Takes the session.
+    pub fn accept(self) -> Result<Session, ConnectionError> {
+        Ok(self.session)
+    }
+
+    /// Refuses the session.
+    pub fn refuse(self) {
+        self.session.close(0u32.into(), b"refused");
+    }
+}
+
+impl IntoFuture for Incoming {
+    type Output = Result<Session, ConnectionError>;
+    type IntoFuture = std::future::Ready<Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        std::future::ready(Ok(self.session))
+    }
+}
+
+/// A session being set up; resolves once the server welcomed it.
+#[derive(Debug)]
+pub struct Connecting {
+    session: Option<Session>,
+}
+
+impl Future for Connecting {
+    type Output = Result<Session, ConnectionError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(session) = &self.session else {
+            return Poll::Ready(Err(ConnectionError::LocallyClosed));
+        };
+        let shared = session.shared().clone();
+        let h = session.handle();
+        let mut state = shared.lock();
+        let waiters = state.waiters(h);
+        if waiters.established {
+            drop(state);
+            return Poll::Ready(self.session.take().ok_or(ConnectionError::LocallyClosed));
+        }
+        if let Some(e) = waiters.error.clone() {
+            return Poll::Ready(Err(e));
+        }
+        waiters.connecting = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}

@@ -1,0 +1,32 @@
+//! The runtime-agnostic async layer of KWIK, shared by `kwik-tokio` and `kwik-smol`.
+//!
+//! One [`Endpoint`] owns one [`kwik_core::Endpoint`] behind a mutex and one driver task
+//! that feeds it datagrams and timer ticks and wakes whoever waits on its events. Every
+//! async operation follows one pattern: try it on the engine, register the waker if it is
+//! blocked, wake the driver if it changed something. The API mirrors quinn's.
+//!
+//! Applications use it through `kwik-tokio` or `kwik-smol`, which supply a [`Runtime`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod driver;
+mod endpoint;
+mod error;
+mod runtime;
+mod session;
+mod stream;
+
+pub use endpoint::{Accept, Connecting, Endpoint, Incoming};
+pub use error::{
+    ClosedStream, ConnectError, ConnectionError, DialError, ReadError, ReadExactError,
+    ReadToEndError, SessionError, StoppedError, WriteError,
+};
+pub use runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
+pub use session::Session;
+pub use stream::{RecvStream, SendStream};
+
+pub use kwik_core::{
+    ClientConfig, Config, Dir, EndpointStats, LoadBalancing, PathStats, ServerConfig, SessionStats,
+    StreamId, VarInt,
+};
+pub use quinn_udp;

@@ -1,0 +1,208 @@
+//! The async session: open and accept streams, close, stats.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use kwik_core::{Dir, SessionHandle, SessionStats, StreamId, VarInt};
+
+use crate::driver::{Shared, dir_index};
+use crate::error::ConnectionError;
+use crate::stream::{RecvStream, SendStream};
+
+/// Keeps a session alive while the application holds it; the last drop closes it.
+#[derive(Debug)]
+pub(crate) struct SessionRef {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) handle: SessionHandle,
+}
+
+impl Drop for SessionRef {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        let waiters = state.waiters(self.handle);
+        waiters.refs = waiters.refs.saturating_sub(1);
+        if waiters.refs == 0 {
+            state.sessions.remove(&self.handle);
+            let now = self.shared.now();
+            if let Some(mut s) = state.engine.session(self.handle)
+                && s.error().is_none()
+            {
+                s.close(now, VarInt::from_u32(0), b"");
+            }
+            state.wake_driver();
+        }
+    }
+}
+
+/// A KWIK session: one logical connection over one or more paths. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Session {
+    inner: Arc<SessionRef>,
+}
+
+impl Session {
+    /// Wraps a handle whose `refs` count the caller already raised.
+    pub(crate) fn from_handle(shared: Arc<Shared>, handle: SessionHandle) -> Self {
+        Self {
+            inner: Arc::new(SessionRef { shared, handle }),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    pub(crate) fn handle(&self) -> SessionHandle {
+        self.inner.handle
+    }
+
+    fn poll_open(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<StreamId, ConnectionError>> {
+        let mut state = self.inner.shared.lock();
+        if let Some(e) = state.session_error(self.handle()) {
+            return Poll::Ready(Err(e));
+        }
+        let opened = state
+            .engine
+            .session(self.handle())
+            .and_then(|mut s| s.open(dir));
+        match opened {
+            Some(id) => Poll::Ready(Ok(id)),
+            None => {
+                state.waiters(self.handle()).open[dir_index(dir)].push(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_accept(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Dir,
+    ) -> Poll<Result<StreamId, ConnectionError>> {
+        let mut state = self.inner.shared.lock();
+        let accepted = state
+            .engine
+            .session(self.handle())
+            .and_then(|mut s| s.accept(dir));
+        if let Some(id) = accepted {
+            return Poll::Ready(Ok(id));
+        }
+        if let Some(e) = state.session_error(self.handle()) {
+            return Poll::Ready(Err(e));
+        }
+        state.waiters(self.handle()).accept[dir_index(dir)].push(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Opens a bidirectional stream, waiting for the peer's stream limit if needed.
+    pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        let id = std::future::poll_fn(|cx| self.poll_open(cx, Dir::Bi)).await?;
+        Ok((
+            SendStream::new(self.inner.clone(), id),
+            RecvStream::new(self.inner.clone(), id),
+        ))
+    }
+
+    /// Opens a unidirectional stream.
+    pub async fn open_uni(&self) -> Result<SendStream, ConnectionError> {
+        let id = std::future::poll_fn(|cx| self.poll_open(cx, Dir::Uni)).await?;
+        Ok(SendStream::new(self.inner.clone(), id))
+    }
+
+    /// The next bidirectional stream the peer opened.
+    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        let id = std::future::poll_fn(|cx| self.poll_accept(cx, Dir::Bi)).await?;
+        Ok((
+            SendStream::new(self.inner.clone(), id),
+            RecvStream::new(self.inner.clone(), id),
+        ))
+    }
+
+    /// The next unidirectional stream the peer opened.
+    pub async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
+        let id = std::future::poll_fn(|cx| self.poll_accept(cx, Dir::Uni)).await?;
+        Ok(RecvStream::new(self.inner.clone(), id))
+    }
+
+    /// Closes the session on every path with `code` and `reason`.
+    pub fn close(&self, code: VarInt, reason: &[u8]) {
+        let mut state = self.inner.shared.lock();
+        let now = self.inner.shared.now();
+        if let Some(mut s) = state.engine.session(self.handle()) {
+            s.close(now, code, reason);
+        }
+        state.wake_driver();
+    }
+
+    /// Waits until the session ends, and says why.
+    pub async fn closed(&self) -> ConnectionError {
+        std::future::poll_fn(|cx| {
+            let mut state = self.inner.shared.lock();
+            if let Some(e) = state
+                .sessions
+                .get(&self.handle())
+                .and_then(|w| w.error.clone())
+            {
+                return Poll::Ready(e);
+            }
+            if state.engine.session(self.handle()).is_none() {
+                return Poll::Ready(ConnectionError::LocallyClosed);
+            }
+            state.waiters(self.handle()).closed.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Why the session ended, if it did.
+    pub fn close_reason(&self) -> Option<ConnectionError> {
+        let state = self.inner.shared.lock();
+        state
+            .sessions
+            .get(&self.handle())
+            .and_then(|w| w.error.clone())
+    }
+
+    /// The primary path's remote address.
+    pub fn remote_address(&self) -> SocketAddr {
+        let mut state = self.inner.shared.lock();
+        state
+            .engine
+            .session(self.handle())
+            .and_then(|s| s.remote_address())
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Smoothed RTT of the primary path.
+    pub fn rtt(&self) -> Duration {
+        let mut state = self.inner.shared.lock();
+        state
+            .engine
+            .session(self.handle())
+            .and_then(|s| s.rtt())
+            .unwrap_or_default()
+    }
+
+    /// The session id the server assigned.
+    pub fn session_id(&self) -> u64 {
+        let mut state = self.inner.shared.lock();
+        state.engine.session(self.handle()).map_or(0, |s| s.id())
+    }
+
+    /// A number unique to this session within its endpoint.
+    pub fn stable_id(&self) -> usize {
+        self.handle().0 as usize
+    }
+
+    /// Stats of the session and each path.
+    pub fn stats(&self) -> SessionStats {
+        let mut state = self.inner.shared.lock();
+        state
+            .engine
+            .session(self.handle())
+            .map(|s| s.stats())
+            .unwrap_or_default()
+    }
+}
