@@ -325,7 +325,8 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         assert_eq!(Config::default().validate(), Ok(()));
-        let cases: [(fn(&mut Config), &str); 6] = [
+        type Case = (fn(&mut Config), &'static str);
+        let cases: [Case; 6] = [
             (|c| c.streams_per_carrier = 0, "streams_per_carrier"),
             (|c| c.max_paths_per_session = 0, "max_paths_per_session"),
             (|c| c.path_failure_threshold = 0, "path_failure_threshold"),

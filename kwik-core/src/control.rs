@@ -65,7 +65,7 @@ impl ControlDecoder {
     ///
     /// The decoder holds at most one frame's worth of bytes beyond what is pushed in one
     /// call; an announced length above the limit fails at once, before its bytes arrive.
-    pub fn next(&mut self) -> Result<Option<Kind>, ControlError> {
+    pub fn next_frame(&mut self) -> Result<Option<Kind>, ControlError> {
         let Some((len, prefix)) = length_prefix(&self.buf)? else {
             return Ok(None);
         };
@@ -133,7 +133,7 @@ mod tests {
             let mut out = Vec::new();
             for piece in wire.chunks(chunk) {
                 decoder.push(piece);
-                while let Some(kind) = decoder.next().unwrap() {
+                while let Some(kind) = decoder.next_frame().unwrap() {
                     out.push(kind);
                 }
             }
@@ -149,7 +149,7 @@ mod tests {
         prost::encoding::encode_varint(MAX_CONTROL_FRAME as u64 + 1, &mut prefix);
         decoder.push(&prefix);
         assert_eq!(
-            decoder.next(),
+            decoder.next_frame(),
             Err(ControlError::TooLarge(MAX_CONTROL_FRAME as u64 + 1))
         );
     }
@@ -158,12 +158,18 @@ mod tests {
     fn empty_kind_and_garbage_are_errors() {
         let mut decoder = ControlDecoder::default();
         decoder.push(&[0]); // a zero-length frame: no kind set
-        assert_eq!(decoder.next(), Err(ControlError::UnknownKind));
+        assert_eq!(decoder.next_frame(), Err(ControlError::UnknownKind));
         let mut decoder = ControlDecoder::default();
         decoder.push(&[3, 0xff, 0xff, 0xff]);
-        assert!(matches!(decoder.next(), Err(ControlError::Malformed(_))));
+        assert!(matches!(
+            decoder.next_frame(),
+            Err(ControlError::Malformed(_))
+        ));
         let mut decoder = ControlDecoder::default();
         decoder.push(&[0xff; 11]);
-        assert!(matches!(decoder.next(), Err(ControlError::Malformed(_))));
+        assert!(matches!(
+            decoder.next_frame(),
+            Err(ControlError::Malformed(_))
+        ));
     }
 }

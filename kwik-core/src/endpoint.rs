@@ -160,6 +160,8 @@ pub struct Endpoint {
     rng: ChaCha20Rng,
     buf: Vec<u8>,
     stats: EndpointStats,
+    /// The latest time an input carried, for work done while polling events.
+    last_now: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -194,6 +196,7 @@ impl Endpoint {
             rng,
             buf: Vec::new(),
             stats: EndpointStats::default(),
+            last_now: None,
         }
     }
 
@@ -265,7 +268,7 @@ impl Endpoint {
             None => {}
         }
         self.buf = buf;
-        self.flush(now);
+        self.last_now = Some(now);
     }
 
     fn on_incoming(&mut self, now: Instant, incoming: quinn_proto::Incoming, buf: &mut Vec<u8>) {
@@ -344,7 +347,7 @@ impl Endpoint {
                 });
             }
         }
-        self.flush(now);
+        self.last_now = Some(now);
     }
 
     /// The next datagram to send, written into `buf`.
@@ -387,7 +390,12 @@ impl Endpoint {
                     segment_size: t.segment_size,
                 };
                 // Sending may have produced endpoint events (new connection ids).
-                self.dirty.insert(key);
+                let ch = ConnectionHandle(key);
+                while let Some(event) = slot.path.conn.poll_endpoint_events() {
+                    if let Some(reply) = self.quic.handle_event(ch, event) {
+                        slot.path.conn.handle_event(reply);
+                    }
+                }
                 self.count_sent(&t);
                 return Some(t);
             }
@@ -406,6 +414,9 @@ impl Endpoint {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(now) = self.last_now {
+            self.flush(now);
+        }
         self.events.pop_front()
     }
 

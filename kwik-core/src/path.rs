@@ -145,7 +145,7 @@ impl Path {
                 Ok(Some(chunk)) => {
                     self.control_rx.push(&chunk.bytes);
                     loop {
-                        match self.control_rx.next() {
+                        match self.control_rx.next_frame() {
                             Ok(Some(kind)) => out.push(kind),
                             Ok(None) => break,
                             Err(e) => {
@@ -428,6 +428,11 @@ fn decode_carrier(
         carrier.partial.extend_from_slice(&piece);
         carrier.partial.split().freeze()
     };
+    if carrier.partial.capacity() == 0 {
+        // One allocation holds a whole frame of the size writers use, so a frame that
+        // spans packets is copied once, not regrown.
+        carrier.partial.reserve(MAX_HEADER + FRAME_PAYLOAD);
+    }
     let mut frames = 0;
     loop {
         match Frame::decode(&mut bytes) {

@@ -4,10 +4,12 @@
 //!   delay, jitter, loss, reordering, MTU and drop-tail queues);
 //! - [`sim`]: KWIK engines driven over that network;
 //! - [`certs`]: self-signed certificates and configs;
+//! - [`raw`]: a bare QUIC peer for hostile scenarios;
 //! - [`app`]: small application behaviours (echo servers, bulk readers) for scenarios.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod app;
 pub mod certs;
 pub mod net;
+pub mod raw;
 pub mod sim;

@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use kwik_core::{EcnCodepoint, Endpoint, EndpointConfig, Event, ServerConfig};
 
 use crate::net::{Datagram, Network};
+use crate::raw::RawPeer;
 
 /// One host: an engine bound to one address.
 pub struct Node {
@@ -28,6 +29,8 @@ pub struct Sim {
     pub net: Network,
     /// The hosts.
     pub nodes: Vec<Node>,
+    /// Bare QUIC peers (see [`crate::raw`]), driven alongside the nodes.
+    pub raw: Vec<RawPeer>,
     buf: Vec<u8>,
     seed: u64,
 }
@@ -41,6 +44,7 @@ impl Sim {
         Self {
             net: Network::new(seed, Instant::now()),
             nodes: Vec::new(),
+            raw: Vec::new(),
             buf: Vec::with_capacity(64 * 1024),
             seed,
         }
@@ -64,6 +68,16 @@ impl Sim {
             events: Vec::new(),
         });
         self.nodes.len() - 1
+    }
+
+    /// Adds a bare QUIC peer at `addr`; returns its index in [`Sim::raw`].
+    pub fn add_raw(&mut self, addr: SocketAddr) -> usize {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&self.seed.to_le_bytes());
+        seed[8..16].copy_from_slice(&(self.raw.len() as u64).to_le_bytes());
+        seed[16] = 0x72;
+        self.raw.push(RawPeer::new(addr, seed));
+        self.raw.len() - 1
     }
 
     /// The current virtual time.
@@ -90,6 +104,11 @@ impl Sim {
                 node.events.push(e);
             }
         }
+        for peer in &mut self.raw {
+            while let Some(dg) = peer.poll_transmit(now) {
+                self.net.send(dg);
+            }
+        }
     }
 
     /// Advances to the next thing that happens (a delivery or a timer) and handles it.
@@ -101,6 +120,7 @@ impl Sim {
             .nodes
             .iter_mut()
             .filter_map(|n| n.endpoint.poll_timeout(now))
+            .chain(self.raw.iter_mut().filter_map(RawPeer::poll_timeout))
             .min();
         let next = [timer, self.net.next_delivery()]
             .into_iter()
@@ -115,6 +135,9 @@ impl Sim {
         let now = self.net.now();
         while let Some(dg) = self.net.pop_delivered() {
             let Some(node) = self.nodes.iter_mut().find(|n| n.addr == dg.dst) else {
+                if let Some(peer) = self.raw.iter_mut().find(|p| p.addr == dg.dst) {
+                    peer.handle_datagram(now, dg);
+                }
                 continue;
             };
             let ecn = dg.ecn.and_then(EcnCodepoint::from_bits);
@@ -131,8 +154,39 @@ impl Sim {
                 node.endpoint.handle_timeout(now);
             }
         }
+        for peer in &mut self.raw {
+            if peer.poll_timeout().is_some_and(|t| t <= now) {
+                peer.handle_timeout(now);
+            }
+        }
         self.drain();
         true
+    }
+
+    /// When the next thing happens: the earliest network delivery or timer.
+    pub fn next_event(&mut self) -> Option<Instant> {
+        self.drain();
+        let now = self.net.now();
+        let timer = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.endpoint.poll_timeout(now))
+            .chain(self.raw.iter_mut().filter_map(RawPeer::poll_timeout))
+            .min();
+        [timer, self.net.next_delivery()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Handles everything that happens within the next `d` of virtual time, then moves the
+    /// clock to exactly `d` later (unlike [`Sim::run_until`], never past it).
+    pub fn run_for(&mut self, d: Duration) {
+        let deadline = self.now() + d;
+        while self.next_event().is_some_and(|t| t <= deadline) {
+            self.step();
+        }
+        self.net.advance_to(deadline);
     }
 
     /// Steps until `done` says so or `limit` of virtual time passes; `done` runs after

@@ -1,4 +1,5 @@
 //! A client and one server exchange data over a KWIK session of one path.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! One behavioural suite over real loopback sockets, run against both runtimes:
 //! echo, 100 concurrent streams, a 256 MiB transfer with a matching checksum, and typed
 //! session errors after a close.
+#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,542 @@
+//! A raw QUIC peer for hostile scenarios: a bare `quinn_proto` client that speaks as much
+//! KWIK as a test wants (TLS with the KWIK ALPN, a Hello on the control stream) and then
+//! writes whatever bytes it likes on its streams.
+//!
+//! Register one with [`Sim::add_raw`](crate::sim::Sim::add_raw); the simulation loop
+//! delivers its datagrams and fires its timers like those of any node.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kwik_core::control::ControlDecoder;
+use kwik_core::frame::Frame;
+use kwik_core::{
+    CertificateDer, Config, EcnCodepoint, ErrorCode, Event, ProtocolError, SessionError,
+    SessionHandle, rustls,
+};
+use kwik_proto::control_frame::Kind;
+use kwik_proto::{ControlFrame, Hello, Limits, Welcome};
+use prost::Message;
+use quinn_proto::crypto::rustls::QuicClientConfig;
+use quinn_proto::{
+    Connection, ConnectionError, ConnectionHandle, DatagramEvent, Dir, StreamEvent, StreamId,
+    VarInt,
+};
+
+use crate::certs::TestCert;
+use crate::net::{Datagram, LinkConfig};
+use crate::sim::{NodeId, Sim, addr};
+
+/// A QUIC client config with the KWIK ALPN that trusts only `roots` (TLS 1.3, ring).
+pub fn client_config(roots: &[CertificateDer<'static>]) -> quinn_proto::ClientConfig {
+    let mut store = rustls::RootCertStore::empty();
+    for cert in roots {
+        store.add(cert.clone()).expect("valid root certificate");
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("TLS 1.3 is supported")
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![kwik_core::ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).expect("TLS 1.3 config usable for QUIC");
+    quinn_proto::ClientConfig::new(Arc::new(crypto))
+}
+
+/// Generous limits for a raw peer's Hello.
+pub fn default_limits() -> Limits {
+    Limits {
+        max_data: 1 << 24,
+        max_stream_data: 1 << 22,
+        max_bidi_streams: 100,
+        max_uni_streams: 100,
+        max_paths: 1,
+    }
+}
+
+/// `kind` as one length-delimited control frame.
+pub fn control_frame(kind: Option<Kind>) -> Vec<u8> {
+    ControlFrame { kind }.encode_length_delimited_to_vec()
+}
+
+/// The encoding of data-plane `frames`, back to back.
+pub fn frames(frames: &[Frame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames {
+        f.encode(&mut out);
+    }
+    out
+}
+
+/// Bytes queued for one QUIC stream.
+#[derive(Default)]
+struct Outgoing {
+    data: VecDeque<Bytes>,
+    fin: bool,
+}
+
+/// A bare QUIC client on the simulated network.
+pub struct RawPeer {
+    /// Its address.
+    pub addr: SocketAddr,
+    endpoint: quinn_proto::Endpoint,
+    conn: Option<(ConnectionHandle, Connection)>,
+    /// The QUIC handshake completed.
+    pub connected: bool,
+    /// Why the connection ended, once it did.
+    pub lost: Option<ConnectionError>,
+    /// The control stream (the first bidirectional stream), once opened.
+    pub control: Option<StreamId>,
+    control_rx: ControlDecoder,
+    /// Control messages the server sent, in order.
+    pub control_messages: Vec<Kind>,
+    /// The control stream did not decode.
+    pub control_error: Option<String>,
+    /// Bytes received on streams the server opened (its carriers), by stream.
+    pub carrier_bytes: BTreeMap<StreamId, u64>,
+    outgoing: BTreeMap<StreamId, Outgoing>,
+    responses: VecDeque<Datagram>,
+    buf: Vec<u8>,
+}
+
+impl RawPeer {
+    /// A peer at `addr` whose QUIC randomness comes from `seed`.
+    pub fn new(addr: SocketAddr, seed: [u8; 32]) -> Self {
+        let endpoint = quinn_proto::Endpoint::new(
+            Arc::new(quinn_proto::EndpointConfig::default()),
+            None,
+            false,
+            Some(seed),
+        );
+        Self {
+            addr,
+            endpoint,
+            conn: None,
+            connected: false,
+            lost: None,
+            control: None,
+            control_rx: ControlDecoder::default(),
+            control_messages: Vec::new(),
+            control_error: None,
+            carrier_bytes: BTreeMap::new(),
+            outgoing: BTreeMap::new(),
+            responses: VecDeque::new(),
+            buf: Vec::with_capacity(2048),
+        }
+    }
+
+    /// Starts the QUIC handshake with `remote`.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        config: quinn_proto::ClientConfig,
+        remote: SocketAddr,
+        server_name: &str,
+    ) {
+        let conn = self
+            .endpoint
+            .connect(now, config, remote, server_name)
+            .expect("connect");
+        self.conn = Some(conn);
+    }
+
+    /// The QUIC connection, once connecting.
+    pub fn conn(&mut self) -> Option<&mut Connection> {
+        self.conn.as_mut().map(|(_, c)| c)
+    }
+
+    /// The application error code the connection was closed with, if it was.
+    pub fn close_code(&self) -> Option<VarInt> {
+        match &self.lost {
+            Some(ConnectionError::ApplicationClosed(close)) => Some(close.error_code),
+            _ => None,
+        }
+    }
+
+    /// The server's Welcome, once received.
+    pub fn welcome(&self) -> Option<&Welcome> {
+        self.control_messages.iter().find_map(|k| match k {
+            Kind::Welcome(w) => Some(w),
+            _ => None,
+        })
+    }
+
+    /// Opens a QUIC stream.
+    pub fn open(&mut self, dir: Dir) -> Option<StreamId> {
+        self.conn()?.streams().open(dir)
+    }
+
+    /// Queues bytes on a stream this peer opened; sent as QUIC credit allows.
+    pub fn write(&mut self, id: StreamId, data: impl Into<Bytes>) {
+        let data = data.into();
+        let out = self.outgoing.entry(id).or_default();
+        if !data.is_empty() {
+            out.data.push_back(data);
+        }
+    }
+
+    /// Finishes a stream after its queued bytes.
+    pub fn finish(&mut self, id: StreamId) {
+        self.outgoing.entry(id).or_default().fin = true;
+    }
+
+    /// Opens the control stream (the first bidirectional stream) without writing to it.
+    pub fn open_control(&mut self) {
+        let id = self.open(Dir::Bi).expect("server allows a control stream");
+        self.control = Some(id);
+    }
+
+    /// Opens the control stream and queues a Hello with `limits`, as a KWIK client does.
+    pub fn hello(&mut self, limits: Limits) {
+        self.open_control();
+        let id = self.control.expect("control stream open");
+        let hello = Kind::Hello(Hello {
+            version: kwik_proto::VERSION,
+            limits: Some(limits),
+        });
+        self.write(id, control_frame(Some(hello)));
+    }
+
+    /// Queues raw bytes on the control stream.
+    pub fn write_control(&mut self, data: impl Into<Bytes>) {
+        let id = self.control.expect("control stream open");
+        self.write(id, data);
+    }
+
+    /// Opens a carrier (a unidirectional QUIC stream) and queues `data` on it.
+    pub fn carrier(&mut self, data: impl Into<Bytes>) -> StreamId {
+        let id = self.open(Dir::Uni).expect("server allows a carrier");
+        self.write(id, data);
+        id
+    }
+
+    /// Feeds one datagram from the network.
+    pub fn handle_datagram(&mut self, now: Instant, dg: Datagram) {
+        let ecn = dg.ecn.and_then(EcnCodepoint::from_bits);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let event = self.endpoint.handle(
+            now,
+            dg.src,
+            Some(self.addr.ip()),
+            ecn,
+            BytesMut::from(&dg.data[..]),
+            &mut buf,
+        );
+        match event {
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                if let Some((h, conn)) = &mut self.conn
+                    && *h == ch
+                {
+                    conn.handle_event(event);
+                }
+            }
+            Some(DatagramEvent::Response(t)) => self.responses.push_back(Datagram {
+                src: self.addr,
+                dst: t.destination,
+                ecn: t.ecn.map(|e| e as u8),
+                data: buf[..t.size].to_vec(),
+            }),
+            Some(DatagramEvent::NewConnection(incoming)) => self.endpoint.ignore(incoming),
+            None => {}
+        }
+        self.buf = buf;
+        self.drive();
+    }
+
+    /// When [`RawPeer::handle_timeout`] must next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.conn()?.poll_timeout()
+    }
+
+    /// Advances timers to `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(conn) = self.conn()
+            && conn.poll_timeout().is_some_and(|t| t <= now)
+        {
+            conn.handle_timeout(now);
+        }
+        self.drive();
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
+        self.drive();
+        if let Some(dg) = self.responses.pop_front() {
+            return Some(dg);
+        }
+        let addr = self.addr;
+        let (_, conn) = self.conn.as_mut()?;
+        self.buf.clear();
+        let t = conn.poll_transmit(now, 1, &mut self.buf)?;
+        Some(Datagram {
+            src: addr,
+            dst: t.destination,
+            ecn: t.ecn.map(|e| e as u8),
+            data: self.buf[..t.size].to_vec(),
+        })
+    }
+
+    /// Processes connection events, reads what arrived and writes what is queued.
+    pub fn drive(&mut self) {
+        let Some((ch, conn)) = &mut self.conn else {
+            return;
+        };
+        while let Some(event) = conn.poll_endpoint_events() {
+            if let Some(reply) = self.endpoint.handle_event(*ch, event) {
+                conn.handle_event(reply);
+            }
+        }
+        let mut readable = Vec::new();
+        while let Some(event) = conn.poll() {
+            match event {
+                quinn_proto::Event::Connected => self.connected = true,
+                quinn_proto::Event::ConnectionLost { reason } => {
+                    self.lost.get_or_insert(reason);
+                }
+                quinn_proto::Event::Stream(StreamEvent::Opened { dir }) => {
+                    while let Some(id) = conn.streams().accept(dir) {
+                        readable.push(id);
+                    }
+                }
+                quinn_proto::Event::Stream(StreamEvent::Readable { id }) => readable.push(id),
+                _ => {}
+            }
+        }
+        for id in readable {
+            let mut stream = conn.recv_stream(id);
+            let Ok(mut chunks) = stream.read(true) else {
+                continue;
+            };
+            while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
+                if Some(id) == self.control {
+                    self.control_rx.push(&chunk.bytes);
+                } else {
+                    *self.carrier_bytes.entry(id).or_default() += chunk.bytes.len() as u64;
+                }
+            }
+            let _ = chunks.finalize();
+        }
+        loop {
+            match self.control_rx.next_frame() {
+                Ok(Some(kind)) => self.control_messages.push(kind),
+                Ok(None) => break,
+                Err(e) => {
+                    self.control_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let mut done = Vec::new();
+        for (&id, out) in self.outgoing.iter_mut() {
+            let mut stream = conn.send_stream(id);
+            while !out.data.is_empty() {
+                match stream.write_chunks(out.data.make_contiguous()) {
+                    Ok(written) => {
+                        out.data.drain(..written.chunks);
+                        if written.bytes == 0 {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            if out.data.is_empty() {
+                if out.fin {
+                    let _ = stream.finish();
+                }
+                done.push(id);
+            }
+        }
+        for id in done {
+            self.outgoing.remove(&id);
+        }
+        while let Some(event) = conn.poll_endpoint_events() {
+            if let Some(reply) = self.endpoint.handle_event(*ch, event) {
+                conn.handle_event(reply);
+            }
+        }
+        if conn.is_drained() {
+            self.conn = None;
+        }
+    }
+
+    /// Whether the connection is gone for good.
+    pub fn is_drained(&self) -> bool {
+        self.conn.is_none()
+    }
+}
+
+/// A KWIK server and a raw peer connected to it over a simulated link.
+pub struct RawSession {
+    /// The world.
+    pub sim: Sim,
+    /// The KWIK server.
+    pub server: NodeId,
+    /// The raw peer, in [`Sim::raw`].
+    pub peer: usize,
+    /// The server's session with the peer, once the peer's Hello was accepted.
+    pub session: Option<SessionHandle>,
+    /// Every event the server produced so far.
+    pub server_events: Vec<Event>,
+}
+
+impl RawSession {
+    /// A server with `config` and a raw peer that completed the QUIC handshake with it
+    /// (but sent nothing yet) over a 100 Mbit/s link with 5 ms of delay.
+    pub fn connect(seed: u64, config: Config) -> Self {
+        let cert = TestCert::localhost();
+        let mut sim = Sim::new(seed);
+        let server_addr = addr([10, 0, 0, 1], 4433);
+        let peer_addr = addr([10, 0, 0, 66], 6666);
+        sim.net.link(
+            server_addr.ip(),
+            peer_addr.ip(),
+            LinkConfig::default().rate_mbit(100).delay_ms(5),
+        );
+        let server = sim.add_node(server_addr, Some(cert.server(config)));
+        let peer = sim.add_raw(peer_addr);
+        let now = sim.now();
+        sim.raw[peer].connect(
+            now,
+            client_config(std::slice::from_ref(&cert.cert)),
+            server_addr,
+            "localhost",
+        );
+        let mut this = Self {
+            sim,
+            server,
+            peer,
+            session: None,
+            server_events: Vec::new(),
+        };
+        assert!(
+            this.run_until(Duration::from_secs(5), |s| s.peer().connected),
+            "QUIC handshake did not complete: {:?}",
+            this.peer().lost
+        );
+        this
+    }
+
+    /// [`RawSession::connect`], then the KWIK setup: Hello with [`default_limits`], Welcome.
+    pub fn establish(seed: u64, config: Config) -> Self {
+        let mut this = Self::connect(seed, config);
+        this.peer().hello(default_limits());
+        let done = this.run_until(Duration::from_secs(5), |s| {
+            s.peer().welcome().is_some() && s.session.is_some()
+        });
+        assert!(done, "KWIK setup did not complete: {:?}", this.peer().lost);
+        this
+    }
+
+    /// The raw peer.
+    pub fn peer(&mut self) -> &mut RawPeer {
+        &mut self.sim.raw[self.peer]
+    }
+
+    /// The server's engine.
+    pub fn server_endpoint(&mut self) -> &mut kwik_core::Endpoint {
+        &mut self.sim.nodes[self.server].endpoint
+    }
+
+    /// Runs until `done` or `limit` of virtual time, collecting the server's events.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Self) -> bool) -> bool {
+        let deadline = self.sim.now() + limit;
+        loop {
+            self.collect();
+            if done(self) {
+                return true;
+            }
+            if self.sim.now() >= deadline || !self.sim.step() {
+                self.collect();
+                return done(self);
+            }
+        }
+    }
+
+    /// Runs for exactly `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        self.sim.run_for(d);
+        self.collect();
+    }
+
+    fn collect(&mut self) {
+        let events = self.sim.take_events(self.server);
+        for e in &events {
+            if let Event::Incoming(h) = e {
+                self.session.get_or_insert(*h);
+            }
+        }
+        self.server_events.extend(events);
+    }
+
+    /// The error of the server's `Closed` event, if one arrived.
+    pub fn server_closed(&self) -> Option<&SessionError> {
+        self.server_events.iter().find_map(|e| match e {
+            Event::Closed { error, .. } => Some(error),
+            _ => None,
+        })
+    }
+
+    /// Asserts that neither side closed anything yet.
+    pub fn assert_alive(&mut self) {
+        assert_eq!(self.server_closed(), None, "server closed the session");
+        assert!(
+            self.peer().lost.is_none(),
+            "peer lost: {:?}",
+            self.peer().lost
+        );
+    }
+
+    /// Runs until the raw peer's connection is closed by the server; returns its code.
+    pub fn run_until_peer_closed(&mut self) -> Option<VarInt> {
+        let closed = self.run_until(Duration::from_secs(5), |s| s.peer().lost.is_some());
+        assert!(closed, "the server did not close the connection");
+        self.peer().close_code()
+    }
+
+    /// Asserts the server closed the session with a protocol violation `code` and the
+    /// peer saw the connection closed with that code on the wire, then that the server
+    /// forgets the session and connection.
+    pub fn assert_violation(&mut self, code: ErrorCode) {
+        let peer_code = self.run_until_peer_closed();
+        assert_eq!(
+            peer_code,
+            Some(code.to_wire()),
+            "peer saw {:?}",
+            self.peer().lost
+        );
+        match self.server_closed() {
+            Some(SessionError::ProtocolViolation(ProtocolError { code: c, .. })) => {
+                assert_eq!(*c, code, "server closed with {:?}", self.server_closed())
+            }
+            other => panic!("server session ended with {other:?}, expected {code:?}"),
+        }
+        let closes = self
+            .server_events
+            .iter()
+            .filter(|e| matches!(e, Event::Closed { .. }))
+            .count();
+        assert_eq!(closes, 1, "one Closed event");
+        assert_eq!(self.server_endpoint().stats().protocol_violations, 1);
+        self.assert_server_forgets();
+    }
+
+    /// Asserts the server drops every session and connection within a few seconds.
+    pub fn assert_server_forgets(&mut self) {
+        let idle = self.run_until(Duration::from_secs(10), |s| {
+            let ep = s.server_endpoint();
+            ep.is_idle() && ep.session_count() == 0
+        });
+        assert!(
+            idle,
+            "server still holds {:?}",
+            self.server_endpoint().stats()
+        );
+    }
+}
