@@ -800,7 +800,8 @@ impl Streams {
             return;
         }
         // Unframed bytes are dropped, and the credit they held is given back.
-        self.data_written -= s.queued;
+        let returned = s.queued;
+        self.data_written -= returned;
         s.queue.clear();
         s.queued = 0;
         s.state = SendState::Reset;
@@ -816,6 +817,15 @@ impl Streams {
             self.send.remove(&id);
         }
         self.maybe_free(id);
+        // Streams refused for lack of session credit may write again: tell them, as
+        // MAX_DATA would (the peer sends none for bytes it never received).
+        if returned > 0 {
+            for (other, s) in self.send.iter_mut() {
+                if *other != id && std::mem::take(&mut s.blocked) {
+                    self.events.push_back(StreamEvent::Writable(*other));
+                }
+            }
+        }
     }
 
     /// The peer's STOP_SENDING code, if the stream was stopped, or `Ok(None)` once every
