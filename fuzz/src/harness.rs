@@ -590,10 +590,13 @@ impl Peer {
                         "{}: closed a stranger",
                         self.name
                     );
+                    // `Reset` is only allowed after the peer closed: `check_delivery` checks.
                     assert!(
                         matches!(
                             error,
-                            SessionError::ApplicationClosed { .. } | SessionError::LocallyClosed
+                            SessionError::ApplicationClosed { .. }
+                                | SessionError::LocallyClosed
+                                | SessionError::Reset
                         ),
                         "{}: session closed with {error:?}",
                         self.name
@@ -767,16 +770,31 @@ impl World {
             }
         }
         for (a, b) in [(CLIENT, SERVER), (SERVER, CLIENT)] {
-            if let (Some(code), None) = (self.peers[a].closed_with, self.peers[b].closed_with) {
-                assert_eq!(
-                    self.peers[b].closed,
-                    Some(SessionError::ApplicationClosed {
-                        code: VarInt::from_u32(code),
-                        reason: Bytes::from_static(b"bye"),
-                    }),
-                    "{} closed with {code}",
-                    self.peers[a].name
+            let (closer, peer) = (&self.peers[a], &self.peers[b]);
+            if peer.closed == Some(SessionError::Reset) {
+                assert!(
+                    closer.closed_with.is_some(),
+                    "{}: stateless reset though {} never closed",
+                    peer.name,
+                    closer.name
                 );
+            }
+            let (Some(code), None) = (closer.closed_with, peer.closed_with) else {
+                continue;
+            };
+            match &peer.closed {
+                Some(SessionError::ApplicationClosed { code: c, reason }) => {
+                    assert_eq!(*c, VarInt::from_u32(code), "{} closed", closer.name);
+                    assert_eq!(&reason[..], b"bye", "{} closed", closer.name);
+                }
+                // quinn-proto 0.11.19 sends no CONNECTION_CLOSE while congestion control
+                // blocks the stream data still queued (quinn-rs/quinn#2785): the peer learns of
+                // the close from a stateless reset, or not before its idle timeout.
+                Some(SessionError::Reset) | None => {}
+                other => panic!(
+                    "{} closed with {code}, {} saw {other:?}",
+                    closer.name, peer.name
+                ),
             }
         }
     }

@@ -278,15 +278,18 @@ impl Path {
             frame.encode(&mut buf);
             self.counters.frames_sent += 1;
         }
+        // The signal carrier opens before any data carrier: the peer's limit on QUIC streams
+        // follows its own carrier limit, which may be below ours, and data carriers must not
+        // use up the stream it needs.
+        if self.signal.id.is_none() && (!buf.is_empty() || streams.sendable().next().is_some()) {
+            let id = self.conn.streams().open(Dir::Uni).ok_or_else(|| {
+                ProtocolError::new(ErrorCode::StreamLimit, "peer allows no carrier")
+            })?;
+            // Credit updates must not queue behind bulk data.
+            let _ = self.conn.send_stream(id).set_priority(1);
+            self.signal.id = Some(id);
+        }
         if !buf.is_empty() {
-            if self.signal.id.is_none() {
-                let id = self.conn.streams().open(Dir::Uni).ok_or_else(|| {
-                    ProtocolError::new(ErrorCode::StreamLimit, "peer allows no carrier")
-                })?;
-                // Credit updates must not queue behind bulk data.
-                let _ = self.conn.send_stream(id).set_priority(1);
-                self.signal.id = Some(id);
-            }
             self.signal.pending.push_back(buf.freeze());
         }
         flush(&mut self.conn, &mut self.signal)

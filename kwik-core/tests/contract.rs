@@ -248,6 +248,9 @@ fn manifest_has_no_async_runtime_dependency() {
     assert!(manifest.contains("[dependencies]"));
     let found = dependency_violations(&manifest);
     assert!(found.is_empty(), "forbidden dependencies: {found:?}");
+    // The same manifest with a runtime added fails.
+    let scratch = manifest.replacen("[dependencies]", "[dependencies]\ntokio = \"1\"", 1);
+    assert_eq!(dependency_violations(&scratch), ["tokio"]);
 }
 
 /// The scan fails on a scratch copy of `src` with one offending line added.
