@@ -18,6 +18,9 @@ use crate::runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
 const RECV_BATCHES: usize = 16;
 /// Transmits sent per driver poll before yielding.
 const SEND_BUDGET: usize = 64;
+/// Most datagrams in one GSO send. More would exceed the 64 KiB a UDP send may carry, and
+/// quinn-udp reports that failure (EMSGSIZE) as success: the whole batch would be lost.
+const MAX_GSO_SEGMENTS: usize = 10;
 const RECV_BUF: usize = 64 * 1024;
 
 /// What waits on one session.
@@ -272,7 +275,7 @@ impl Driver {
     /// Sends what the engine has; returns true if the budget ran out.
     fn send(&mut self, cx: &mut Context<'_>, state: &mut State, now: Instant) -> bool {
         let socket = self.shared.socket.clone();
-        let max = socket.max_gso_segments();
+        let max = socket.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
         for _ in 0..SEND_BUDGET {
             let t = match self.pending.take() {
                 Some(t) => t,

@@ -15,6 +15,9 @@ use crate::error::{ConnectError, ConnectionError};
 use crate::runtime::Runtime;
 use crate::session::Session;
 
+/// Socket buffer size requested from the kernel.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 /// A KWIK endpoint on one UDP socket: dials sessions, and accepts them if it has a server
 /// config. Cloning gives another handle to the same endpoint.
 #[derive(Debug, Clone)]
@@ -44,6 +47,12 @@ impl Endpoint {
         socket: std::net::UdpSocket,
         server: Option<ServerConfig>,
     ) -> io::Result<Self> {
+        // Bursts at high rates outrun a default-sized receive buffer; the kernel caps the
+        // request at net.core.rmem_max, and failure only costs throughput.
+        if let Ok(udp) = quinn_udp::UdpSocketState::new((&socket).into()) {
+            let _ = udp.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
+            let _ = udp.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
+        }
         let socket = runtime.wrap_udp_socket(socket)?;
         let mut seed = [0u8; 32];
         rand::rng().fill_bytes(&mut seed);
