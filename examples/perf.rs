@@ -4,8 +4,10 @@
 //! - `bulk_gbps`: one stream of `--bulk-mib` MiB (default 1024);
 //! - `small_streams_per_s`: `--streams` (10,000) streams each echoing 1 KiB, 256 at a time;
 //! - `rr_p99_us`: `--rr` (10,000) sequential 1 KiB request/response round trips, p99;
-//! - `small_streams_per_s` with `streams_per_carrier` 1 and 4 (KWIK only: the carrier
-//!   trade-off).
+//! - `small_streams_per_s_carrier1` / `_carrier4`: the same with `streams_per_carrier` 1
+//!   and 4 (the carrier trade-off), against the same quinn figure.
+//!
+//! Each figure is the median of `--reps` (3) repetitions, the two stacks alternating.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +33,9 @@ struct Args {
     /// Number of request/response round trips.
     #[arg(long, default_value_t = 10_000)]
     rr: usize,
+    /// Repetitions of every measurement; the median is printed.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
 }
 
 const MSG: usize = 1024;
@@ -222,36 +227,49 @@ fn figure(name: &str, kwik: f64, quinn: f64) {
     );
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let total = args.bulk_mib << 20;
-
-    let (c, s) = quinn_pair().await?;
-    let quinn_bulk = on_quinn::bulk(c, s, total).await;
-    let (c, s) = kwik_pair(4).await?;
-    let kwik_bulk = on_kwik::bulk(c, s, total).await;
-    figure("bulk_gbps", kwik_bulk, quinn_bulk);
-
-    let (c, s) = quinn_pair().await?;
-    let quinn_small = on_quinn::small_streams(c, s, args.streams, args.concurrency).await;
-    let (c, s) = kwik_pair(4).await?;
-    let kwik_small = on_kwik::small_streams(c, s, args.streams, args.concurrency).await;
-    figure("small_streams_per_s", kwik_small, quinn_small);
-
-    let (c, s) = quinn_pair().await?;
-    let quinn_rr = p99(on_quinn::rr(c, s, args.rr).await);
-    let (c, s) = kwik_pair(4).await?;
-    let kwik_rr = p99(on_kwik::rr(c, s, args.rr).await);
-    figure("rr_p99_us", kwik_rr, quinn_rr);
-
-    for spc in [1, 4] {
-        let (c, s) = kwik_pair(spc).await?;
-        let rate = on_kwik::small_streams(c, s, args.streams, args.concurrency).await;
-        println!(
-            "figure small_streams_per_s_carrier{spc} kwik={rate:.3} quinn={quinn_small:.3} ratio={:.3}",
-            rate / quinn_small
-        );
+    let reps = args.reps.max(1);
+    // The stacks alternate within each repetition, so slow phases of the machine hit both;
+    // each figure is the median of the repetitions.
+    let (mut kwik, mut quinn) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let (c, s) = quinn_pair().await?;
+        quinn.push(on_quinn::bulk(c, s, total).await);
+        let (c, s) = kwik_pair(4).await?;
+        kwik.push(on_kwik::bulk(c, s, total).await);
     }
+    figure("bulk_gbps", median(kwik), median(quinn));
+
+    let (mut kwik, mut quinn, mut kwik1) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let (c, s) = quinn_pair().await?;
+        quinn.push(on_quinn::small_streams(c, s, args.streams, args.concurrency).await);
+        let (c, s) = kwik_pair(4).await?;
+        kwik.push(on_kwik::small_streams(c, s, args.streams, args.concurrency).await);
+        let (c, s) = kwik_pair(1).await?;
+        kwik1.push(on_kwik::small_streams(c, s, args.streams, args.concurrency).await);
+    }
+    let quinn_small = median(quinn);
+    let kwik4 = median(kwik);
+    figure("small_streams_per_s", kwik4, quinn_small);
+    figure("small_streams_per_s_carrier1", median(kwik1), quinn_small);
+    figure("small_streams_per_s_carrier4", kwik4, quinn_small);
+
+    let (mut kwik, mut quinn) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let (c, s) = quinn_pair().await?;
+        quinn.push(p99(on_quinn::rr(c, s, args.rr).await));
+        let (c, s) = kwik_pair(4).await?;
+        kwik.push(p99(on_kwik::rr(c, s, args.rr).await));
+    }
+    figure("rr_p99_us", median(kwik), median(quinn));
     Ok(())
 }

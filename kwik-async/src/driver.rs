@@ -215,6 +215,8 @@ impl Shared {
 struct Driver {
     shared: Arc<Shared>,
     timer: Option<Pin<Box<dyn AsyncTimer>>>,
+    /// The deadline the timer is set to (resetting a timer is not free).
+    deadline: Option<Instant>,
     recv_bufs: Vec<Vec<u8>>,
     send_buf: Vec<u8>,
     /// A transmit the socket was not ready for, with its payload in `send_buf`.
@@ -228,6 +230,7 @@ impl Driver {
         Self {
             shared,
             timer: None,
+            deadline: None,
             recv_bufs: (0..batch).map(|_| vec![0u8; size]).collect(),
             send_buf: Vec::with_capacity(64 * 1024),
             pending: None,
@@ -329,12 +332,18 @@ impl Future for Driver {
                 let timer = this
                     .timer
                     .get_or_insert_with(|| shared.runtime.new_timer(deadline));
-                timer.as_mut().reset(deadline);
+                if this.deadline != Some(deadline) {
+                    timer.as_mut().reset(deadline);
+                    this.deadline = Some(deadline);
+                }
                 if timer.as_mut().poll(cx).is_ready() {
                     again = true;
                 }
             }
-            None => this.timer = None,
+            None => {
+                this.timer = None;
+                this.deadline = None;
+            }
         }
         if state.engine.is_idle() {
             for w in state.idle_waiters.drain(..) {

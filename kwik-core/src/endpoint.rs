@@ -361,55 +361,33 @@ impl Endpoint {
         if let Some((t, data)) = self.responses.pop_front() {
             buf.clear();
             buf.extend_from_slice(&data);
-            self.count_sent(&t);
+            count_sent(&mut self.stats, &t);
             return Some(t);
         }
-        let keys: Vec<usize> = self.paths.keys().copied().collect();
-        if keys.is_empty() {
-            return None;
-        }
-        let start = keys
-            .iter()
-            .position(|k| *k >= self.transmit_cursor)
-            .unwrap_or(0);
-        for i in 0..keys.len() {
-            let key = keys[(start + i) % keys.len()];
-            let Some(slot) = self.paths.get_mut(&key) else {
-                continue;
-            };
-            buf.clear();
-            if let Some(t) = slot.path.conn.poll_transmit(now, max_datagrams, buf) {
-                self.transmit_cursor = key + 1;
-                let t = Transmit {
-                    session: slot.session,
-                    path: slot.session.map(|_| slot.path.id),
-                    destination: t.destination,
-                    src_ip: t.src_ip,
-                    ecn: t.ecn,
-                    size: t.size,
-                    segment_size: t.segment_size,
-                };
-                // Sending may have produced endpoint events (new connection ids).
-                let ch = ConnectionHandle(key);
-                while let Some(event) = slot.path.conn.poll_endpoint_events() {
-                    if let Some(reply) = self.quic.handle_event(ch, event) {
-                        slot.path.conn.handle_event(reply);
-                    }
-                }
-                self.count_sent(&t);
-                return Some(t);
+        // Round-robin over paths, starting after the one that sent last.
+        let cursor = self.transmit_cursor;
+        let Self {
+            paths, quic, stats, ..
+        } = self;
+        let mut sent = None;
+        for (&key, slot) in paths.range_mut(cursor..) {
+            if let Some(t) = transmit_from(quic, key, slot, now, max_datagrams, buf) {
+                sent = Some((key, t));
+                break;
             }
         }
-        None
-    }
-
-    fn count_sent(&mut self, t: &Transmit) {
-        let n = match t.segment_size {
-            Some(seg) if seg > 0 => t.size.div_ceil(seg),
-            _ => 1,
-        };
-        self.stats.datagrams_sent += n as u64;
-        self.stats.bytes_sent += t.size as u64;
+        if sent.is_none() {
+            for (&key, slot) in paths.range_mut(..cursor) {
+                if let Some(t) = transmit_from(quic, key, slot, now, max_datagrams, buf) {
+                    sent = Some((key, t));
+                    break;
+                }
+            }
+        }
+        let (key, t) = sent?;
+        count_sent(stats, &t);
+        self.transmit_cursor = key + 1;
+        Some(t)
     }
 
     /// The next event for the application.
@@ -754,6 +732,44 @@ impl Endpoint {
             self.dirty.extend(s.paths.values().copied());
         }
     }
+}
+
+/// One datagram from one path's connection, with the endpoint events sending produced.
+fn transmit_from(
+    quic: &mut quinn_proto::Endpoint,
+    key: usize,
+    slot: &mut PathSlot,
+    now: Instant,
+    max_datagrams: usize,
+    buf: &mut Vec<u8>,
+) -> Option<Transmit> {
+    buf.clear();
+    let t = slot.path.conn.poll_transmit(now, max_datagrams, buf)?;
+    // Sending may have produced endpoint events (new connection ids).
+    let ch = ConnectionHandle(key);
+    while let Some(event) = slot.path.conn.poll_endpoint_events() {
+        if let Some(reply) = quic.handle_event(ch, event) {
+            slot.path.conn.handle_event(reply);
+        }
+    }
+    Some(Transmit {
+        session: slot.session,
+        path: slot.session.map(|_| slot.path.id),
+        destination: t.destination,
+        src_ip: t.src_ip,
+        ecn: t.ecn,
+        size: t.size,
+        segment_size: t.segment_size,
+    })
+}
+
+fn count_sent(stats: &mut EndpointStats, t: &Transmit) {
+    let n = match t.segment_size {
+        Some(seg) if seg > 0 => t.size.div_ceil(seg),
+        _ => 1,
+    };
+    stats.datagrams_sent += n as u64;
+    stats.bytes_sent += t.size as u64;
 }
 
 fn stream_event(session: SessionHandle, e: StreamEvent) -> Event {
