@@ -72,6 +72,20 @@ impl Endpoint {
         })
     }
 
+    /// A client endpoint bound to `addr` (port 0 for any).
+    pub fn client_with(runtime: Arc<dyn Runtime>, addr: SocketAddr) -> io::Result<Self> {
+        Self::new(runtime, std::net::UdpSocket::bind(addr)?, None)
+    }
+
+    /// A server endpoint bound to `addr`.
+    pub fn server_with(
+        runtime: Arc<dyn Runtime>,
+        config: ServerConfig,
+        addr: SocketAddr,
+    ) -> io::Result<Self> {
+        Self::new(runtime, std::net::UdpSocket::bind(addr)?, Some(config))
+    }
+
     /// Sets the config [`Endpoint::connect`] uses.
     pub fn set_default_client_config(&self, config: ClientConfig) {
         *self
@@ -252,4 +266,20 @@ impl Future for Connecting {
         waiters.connecting = Some(cx.waker().clone());
         Poll::Pending
     }
+}
+
+/// Dials `addr` from a fresh client endpoint on an unspecified local address.
+pub async fn dial_with(
+    runtime: Arc<dyn Runtime>,
+    addr: SocketAddr,
+    server_name: &str,
+    config: ClientConfig,
+) -> Result<Session, crate::error::DialError> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let endpoint = Endpoint::client_with(runtime, bind)?;
+    Ok(endpoint.connect_with(config, addr, server_name)?.await?)
 }

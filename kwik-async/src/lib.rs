@@ -16,7 +16,7 @@ mod runtime;
 mod session;
 mod stream;
 
-pub use endpoint::{Accept, Connecting, Endpoint, Incoming};
+pub use endpoint::{Accept, Connecting, Endpoint, Incoming, dial_with};
 pub use error::{
     ClosedStream, ConnectError, ConnectionError, DialError, ReadError, ReadExactError,
     ReadToEndError, SessionError, StoppedError, WriteError,

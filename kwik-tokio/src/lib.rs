@@ -154,12 +154,12 @@ impl std::ops::Deref for Endpoint {
 impl Endpoint {
     /// A client endpoint bound to `addr` (use port 0 for any).
     pub fn client(addr: SocketAddr) -> io::Result<Self> {
-        Self::new(std::net::UdpSocket::bind(addr)?, None)
+        kwik_async::Endpoint::client_with(Arc::new(TokioRuntime), addr).map(Self)
     }
 
     /// A server endpoint bound to `addr`.
     pub fn server(config: ServerConfig, addr: SocketAddr) -> io::Result<Self> {
-        Self::new(std::net::UdpSocket::bind(addr)?, Some(config))
+        kwik_async::Endpoint::server_with(Arc::new(TokioRuntime), config, addr).map(Self)
     }
 
     /// An endpoint on an existing socket.
@@ -179,11 +179,5 @@ pub async fn dial(
     server_name: &str,
     config: ClientConfig,
 ) -> Result<Session, DialError> {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
-    let endpoint = Endpoint::client(bind)?;
-    Ok(endpoint.connect_with(config, addr, server_name)?.await?)
+    kwik_async::dial_with(Arc::new(TokioRuntime), addr, server_name, config).await
 }

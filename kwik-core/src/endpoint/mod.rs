@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kwik_proto::control_frame::Kind;
@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::config::{ClientConfig, ServerConfig};
-use crate::error::{ClosedStream, ErrorCode, ProtocolError, ReadError, SessionError, WriteError};
+use crate::error::{ErrorCode, ProtocolError, SessionError};
 use crate::path::{Path, PathId};
 use crate::session::{
     ControlOutcome, Phase, SessionHandle, SessionState, limits_from_wire, limits_to_wire,
@@ -34,6 +34,10 @@ use crate::session::{
 };
 use crate::stats::{EndpointStats, PathStats, SessionStats};
 use crate::streams::{StreamEvent, StreamId};
+
+mod handles;
+
+pub use handles::{RecvStream, SendStream, Session};
 
 /// A datagram to send. The payload is in the buffer passed to [`Endpoint::poll_transmit`].
 #[derive(Debug, Clone, Copy)]
@@ -784,221 +788,5 @@ fn stream_event(session: SessionHandle, e: StreamEvent) -> Event {
             code,
         },
         StreamEvent::Available(dir) => Event::StreamAvailable { session, dir },
-    }
-}
-
-/// Commands for one session, borrowed from its [`Endpoint`].
-#[derive(Debug)]
-pub struct Session<'a> {
-    endpoint: &'a mut Endpoint,
-    handle: SessionHandle,
-}
-
-impl Session<'_> {
-    fn state(&self) -> Option<&SessionState> {
-        self.endpoint.sessions.get(&self.handle)
-    }
-
-    fn state_mut(&mut self) -> Option<&mut SessionState> {
-        self.endpoint.sessions.get_mut(&self.handle)
-    }
-
-    /// This session's handle.
-    pub fn handle(&self) -> SessionHandle {
-        self.handle
-    }
-
-    /// Which role this side plays.
-    pub fn side(&self) -> Side {
-        self.state().map_or(Side::Client, |s| s.side)
-    }
-
-    /// The session id the server assigned (0 until established on a client).
-    pub fn id(&self) -> u64 {
-        self.state().map_or(0, |s| s.id)
-    }
-
-    /// The primary path's remote address.
-    pub fn remote_address(&self) -> Option<SocketAddr> {
-        self.state().map(|s| s.remote)
-    }
-
-    /// Whether the session setup completed and it has not ended.
-    pub fn is_established(&self) -> bool {
-        self.state().is_some_and(|s| s.phase == Phase::Established)
-    }
-
-    /// Why the session ended, if it did.
-    pub fn error(&self) -> Option<SessionError> {
-        self.state().and_then(|s| s.error.clone())
-    }
-
-    /// Smoothed RTT of the primary path.
-    pub fn rtt(&self) -> Option<Duration> {
-        let key = *self.state()?.paths.get(&PathId::PRIMARY)?;
-        Some(self.endpoint.paths.get(&key)?.path.conn.rtt())
-    }
-
-    /// Opens a logical stream; `None` when the peer's stream limit is reached (a
-    /// `StreamAvailable` event follows when it rises) or the session is not established.
-    pub fn open(&mut self, dir: Dir) -> Option<StreamId> {
-        let s = self.state_mut()?;
-        if s.phase != Phase::Established {
-            return None;
-        }
-        s.streams.open(dir)
-    }
-
-    /// Takes the next logical stream the peer opened.
-    pub fn accept(&mut self, dir: Dir) -> Option<StreamId> {
-        let s = self.state_mut()?;
-        s.streams.accept(dir)
-    }
-
-    /// The send half of a logical stream.
-    pub fn send_stream(&mut self, id: StreamId) -> SendStream<'_> {
-        SendStream {
-            endpoint: &mut *self.endpoint,
-            handle: self.handle,
-            id,
-        }
-    }
-
-    /// The receive half of a logical stream.
-    pub fn recv_stream(&mut self, id: StreamId) -> RecvStream<'_> {
-        RecvStream {
-            endpoint: &mut *self.endpoint,
-            handle: self.handle,
-            id,
-        }
-    }
-
-    /// Closes every path of the session with an application code (below
-    /// [`KWIK_ERROR_BASE`](crate::KWIK_ERROR_BASE)) and reason.
-    pub fn close(&mut self, now: Instant, code: VarInt, reason: &[u8]) {
-        let h = self.handle;
-        for k in self.endpoint.session_paths(h) {
-            if let Some(slot) = self.endpoint.paths.get_mut(&k) {
-                slot.path
-                    .close_app(now, code, Bytes::copy_from_slice(reason));
-            }
-        }
-        self.endpoint.close_session(h, SessionError::LocallyClosed);
-        self.endpoint.mark_dirty(h);
-    }
-
-    /// Stats of the session and each of its paths.
-    pub fn stats(&self) -> SessionStats {
-        self.endpoint.session_stats(self.handle).unwrap_or_default()
-    }
-}
-
-/// The send half of a logical stream, borrowed from its [`Endpoint`].
-#[derive(Debug)]
-pub struct SendStream<'a> {
-    endpoint: &'a mut Endpoint,
-    handle: SessionHandle,
-    id: StreamId,
-}
-
-impl SendStream<'_> {
-    fn run<T, E>(
-        &mut self,
-        lost: impl FnOnce(SessionError) -> E,
-        f: impl FnOnce(&mut crate::streams::Streams, StreamId) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let Some(s) = self.endpoint.sessions.get_mut(&self.handle) else {
-            return Err(lost(SessionError::LocallyClosed));
-        };
-        if let Some(e) = &s.error {
-            return Err(lost(e.clone()));
-        }
-        let r = f(&mut s.streams, self.id);
-        self.endpoint.mark_dirty(self.handle);
-        r
-    }
-
-    /// Queues bytes; returns how many were taken (`Blocked` if none could be).
-    pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
-        self.run(WriteError::SessionLost, |s, id| s.write(id, data))
-    }
-
-    /// Queues whole chunks without copying; taken bytes are removed from `chunks`.
-    pub fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<usize, WriteError> {
-        self.run(WriteError::SessionLost, |s, id| s.write_chunks(id, chunks))
-    }
-
-    /// Ends the stream after the bytes written so far.
-    pub fn finish(&mut self) -> Result<(), ClosedStream> {
-        self.run(|_| ClosedStream, |s, id| s.finish(id))
-    }
-
-    /// Abandons the stream: unsent bytes are dropped and the peer told `code`.
-    pub fn reset(&mut self, code: VarInt) -> Result<(), ClosedStream> {
-        self.run(|_| ClosedStream, |s, id| s.reset(id, code))
-    }
-
-    /// `Ok(Some(code))` if the peer stopped the stream, `Ok(None)` once every byte of a
-    /// finished stream was acknowledged, `Err` while neither happened yet.
-    pub fn stopped(&mut self) -> Result<Option<VarInt>, ClosedStream> {
-        let s = self
-            .endpoint
-            .sessions
-            .get(&self.handle)
-            .ok_or(ClosedStream)?;
-        s.streams.stopped(self.id)
-    }
-
-    /// Whether the stream still has a send half.
-    pub fn is_open(&self) -> bool {
-        self.endpoint
-            .sessions
-            .get(&self.handle)
-            .is_some_and(|s| s.streams.is_sending(self.id))
-    }
-
-    /// Forgets a stream the peer stopped, once the application has seen the code.
-    pub fn forget(&mut self) {
-        if let Some(s) = self.endpoint.sessions.get_mut(&self.handle) {
-            s.streams.forget_stopped(self.id);
-            self.endpoint.mark_dirty(self.handle);
-        }
-    }
-}
-
-/// The receive half of a logical stream, borrowed from its [`Endpoint`].
-#[derive(Debug)]
-pub struct RecvStream<'a> {
-    endpoint: &'a mut Endpoint,
-    handle: SessionHandle,
-    id: StreamId,
-}
-
-impl RecvStream<'_> {
-    /// Reads up to `max` bytes in order; `Ok(None)` once the stream ended.
-    pub fn read(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
-        let Some(s) = self.endpoint.sessions.get_mut(&self.handle) else {
-            return Err(ReadError::SessionLost(SessionError::LocallyClosed));
-        };
-        let r = s.streams.read(self.id, max);
-        if let (Err(ReadError::Blocked), Some(e)) = (&r, &s.error) {
-            return Err(ReadError::SessionLost(e.clone()));
-        }
-        if r.is_ok() {
-            self.endpoint.mark_dirty(self.handle);
-        }
-        r
-    }
-
-    /// Stops reading: buffered data is dropped and the peer asked to stop with `code`.
-    pub fn stop(&mut self, code: VarInt) -> Result<(), ClosedStream> {
-        let s = self
-            .endpoint
-            .sessions
-            .get_mut(&self.handle)
-            .ok_or(ClosedStream)?;
-        let r = s.streams.stop(self.id, code);
-        self.endpoint.mark_dirty(self.handle);
-        r
     }
 }
