@@ -322,7 +322,9 @@ impl Future for Driver {
         state.driver = Some(cx.waker().clone());
         let now = shared.now();
         let mut again = this.recv(cx, &mut state, now);
-        state.engine.handle_timeout(now);
+        if this.deadline.is_some_and(|d| d <= now) {
+            state.engine.handle_timeout(now);
+        }
         again |= this.send(cx, &mut state, now);
         while let Some(event) = state.engine.poll_event() {
             state.dispatch(event);

@@ -158,18 +158,21 @@ impl Drop for SendStream {
     fn drop(&mut self) {
         let mut state = self.session.shared.lock();
         let h = self.session.handle;
+        let mut changed = false;
         if let Some(mut s) = state.engine.session(h) {
             let mut stream = s.send_stream(self.id);
             if !self.done {
-                let _ = stream.finish();
+                changed |= stream.finish().is_ok();
             }
-            stream.forget();
+            changed |= stream.forget();
         }
         if let Some(w) = state.sessions.get_mut(&h) {
             w.writers.remove(&self.id);
             w.stopped.remove(&self.id);
         }
-        state.wake_driver();
+        if changed {
+            state.wake_driver();
+        }
     }
 }
 

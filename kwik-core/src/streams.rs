@@ -716,11 +716,13 @@ impl Streams {
     }
 
     /// Takes the stream's stopped state after the application saw it.
-    pub(crate) fn forget_stopped(&mut self, id: StreamId) {
+    pub(crate) fn forget_stopped(&mut self, id: StreamId) -> bool {
         if self.send.get(&id).is_some_and(|s| s.stopped.is_some()) {
             self.send.remove(&id);
             self.maybe_free(id);
+            return true;
         }
+        false
     }
 
     /// Reads up to `max` contiguous bytes. `Ok(None)` means the stream ended.

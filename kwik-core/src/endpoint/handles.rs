@@ -184,11 +184,17 @@ impl SendStream<'_> {
     }
 
     /// Forgets a stream the peer stopped, once the application has seen the code.
-    pub fn forget(&mut self) {
-        if let Some(s) = self.endpoint.sessions.get_mut(&self.handle) {
-            s.streams.forget_stopped(self.id);
+    ///
+    /// Returns whether there was anything to forget.
+    pub fn forget(&mut self) -> bool {
+        let Some(s) = self.endpoint.sessions.get_mut(&self.handle) else {
+            return false;
+        };
+        let forgotten = s.streams.forget_stopped(self.id);
+        if forgotten {
             self.endpoint.mark_dirty(self.handle);
         }
+        forgotten
     }
 }
 
