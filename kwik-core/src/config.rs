@@ -38,7 +38,9 @@ pub enum LoadBalancing {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// Most paths one session may hold, primary included. Default 8.
+    /// Most paths one session may hold, primary included. Default 8. Announced to the peer
+    /// now; enforced once sessions hold several paths (multi-server sessions are not built
+    /// yet).
     pub max_paths_per_session: u32,
     /// Logical streams that share one carrier (QUIC stream) before another carrier opens.
     /// Default 4. Fewer means less head-of-line blocking under loss, more means fewer QUIC
@@ -46,15 +48,20 @@ pub struct Config {
     pub streams_per_carrier: u32,
     /// Most data carriers per path and direction. Default 64.
     pub max_carriers_per_path: u32,
-    /// Whether data of one stream may flow over several paths. Default true.
+    /// Whether data of one stream may flow over several paths. Default true. Not yet in
+    /// effect: sessions have one path so far.
     pub aggregation_enabled: bool,
-    /// Scheduler for several paths to one peer. Default [`LoadBalancing::MinRtt`].
+    /// Scheduler for several paths to one peer. Default [`LoadBalancing::MinRtt`]. Not yet
+    /// in effect: sessions have one path so far.
     pub load_balancing: LoadBalancing,
-    /// Interval of health probes on each path. Default 250 ms.
+    /// Interval of health probes on each path. Default 250 ms. Not yet in effect: the
+    /// health checker comes with multi-path sessions (a session's one path is watched by
+    /// QUIC's idle timeout).
     pub path_health_check_interval: Duration,
-    /// Missed probes that mark a path failed. Default 3.
+    /// Missed probes that mark a path failed. Default 3. Not yet in effect (see above).
     pub path_failure_threshold: u32,
-    /// How long a failed path is retried before it is removed. Default 10 s.
+    /// How long a failed path is retried before it is removed. Default 10 s. Not yet in
+    /// effect (see above).
     pub path_recovery_timeout: Duration,
     /// Whether the engine emits periodic [`Event::Metrics`](crate::Event::Metrics). Default false.
     pub metrics_enabled: bool,
