@@ -3,6 +3,7 @@
 //! - [`net`]: a deterministic, virtual-time, in-process network simulator (links with rate,
 //!   delay, jitter, loss, reordering, MTU and drop-tail queues);
 //! - [`sim`]: KWIK engines driven over that network;
+//! - [`pair`]: the usual scenario of one server and one client on one link;
 //! - [`certs`]: self-signed certificates and configs;
 //! - [`raw`]: a bare QUIC peer for hostile scenarios;
 //! - [`app`]: small application behaviours (echo servers, bulk readers) for scenarios.
@@ -11,5 +12,6 @@
 pub mod app;
 pub mod certs;
 pub mod net;
+pub mod pair;
 pub mod raw;
 pub mod sim;

@@ -191,21 +191,35 @@ impl Sim {
 
     /// Steps until `done` says so or `limit` of virtual time passes; `done` runs after
     /// every step and may drive the application. Returns whether `done` was reached.
-    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Sim) -> bool) -> bool {
-        let deadline = self.now() + limit;
-        loop {
-            if done(self) {
-                return true;
-            }
-            if self.now() >= deadline || !self.step() {
-                return done(self);
-            }
-        }
+    pub fn run_until(&mut self, limit: Duration, done: impl FnMut(&mut Sim) -> bool) -> bool {
+        drive_until(self, limit, |sim| sim, done)
     }
 
     /// Takes the events a node produced so far.
     pub fn take_events(&mut self, node: NodeId) -> Vec<Event> {
         std::mem::take(&mut self.nodes[node].events)
+    }
+}
+
+/// The loop of [`Sim::run_until`] for a `world` that holds its [`Sim`] (found by `sim`)
+/// beside other state: steps until `done` says so or `limit` of virtual time passes; `done`
+/// runs before the first step, after every step and once more at the end, and may drive the
+/// application. Returns whether `done` was reached.
+pub fn drive_until<W: ?Sized>(
+    world: &mut W,
+    limit: Duration,
+    sim: fn(&mut W) -> &mut Sim,
+    mut done: impl FnMut(&mut W) -> bool,
+) -> bool {
+    let deadline = sim(world).now() + limit;
+    loop {
+        if done(world) {
+            return true;
+        }
+        let sim = sim(world);
+        if sim.now() >= deadline || !sim.step() {
+            return done(world);
+        }
     }
 }
 

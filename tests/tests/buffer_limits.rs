@@ -9,17 +9,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use kwik_core::{Config, Dir, Event, SessionHandle, StreamId, WriteError};
 use kwik_tests::app::{App, payload, sha256};
-use kwik_tests::certs::TestCert;
 use kwik_tests::net::LinkConfig;
-use kwik_tests::sim::{NodeId, Sim, addr};
+use kwik_tests::pair::Pair;
+use kwik_tests::sim::drive_until;
 
 const STREAM_WINDOW: u64 = 64 * 1024;
 const LEN: usize = 1 << 20;
 
 struct World {
-    sim: Sim,
-    server: NodeId,
-    client: NodeId,
+    p: Pair,
     h: SessionHandle,
     server_app: App,
     client_app: App,
@@ -29,34 +27,14 @@ struct World {
 
 impl World {
     fn new(seed: u64, server_config: Config) -> Self {
-        let cert = TestCert::localhost();
-        let mut sim = Sim::new(seed);
-        let server_addr = addr([10, 0, 0, 1], 4433);
-        let client_addr = addr([10, 0, 0, 2], 5000);
-        sim.net.link(
-            server_addr.ip(),
-            client_addr.ip(),
-            LinkConfig::default()
-                .rate_mbit(100)
-                .delay_ms(5)
-                .queue_ms(20),
-        );
-        let server = sim.add_node(server_addr, Some(cert.server(server_config)));
-        let client = sim.add_node(client_addr, None);
-        let now = sim.now();
-        let h = sim.nodes[client]
-            .endpoint
-            .connect(
-                now,
-                &cert.client(Config::default()),
-                server_addr,
-                "localhost",
-            )
-            .unwrap();
+        let link = LinkConfig::default()
+            .rate_mbit(100)
+            .delay_ms(5)
+            .queue_ms(20);
+        let p = Pair::new(seed, link, server_config, Config::default());
+        let h = p.session;
         let mut w = Self {
-            sim,
-            server,
-            client,
+            p,
             h,
             server_app: App::default(),
             client_app: App::default(),
@@ -70,35 +48,28 @@ impl World {
     }
 
     fn pump(&mut self) {
-        let events = self.sim.take_events(self.server);
-        self.server_app
-            .poll(&mut self.sim.nodes[self.server].endpoint, events);
-        let events = self.sim.take_events(self.client);
-        for e in &events {
-            if let Event::StreamWritable { stream, .. } = e {
-                self.writable.push(*stream);
-            }
-        }
-        self.client_app
-            .poll(&mut self.sim.nodes[self.client].endpoint, events);
+        self.p
+            .poll_watching(&mut self.server_app, &mut self.client_app, |e, _| {
+                if let Event::StreamWritable { stream, .. } = e {
+                    self.writable.push(*stream);
+                }
+            });
     }
 
     fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Self) -> bool) -> bool {
-        let deadline = self.sim.now() + limit;
-        loop {
-            self.pump();
-            if done(self) {
-                return true;
-            }
-            if self.sim.now() >= deadline || !self.sim.step() {
-                self.pump();
-                return done(self);
-            }
-        }
+        drive_until(
+            self,
+            limit,
+            |w| &mut w.p.sim,
+            |w| {
+                w.pump();
+                done(w)
+            },
+        )
     }
 
     fn run_for(&mut self, d: Duration) {
-        self.sim.run_for(d);
+        self.p.sim.run_for(d);
         self.pump();
     }
 
@@ -108,7 +79,7 @@ impl World {
 
     /// Writes `data[*offset..]` to `id` until the engine refuses; returns what was taken.
     fn write_until_blocked(&mut self, id: StreamId, data: &[u8], offset: &mut usize) -> usize {
-        let ep = &mut self.sim.nodes[self.client].endpoint;
+        let ep = self.p.client_endpoint();
         let mut session = ep.session(self.h).unwrap();
         let mut stream = session.send_stream(id);
         let before = *offset;
@@ -134,20 +105,19 @@ impl World {
             .received
             .get(&(sh, id))
             .map_or(0, |r| r.bytes);
-        self.server_app
-            .read(&mut self.sim.nodes[self.server].endpoint, sh, id);
+        self.server_app.read(self.p.server_endpoint(), sh, id);
         self.server_app.received[&(sh, id)].bytes - before
     }
 
     fn client_bytes_sent(&mut self) -> u64 {
         let h = self.h;
-        let ep = &mut self.sim.nodes[self.client].endpoint;
+        let ep = self.p.client_endpoint();
         ep.session(h).unwrap().stats().paths[0].bytes_sent
     }
 
     fn open_uni(&mut self) -> StreamId {
         let h = self.h;
-        let ep = &mut self.sim.nodes[self.client].endpoint;
+        let ep = self.p.client_endpoint();
         ep.session(h).unwrap().open(Dir::Uni).unwrap()
     }
 }
@@ -180,7 +150,7 @@ fn one_stream_never_buffers_more_than_its_window() {
         "the sender sent {sent} bytes while the window was {STREAM_WINDOW}"
     );
     let sh = w.server_session();
-    let s = w.sim.nodes[w.server].endpoint.session(sh).unwrap().stats();
+    let s = w.p.server_endpoint().session(sh).unwrap().stats();
     assert_eq!(s.stream_bytes_read, 0);
     w.run_for(Duration::from_secs(3));
     assert_eq!(w.client_bytes_sent() - sent_before, sent, "the stall holds");
@@ -192,7 +162,7 @@ fn one_stream_never_buffers_more_than_its_window() {
     let writable = w.run_until(Duration::from_secs(2), |w| w.writable.contains(&id));
     assert!(writable, "no StreamWritable after the reader resumed");
     let rest = Bytes::copy_from_slice(&data[offset..]);
-    let ep = &mut w.sim.nodes[w.client].endpoint;
+    let ep = w.p.client_endpoint();
     w.client_app.send(ep, w.h, id, rest, true);
     let done = w.run_until(Duration::from_secs(30), |w| {
         w.server_app.received[&(sh, id)].finished
@@ -248,7 +218,7 @@ fn a_session_never_buffers_more_than_its_window() {
     assert_eq!(buffered, taken, "buffered per stream");
 
     // With the readers back, everything completes.
-    let ep = &mut w.sim.nodes[w.client].endpoint;
+    let ep = w.p.client_endpoint();
     for i in 0..STREAMS {
         let rest = data[i].slice(offsets[i]..);
         w.client_app.send(ep, w.h, ids[i], rest, true);

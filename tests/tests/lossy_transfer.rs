@@ -6,19 +6,14 @@ use std::time::{Duration, Instant};
 
 use kwik_core::{Config, Dir};
 use kwik_tests::app::{App, payload, sha256};
-use kwik_tests::certs::TestCert;
 use kwik_tests::net::LinkConfig;
-use kwik_tests::sim::{Sim, addr};
+use kwik_tests::pair::Pair;
 
 const LEN: usize = 64 << 20;
 
 #[test]
 fn sixty_four_mib_over_a_lossy_reordering_link() {
     let wall = Instant::now();
-    let cert = TestCert::localhost();
-    let mut sim = Sim::new(64);
-    let server_addr = addr([10, 0, 0, 1], 4433);
-    let client_addr = addr([10, 0, 0, 2], 5000);
     // RTT 20 ms: the bandwidth-delay product is 500 kB; the queue holds 25 ms (625 kB).
     let link = LinkConfig::default()
         .rate_mbit(200)
@@ -26,19 +21,9 @@ fn sixty_four_mib_over_a_lossy_reordering_link() {
         .queue_ms(25)
         .loss(0.02)
         .reorder(0.01, Duration::from_millis(1));
-    sim.net.link(server_addr.ip(), client_addr.ip(), link);
-    let server = sim.add_node(server_addr, Some(cert.server(Config::default())));
-    let client = sim.add_node(client_addr, None);
-    let now = sim.now();
-    let h = sim.nodes[client]
-        .endpoint
-        .connect(
-            now,
-            &cert.client(Config::default()),
-            server_addr,
-            "localhost",
-        )
-        .unwrap();
+    let mut p = Pair::new(64, link, Config::default(), Config::default());
+    let h = p.session;
+    let now = p.sim.now();
 
     let data = payload(64, LEN);
     let sent_digest = sha256(&data);
@@ -46,29 +31,27 @@ fn sixty_four_mib_over_a_lossy_reordering_link() {
     let mut client_app = App::default();
     let mut stream = None;
     let mut started = None;
-    let done = sim.run_until(Duration::from_secs(900), |sim| {
-        let events = sim.take_events(server);
-        server_app.poll(&mut sim.nodes[server].endpoint, events);
-        let events = sim.take_events(client);
-        client_app.poll(&mut sim.nodes[client].endpoint, events);
-        if stream.is_none() && client_app.sessions.contains(&h) {
-            let ep = &mut sim.nodes[client].endpoint;
-            let id = ep.session(h).unwrap().open(Dir::Uni).unwrap();
-            client_app.send(ep, h, id, data.clone(), true);
-            stream = Some(id);
-            started = Some(sim.now());
-        }
-        server_app.received.values().any(|r| r.finished)
-    });
+    let done = p.run_until(
+        Duration::from_secs(900),
+        &mut server_app,
+        &mut client_app,
+        |p, server_app, client_app| {
+            if stream.is_none() && client_app.sessions.contains(&h) {
+                stream = Some(p.open_and_send(client_app, Dir::Uni, data.clone()).unwrap());
+                started = Some(p.sim.now());
+            }
+            server_app.received.values().any(|r| r.finished)
+        },
+    );
     let received: u64 = server_app.received.values().map(|r| r.bytes).sum();
     assert!(
         done,
         "transfer incomplete: {received} of {LEN} bytes after {:?}; closed: {:?} {:?}",
-        sim.now() - started.unwrap_or(now),
+        p.sim.now() - started.unwrap_or(now),
         client_app.closed,
         server_app.closed
     );
-    let elapsed = sim.now() - started.unwrap();
+    let elapsed = p.sim.now() - started.unwrap();
     let sh = server_app.sessions[0];
     let r = &server_app.received[&(sh, stream.unwrap())];
     assert_eq!(r.bytes, LEN as u64);
@@ -81,8 +64,8 @@ fn sixty_four_mib_over_a_lossy_reordering_link() {
     assert!(client_app.closed.is_empty() && server_app.closed.is_empty());
     assert!(client_app.write_errors.is_empty());
 
-    let net = sim.net.stats(client_addr.ip(), server_addr.ip());
-    let path = &sim.nodes[client].endpoint.session(h).unwrap().stats().paths[0];
+    let net = p.sim.net.stats(p.client_addr.ip(), p.server_addr.ip());
+    let path = &p.client_endpoint().session(h).unwrap().stats().paths[0];
     let goodput = LEN as f64 * 8.0 / elapsed.as_secs_f64() / 1e6;
     println!(
         "64 MiB in {elapsed:.3?} of virtual time: goodput {goodput:.1} Mbit/s; \

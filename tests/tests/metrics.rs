@@ -6,49 +6,32 @@ use std::time::Duration;
 
 use kwik_core::{Config, Dir, Event, SessionStats};
 use kwik_tests::app::{App, payload};
-use kwik_tests::certs::TestCert;
 use kwik_tests::net::LinkConfig;
-use kwik_tests::sim::{Sim, addr};
+use kwik_tests::pair::Pair;
 
 fn run(metrics: bool) -> Vec<(Duration, SessionStats)> {
-    let cert = TestCert::localhost();
-    let mut sim = Sim::new(3);
-    let server_addr = addr([10, 0, 0, 1], 4433);
-    let client_addr = addr([10, 0, 0, 2], 5000);
-    sim.net.link(
-        server_addr.ip(),
-        client_addr.ip(),
-        LinkConfig::default().rate_mbit(50).delay_ms(10),
-    );
-    let server = sim.add_node(server_addr, Some(cert.server(Config::default())));
-    let client = sim.add_node(client_addr, None);
+    let link = LinkConfig::default().rate_mbit(50).delay_ms(10);
     let mut config = Config::default();
     config.metrics_enabled = metrics;
     config.metrics_interval = Duration::from_millis(100);
-    let start = sim.now();
-    let h = sim.nodes[client]
-        .endpoint
-        .connect(start, &cert.client(config), server_addr, "localhost")
-        .unwrap();
+    let mut p = Pair::new(3, link, Config::default(), config);
+    let h = p.session;
+    let start = p.sim.now();
     let mut server_app = App::default();
     let mut client_app = App::default();
     let mut samples = Vec::new();
     let mut sent = false;
-    sim.run_until(Duration::from_millis(1050), |sim| {
-        let events = sim.take_events(server);
-        server_app.poll(&mut sim.nodes[server].endpoint, events);
-        let events = sim.take_events(client);
-        for e in &events {
+    p.step_until(Duration::from_millis(1050), |p| {
+        let at = p.sim.now() - start;
+        p.poll_watching(&mut server_app, &mut client_app, |e, _| {
             if let Event::Metrics { session, stats } = e {
                 assert_eq!(*session, h);
-                samples.push((sim.now() - start, (**stats).clone()));
+                samples.push((at, (**stats).clone()));
             }
-        }
-        client_app.poll(&mut sim.nodes[client].endpoint, events);
+        });
         if !sent && client_app.sessions.contains(&h) {
-            let ep = &mut sim.nodes[client].endpoint;
-            let id = ep.session(h).unwrap().open(Dir::Uni).unwrap();
-            client_app.send(ep, h, id, payload(1, 2 << 20), true);
+            p.open_and_send(&mut client_app, Dir::Uni, payload(1, 2 << 20))
+                .unwrap();
             sent = true;
         }
         false

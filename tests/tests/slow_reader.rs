@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use kwik_core::{Config, Dir, Side, StreamId};
 use kwik_tests::app::{App, payload, sha256};
-use kwik_tests::certs::TestCert;
 use kwik_tests::net::LinkConfig;
-use kwik_tests::sim::{Sim, addr};
+use kwik_tests::pair::Pair;
 
 const WINDOW: u64 = 64 * 1024;
 const A_LEN: usize = 1 << 20;
@@ -17,32 +16,14 @@ const B_LEN: usize = 16 << 20;
 
 #[test]
 fn paused_stream_does_not_block_its_carrier_neighbour() {
-    let cert = TestCert::localhost();
-    let mut sim = Sim::new(3);
-    let server_addr = addr([10, 0, 0, 1], 4433);
-    let client_addr = addr([10, 0, 0, 2], 5000);
-    sim.net.link(
-        server_addr.ip(),
-        client_addr.ip(),
-        LinkConfig::default()
-            .rate_mbit(100)
-            .delay_ms(5)
-            .queue_ms(20),
-    );
+    let link = LinkConfig::default()
+        .rate_mbit(100)
+        .delay_ms(5)
+        .queue_ms(20);
     let mut server_config = Config::default();
     server_config.stream_receive_window = WINDOW;
-    let server = sim.add_node(server_addr, Some(cert.server(server_config)));
-    let client = sim.add_node(client_addr, None);
-    let now = sim.now();
-    let h = sim.nodes[client]
-        .endpoint
-        .connect(
-            now,
-            &cert.client(Config::default()),
-            server_addr,
-            "localhost",
-        )
-        .unwrap();
+    let mut p = Pair::new(3, link, server_config, Config::default());
+    let h = p.session;
 
     let a = StreamId::new(Side::Client, Dir::Uni, 0);
     let b = StreamId::new(Side::Client, Dir::Uni, 1);
@@ -52,14 +33,11 @@ fn paused_stream_does_not_block_its_carrier_neighbour() {
     server_app.paused.insert(a);
     let mut client_app = App::default();
     let mut opened = false;
-    let mut pump = |sim: &mut Sim, server_app: &mut App, client_app: &mut App| {
-        let events = sim.take_events(server);
-        server_app.poll(&mut sim.nodes[server].endpoint, events);
-        let events = sim.take_events(client);
-        client_app.poll(&mut sim.nodes[client].endpoint, events);
+    let mut pump = |p: &mut Pair, server_app: &mut App, client_app: &mut App| {
+        p.poll(server_app, client_app);
         if !opened && client_app.sessions.contains(&h) {
             opened = true;
-            let ep = &mut sim.nodes[client].endpoint;
+            let ep = p.client_endpoint();
             // Opened one after the other on one path: both go on carrier 0
             // (streams_per_carrier is 4).
             assert_eq!(ep.session(h).unwrap().open(Dir::Uni), Some(a));
@@ -69,15 +47,15 @@ fn paused_stream_does_not_block_its_carrier_neighbour() {
         }
     };
 
-    let start = sim.now();
-    let b_done = sim.run_until(Duration::from_secs(60), |sim| {
-        pump(sim, &mut server_app, &mut client_app);
+    let start = p.sim.now();
+    let b_done = p.step_until(Duration::from_secs(60), |p| {
+        pump(p, &mut server_app, &mut client_app);
         server_app
             .received
             .values()
             .any(|r| r.finished && r.bytes == B_LEN as u64)
     });
-    let b_time = sim.now() - start;
+    let b_time = p.sim.now() - start;
     assert!(
         b_done,
         "B did not complete while A was paused; closed: {:?} {:?}",
@@ -92,33 +70,33 @@ fn paused_stream_does_not_block_its_carrier_neighbour() {
     assert_eq!((ra.bytes, ra.finished), (0, false));
     assert_eq!(client_app.unsent() as u64, A_LEN as u64 - WINDOW);
     // The two streams really shared one carrier.
-    let stats = sim.nodes[client].endpoint.session(h).unwrap().stats();
+    let stats = p.client_endpoint().session(h).unwrap().stats();
     assert_eq!(stats.paths[0].carriers, 1, "A and B on one carrier");
 
     // A stays stalled, at exactly the window, for as long as its reader is paused.
-    sim.run_for(Duration::from_secs(2));
-    pump(&mut sim, &mut server_app, &mut client_app);
+    p.sim.run_for(Duration::from_secs(2));
+    pump(&mut p, &mut server_app, &mut client_app);
     assert_eq!(client_app.unsent() as u64, A_LEN as u64 - WINDOW);
     assert_eq!(server_app.received[&(sh, a)].bytes, 0);
 
     // Resume A.
     server_app.paused.remove(&a);
-    server_app.read(&mut sim.nodes[server].endpoint, sh, a);
+    server_app.read(p.server_endpoint(), sh, a);
     assert_eq!(
         server_app.received[&(sh, a)].bytes,
         WINDOW,
         "exactly one window was buffered for A"
     );
-    let a_done = sim.run_until(Duration::from_secs(30), |sim| {
-        pump(sim, &mut server_app, &mut client_app);
+    let a_done = p.step_until(Duration::from_secs(30), |p| {
+        pump(p, &mut server_app, &mut client_app);
         server_app.received[&(sh, a)].finished
     });
     assert!(a_done, "A did not complete after resuming");
     let ra = &server_app.received[&(sh, a)];
     assert_eq!(ra.bytes, A_LEN as u64);
     assert_eq!(ra.digest(), sha256(&a_data));
-    let acked = sim.run_until(Duration::from_secs(5), |sim| {
-        pump(sim, &mut server_app, &mut client_app);
+    let acked = p.step_until(Duration::from_secs(5), |p| {
+        pump(p, &mut server_app, &mut client_app);
         client_app.finished.contains(&(h, a)) && client_app.finished.contains(&(h, b))
     });
     assert!(acked, "the client saw both streams finished");

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use kwik_core::{Config, Dir, Event, SessionHandle, StreamId};
 use kwik_tests::app::{App, payload, sha256};
-use kwik_tests::certs::TestCert;
 use kwik_tests::net::LinkConfig;
-use kwik_tests::sim::{Sim, addr};
+use kwik_tests::pair::Pair;
 
 const LIMIT: u64 = 10;
 
@@ -18,8 +17,6 @@ fn message(id: StreamId) -> bytes::Bytes {
 }
 
 struct World {
-    server: usize,
-    client: usize,
     server_app: App,
     client_app: App,
     /// StreamAvailable(Bi) events of the client: when, and how many streams had completed.
@@ -28,70 +25,44 @@ struct World {
 }
 
 impl World {
-    fn pump(&mut self, sim: &mut Sim) {
-        let events = sim.take_events(self.server);
-        self.server_app
-            .poll(&mut sim.nodes[self.server].endpoint, events);
-        let events = sim.take_events(self.client);
-        for e in &events {
-            if matches!(e, Event::StreamAvailable { dir: Dir::Bi, .. }) {
-                let done = self
-                    .client_app
-                    .received
-                    .values()
-                    .filter(|r| r.finished)
-                    .count();
-                self.available.push((sim.now() - self.start, done));
-            }
-        }
-        self.client_app
-            .poll(&mut sim.nodes[self.client].endpoint, events);
+    fn pump(&mut self, p: &mut Pair) {
+        let at = p.sim.now() - self.start;
+        p.poll_watching(
+            &mut self.server_app,
+            &mut self.client_app,
+            |e, client_app| {
+                if matches!(e, Event::StreamAvailable { dir: Dir::Bi, .. }) {
+                    let done = client_app.received.values().filter(|r| r.finished).count();
+                    self.available.push((at, done));
+                }
+            },
+        );
     }
 }
 
 #[test]
 fn open_is_refused_at_the_limit_and_allowed_again_when_streams_are_freed() {
-    let cert = TestCert::localhost();
-    let mut sim = Sim::new(5);
-    let server_addr = addr([10, 0, 0, 1], 4433);
-    let client_addr = addr([10, 0, 0, 2], 5000);
-    sim.net.link(
-        server_addr.ip(),
-        client_addr.ip(),
-        LinkConfig::default().rate_mbit(100).delay_ms(10),
-    );
+    let link = LinkConfig::default().rate_mbit(100).delay_ms(10);
     let mut server_config = Config::default();
     server_config.max_concurrent_bidi_streams = LIMIT;
-    let server = sim.add_node(server_addr, Some(cert.server(server_config)));
-    let client = sim.add_node(client_addr, None);
-    let now = sim.now();
-    let h = sim.nodes[client]
-        .endpoint
-        .connect(
-            now,
-            &cert.client(Config::default()),
-            server_addr,
-            "localhost",
-        )
-        .unwrap();
+    let mut p = Pair::new(5, link, server_config, Config::default());
+    let h = p.session;
 
     let mut w = World {
-        server,
-        client,
         server_app: App::echo(),
         client_app: App::default(),
         available: Vec::new(),
-        start: sim.now(),
+        start: p.sim.now(),
     };
-    let up = sim.run_until(Duration::from_secs(5), |sim| {
-        w.pump(sim);
+    let up = p.step_until(Duration::from_secs(5), |p| {
+        w.pump(p);
         w.client_app.sessions.contains(&h)
     });
     assert!(up, "session not established: {:?}", w.client_app.closed);
     w.available.clear();
 
     // Round 1: exactly LIMIT streams open; the next is refused, cleanly.
-    let ep = &mut sim.nodes[client].endpoint;
+    let ep = p.client_endpoint();
     let mut s = ep.session(h).unwrap();
     let round1: Vec<StreamId> = (0..LIMIT)
         .map(|i| {
@@ -108,8 +79,8 @@ fn open_is_refused_at_the_limit_and_allowed_again_when_streams_are_freed() {
     }
 
     // Completing streams frees them: credit comes back as a StreamAvailable event.
-    let freed = sim.run_until(Duration::from_secs(10), |sim| {
-        w.pump(sim);
+    let freed = p.step_until(Duration::from_secs(10), |p| {
+        w.pump(p);
         !w.available.is_empty()
     });
     assert!(
@@ -123,7 +94,7 @@ fn open_is_refused_at_the_limit_and_allowed_again_when_streams_are_freed() {
         done_then >= 1,
         "StreamAvailable at {at:?} before any stream completed"
     );
-    let ep = &mut sim.nodes[client].endpoint;
+    let ep = p.client_endpoint();
     let first = ep
         .session(h)
         .unwrap()
@@ -132,8 +103,8 @@ fn open_is_refused_at_the_limit_and_allowed_again_when_streams_are_freed() {
     let mut round2 = vec![first];
 
     // Once every round-1 stream is done and freed, exactly LIMIT streams are open again.
-    let all_done = sim.run_until(Duration::from_secs(10), |sim| {
-        w.pump(sim);
+    let all_done = p.step_until(Duration::from_secs(10), |p| {
+        w.pump(p);
         round1.iter().all(|id| {
             w.client_app
                 .received
@@ -142,9 +113,9 @@ fn open_is_refused_at_the_limit_and_allowed_again_when_streams_are_freed() {
         })
     });
     assert!(all_done, "round 1 incomplete: {:?}", w.client_app.closed);
-    sim.run_for(Duration::from_millis(500));
-    w.pump(&mut sim);
-    let ep = &mut sim.nodes[client].endpoint;
+    p.sim.run_for(Duration::from_millis(500));
+    w.pump(&mut p);
+    let ep = p.client_endpoint();
     let mut s = ep.session(h).unwrap();
     while let Some(id) = s.open(Dir::Bi) {
         round2.push(id);
@@ -155,8 +126,8 @@ fn open_is_refused_at_the_limit_and_allowed_again_when_streams_are_freed() {
     for &id in &round2 {
         w.client_app.send(ep, h, id, message(id), true);
     }
-    let all_done = sim.run_until(Duration::from_secs(10), |sim| {
-        w.pump(sim);
+    let all_done = p.step_until(Duration::from_secs(10), |p| {
+        w.pump(p);
         round2.iter().all(|id| {
             w.client_app
                 .received
@@ -172,12 +143,12 @@ fn open_is_refused_at_the_limit_and_allowed_again_when_streams_are_freed() {
     }
     assert!(w.client_app.closed.is_empty() && w.server_app.closed.is_empty());
     assert!(w.client_app.write_errors.is_empty());
-    sim.run_for(Duration::from_millis(500));
+    p.sim.run_for(Duration::from_millis(500));
     let sh: SessionHandle = w.server_app.sessions[0];
-    let stats = sim.nodes[server].endpoint.session(sh).unwrap().stats();
+    let stats = p.server_endpoint().session(sh).unwrap().stats();
     assert_eq!(stats.streams_opened_remote, 2 * LIMIT);
     assert_eq!(stats.streams_open, 0, "every stream freed on the server");
-    let stats = sim.nodes[client].endpoint.session(h).unwrap().stats();
+    let stats = p.client_endpoint().session(h).unwrap().stats();
     assert_eq!(stats.streams_opened_local, 2 * LIMIT);
     assert_eq!(stats.streams_open, 0, "every stream freed on the client");
 }
