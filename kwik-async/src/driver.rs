@@ -35,6 +35,7 @@ pub(crate) struct SessionWaiters {
     pub(crate) readers: BTreeMap<StreamId, Waker>,
     pub(crate) writers: BTreeMap<StreamId, Waker>,
     pub(crate) stopped: BTreeMap<StreamId, Waker>,
+    pub(crate) raw: Vec<Waker>,
     /// Session handles alive in the application (sessions and streams).
     pub(crate) refs: usize,
 }
@@ -53,6 +54,7 @@ impl SessionWaiters {
         wakers.extend(std::mem::take(&mut self.readers).into_values());
         wakers.extend(std::mem::take(&mut self.writers).into_values());
         wakers.extend(std::mem::take(&mut self.stopped).into_values());
+        wakers.append(&mut self.raw);
         for w in wakers {
             w.wake();
         }
@@ -146,6 +148,11 @@ impl State {
             }
             Event::StreamWritable { session, stream } => {
                 if let Some(w) = self.waiters(session).writers.remove(&stream) {
+                    w.wake();
+                }
+            }
+            Event::RawDatagram { session } => {
+                for w in self.waiters(session).raw.drain(..) {
                     w.wake();
                 }
             }

@@ -25,8 +25,9 @@ pub use runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
 pub use session::Session;
 pub use stream::{RecvStream, SendStream};
 
+pub use bytes::Bytes;
 pub use kwik_core::{
-    ClientConfig, Config, Dir, EndpointStats, LoadBalancing, PathStats, ServerConfig, SessionStats,
-    StreamId, VarInt,
+    ClientConfig, Config, Dir, EndpointStats, LoadBalancing, PathId, PathStats, RawSendError,
+    ServerConfig, SessionStats, StreamId, VarInt,
 };
 pub use quinn_udp;

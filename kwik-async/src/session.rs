@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use kwik_core::{Dir, SessionHandle, SessionStats, StreamId, VarInt};
+use bytes::Bytes;
+use kwik_core::{Dir, PathId, RawSendError, SessionHandle, SessionStats, StreamId, VarInt};
 
 use crate::driver::{Shared, dir_index};
 use crate::error::ConnectionError;
@@ -194,6 +195,49 @@ impl Session {
     /// A number unique to this session within its endpoint.
     pub fn stable_id(&self) -> usize {
         self.handle().0 as usize
+    }
+
+    /// Sends `data` as one unreliable datagram on `path`, and only there.
+    pub fn send_raw(&self, path: PathId, data: Bytes) -> Result<(), RawSendError> {
+        let mut state = self.inner.shared.lock();
+        let r = match state.engine.session(self.handle()) {
+            Some(mut s) => s.send_raw(path, data),
+            None => Err(RawSendError::SessionLost(
+                state
+                    .session_error(self.handle())
+                    .unwrap_or(ConnectionError::LocallyClosed),
+            )),
+        };
+        if r.is_ok() {
+            state.wake_driver();
+        }
+        r
+    }
+
+    /// The largest raw datagram `path` carries now, if it carries any.
+    pub fn max_raw_size(&self, path: PathId) -> Option<usize> {
+        let mut state = self.inner.shared.lock();
+        state.engine.session(self.handle())?.max_raw_size(path)
+    }
+
+    /// The next raw datagram, with the path it came on.
+    pub async fn read_raw(&self) -> Result<(PathId, Bytes), ConnectionError> {
+        std::future::poll_fn(|cx| {
+            let mut state = self.inner.shared.lock();
+            if let Some(d) = state
+                .engine
+                .session(self.handle())
+                .and_then(|mut s| s.read_raw())
+            {
+                return Poll::Ready(Ok(d));
+            }
+            if let Some(e) = state.session_error(self.handle()) {
+                return Poll::Ready(Err(e));
+            }
+            state.waiters(self.handle()).raw.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
     }
 
     /// Stats of the session and each path.

@@ -211,3 +211,26 @@ mod tests {
         assert_eq!(ErrorCode::from_wire(KWIK_ERROR_BASE + 200), None);
     }
 }
+
+/// Why a raw datagram could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RawSendError {
+    /// The session has no such path.
+    #[error("no {0}")]
+    UnknownPath(crate::PathId),
+    /// The datagram exceeds what the path carries now.
+    #[error("datagram of {size} bytes exceeds the path's limit of {max:?}")]
+    TooLarge {
+        /// The datagram's size.
+        size: usize,
+        /// The path's current limit, if datagrams are possible at all.
+        max: Option<usize>,
+    },
+    /// The peer does not accept datagrams.
+    #[error("peer does not accept datagrams")]
+    UnsupportedByPeer,
+    /// The session is gone.
+    #[error("session lost: {0}")]
+    SessionLost(SessionError),
+}

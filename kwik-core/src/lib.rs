@@ -40,10 +40,11 @@ pub use endpoint::{
     ConnectError, Endpoint, EndpointConfig, Event, RecvStream, SendStream, Session, Transmit,
 };
 pub use error::{
-    ClosedStream, ErrorCode, KWIK_ERROR_BASE, ProtocolError, ReadError, SessionError, WriteError,
+    ClosedStream, ErrorCode, KWIK_ERROR_BASE, ProtocolError, RawSendError, ReadError, SessionError,
+    WriteError,
 };
 pub use path::PathId;
-pub use session::SessionHandle;
+pub use session::{RAW_QUEUE_LIMIT, SessionHandle};
 pub use stats::{EndpointStats, PathStats, SessionStats};
 pub use streams::StreamId;
 

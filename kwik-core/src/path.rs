@@ -50,6 +50,8 @@ struct CarrierRx {
 pub(crate) struct PathCounters {
     pub(crate) frames_sent: u64,
     pub(crate) frames_received: u64,
+    pub(crate) raw_sent: u64,
+    pub(crate) raw_received: u64,
 }
 
 #[derive(Debug)]

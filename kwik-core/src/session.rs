@@ -1,16 +1,17 @@
 //! Session state shared by all paths of one session: setup, streams and the sticky error.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use kwik_proto::control_frame::Kind;
 use quinn_proto::Side;
 
 use crate::config::Config;
 use crate::error::{ErrorCode, ProtocolError, SessionError};
-use crate::path::PathId;
+use crate::path::{Path, PathId};
 use crate::streams::{Limits, Streams};
 
 /// Identifies a session within its [`Endpoint`](crate::Endpoint). Never reused.
@@ -37,7 +38,15 @@ pub(crate) struct SessionState {
     pub(crate) remote: SocketAddr,
     pub(crate) error: Option<SessionError>,
     pub(crate) next_metrics: Option<Instant>,
+    /// Raw datagrams received and not yet read, with the path each came on.
+    pub(crate) raw: VecDeque<(PathId, Bytes)>,
+    /// Raw datagrams dropped because `raw` was full.
+    pub(crate) raw_dropped: u64,
 }
+
+/// Most raw datagrams a session holds for the application; beyond, new ones are dropped, as
+/// a full socket buffer would.
+pub const RAW_QUEUE_LIMIT: usize = 1024;
 
 /// What a control message asks the endpoint to do beyond the session's own state.
 #[derive(Debug, PartialEq, Eq)]
@@ -96,7 +105,25 @@ impl SessionState {
             remote,
             error: None,
             next_metrics: None,
+            raw: VecDeque::new(),
+            raw_dropped: 0,
         }
+    }
+
+    /// Moves the raw datagrams `path` received into the session's queue; returns whether any
+    /// arrived.
+    pub(crate) fn take_raw(&mut self, path: &mut Path) -> bool {
+        let mut any = false;
+        while let Some(data) = path.conn.datagrams().recv() {
+            path.counters.raw_received += 1;
+            if self.raw.len() >= RAW_QUEUE_LIMIT {
+                self.raw_dropped += 1;
+                continue;
+            }
+            self.raw.push_back((path.id, data));
+            any = true;
+        }
+        any
     }
 
     /// Handles a control message received on an established session's path.

@@ -53,6 +53,10 @@ pub struct PathStats {
     pub frames_received: u64,
     /// Carriers this side opened.
     pub carriers: usize,
+    /// Raw datagrams sent on this path.
+    pub raw_sent: u64,
+    /// Raw datagrams received on this path.
+    pub raw_received: u64,
 }
 
 /// Counters of one session.
@@ -71,6 +75,8 @@ pub struct SessionStats {
     pub stream_bytes_written: u64,
     /// Bytes the application read from streams.
     pub stream_bytes_read: u64,
+    /// Raw datagrams dropped because the application did not read them in time.
+    pub raw_dropped: u64,
     /// Per path.
     pub paths: Vec<PathStats>,
 }

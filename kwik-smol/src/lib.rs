@@ -24,10 +24,10 @@ use async_io::{Async, Timer as IoTimer};
 use kwik_async::{AsyncTimer, AsyncUdpSocket, Runtime};
 
 pub use kwik_async::{
-    Accept, ClientConfig, ClosedStream, Config, ConnectError, Connecting, ConnectionError,
-    DialError, Dir, EndpointStats, Incoming, LoadBalancing, PathStats, ReadError, ReadExactError,
-    ReadToEndError, RecvStream, SendStream, ServerConfig, Session, SessionError, SessionStats,
-    StoppedError, StreamId, VarInt, WriteError,
+    Accept, Bytes, ClientConfig, ClosedStream, Config, ConnectError, Connecting, ConnectionError,
+    DialError, Dir, EndpointStats, Incoming, LoadBalancing, PathId, PathStats, RawSendError,
+    ReadError, ReadExactError, ReadToEndError, RecvStream, SendStream, ServerConfig, Session,
+    SessionError, SessionStats, StoppedError, StreamId, VarInt, WriteError,
 };
 
 /// The smol / async-io [`Runtime`].

@@ -37,10 +37,10 @@ use kwik_async::{AsyncTimer, AsyncUdpSocket, Runtime};
 use tokio::io::Interest;
 
 pub use kwik_async::{
-    Accept, ClientConfig, ClosedStream, Config, ConnectError, Connecting, ConnectionError,
-    DialError, Dir, EndpointStats, Incoming, LoadBalancing, PathStats, ReadError, ReadExactError,
-    ReadToEndError, RecvStream, SendStream, ServerConfig, Session, SessionError, SessionStats,
-    StoppedError, StreamId, VarInt, WriteError,
+    Accept, Bytes, ClientConfig, ClosedStream, Config, ConnectError, Connecting, ConnectionError,
+    DialError, Dir, EndpointStats, Incoming, LoadBalancing, PathId, PathStats, RawSendError,
+    ReadError, ReadExactError, ReadToEndError, RecvStream, SendStream, ServerConfig, Session,
+    SessionError, SessionStats, StoppedError, StreamId, VarInt, WriteError,
 };
 
 /// The tokio [`Runtime`].

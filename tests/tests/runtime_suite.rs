@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use futures_lite::future::zip;
-use kwik_async::{ClientConfig, Endpoint, ReadError, Session, SessionError, VarInt};
+use kwik_async::{Bytes, ClientConfig, Endpoint, PathId, ReadError, Session, SessionError, VarInt};
 use kwik_core::Config;
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
@@ -151,6 +151,35 @@ async fn reset_is_typed(server: Endpoint, client: Endpoint, cfg: ClientConfig) {
     );
 }
 
+async fn raw_datagrams(server: Endpoint, client: Endpoint, cfg: ClientConfig) {
+    let addr = server.local_addr().unwrap();
+    let srv = async {
+        let session = accept(&server).await;
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            got.push(session.read_raw().await.expect("read_raw"));
+        }
+        (got, session)
+    };
+    let cli = async {
+        let session = connect(&client, addr, cfg).await;
+        for i in 0..20u8 {
+            session
+                .send_raw(PathId::PRIMARY, Bytes::from(vec![i; 100]))
+                .expect("send_raw");
+            futures_lite::future::yield_now().await;
+        }
+        session
+    };
+    let ((got, _s), client_session) = zip(srv, cli).await;
+    for (path, data) in &got {
+        assert_eq!(*path, PathId::PRIMARY);
+        assert_eq!(data.len(), 100);
+        assert!(data.iter().all(|b| *b == data[0]));
+    }
+    assert_eq!(client_session.stats().paths[0].raw_sent, 20);
+}
+
 trait StoppedOrTimeout {
     async fn stopped_or_timeout(&mut self);
 }
@@ -199,6 +228,15 @@ macro_rules! suite {
                 $run(async {
                     let (s, c, cfg) = endpoints(&cert);
                     bulk(s, c, cfg, 256 << 20).await
+                });
+            }
+
+            #[test]
+            fn raw_datagrams_travel_on_the_path() {
+                let cert = TestCert::localhost();
+                $run(async {
+                    let (s, c, cfg) = endpoints(&cert);
+                    raw_datagrams(s, c, cfg).await
                 });
             }
 

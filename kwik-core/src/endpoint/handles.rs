@@ -7,7 +7,7 @@ use bytes::Bytes;
 use quinn_proto::{Dir, Side, VarInt};
 
 use super::Endpoint;
-use crate::error::{ClosedStream, ReadError, SessionError, WriteError};
+use crate::error::{ClosedStream, RawSendError, ReadError, SessionError, WriteError};
 use crate::path::PathId;
 use crate::session::{Phase, SessionHandle, SessionState};
 use crate::stats::SessionStats;
@@ -111,6 +111,64 @@ impl Session<'_> {
         }
         self.endpoint.close_session(h, SessionError::LocallyClosed);
         self.endpoint.mark_dirty(h);
+    }
+
+    /// Sends `data` as one unreliable QUIC datagram on `path`, and only there.
+    ///
+    /// Datagrams that find the send buffer full replace the oldest queued ones.
+    pub fn send_raw(&mut self, path: PathId, data: Bytes) -> Result<(), RawSendError> {
+        let state = self
+            .state()
+            .ok_or(RawSendError::SessionLost(SessionError::LocallyClosed))?;
+        if let Some(e) = &state.error {
+            return Err(RawSendError::SessionLost(e.clone()));
+        }
+        let key = *state
+            .paths
+            .get(&path)
+            .ok_or(RawSendError::UnknownPath(path))?;
+        let slot = self
+            .endpoint
+            .paths
+            .get_mut(&key)
+            .ok_or(RawSendError::UnknownPath(path))?;
+        let size = data.len();
+        let mut datagrams = slot.path.conn.datagrams();
+        let max = datagrams.max_size();
+        match datagrams.send(data, true) {
+            Ok(()) => {}
+            Err(quinn_proto::SendDatagramError::TooLarge) => {
+                return Err(RawSendError::TooLarge { size, max });
+            }
+            Err(quinn_proto::SendDatagramError::UnsupportedByPeer) => {
+                return Err(RawSendError::UnsupportedByPeer);
+            }
+            Err(quinn_proto::SendDatagramError::Disabled) => {
+                return Err(RawSendError::TooLarge { size, max: None });
+            }
+            // With `drop` set, a full buffer drops the oldest datagram instead.
+            Err(quinn_proto::SendDatagramError::Blocked(_)) => {}
+        }
+        slot.path.counters.raw_sent += 1;
+        self.endpoint.dirty.insert(key);
+        Ok(())
+    }
+
+    /// The largest raw datagram `path` carries now, if it carries any.
+    pub fn max_raw_size(&mut self, path: PathId) -> Option<usize> {
+        let key = *self.state()?.paths.get(&path)?;
+        self.endpoint
+            .paths
+            .get_mut(&key)?
+            .path
+            .conn
+            .datagrams()
+            .max_size()
+    }
+
+    /// The next raw datagram received, with the path it came on.
+    pub fn read_raw(&mut self) -> Option<(PathId, Bytes)> {
+        self.state_mut()?.raw.pop_front()
     }
 
     /// Stats of the session and each of its paths.

@@ -117,6 +117,11 @@ pub enum Event {
         /// Their direction.
         dir: Dir,
     },
+    /// Raw datagrams arrived: call [`Session::read_raw`].
+    RawDatagram {
+        /// The session.
+        session: SessionHandle,
+    },
     /// Periodic metrics (when `metrics_enabled`).
     Metrics {
         /// The session.
@@ -463,6 +468,8 @@ impl Endpoint {
                     frames_sent: slot.path.counters.frames_sent,
                     frames_received: slot.path.counters.frames_received,
                     carriers: slot.path.carrier_count(),
+                    raw_sent: slot.path.counters.raw_sent,
+                    raw_received: slot.path.counters.raw_received,
                 })
             })
             .collect();
@@ -474,6 +481,7 @@ impl Endpoint {
             streams_open: s.streams.open_count() as u64,
             stream_bytes_written: c.bytes_written,
             stream_bytes_read: c.bytes_read,
+            raw_dropped: s.raw_dropped,
             paths,
         })
     }
@@ -595,6 +603,9 @@ impl Endpoint {
         }
         let streams = &mut session.streams;
         slot.path.read_carriers(|frame| streams.on_frame(frame))?;
+        if session.take_raw(&mut slot.path) {
+            self.events.push_back(Event::RawDatagram { session: h });
+        }
         if session.phase == Phase::Established {
             slot.path.write(
                 &mut session.streams,

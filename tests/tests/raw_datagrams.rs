@@ -1,0 +1,131 @@
+//! Raw datagrams travel unreliably on the chosen path only, are counted per path, are
+//! bounded at the receiver, and oversize or unknown-path sends get typed errors.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use kwik_core::{Bytes, Config, PathId, RAW_QUEUE_LIMIT, RawSendError, SessionHandle};
+use kwik_tests::app::App;
+use kwik_tests::net::LinkConfig;
+use kwik_tests::pair::Pair;
+
+/// A session over `link`, with the server's handle once both sides are established.
+fn established(link: LinkConfig) -> (Pair, App, App, SessionHandle) {
+    let mut p = Pair::new(11, link, Config::default(), Config::default());
+    let (mut server_app, mut client_app) = (App::default(), App::default());
+    let h = p.session;
+    assert!(p.run_until(
+        Duration::from_secs(5),
+        &mut server_app,
+        &mut client_app,
+        |_, server_app, client_app| client_app.sessions.contains(&h)
+            && !server_app.sessions.is_empty()
+    ));
+    let server_session = server_app.sessions[0];
+    (p, server_app, client_app, server_session)
+}
+
+fn send(p: &mut Pair, count: usize, size: usize) {
+    let h = p.session;
+    for i in 0..count {
+        let mut data = vec![0u8; size];
+        data[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        p.client_endpoint()
+            .session(h)
+            .unwrap()
+            .send_raw(PathId::PRIMARY, Bytes::from(data))
+            .unwrap();
+    }
+}
+
+fn drain(p: &mut Pair, server_session: SessionHandle) -> Vec<(PathId, Bytes)> {
+    let mut got = Vec::new();
+    let mut s = p.server_endpoint().session(server_session).unwrap();
+    while let Some(d) = s.read_raw() {
+        got.push(d);
+    }
+    got
+}
+
+/// Lets the network deliver for a while, without jumping to far-off timers.
+fn settle(p: &mut Pair, server_app: &mut App, client_app: &mut App) {
+    p.sim.run_for(Duration::from_millis(500));
+    p.poll(server_app, client_app);
+}
+
+#[test]
+fn datagrams_arrive_on_their_path_and_are_counted() {
+    let link = LinkConfig::default().rate_mbit(100).delay_ms(10);
+    let (mut p, mut server_app, mut client_app, server_session) = established(link);
+    send(&mut p, 100, 1000);
+    settle(&mut p, &mut server_app, &mut client_app);
+    let got = drain(&mut p, server_session);
+    assert_eq!(got.len(), 100);
+    for (i, (path, data)) in got.iter().enumerate() {
+        assert_eq!(*path, PathId::PRIMARY);
+        assert_eq!(data.len(), 1000);
+        assert_eq!(u64::from_be_bytes(data[..8].try_into().unwrap()), i as u64);
+    }
+    let h = p.session;
+    let client_stats = p.client_endpoint().session(h).unwrap().stats();
+    assert_eq!(client_stats.paths[0].raw_sent, 100);
+    let server_stats = p.server_endpoint().session(server_session).unwrap().stats();
+    assert_eq!(server_stats.paths[0].raw_received, 100);
+    assert_eq!(server_stats.raw_dropped, 0);
+}
+
+#[test]
+fn datagrams_are_not_retransmitted_under_loss() {
+    let link = LinkConfig::default().rate_mbit(100).delay_ms(10).loss(0.2);
+    let (mut p, mut server_app, mut client_app, server_session) = established(link);
+    send(&mut p, 200, 500);
+    settle(&mut p, &mut server_app, &mut client_app);
+    let got = drain(&mut p, server_session);
+    // About 80 % arrive; the rest are gone for good, and the session lives on.
+    assert!((100..200).contains(&got.len()), "{} arrived", got.len());
+    assert!(server_app.closed.is_empty() && client_app.closed.is_empty());
+}
+
+#[test]
+fn oversize_and_unknown_path_are_typed_errors() {
+    let link = LinkConfig::default().rate_mbit(100).delay_ms(10);
+    let (mut p, _, _, _) = established(link);
+    let h = p.session;
+    let mut s = p.client_endpoint().session(h).unwrap();
+    let max = s.max_raw_size(PathId::PRIMARY).unwrap();
+    assert!(max > 1000 && max < 1500, "{max}");
+    assert_eq!(
+        s.send_raw(PathId::PRIMARY, Bytes::from(vec![0; max + 1])),
+        Err(RawSendError::TooLarge {
+            size: max + 1,
+            max: Some(max)
+        })
+    );
+    assert_eq!(
+        s.send_raw(PathId::PRIMARY, Bytes::from(vec![0; max])),
+        Ok(())
+    );
+    assert_eq!(
+        s.send_raw(PathId(5), Bytes::from_static(b"x")),
+        Err(RawSendError::UnknownPath(PathId(5)))
+    );
+    assert_eq!(s.max_raw_size(PathId(5)), None);
+}
+
+#[test]
+fn an_unread_flood_is_bounded() {
+    let link = LinkConfig::default().rate_mbit(1000).delay_ms(1);
+    let (mut p, mut server_app, mut client_app, server_session) = established(link);
+    for _ in 0..5 {
+        send(&mut p, 1000, 100);
+        settle(&mut p, &mut server_app, &mut client_app);
+    }
+    let stats = p.server_endpoint().session(server_session).unwrap().stats();
+    let got = drain(&mut p, server_session);
+    assert_eq!(got.len(), RAW_QUEUE_LIMIT);
+    assert_eq!(
+        stats.raw_dropped,
+        stats.paths[0].raw_received - RAW_QUEUE_LIMIT as u64
+    );
+    assert!(stats.raw_dropped > 0);
+}
