@@ -42,10 +42,12 @@ pub enum ErrorCode {
     UnexpectedStream = 13,
     /// The session setup did not complete in time or in order.
     Handshake = 14,
+    /// The path stopped answering health checks.
+    PathUnresponsive = 15,
 }
 
 impl ErrorCode {
-    const ALL: [Self; 14] = [
+    const ALL: [Self; 15] = [
         Self::Internal,
         Self::FrameEncoding,
         Self::FlowControl,
@@ -60,6 +62,7 @@ impl ErrorCode {
         Self::ReassemblyLimit,
         Self::UnexpectedStream,
         Self::Handshake,
+        Self::PathUnresponsive,
     ];
 
     /// The QUIC application error code for this KWIK error.
@@ -122,6 +125,13 @@ pub enum SessionError {
     /// The peer went silent for longer than the idle timeout.
     #[error("timed out")]
     TimedOut,
+    /// The primary path stopped answering health checks for longer than the window
+    /// `max(3 × RTT, path_health_check_interval × path_failure_threshold)`.
+    #[error("{path} stopped answering health checks")]
+    PathUnresponsive {
+        /// The path that failed.
+        path: crate::PathId,
+    },
     /// The peer reset the connection (stateless reset).
     #[error("reset by peer")]
     Reset,

@@ -27,6 +27,7 @@ pub mod control;
 mod endpoint;
 mod error;
 pub mod frame;
+mod health;
 mod path;
 mod session;
 mod stats;

@@ -12,6 +12,7 @@ use quinn_proto::{Connection, Dir, StreamId as QuicStreamId, VarInt};
 use crate::control::{ControlDecoder, MAX_CONTROL_FRAME};
 use crate::error::{ErrorCode, ProtocolError};
 use crate::frame::{self, Frame, MAX_HEADER, MAX_STREAM_FRAME_PAYLOAD};
+use crate::health::Health;
 use crate::streams::{FRAME_PAYLOAD, StreamId, Streams};
 
 /// Identifies a path within its session; assigned by the primary, 0 is the primary path.
@@ -68,6 +69,7 @@ pub(crate) struct Path {
     rx: BTreeMap<QuicStreamId, CarrierRx>,
     readable: BTreeSet<QuicStreamId>,
     pub(crate) counters: PathCounters,
+    pub(crate) health: Health,
 }
 
 /// A carrier or control stream misbehaved.
@@ -87,6 +89,7 @@ impl Path {
             rx: BTreeMap::new(),
             readable: BTreeSet::new(),
             counters: PathCounters::default(),
+            health: Health::default(),
         }
     }
 

@@ -338,6 +338,7 @@ impl Endpoint {
                 self.dirty.insert(*key);
             }
         }
+        self.check_health(now);
         let metrics_due: Vec<SessionHandle> = self
             .sessions
             .iter()
@@ -414,8 +415,13 @@ impl Endpoint {
             .paths
             .values_mut()
             .filter_map(|s| s.path.conn.poll_timeout());
+        let conns: Option<Instant> = conns.min();
+        let health = self
+            .paths
+            .values()
+            .filter_map(|s| s.path.health.deadline(s.path.conn.rtt()));
         let metrics = self.sessions.values().filter_map(|s| s.next_metrics);
-        conns.chain(metrics).min()
+        conns.into_iter().chain(health).chain(metrics).min()
     }
 
     /// A borrowed handle to command one session; `None` once it is gone.
@@ -629,10 +635,18 @@ impl Endpoint {
         let Some(session) = self.sessions.get_mut(&h) else {
             return Ok(());
         };
+        if let Kind::Pong(pong) = &kind {
+            slot.path.health.on_pong(now, pong.seq);
+        }
         match session.on_control(kind)? {
             ControlOutcome::Nothing => {}
             ControlOutcome::Reply(reply) => slot.path.send_control(reply),
             ControlOutcome::Established => {
+                slot.path.health.start(
+                    now,
+                    session.config.path_health_check_interval,
+                    session.config.path_failure_threshold,
+                );
                 if session.config.metrics_enabled {
                     session.next_metrics = Some(now + session.config.metrics_interval);
                 }
@@ -699,6 +713,41 @@ impl Endpoint {
         self.sessions.insert(h, session);
         self.events.push_back(Event::Incoming(h));
         Ok(())
+    }
+
+    /// Sends due health probes and fails paths that went silent.
+    fn check_health(&mut self, now: Instant) {
+        let mut failed = Vec::new();
+        for (key, slot) in self.paths.iter_mut() {
+            let rtt = slot.path.conn.rtt();
+            if slot.path.health.deadline(rtt).is_none_or(|t| t > now) {
+                continue;
+            }
+            let verdict = slot.path.health.on_timeout(now, rtt);
+            if let Some(seq) = verdict.ping {
+                slot.path.send_control(Kind::Ping(kwik_proto::Ping { seq }));
+                self.dirty.insert(*key);
+            }
+            if verdict.failed {
+                failed.push(*key);
+            }
+        }
+        for key in failed {
+            let Some(slot) = self.paths.get_mut(&key) else {
+                continue;
+            };
+            let path = slot.path.id;
+            tracing::debug!(%path, "path stopped answering health checks");
+            slot.path.close_with(
+                now,
+                &ProtocolError::new(ErrorCode::PathUnresponsive, "no answer to health checks"),
+            );
+            self.dirty.insert(key);
+            if let Some(h) = slot.session {
+                // One path per session so far: losing it ends the session.
+                self.close_session(h, SessionError::PathUnresponsive { path });
+            }
+        }
     }
 
     fn session_paths(&self, h: SessionHandle) -> Vec<usize> {
