@@ -54,14 +54,13 @@ pub struct Config {
     /// Scheduler for several paths to one peer. Default [`LoadBalancing::MinRtt`]. Not yet
     /// in effect: sessions have one path so far.
     pub load_balancing: LoadBalancing,
-    /// Interval of health probes on each path. Default 250 ms. Not yet in effect: the
-    /// health checker comes with multi-path sessions (a session's one path is watched by
-    /// QUIC's idle timeout).
+    /// Interval of the client's health probes (`Ping`) on each path. Default 250 ms.
     pub path_health_check_interval: Duration,
-    /// Missed probes that mark a path failed. Default 3. Not yet in effect (see above).
+    /// A path fails after `max(3 × RTT, interval × threshold)` without an answer. Default 3.
     pub path_failure_threshold: u32,
     /// How long a failed path is retried before it is removed. Default 10 s. Not yet in
-    /// effect (see above).
+    /// effect: reconnection comes with multi-path sessions; today a failed primary path ends
+    /// the session with `SessionError::PathUnresponsive`.
     pub path_recovery_timeout: Duration,
     /// Whether the engine emits periodic [`Event::Metrics`](crate::Event::Metrics). Default false.
     pub metrics_enabled: bool,
