@@ -76,6 +76,9 @@ pub struct Config {
     pub receive_window: u64,
     /// Separate out-of-order ranges one stream may buffer. Default 1024.
     pub max_reassembly_gaps: usize,
+    /// Control messages the peer may send per second on one path, in bursts of as many.
+    /// More closes the session with `ErrorCode::ControlRate`. Default 1000.
+    pub max_control_messages_per_sec: u32,
     /// Idle timeout of each path's QUIC connection. Default 30 s.
     pub idle_timeout: Duration,
     /// QUIC keep-alive interval; `None` sends none. Default `None`.
@@ -100,6 +103,7 @@ impl Default for Config {
             stream_receive_window: 4 << 20,
             receive_window: 32 << 20,
             max_reassembly_gaps: 1024,
+            max_control_messages_per_sec: 1000,
             idle_timeout: Duration::from_secs(30),
             keep_alive_interval: None,
         }
@@ -180,6 +184,11 @@ impl Config {
         check(
             self.max_reassembly_gaps >= 1,
             "max_reassembly_gaps",
+            "must be at least 1",
+        )?;
+        check(
+            self.max_control_messages_per_sec >= 1,
+            "max_control_messages_per_sec",
             "must be at least 1",
         )?;
         check(

@@ -44,10 +44,12 @@ pub enum ErrorCode {
     Handshake = 14,
     /// The path stopped answering health checks.
     PathUnresponsive = 15,
+    /// The peer sent control messages faster than allowed, or stopped reading the answers.
+    ControlRate = 16,
 }
 
 impl ErrorCode {
-    const ALL: [Self; 15] = [
+    const ALL: [Self; 16] = [
         Self::Internal,
         Self::FrameEncoding,
         Self::FlowControl,
@@ -63,6 +65,7 @@ impl ErrorCode {
         Self::UnexpectedStream,
         Self::Handshake,
         Self::PathUnresponsive,
+        Self::ControlRate,
     ];
 
     /// The QUIC application error code for this KWIK error.

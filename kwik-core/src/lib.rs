@@ -29,6 +29,7 @@ mod error;
 pub mod frame;
 mod health;
 mod path;
+mod rate;
 mod session;
 mod stats;
 mod streams;

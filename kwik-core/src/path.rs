@@ -13,6 +13,7 @@ use crate::control::{ControlDecoder, MAX_CONTROL_FRAME};
 use crate::error::{ErrorCode, ProtocolError};
 use crate::frame::{self, Frame, MAX_HEADER, MAX_STREAM_FRAME_PAYLOAD};
 use crate::health::Health;
+use crate::rate::TokenBucket;
 use crate::streams::{FRAME_PAYLOAD, StreamId, Streams};
 
 /// Identifies a path within its session; assigned by the primary, 0 is the primary path.
@@ -70,13 +71,18 @@ pub(crate) struct Path {
     readable: BTreeSet<QuicStreamId>,
     pub(crate) counters: PathCounters,
     pub(crate) health: Health,
+    /// Bounds the control messages the peer may send.
+    control_budget: TokenBucket,
 }
+
+/// Control bytes this side may hold for a peer that does not read its control stream.
+pub(crate) const MAX_CONTROL_BACKLOG: usize = 64 * 1024;
 
 /// A carrier or control stream misbehaved.
 pub(crate) type PathResult<T> = Result<T, ProtocolError>;
 
 impl Path {
-    pub(crate) fn new(conn: Connection, id: PathId) -> Self {
+    pub(crate) fn new(conn: Connection, id: PathId, control_rate: u32) -> Self {
         Self {
             conn,
             id,
@@ -90,6 +96,7 @@ impl Path {
             readable: BTreeSet::new(),
             counters: PathCounters::default(),
             health: Health::default(),
+            control_budget: TokenBucket::new(control_rate),
         }
     }
 
@@ -132,7 +139,10 @@ impl Path {
     }
 
     /// Reads the control stream: whole messages, in order.
-    pub(crate) fn read_control(&mut self) -> PathResult<Vec<kwik_proto::control_frame::Kind>> {
+    pub(crate) fn read_control(
+        &mut self,
+        now: std::time::Instant,
+    ) -> PathResult<Vec<kwik_proto::control_frame::Kind>> {
         let mut out = Vec::new();
         let Some(id) = self.control else {
             return Ok(out);
@@ -151,6 +161,13 @@ impl Path {
                     self.control_rx.push(&chunk.bytes);
                     loop {
                         match self.control_rx.next_frame() {
+                            Ok(Some(_)) if !self.control_budget.try_take(now) => {
+                                result = Err(ProtocolError::new(
+                                    ErrorCode::ControlRate,
+                                    "control messages above the allowed rate",
+                                ));
+                                break;
+                            }
                             Ok(Some(kind)) => out.push(kind),
                             Ok(None) => break,
                             Err(e) => {
@@ -247,6 +264,12 @@ impl Path {
         let Some(id) = self.control else {
             return Ok(());
         };
+        if self.control_tx.len() > MAX_CONTROL_BACKLOG {
+            return Err(ProtocolError::new(
+                ErrorCode::ControlRate,
+                "peer does not read its control stream",
+            ));
+        }
         if self.control_tx.is_empty() {
             return Ok(());
         }

@@ -234,7 +234,11 @@ impl Endpoint {
         self.paths.insert(
             ch.0,
             PathSlot {
-                path: Path::new(conn, PathId::PRIMARY),
+                path: Path::new(
+                    conn,
+                    PathId::PRIMARY,
+                    config.config.max_control_messages_per_sec,
+                ),
                 session: Some(handle),
                 remote,
                 side: Side::Client,
@@ -292,13 +296,14 @@ impl Endpoint {
             self.queue_response(t, buf);
             return;
         }
+        let control_rate = server.config.max_control_messages_per_sec;
         buf.clear();
         match self.quic.accept(incoming, now, buf, None) {
             Ok((ch, conn)) => {
                 self.paths.insert(
                     ch.0,
                     PathSlot {
-                        path: Path::new(conn, PathId::PRIMARY),
+                        path: Path::new(conn, PathId::PRIMARY, control_rate),
                         session: None,
                         remote,
                         side: Side::Server,
@@ -585,7 +590,7 @@ impl Endpoint {
             return Ok(());
         }
         // Server paths accept no data before the client's Hello made them a session.
-        let messages = slot.path.read_control()?;
+        let messages = slot.path.read_control(now)?;
         for kind in messages {
             self.on_control(now, key, kind)?;
         }
