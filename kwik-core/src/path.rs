@@ -73,6 +73,8 @@ pub(crate) struct Path {
     pub(crate) health: Health,
     /// Bounds the control messages the peer may send.
     control_budget: TokenBucket,
+    /// This side closed the connection: nothing more is read or written.
+    pub(crate) closing: bool,
 }
 
 /// Control bytes this side may hold for a peer that does not read its control stream.
@@ -97,6 +99,7 @@ impl Path {
             counters: PathCounters::default(),
             health: Health::default(),
             control_budget: TokenBucket::new(control_rate),
+            closing: false,
         }
     }
 
@@ -413,11 +416,27 @@ impl Path {
         reason.truncate(512);
         self.conn
             .close(now, error.code.to_wire(), Bytes::from(reason));
+        self.shut();
     }
 
     /// Closes the QUIC connection with an application code.
     pub(crate) fn close_app(&mut self, now: std::time::Instant, code: VarInt, reason: Bytes) {
         self.conn.close(now, code, reason);
+        self.shut();
+    }
+}
+
+impl Path {
+    /// Drops everything queued: a closed connection sends no more stream data.
+    fn shut(&mut self) {
+        self.closing = true;
+        self.control_tx = Vec::new();
+        self.signal.pending.clear();
+        for c in &mut self.carriers {
+            c.pending.clear();
+        }
+        self.rx.clear();
+        self.readable.clear();
     }
 }
 

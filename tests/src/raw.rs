@@ -97,6 +97,8 @@ pub struct RawPeer {
     pub control_messages: Vec<Kind>,
     /// The control stream did not decode.
     pub control_error: Option<String>,
+    /// Whether the peer reads the server's control stream (a hostile peer may stop).
+    pub read_control: bool,
     /// Bytes received on streams the server opened (its carriers), by stream.
     pub carrier_bytes: BTreeMap<StreamId, u64>,
     outgoing: BTreeMap<StreamId, Outgoing>,
@@ -123,6 +125,7 @@ impl RawPeer {
             control_rx: ControlDecoder::default(),
             control_messages: Vec::new(),
             control_error: None,
+            read_control: true,
             carrier_bytes: BTreeMap::new(),
             outgoing: BTreeMap::new(),
             responses: VecDeque::new(),
@@ -309,6 +312,9 @@ impl RawPeer {
             }
         }
         for id in readable {
+            if Some(id) == self.control && !self.read_control {
+                continue;
+            }
             let mut stream = conn.recv_stream(id);
             let Ok(mut chunks) = stream.read(true) else {
                 continue;
@@ -390,6 +396,12 @@ impl RawSession {
     /// A server with `config` and a raw peer that completed the QUIC handshake with it
     /// (but sent nothing yet) over a 100 Mbit/s link with 5 ms of delay.
     pub fn connect(seed: u64, config: Config) -> Self {
+        Self::connect_with_window(seed, config, None)
+    }
+
+    /// [`RawSession::connect`], the peer granting only `window` bytes per QUIC stream if
+    /// given (so that a peer that stops reading soon blocks the server's writes).
+    pub fn connect_with_window(seed: u64, config: Config, window: Option<u32>) -> Self {
         let cert = TestCert::localhost();
         let mut sim = Sim::new(seed);
         let server_addr = addr([10, 0, 0, 1], 4433);
@@ -402,12 +414,13 @@ impl RawSession {
         let server = sim.add_node(server_addr, Some(cert.server(config)));
         let peer = sim.add_raw(peer_addr);
         let now = sim.now();
-        sim.raw[peer].connect(
-            now,
-            client_config(std::slice::from_ref(&cert.cert)),
-            server_addr,
-            "localhost",
-        );
+        let mut quic = client_config(std::slice::from_ref(&cert.cert));
+        if let Some(window) = window {
+            let mut transport = quinn_proto::TransportConfig::default();
+            transport.stream_receive_window(window.into());
+            quic.transport_config(Arc::new(transport));
+        }
+        sim.raw[peer].connect(now, quic, server_addr, "localhost");
         let mut this = Self {
             sim,
             server,
@@ -425,7 +438,12 @@ impl RawSession {
 
     /// [`RawSession::connect`], then the KWIK setup: Hello with [`default_limits`], Welcome.
     pub fn establish(seed: u64, config: Config) -> Self {
-        let mut this = Self::connect(seed, config);
+        Self::establish_with_window(seed, config, None)
+    }
+
+    /// [`RawSession::establish`] with [`RawSession::connect_with_window`].
+    pub fn establish_with_window(seed: u64, config: Config, window: Option<u32>) -> Self {
+        let mut this = Self::connect_with_window(seed, config, window);
         this.peer().hello(default_limits());
         let done = this.run_until(Duration::from_secs(5), |s| {
             s.peer().welcome().is_some() && s.session.is_some()

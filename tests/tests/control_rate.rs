@@ -64,3 +64,20 @@ fn the_sustained_rate_is_what_counts() {
     }
     s.assert_violation(ErrorCode::ControlRate);
 }
+
+#[test]
+fn a_peer_that_stops_reading_its_answers_is_closed() {
+    let mut config = Config::default();
+    config.max_control_messages_per_sec = 1_000_000;
+    // The peer grants 1 KiB per stream and then stops reading: the server's Pongs pile up.
+    let mut s = RawSession::establish_with_window(75, config, Some(1024));
+    s.peer().read_control = false;
+    for i in 0..40 {
+        s.peer().write_control(pings(1 + i * 1000, 1000));
+        s.run_for(Duration::from_millis(50));
+        if s.server_closed().is_some() {
+            break;
+        }
+    }
+    s.assert_violation(ErrorCode::ControlRate);
+}

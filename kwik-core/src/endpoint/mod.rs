@@ -589,6 +589,10 @@ impl Endpoint {
             }
             return Ok(());
         }
+        if slot.path.closing {
+            // Closed by this side: only the connection's own shutdown remains.
+            return Ok(());
+        }
         // Server paths accept no data before the client's Hello made them a session.
         let messages = slot.path.read_control(now)?;
         for kind in messages {
