@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Health state of one path.
 #[derive(Debug, Default)]
-pub(crate) struct Health {
+pub struct Health {
     interval: Duration,
     threshold: u32,
     /// When the next probe is due; `None` while not probing.
@@ -25,16 +25,16 @@ pub(crate) struct Health {
 
 /// What a timeout asks of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct HealthVerdict {
+pub struct HealthVerdict {
     /// Send a `Ping` with this sequence number.
-    pub(crate) ping: Option<u64>,
+    pub ping: Option<u64>,
     /// The path failed.
-    pub(crate) failed: bool,
+    pub failed: bool,
 }
 
 impl Health {
     /// Starts probing at `now`.
-    pub(crate) fn start(&mut self, now: Instant, interval: Duration, threshold: u32) {
+    pub fn start(&mut self, now: Instant, interval: Duration, threshold: u32) {
         self.interval = interval;
         self.threshold = threshold;
         self.next_ping = Some(now + interval);
@@ -42,18 +42,18 @@ impl Health {
     }
 
     /// How long the peer may stay silent before the path fails.
-    pub(crate) fn window(&self, rtt: Duration) -> Duration {
+    pub fn window(&self, rtt: Duration) -> Duration {
         (rtt * 3).max(self.interval * self.threshold)
     }
 
     /// When [`Health::on_timeout`] must next run.
-    pub(crate) fn deadline(&self, rtt: Duration) -> Option<Instant> {
+    pub fn deadline(&self, rtt: Duration) -> Option<Instant> {
         let failure = self.last_pong.map(|t| t + self.window(rtt));
         [self.next_ping, failure].into_iter().flatten().min()
     }
 
     /// Advances to `now`: a probe to send, a failure, both or neither.
-    pub(crate) fn on_timeout(&mut self, now: Instant, rtt: Duration) -> HealthVerdict {
+    pub fn on_timeout(&mut self, now: Instant, rtt: Duration) -> HealthVerdict {
         let mut verdict = HealthVerdict::default();
         let Some(last) = self.last_pong else {
             return verdict;
@@ -73,103 +73,9 @@ impl Health {
     }
 
     /// A `Pong` arrived. Answers to probes never sent are ignored.
-    pub(crate) fn on_pong(&mut self, now: Instant, seq: u64) {
+    pub fn on_pong(&mut self, now: Instant, seq: u64) {
         if seq >= 1 && seq <= self.seq && self.last_pong.is_some() {
             self.last_pong = Some(now);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    fn started(t0: Instant) -> Health {
-        let mut h = Health::default();
-        h.start(t0, 250 * MS, 3);
-        h
-    }
-
-    #[test]
-    fn window_is_the_larger_of_three_rtt_and_interval_times_threshold() {
-        let h = started(Instant::now());
-        for (rtt, window) in [(10, 750), (250, 750), (300, 900), (1000, 3000)] {
-            assert_eq!(h.window(rtt * MS), window * MS, "rtt {rtt} ms");
-        }
-    }
-
-    #[test]
-    fn probes_every_interval_and_answers_keep_the_path_alive() {
-        let t0 = Instant::now();
-        let mut h = started(t0);
-        let rtt = 40 * MS;
-        assert_eq!(h.deadline(rtt), Some(t0 + 250 * MS));
-        assert_eq!(h.on_timeout(t0 + 249 * MS, rtt), HealthVerdict::default());
-        let mut seq = 0;
-        for i in 1..=20u32 {
-            let t = t0 + 250 * MS * i;
-            let v = h.on_timeout(t, rtt);
-            assert_eq!(v.ping, Some(u64::from(i)));
-            assert!(!v.failed);
-            seq = v.ping.unwrap_or(seq);
-            h.on_pong(t + rtt, seq);
-        }
-        assert_eq!(h.deadline(rtt), Some(t0 + 250 * MS * 21));
-    }
-
-    #[test]
-    fn silence_for_one_window_fails_the_path_exactly_then() {
-        let t0 = Instant::now();
-        let mut h = started(t0);
-        let rtt = 40 * MS;
-        let v = h.on_timeout(t0 + 250 * MS, rtt);
-        h.on_pong(t0 + 290 * MS, v.ping.unwrap_or(0));
-        // The path dies at 300 ms: probes at 500 and 750 ms go unanswered.
-        assert_eq!(h.on_timeout(t0 + 500 * MS, rtt).ping, Some(2));
-        assert_eq!(h.on_timeout(t0 + 750 * MS, rtt).ping, Some(3));
-        assert_eq!(h.on_timeout(t0 + 1000 * MS, rtt).ping, Some(4));
-        assert_eq!(h.deadline(rtt), Some(t0 + 1040 * MS));
-        assert!(!h.on_timeout(t0 + 1039 * MS, rtt).failed);
-        assert!(h.on_timeout(t0 + 1040 * MS, rtt).failed);
-        // Failed once, then silent.
-        assert_eq!(h.deadline(rtt), None);
-        assert_eq!(h.on_timeout(t0 + 2000 * MS, rtt), HealthVerdict::default());
-    }
-
-    #[test]
-    fn long_rtt_does_not_fail_a_live_path() {
-        let t0 = Instant::now();
-        let mut h = started(t0);
-        let rtt = 600 * MS; // Longer than the interval: probes overlap.
-        let mut sent = Vec::new();
-        let mut t = t0;
-        while t < t0 + 10_000 * MS {
-            t += 50 * MS;
-            // Deliver answers one RTT after each probe.
-            while let Some(&(seq, at)) = sent.first() {
-                if at + rtt > t {
-                    break;
-                }
-                h.on_pong(at + rtt, seq);
-                sent.remove(0);
-            }
-            let v = h.on_timeout(t, rtt);
-            assert!(!v.failed, "failed at {:?}", t - t0);
-            if let Some(seq) = v.ping {
-                sent.push((seq, t));
-            }
-        }
-    }
-
-    #[test]
-    fn unsolicited_pongs_are_ignored() {
-        let t0 = Instant::now();
-        let mut h = started(t0);
-        let rtt = 10 * MS;
-        h.on_pong(t0 + 700 * MS, 99);
-        h.on_pong(t0 + 700 * MS, 0);
-        assert!(h.on_timeout(t0 + 750 * MS, rtt).failed);
     }
 }

@@ -150,7 +150,12 @@ pub struct EndpointConfig {
     pub allow_mtud: bool,
 }
 
-/// The KWIK engine. See the [module docs](self) for how to drive it.
+/// The KWIK engine.
+///
+/// Inputs are `handle_*` calls and `connect`; after each, drain `poll_transmit` until
+/// `None`, then `poll_event`, then feed `poll_timeout` back as `handle_timeout`. Commands
+/// go through the borrowed handle of [`Endpoint::session`]. Time only enters through
+/// `now` arguments.
 #[derive(Debug)]
 pub struct Endpoint {
     quic: quinn_proto::Endpoint,
