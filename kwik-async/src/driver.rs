@@ -225,6 +225,7 @@ struct Driver {
     /// The deadline the timer is set to (resetting a timer is not free).
     deadline: Option<Instant>,
     recv_bufs: Vec<Vec<u8>>,
+    recv_meta: Vec<quinn_udp::RecvMeta>,
     send_buf: Vec<u8>,
     /// A transmit the socket was not ready for, with its payload in `send_buf`.
     pending: Option<kwik_core::Transmit>,
@@ -239,6 +240,7 @@ impl Driver {
             timer: None,
             deadline: None,
             recv_bufs: (0..batch).map(|_| vec![0u8; size]).collect(),
+            recv_meta: vec![quinn_udp::RecvMeta::default(); batch],
             send_buf: Vec::with_capacity(64 * 1024),
             pending: None,
         }
@@ -247,17 +249,16 @@ impl Driver {
     /// Reads datagrams into the engine; returns true if the budget ran out.
     fn recv(&mut self, cx: &mut Context<'_>, state: &mut State, now: Instant) -> bool {
         let socket = self.shared.socket.clone();
-        let mut meta = vec![quinn_udp::RecvMeta::default(); self.recv_bufs.len()];
         for _ in 0..RECV_BATCHES {
             let mut slices: Vec<IoSliceMut<'_>> = self
                 .recv_bufs
                 .iter_mut()
                 .map(|b| IoSliceMut::new(b))
                 .collect();
-            match socket.poll_recv(cx, &mut slices, &mut meta) {
+            match socket.poll_recv(cx, &mut slices, &mut self.recv_meta) {
                 Poll::Ready(Ok(n)) => {
                     drop(slices);
-                    for (m, buf) in meta.iter().zip(&self.recv_bufs).take(n) {
+                    for (m, buf) in self.recv_meta.iter().zip(&self.recv_bufs).take(n) {
                         let data = &buf[..m.len];
                         let stride = m.stride.max(1);
                         for segment in data.chunks(stride) {

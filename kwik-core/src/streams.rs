@@ -374,11 +374,7 @@ impl Streams {
             Frame::MaxData { max } => {
                 if max > self.peer_max_data {
                     self.peer_max_data = max;
-                    for (id, s) in self.send.iter_mut() {
-                        if std::mem::take(&mut s.blocked) {
-                            self.events.push_back(StreamEvent::Writable(*id));
-                        }
-                    }
+                    self.wake_blocked_writers();
                 }
                 Ok(())
             }
@@ -576,6 +572,15 @@ impl Streams {
         Ok(())
     }
 
+    /// Session credit grew: every stream refused a write may try again.
+    fn wake_blocked_writers(&mut self) {
+        for (id, s) in self.send.iter_mut() {
+            if std::mem::take(&mut s.blocked) {
+                self.events.push_back(StreamEvent::Writable(*id));
+            }
+        }
+    }
+
     /// Queues application bytes; returns how many were taken.
     pub(crate) fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
         let credit = self.write_credit(id)?;
@@ -697,11 +702,7 @@ impl Streams {
         // Streams refused for lack of session credit may write again: tell them, as
         // MAX_DATA would (the peer sends none for bytes it never received).
         if returned > 0 {
-            for (other, s) in self.send.iter_mut() {
-                if *other != id && std::mem::take(&mut s.blocked) {
-                    self.events.push_back(StreamEvent::Writable(*other));
-                }
-            }
+            self.wake_blocked_writers();
         }
     }
 

@@ -141,54 +141,9 @@ fn starts_literal(chars: &[char], i: usize) -> bool {
     chars[i - 1] == 'b' && (i == 1 || !ident(i - 2))
 }
 
-/// Blanks the bodies of inline `#[cfg(test)]` modules (keeping line breaks), so that unit
-/// tests may take a base `Instant` from the clock while the engine may not.
-fn blank_test_modules(code: &str) -> String {
-    let mut out: Vec<char> = code.chars().collect();
-    let marker: Vec<char> = "#[cfg(test)]".chars().collect();
-    let mut i = 0;
-    while i + marker.len() <= out.len() {
-        if out[i..i + marker.len()] != marker[..] {
-            i += 1;
-            continue;
-        }
-        // The item after the attribute: an inline module body, or `mod name;` (a file).
-        let Some(open) = (i..out.len()).find(|&j| out[j] == '{' || out[j] == ';') else {
-            break;
-        };
-        if out[open] == ';' {
-            i = open;
-            continue;
-        }
-        let mut depth = 0;
-        let mut j = open;
-        while j < out.len() {
-            match out[j] {
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        break;
-                    }
-                }
-                _ => {}
-            }
-            j += 1;
-        }
-        let end = j.min(out.len());
-        for c in &mut out[open..end] {
-            if *c != '\n' {
-                *c = ' ';
-            }
-        }
-        i = j;
-    }
-    out.into_iter().collect()
-}
-
-/// Every forbidden name in `source` outside comments and test modules, as `(line, name)`.
+/// Every forbidden name in `source` outside comments, as `(line, name)`.
 fn violations(source: &str) -> Vec<(usize, &'static str)> {
-    let code = blank_test_modules(&strip_comments(source));
+    let code = strip_comments(source);
     let mut found = Vec::new();
     for (n, line) in code.lines().enumerate() {
         for name in FORBIDDEN {
@@ -211,27 +166,6 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Whether `file` is `x/tests.rs` declared by `x.rs` as `#[cfg(test)] mod tests;`.
-fn is_test_module_file(file: &Path) -> bool {
-    if file.file_name().is_none_or(|n| n != "tests.rs") {
-        return false;
-    }
-    let Some(dir) = file.parent() else {
-        return false;
-    };
-    let parent = dir.with_extension("rs");
-    let Ok(source) = std::fs::read_to_string(parent) else {
-        return false;
-    };
-    let code = strip_comments(&source);
-    code.split("#[cfg(test)]").skip(1).any(|rest| {
-        rest.trim_start()
-            .trim_start_matches("#[allow(clippy::unwrap_used)]")
-            .trim_start()
-            .starts_with("mod tests;")
-    })
-}
-
 /// Scans every `.rs` file under `src`: one line per violation.
 fn scan_tree(src: &Path) -> (usize, Vec<String>) {
     let mut files = Vec::new();
@@ -239,9 +173,6 @@ fn scan_tree(src: &Path) -> (usize, Vec<String>) {
     files.sort();
     let mut report = Vec::new();
     for file in &files {
-        if is_test_module_file(file) {
-            continue;
-        }
         let source = std::fs::read_to_string(file).unwrap();
         for (line, name) in violations(&source) {
             report.push(format!("{}:{line}: `{name}`", file.display()));
@@ -423,12 +354,4 @@ tokio = "1"
         dependency_violations("[dependencies]\nbytes = \"1\"\nmiok = \"1\"\n"),
         Vec::<String>::new()
     );
-}
-
-#[test]
-fn unit_test_modules_may_read_the_clock_but_nothing_else_may() {
-    let inside = "fn f() {}\n#[cfg(test)]\nmod tests {\n    fn t() { let _ = std::time::Instant::now(); }\n}\n";
-    assert_eq!(violations(inside), vec![]);
-    let after = format!("{inside}fn g() {{ let _ = std::time::Instant::now(); }}\n");
-    assert_eq!(violations(&after), vec![(6, "Instant::now")]);
 }

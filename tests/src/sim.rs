@@ -114,22 +114,10 @@ impl Sim {
     /// Advances to the next thing that happens (a delivery or a timer) and handles it.
     /// Returns false if nothing is left to happen.
     pub fn step(&mut self) -> bool {
-        self.drain();
-        let now = self.net.now();
-        let timer = self
-            .nodes
-            .iter_mut()
-            .filter_map(|n| n.endpoint.poll_timeout(now))
-            .chain(self.raw.iter_mut().filter_map(RawPeer::poll_timeout))
-            .min();
-        let next = [timer, self.net.next_delivery()]
-            .into_iter()
-            .flatten()
-            .min();
-        let Some(next) = next else {
+        let Some(next) = self.next_event() else {
             return false;
         };
-        if next > now {
+        if next > self.net.now() {
             self.net.advance_to(next);
         }
         let now = self.net.now();
