@@ -8,6 +8,7 @@ use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::join::GroupKey;
 use crate::varint;
 
 /// The ALPN protocol identifier of KWIK version 1.
@@ -38,29 +39,39 @@ pub enum LoadBalancing {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// Most paths one session may hold, primary included. Default 8. Announced to the peer
-    /// now; enforced once sessions hold several paths (multi-server sessions are not built
-    /// yet).
+    /// Most paths one session may hold, primary included. Default 8. A client refuses
+    /// `AddPath` beyond it; a primary's `add_path` fails beyond it.
     pub max_paths_per_session: u32,
+    /// `AddPath` requests a client acts on per second, in bursts of up to
+    /// `max_paths_per_session`; more are refused. Default 4.
+    pub add_path_rate: u32,
+    /// Whether a primary may point the client at addresses of a narrower scope than its own
+    /// (a public server at a private or loopback address). Default false.
+    pub allow_scope_escalation: bool,
+    /// How long a join proof stays valid after the primary issued it. Default 60 s.
+    pub join_proof_lifetime: Duration,
+    /// Striping: each chunk is sized to take about this long on its path. Default 100 ms.
+    pub stripe_chunk_time: Duration,
+    /// Striping: chunks outstanding per path. Default 3.
+    pub stripe_depth: u32,
     /// Logical streams that share one carrier (QUIC stream) before another carrier opens.
     /// Default 4. Fewer means less head-of-line blocking under loss, more means fewer QUIC
     /// streams.
     pub streams_per_carrier: u32,
     /// Most data carriers per path and direction. Default 64.
     pub max_carriers_per_path: u32,
-    /// Whether data of one stream may flow over several paths. Default true. Not yet in
-    /// effect: sessions have one path so far.
+    /// Whether a stream's bytes may come from several servers (delegation and striping).
+    /// Default true; when false, `delegate` and `stripe` fail.
     pub aggregation_enabled: bool,
     /// Scheduler for several paths to one peer. Default [`LoadBalancing::MinRtt`]. Not yet
-    /// in effect: sessions have one path so far.
+    /// in effect: same-peer multipath is not built yet.
     pub load_balancing: LoadBalancing,
     /// Interval of the client's health probes (`Ping`) on each path. Default 250 ms.
     pub path_health_check_interval: Duration,
     /// A path fails after `max(3 × RTT, interval × threshold)` without an answer. Default 3.
     pub path_failure_threshold: u32,
-    /// How long a failed path is retried before it is removed. Default 10 s. Not yet in
-    /// effect: reconnection comes with multi-path sessions; today a failed primary path ends
-    /// the session with `SessionError::PathUnresponsive`.
+    /// How long a failed secondary path is retried before it is removed. Default 10 s.
+    /// A failed primary path ends the session with `SessionError::PathUnresponsive`.
     pub path_recovery_timeout: Duration,
     /// Whether the engine emits periodic [`Event::Metrics`](crate::Event::Metrics). Default false.
     pub metrics_enabled: bool,
@@ -89,6 +100,11 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             max_paths_per_session: 8,
+            add_path_rate: 4,
+            allow_scope_escalation: false,
+            join_proof_lifetime: Duration::from_secs(60),
+            stripe_chunk_time: Duration::from_millis(100),
+            stripe_depth: 3,
             streams_per_carrier: 4,
             max_carriers_per_path: 64,
             aggregation_enabled: true,
@@ -192,6 +208,26 @@ impl Config {
             "must be at least 1",
         )?;
         check(
+            self.add_path_rate >= 1,
+            "add_path_rate",
+            "must be at least 1",
+        )?;
+        check(
+            !self.join_proof_lifetime.is_zero(),
+            "join_proof_lifetime",
+            "must be positive",
+        )?;
+        check(
+            !self.stripe_chunk_time.is_zero(),
+            "stripe_chunk_time",
+            "must be positive",
+        )?;
+        check(
+            (1..=16).contains(&self.stripe_depth),
+            "stripe_depth",
+            "must be 1..=16",
+        )?;
+        check(
             IdleTimeout::try_from(self.idle_timeout).is_ok() && !self.idle_timeout.is_zero(),
             "idle_timeout",
             "must be positive and fit a QUIC varint of milliseconds",
@@ -289,6 +325,9 @@ pub struct ServerConfig {
     pub(crate) config: Arc<Config>,
     /// Most sessions this server holds at once; more are refused. Default 4096.
     pub(crate) max_sessions: usize,
+    /// The deployment's group key: with it, this server adds paths to other servers and
+    /// admits the sessions of other servers as a secondary.
+    pub(crate) group_key: Option<GroupKey>,
 }
 
 impl ServerConfig {
@@ -318,12 +357,20 @@ impl ServerConfig {
             quic: Arc::new(quic),
             config: Arc::new(config),
             max_sessions: 4096,
+            group_key: None,
         })
     }
 
     /// Sets the most sessions held at once (default 4096); connections beyond are refused.
     pub fn max_sessions(&mut self, n: usize) -> &mut Self {
         self.max_sessions = n;
+        self
+    }
+
+    /// Sets the group key shared by the servers of this deployment. Without one, a server
+    /// neither adds paths nor admits joins.
+    pub fn group_key(&mut self, key: GroupKey) -> &mut Self {
+        self.group_key = Some(key);
         self
     }
 

@@ -46,10 +46,14 @@ pub enum ErrorCode {
     PathUnresponsive = 15,
     /// The peer sent control messages faster than allowed, or stopped reading the answers.
     ControlRate = 16,
+    /// A join was refused: no group key, a wrong or expired proof, or an unknown session.
+    JoinRefused = 17,
+    /// A server sent bytes it was not delegated, or a delegation broke the rules.
+    Delegation = 18,
 }
 
 impl ErrorCode {
-    const ALL: [Self; 16] = [
+    const ALL: [Self; 18] = [
         Self::Internal,
         Self::FrameEncoding,
         Self::FlowControl,
@@ -66,6 +70,8 @@ impl ErrorCode {
         Self::Handshake,
         Self::PathUnresponsive,
         Self::ControlRate,
+        Self::JoinRefused,
+        Self::Delegation,
     ];
 
     /// The QUIC application error code for this KWIK error.

@@ -72,6 +72,11 @@ impl Health {
         verdict
     }
 
+    /// How long the peer has been silent, while probing.
+    pub fn silent_for(&self, now: Instant) -> Option<Duration> {
+        self.last_pong.map(|t| now.saturating_duration_since(t))
+    }
+
     /// A `Pong` arrived. Answers to probes never sent are ignored.
     pub fn on_pong(&mut self, now: Instant, seq: u64) {
         if seq >= 1 && seq <= self.seq && self.last_pong.is_some() {

@@ -24,29 +24,35 @@
 
 mod config;
 pub mod control;
+mod delegation;
 mod endpoint;
 mod error;
 pub mod frame;
 pub mod health;
+pub mod join;
 mod path;
 pub mod rate;
 mod session;
 mod stats;
 mod streams;
+pub mod stripe;
 mod varint;
 
 pub use config::{
     ALPN, ClientConfig, Config, ConfigError, LoadBalancing, ServerConfig, SetupError,
 };
+pub use delegation::{DelegateError, DelegationId, DelegationOutcome, IncomingDelegation};
 pub use endpoint::{
-    ConnectError, Endpoint, EndpointConfig, Event, RecvStream, SendStream, Session, Transmit,
+    AddPathError, ConnectError, Delegated, Endpoint, EndpointConfig, Event, MAX_DELEGATIONS,
+    RecvStream, SendStream, Session, Transmit,
 };
 pub use error::{
     ClosedStream, ErrorCode, KWIK_ERROR_BASE, ProtocolError, RawSendError, ReadError, SessionError,
     WriteError,
 };
+pub use join::GroupKey;
 pub use path::PathId;
-pub use session::{RAW_QUEUE_LIMIT, SessionHandle};
+pub use session::{PathInfo, PathState, RAW_QUEUE_LIMIT, Role, SessionHandle};
 pub use stats::{EndpointStats, PathStats, SessionStats};
 pub use streams::StreamId;
 

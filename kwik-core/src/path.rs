@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use quinn_proto::{Connection, Dir, StreamId as QuicStreamId, VarInt};
 
 use crate::control::{ControlDecoder, MAX_CONTROL_FRAME};
+use crate::delegation::Outgoing;
 use crate::error::{ErrorCode, ProtocolError};
 use crate::frame::{self, Frame, MAX_HEADER, MAX_STREAM_FRAME_PAYLOAD};
 use crate::health::Health;
@@ -54,6 +55,8 @@ pub(crate) struct PathCounters {
     pub(crate) frames_received: u64,
     pub(crate) raw_sent: u64,
     pub(crate) raw_received: u64,
+    pub(crate) stream_bytes_received: u64,
+    pub(crate) stream_bytes_sent: u64,
 }
 
 #[derive(Debug)]
@@ -75,6 +78,8 @@ pub(crate) struct Path {
     control_budget: TokenBucket,
     /// This side closed the connection: nothing more is read or written.
     pub(crate) closing: bool,
+    /// Carriers of the delegated ranges this side writes, one per delegation.
+    delegated: BTreeMap<u64, CarrierTx>,
 }
 
 /// Control bytes this side may hold for a peer that does not read its control stream.
@@ -100,6 +105,7 @@ impl Path {
             health: Health::default(),
             control_budget: TokenBucket::new(control_rate),
             closing: false,
+            delegated: BTreeMap::new(),
         }
     }
 
@@ -202,6 +208,16 @@ impl Path {
         }
         let _ = chunks.finalize();
         result.map(|()| out)
+    }
+
+    /// 32 bytes of keying material exported from this connection's TLS session.
+    pub(crate) fn exporter(&self) -> Option<[u8; crate::join::EXPORTER_LEN]> {
+        let mut out = [0u8; crate::join::EXPORTER_LEN];
+        self.conn
+            .crypto_session()
+            .export_keying_material(&mut out, crate::join::EXPORTER_LABEL, b"")
+            .ok()?;
+        Some(out)
     }
 
     /// Reads every readable carrier and hands its frames to `on_frame`.
@@ -351,12 +367,13 @@ impl Path {
                 let Some((offset, pieces, fin)) = streams.poll_data(id, FRAME_PAYLOAD) else {
                     continue;
                 };
-                let len = pieces.iter().map(Bytes::len).sum();
+                let len: usize = pieces.iter().map(Bytes::len).sum();
                 let mut header = BytesMut::with_capacity(MAX_HEADER);
                 frame::encode_stream_header(id, offset, len, fin, &mut header);
                 carrier.pending.push_back(header.freeze());
                 carrier.pending.extend(pieces);
                 self.counters.frames_sent += 1;
+                self.counters.stream_bytes_sent += len as u64;
                 flush(&mut self.conn, carrier)?;
                 progress = true;
             }
@@ -364,6 +381,61 @@ impl Path {
                 return Ok(());
             }
         }
+    }
+
+    /// Frames the delegated ranges this side serves, each on a carrier of its own that
+    /// finishes with the range. Completed delegations leave `outgoing`; those that had
+    /// refused a write and have room again are added to `writable`.
+    pub(crate) fn write_delegated(
+        &mut self,
+        outgoing: &mut BTreeMap<u64, Outgoing>,
+        writable: &mut Vec<u64>,
+    ) -> PathResult<()> {
+        let ids: Vec<u64> = outgoing.keys().copied().collect();
+        for id in ids {
+            let Some(out) = outgoing.get_mut(&id) else {
+                continue;
+            };
+            let carrier = self.delegated.entry(id).or_default();
+            if carrier.id.is_none() {
+                if out.queue.is_empty() {
+                    continue;
+                }
+                // Out of QUIC streams: try again when the peer grants more.
+                let Some(qid) = self.conn.streams().open(Dir::Uni) else {
+                    break;
+                };
+                carrier.id = Some(qid);
+            }
+            loop {
+                flush(&mut self.conn, carrier)?;
+                if !carrier.pending.is_empty() {
+                    break;
+                }
+                let Some((offset, pieces)) = out.take(FRAME_PAYLOAD) else {
+                    break;
+                };
+                let len: usize = pieces.iter().map(Bytes::len).sum();
+                let mut header = BytesMut::with_capacity(MAX_HEADER);
+                frame::encode_stream_header(out.stream, offset, len, false, &mut header);
+                carrier.pending.push_back(header.freeze());
+                carrier.pending.extend(pieces);
+                self.counters.frames_sent += 1;
+                self.counters.stream_bytes_sent += len as u64;
+            }
+            if out.blocked && out.room() > 0 {
+                out.blocked = false;
+                writable.push(id);
+            }
+            if out.is_complete() && carrier.pending.is_empty() {
+                if let Some(qid) = carrier.id {
+                    let _ = self.conn.send_stream(qid).finish();
+                }
+                outgoing.remove(&id);
+                self.delegated.remove(&id);
+            }
+        }
+        Ok(())
     }
 
     /// Frees the carrier slots of streams that stopped sending.
@@ -435,6 +507,7 @@ impl Path {
         for c in &mut self.carriers {
             c.pending.clear();
         }
+        self.delegated.clear();
         self.rx.clear();
         self.readable.clear();
     }

@@ -3,16 +3,143 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kwik_proto::control_frame::Kind;
 use quinn_proto::Side;
 
 use crate::config::Config;
+use crate::delegation::{IncomingDelegation, Issued, Outgoing, Owed};
 use crate::error::{ErrorCode, ProtocolError, SessionError};
 use crate::path::{Path, PathId};
-use crate::streams::{Limits, Streams};
+use crate::rate::TokenBucket;
+use crate::streams::{Limits, StreamId, Streams};
+
+/// What this side is in a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Dialed the primary; reassembles what every server sends.
+    Client,
+    /// The server the client dialed: the session's authority.
+    Primary,
+    /// A server joined to another server's session; it serves delegated ranges.
+    Secondary,
+}
+
+/// Where a path is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PathState {
+    /// Being connected and joined.
+    Connecting,
+    /// Carrying the session.
+    Active,
+    /// Health probes go unanswered; not failed yet.
+    Degraded,
+    /// Failed; a client retries it until `path_recovery_timeout`.
+    Failed,
+    /// Gone for good.
+    Removed,
+}
+
+impl PathState {
+    pub(crate) fn to_wire(self) -> kwik_proto::PathState {
+        match self {
+            Self::Connecting => kwik_proto::PathState::Connecting,
+            Self::Active => kwik_proto::PathState::Active,
+            Self::Degraded => kwik_proto::PathState::Degraded,
+            Self::Failed => kwik_proto::PathState::Failed,
+            Self::Removed => kwik_proto::PathState::Removed,
+        }
+    }
+
+    pub(crate) fn from_wire(state: i32) -> Option<Self> {
+        match kwik_proto::PathState::try_from(state).ok()? {
+            kwik_proto::PathState::Connecting => Some(Self::Connecting),
+            kwik_proto::PathState::Active => Some(Self::Active),
+            kwik_proto::PathState::Degraded => Some(Self::Degraded),
+            kwik_proto::PathState::Failed => Some(Self::Failed),
+            kwik_proto::PathState::Removed => Some(Self::Removed),
+            kwik_proto::PathState::Unspecified => None,
+        }
+    }
+
+    /// Whether the path carries data now.
+    pub fn is_usable(self) -> bool {
+        matches!(self, Self::Active | Self::Degraded)
+    }
+}
+
+/// One path of a session, as [`Session::paths`](crate::Session::paths) lists it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PathInfo {
+    /// The path.
+    pub id: PathId,
+    /// The server's address.
+    pub address: SocketAddr,
+    /// Whether it is the primary path.
+    pub is_primary: bool,
+    /// Its state.
+    pub state: PathState,
+    /// Smoothed RTT: measured on this side's own connections, as the client reported it
+    /// for a primary's secondary paths.
+    pub rtt: Option<Duration>,
+    /// UDP bytes sent on the path by this side; on a primary, for secondary paths, the
+    /// delegated bytes the client confirmed.
+    pub bytes_sent: u64,
+    /// UDP bytes received on the path by this side.
+    pub bytes_received: u64,
+    /// Stream bytes per second the path delivered recently.
+    pub delivery_rate: u64,
+}
+
+/// What one side knows about a path beyond its connection.
+#[derive(Debug, Clone)]
+pub(crate) struct PathMeta {
+    pub(crate) address: SocketAddr,
+    pub(crate) server_name: String,
+    pub(crate) state: PathState,
+    /// Client: the join credentials, for the Join and for reconnecting.
+    pub(crate) secret: Vec<u8>,
+    pub(crate) expiry: u64,
+    /// Client: when a failed path stops being retried, and when the next try is due.
+    pub(crate) retry_until: Option<Instant>,
+    pub(crate) next_retry: Option<Instant>,
+    /// Primary: what the client reported.
+    pub(crate) reported_rtt: Option<Duration>,
+    pub(crate) delivery_rate: u64,
+    /// Primary: delegated bytes the client confirmed.
+    pub(crate) delivered: u64,
+    /// Client: stream bytes received at the last rate sample, and when.
+    pub(crate) rate_mark: Option<(Instant, u64)>,
+}
+
+impl PathMeta {
+    pub(crate) fn new(address: SocketAddr, server_name: String, state: PathState) -> Self {
+        Self {
+            address,
+            server_name,
+            state,
+            secret: Vec::new(),
+            expiry: 0,
+            retry_until: None,
+            next_retry: None,
+            reported_rtt: None,
+            delivery_rate: 0,
+            delivered: 0,
+            rate_mark: None,
+        }
+    }
+}
+
+/// A stripe in progress on a primary.
+#[derive(Debug)]
+pub(crate) struct StripeState {
+    pub(crate) stream: StreamId,
+    pub(crate) request: Bytes,
+    pub(crate) stripe: crate::stripe::Stripe,
+}
 
 /// Identifies a session within its [`Endpoint`](crate::Endpoint). Never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -42,6 +169,27 @@ pub(crate) struct SessionState {
     pub(crate) raw: VecDeque<(PathId, Bytes)>,
     /// Raw datagrams dropped because `raw` was full.
     pub(crate) raw_dropped: u64,
+    pub(crate) role: Role,
+    /// Every path this side knows of, connected or not.
+    pub(crate) metas: BTreeMap<PathId, PathMeta>,
+    /// Primary: the next path id to hand out.
+    pub(crate) next_path_id: u32,
+    /// Client: bounds how fast the primary may make it dial.
+    pub(crate) add_path_budget: TokenBucket,
+    /// Client: how to dial the secondaries.
+    pub(crate) dial: Option<quinn_proto::ClientConfig>,
+    /// Primary: delegations not yet reported done.
+    pub(crate) issued: BTreeMap<u64, Issued>,
+    pub(crate) next_delegation: u64,
+    pub(crate) stripes: BTreeMap<u64, StripeState>,
+    pub(crate) next_stripe: u64,
+    /// Client: who owes which range.
+    pub(crate) owed: BTreeMap<u64, Owed>,
+    /// Writer: ranges this side serves, and those the application has not taken yet.
+    pub(crate) outgoing: BTreeMap<u64, Outgoing>,
+    pub(crate) incoming: VecDeque<IncomingDelegation>,
+    /// The path this side writes delegated ranges on.
+    pub(crate) writer_path: PathId,
 }
 
 /// Most raw datagrams a session holds for the application; beyond, new ones are dropped, as
@@ -95,6 +243,8 @@ pub(crate) fn limits_from_wire(l: Option<kwik_proto::Limits>) -> Limits {
 impl SessionState {
     pub(crate) fn new(side: Side, id: u64, config: Arc<Config>, remote: SocketAddr) -> Self {
         let streams = Streams::new(side, local_limits(&config), config.max_reassembly_gaps);
+        let add_path_budget =
+            TokenBucket::with_burst(config.add_path_rate, config.max_paths_per_session);
         Self {
             side,
             id,
@@ -107,6 +257,42 @@ impl SessionState {
             next_metrics: None,
             raw: VecDeque::new(),
             raw_dropped: 0,
+            role: match side {
+                Side::Client => Role::Client,
+                Side::Server => Role::Primary,
+            },
+            metas: BTreeMap::new(),
+            next_path_id: 1,
+            add_path_budget,
+            dial: None,
+            issued: BTreeMap::new(),
+            next_delegation: 0,
+            stripes: BTreeMap::new(),
+            next_stripe: 0,
+            owed: BTreeMap::new(),
+            outgoing: BTreeMap::new(),
+            incoming: VecDeque::new(),
+            writer_path: PathId::PRIMARY,
+        }
+    }
+
+    /// Paths that carry data now.
+    pub(crate) fn usable_paths(&self) -> Vec<PathId> {
+        self.metas
+            .iter()
+            .filter(|(id, m)| m.state.is_usable() && self.paths.contains_key(id))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Sets a path's state; returns whether it changed.
+    pub(crate) fn set_state(&mut self, path: PathId, state: PathState) -> bool {
+        match self.metas.get_mut(&path) {
+            Some(m) if m.state != state && m.state != PathState::Removed => {
+                m.state = state;
+                true
+            }
+            _ => false,
         }
     }
 

@@ -57,6 +57,10 @@ pub struct PathStats {
     pub raw_sent: u64,
     /// Raw datagrams received on this path.
     pub raw_received: u64,
+    /// Logical stream payload bytes received on this path (duplicates included).
+    pub stream_bytes_received: u64,
+    /// Logical stream payload bytes sent on this path, delegated ranges included.
+    pub stream_bytes_sent: u64,
 }
 
 /// Counters of one session.

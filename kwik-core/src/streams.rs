@@ -115,6 +115,11 @@ struct Send {
     stopped: Option<VarInt>,
     /// A write was refused for lack of credit: report `Writable` when credit comes.
     blocked: bool,
+    /// Ranges reserved for other writers (delegations), as `(offset, len)` in offset
+    /// order: framing jumps over them.
+    skips: VecDeque<(u64, u64)>,
+    /// A stripe is still reserving ranges: application writes wait behind it.
+    locked: bool,
 }
 
 impl Send {
@@ -128,15 +133,28 @@ impl Send {
             state: SendState::Open,
             stopped: None,
             blocked: false,
+            skips: VecDeque::new(),
+            locked: false,
         }
     }
 
     fn written(&self) -> u64 {
-        self.offset + self.queued
+        self.offset + self.queued + self.skips.iter().map(|&(_, len)| len).sum::<u64>()
     }
 
     fn has_frame(&self) -> bool {
-        self.queued > 0 || self.state == SendState::Finishing
+        self.queued > 0 || (self.state == SendState::Finishing && !self.locked)
+    }
+
+    /// Moves the framing offset over reserved ranges that start at it.
+    fn apply_skips(&mut self) {
+        while let Some(&(pos, len)) = self.skips.front() {
+            if pos != self.offset {
+                break;
+            }
+            self.offset += len;
+            self.skips.pop_front();
+        }
     }
 }
 
@@ -638,6 +656,9 @@ impl Streams {
         if s.state != SendState::Open {
             return Err(WriteError::ClosedStream);
         }
+        if s.locked {
+            return Ok(0);
+        }
         let stream = s.max_data.saturating_sub(s.written());
         let session = self.peer_max_data.saturating_sub(self.data_written);
         Ok(stream.min(session))
@@ -875,12 +896,17 @@ impl Streams {
         max: usize,
     ) -> Option<(u64, Vec<Bytes>, bool)> {
         let s = self.send.get_mut(&id)?;
+        s.apply_skips();
         if !s.has_frame() {
             self.sendable.remove(&id);
             return None;
         }
         let offset = s.offset;
         let mut pieces = Vec::new();
+        let max = match s.skips.front() {
+            Some(&(pos, _)) => max.min((pos - offset) as usize),
+            None => max,
+        };
         let mut room = max;
         while room > 0 {
             let Some(front) = s.queue.front_mut() else {
@@ -899,7 +925,8 @@ impl Streams {
         let n = (max - room) as u64;
         s.queued -= n;
         s.offset += n;
-        let fin = s.state == SendState::Finishing && s.queued == 0;
+        s.apply_skips();
+        let fin = s.state == SendState::Finishing && s.queued == 0 && s.skips.is_empty();
         if fin {
             s.state = SendState::FinSent;
             self.released.push(id);
@@ -908,6 +935,104 @@ impl Streams {
             self.sendable.remove(&id);
         }
         Some((offset, pieces, fin))
+    }
+
+    /// Reserves the next `len` bytes of `id` for another writer (a delegation): returns
+    /// their offset. The credit they need is taken now, so the other writer needs no flow
+    /// control of its own. `stripe` bypasses the lock a stripe holds on the stream.
+    pub(crate) fn reserve(
+        &mut self,
+        id: StreamId,
+        len: u64,
+        stripe: bool,
+    ) -> Result<u64, WriteError> {
+        let s = self.send.get(&id).ok_or(WriteError::ClosedStream)?;
+        if let Some(code) = s.stopped {
+            return Err(WriteError::Stopped(code));
+        }
+        if s.state != SendState::Open || (s.locked && !stripe) {
+            return Err(WriteError::ClosedStream);
+        }
+        if self.credit(id) < len {
+            return Err(WriteError::Blocked);
+        }
+        let Some(s) = self.send.get_mut(&id) else {
+            return Err(WriteError::ClosedStream);
+        };
+        let offset = s.written();
+        s.skips.push_back((offset, len));
+        s.apply_skips();
+        self.data_written += len;
+        Ok(offset)
+    }
+
+    /// Bytes `id` may still send under the peer's stream and session limits, ignoring any
+    /// stripe lock.
+    pub(crate) fn credit(&self, id: StreamId) -> u64 {
+        let Some(s) = self.send.get(&id) else {
+            return 0;
+        };
+        let stream = s.max_data.saturating_sub(s.written());
+        let session = self.peer_max_data.saturating_sub(self.data_written);
+        stream.min(session)
+    }
+
+    /// The next offset of `id` a write or reservation would take.
+    pub(crate) fn write_offset(&self, id: StreamId) -> Option<u64> {
+        self.send.get(&id).map(Send::written)
+    }
+
+    /// The peer's initial per-stream window.
+    pub(crate) fn peer_stream_window(&self) -> u64 {
+        self.peer_stream_window
+    }
+
+    /// Locks or unlocks application writes to `id` while a stripe reserves its ranges.
+    pub(crate) fn set_locked(&mut self, id: StreamId, locked: bool) {
+        let Some(s) = self.send.get_mut(&id) else {
+            return;
+        };
+        s.locked = locked;
+        if !locked {
+            if s.has_frame() {
+                self.sendable.insert(id);
+            }
+            if std::mem::take(&mut s.blocked) {
+                self.events.push_back(StreamEvent::Writable(id));
+            }
+        }
+    }
+
+    /// Checks a delegation the primary announced for a stream it sends on: the stream must
+    /// be one the peer sends on, and the range inside the credit granted. Opens the stream
+    /// if it is new.
+    pub(crate) fn check_delegated(&mut self, id: StreamId, end: u64) -> Result<(), ProtocolError> {
+        self.check_receiver(id)?;
+        self.ensure_stream(id)?;
+        if let Some(r) = self.recv.get(&id)
+            && end > r.max_data
+        {
+            return Err(violation(
+                ErrorCode::FlowControl,
+                format!("{id}: delegation beyond the stream's credit"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The first byte of `[start, end)` of `id` not yet received, or `None` when every one
+    /// is (or will never be needed: the stream was read, reset or stopped).
+    pub(crate) fn first_missing(&self, id: StreamId, start: u64, end: u64) -> Option<u64> {
+        let r = self.recv.get(&id)?;
+        if r.reset.is_some() || r.stopped {
+            return None;
+        }
+        r.first_missing(start, end)
+    }
+
+    /// How far the application read `id`; `None` when its receive half is gone.
+    pub(crate) fn read_offset(&self, id: StreamId) -> Option<u64> {
+        self.recv.get(&id).map(|r| r.read)
     }
 
     /// Whether a stream's send half exists (is writable or finishing).

@@ -248,6 +248,7 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
             len: 1 << 20,
             request: b"GET /".to_vec(),
             path_id: 1,
+            body_offset: 0,
         }),
         Kind::DelegationUpdate(kwik_proto::DelegationUpdate {
             id: 1,

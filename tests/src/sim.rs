@@ -35,6 +35,9 @@ pub struct Sim {
     seed: u64,
 }
 
+/// The Unix time at which every simulation starts.
+pub const WALL_CLOCK_START: Duration = Duration::from_secs(1_800_000_000);
+
 /// Index of a node in [`Sim::nodes`].
 pub type NodeId = usize;
 
@@ -55,13 +58,15 @@ impl Sim {
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&self.seed.to_le_bytes());
         seed[8..16].copy_from_slice(&(self.nodes.len() as u64).to_le_bytes());
-        let endpoint = Endpoint::new(
+        let mut endpoint = Endpoint::new(
             EndpointConfig {
                 seed,
                 allow_mtud: false,
             },
             server,
         );
+        // Every node's wall clock agrees, as NTP-synchronised servers would.
+        endpoint.set_wall_clock(self.net.now(), WALL_CLOCK_START);
         self.nodes.push(Node {
             endpoint,
             addr,

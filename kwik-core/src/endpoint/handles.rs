@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quinn_proto::{Dir, Side, VarInt};
 
-use super::Endpoint;
+use super::{AddPathError, Endpoint};
+use crate::delegation::{DelegateError, DelegationId, IncomingDelegation, Outgoing};
 use crate::error::{ClosedStream, RawSendError, ReadError, SessionError, WriteError};
 use crate::path::PathId;
+use crate::session::{PathInfo, Role};
 use crate::session::{Phase, SessionHandle, SessionState};
 use crate::stats::SessionStats;
 use crate::streams::StreamId;
@@ -175,6 +177,117 @@ impl Session<'_> {
     pub fn stats(&self) -> SessionStats {
         self.endpoint.session_stats(self.handle).unwrap_or_default()
     }
+
+    /// What this side is in the session: client, primary or joined secondary.
+    pub fn role(&self) -> Role {
+        self.state().map_or(Role::Client, |s| s.role)
+    }
+
+    /// Primary: asks the client to connect to the server at `address` (verified as
+    /// `server_name`) and join it to this session. Needs the server config's group key.
+    /// The path is usable once a `PathActive` event names it.
+    pub fn add_path(
+        &mut self,
+        now: Instant,
+        address: SocketAddr,
+        server_name: &str,
+    ) -> Result<PathId, AddPathError> {
+        self.endpoint
+            .add_path(now, self.handle, address, server_name)
+    }
+
+    /// Removes a path (primary: tells the client to drop it; client: drops it). Its
+    /// unfinished delegated ranges are handed back. Returns whether it was there.
+    pub fn remove_path(&mut self, now: Instant, path: PathId) -> bool {
+        self.endpoint.remove_path(now, self.handle, path)
+    }
+
+    /// Every path of the session this side knows of, the primary path first.
+    pub fn paths(&self) -> Vec<PathInfo> {
+        self.endpoint.paths_of(self.handle)
+    }
+
+    /// The next range this server was delegated: write its bytes through
+    /// [`Session::delegated`].
+    pub fn accept_delegation(&mut self) -> Option<IncomingDelegation> {
+        self.state_mut()?.incoming.pop_front()
+    }
+
+    /// The writer of a delegated range.
+    pub fn delegated(&mut self, id: DelegationId) -> Delegated<'_> {
+        Delegated {
+            endpoint: &mut *self.endpoint,
+            handle: self.handle,
+            id,
+        }
+    }
+}
+
+/// Writes the bytes of one delegated range, borrowed from its [`Endpoint`].
+#[derive(Debug)]
+pub struct Delegated<'a> {
+    endpoint: &'a mut Endpoint,
+    handle: SessionHandle,
+    id: DelegationId,
+}
+
+impl Delegated<'_> {
+    fn outgoing(&mut self) -> Result<&mut Outgoing, WriteError> {
+        let s = self
+            .endpoint
+            .sessions
+            .get_mut(&self.handle)
+            .ok_or(WriteError::SessionLost(SessionError::LocallyClosed))?;
+        if let Some(e) = &s.error {
+            return Err(WriteError::SessionLost(e.clone()));
+        }
+        s.outgoing
+            .get_mut(&self.id.0)
+            .ok_or(WriteError::ClosedStream)
+    }
+
+    /// Bytes still owed, queued ones excluded.
+    pub fn remaining(&mut self) -> u64 {
+        self.outgoing().map_or(0, |o| o.end - o.written)
+    }
+
+    /// Queues the next bytes of the range; returns how many were taken (`Blocked` when
+    /// the buffer is full, a `DelegationWritable` event follows). Bytes beyond the range
+    /// are not taken.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
+        let mut chunk = [Bytes::copy_from_slice(data)];
+        self.write_chunks(&mut chunk)
+    }
+
+    /// Queues whole chunks without copying; taken bytes are removed from `chunks`.
+    pub fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<usize, WriteError> {
+        let out = self.outgoing()?;
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        let mut room = out.room();
+        if total == 0 {
+            return Ok(0);
+        }
+        if room == 0 {
+            out.blocked = true;
+            return Err(WriteError::Blocked);
+        }
+        let mut taken = 0;
+        for chunk in chunks.iter_mut() {
+            if room == 0 {
+                break;
+            }
+            let n = room.min(chunk.len() as u64) as usize;
+            let part = chunk.split_to(n);
+            room -= n as u64;
+            taken += n;
+            out.written += n as u64;
+            if !part.is_empty() {
+                out.queue.push_back(part);
+            }
+        }
+        self.endpoint.mark_dirty(self.handle);
+        Ok(taken)
+    }
 }
 
 /// The send half of a logical stream, borrowed from its [`Endpoint`].
@@ -239,6 +352,38 @@ impl SendStream<'_> {
             .sessions
             .get(&self.handle)
             .is_some_and(|s| s.streams.is_sending(self.id))
+    }
+
+    /// Primary: reserves the next `len` bytes of this stream for the server on `path`,
+    /// which gets `request` through `accept_delegation` and must write exactly those
+    /// bytes. Later writes go after the range. The peer's flow-control credit must cover
+    /// the range now (`Blocked` otherwise). If the path fails, the undelivered rest is
+    /// delegated to the primary itself (path 0), so the application's own delegation
+    /// handler serves it.
+    pub fn delegate(
+        &mut self,
+        path: PathId,
+        request: Bytes,
+        len: u64,
+    ) -> Result<DelegationId, DelegateError> {
+        let r = self
+            .endpoint
+            .delegate(self.handle, self.id, path, request, len);
+        self.endpoint.mark_dirty(self.handle);
+        r
+    }
+
+    /// Primary: serves the next `len` bytes of this stream from every active path at
+    /// once, this server included (as delegations to path 0), each path's share
+    /// following its measured rate. Writes to the stream wait until every chunk was
+    /// handed out; a `StripeFinished` event follows when every byte arrived. Returns the
+    /// stripe's id.
+    pub fn stripe(&mut self, now: Instant, request: Bytes, len: u64) -> Result<u64, DelegateError> {
+        let r = self
+            .endpoint
+            .stripe(now, self.handle, self.id, request, len);
+        self.endpoint.mark_dirty(self.handle);
+        r
     }
 
     /// Forgets a stream the peer stopped, once the application has seen the code.

@@ -26,18 +26,21 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::config::{ClientConfig, ServerConfig};
+use crate::delegation::{DelegationId, DelegationOutcome};
 use crate::error::{ErrorCode, ProtocolError, SessionError};
 use crate::path::{Path, PathId};
 use crate::session::{
-    ControlOutcome, Phase, SessionHandle, SessionState, limits_from_wire, limits_to_wire,
-    local_limits,
+    ControlOutcome, PathMeta, PathState, Phase, Role, SessionHandle, SessionState,
+    limits_from_wire, limits_to_wire, local_limits,
 };
 use crate::stats::{EndpointStats, PathStats, SessionStats};
 use crate::streams::{StreamEvent, StreamId};
 
 mod handles;
+mod multi;
 
-pub use handles::{RecvStream, SendStream, Session};
+pub use handles::{Delegated, RecvStream, SendStream, Session};
+pub use multi::{AddPathError, MAX_DELEGATIONS};
 
 /// A datagram to send. The payload is in the buffer passed to [`Endpoint::poll_transmit`].
 #[derive(Debug, Clone, Copy)]
@@ -122,6 +125,72 @@ pub enum Event {
         /// The session.
         session: SessionHandle,
     },
+    /// A path was added to the session (primary: by `add_path`; client: at the primary's
+    /// request); it is connecting.
+    PathAdded {
+        /// The session.
+        session: SessionHandle,
+        /// The path.
+        path: PathId,
+    },
+    /// A path carries the session (joined, or recovered from degraded or failed).
+    PathActive {
+        /// The session.
+        session: SessionHandle,
+        /// The path.
+        path: PathId,
+    },
+    /// A path's health probes go unanswered; it is not failed yet.
+    PathDegraded {
+        /// The session.
+        session: SessionHandle,
+        /// The path.
+        path: PathId,
+    },
+    /// A path failed; its delegated ranges were handed back to the primary.
+    PathFailed {
+        /// The session.
+        session: SessionHandle,
+        /// The path.
+        path: PathId,
+        /// Why, as far as this side knows.
+        reason: String,
+    },
+    /// A path is gone for good.
+    PathRemoved {
+        /// The session.
+        session: SessionHandle,
+        /// The path.
+        path: PathId,
+    },
+    /// This server was delegated a range: call [`Session::accept_delegation`].
+    DelegationReceived {
+        /// The session.
+        session: SessionHandle,
+    },
+    /// A delegation that refused a write has room again.
+    DelegationWritable {
+        /// The session.
+        session: SessionHandle,
+        /// The delegation.
+        delegation: DelegationId,
+    },
+    /// Primary: a delegation made with `delegate` was settled.
+    DelegationFinished {
+        /// The session.
+        session: SessionHandle,
+        /// The delegation.
+        delegation: DelegationId,
+        /// How it ended.
+        outcome: DelegationOutcome,
+    },
+    /// Primary: every byte of a stripe reached the client.
+    StripeFinished {
+        /// The session.
+        session: SessionHandle,
+        /// The stripe, as `stripe` returned it.
+        stripe: u64,
+    },
     /// Periodic metrics (when `metrics_enabled`).
     Metrics {
         /// The session.
@@ -176,6 +245,8 @@ pub struct Endpoint {
     stats: EndpointStats,
     /// The latest time an input carried, for work done while polling events.
     last_now: Option<Instant>,
+    /// An instant and the Unix time at it, for join proof expiry.
+    wall: Option<(Instant, std::time::Duration)>,
 }
 
 #[derive(Debug)]
@@ -211,7 +282,15 @@ impl Endpoint {
             buf: Vec::new(),
             stats: EndpointStats::default(),
             last_now: None,
+            wall: None,
         }
+    }
+
+    /// Tells the engine the wall-clock time: at `now`, `since_epoch` had passed since the
+    /// Unix epoch. Join proofs carry an expiry in Unix seconds, so servers that add or
+    /// admit paths need it; the engine keeps time from `now` arguments afterwards.
+    pub fn set_wall_clock(&mut self, now: Instant, since_epoch: std::time::Duration) {
+        self.wall = Some((now, since_epoch));
     }
 
     /// Replaces the server configuration (or stops accepting with `None`).
@@ -235,6 +314,11 @@ impl Endpoint {
         let handle = self.new_session_handle();
         let mut session = SessionState::new(Side::Client, 0, config.config.clone(), remote);
         session.paths.insert(PathId::PRIMARY, ch.0);
+        session.dial = Some(config.quic.clone());
+        session.metas.insert(
+            PathId::PRIMARY,
+            PathMeta::new(remote, server_name.to_owned(), PathState::Connecting),
+        );
         self.sessions.insert(handle, session);
         self.paths.insert(
             ch.0,
@@ -349,6 +433,9 @@ impl Endpoint {
             }
         }
         self.check_health(now);
+        self.update_degraded(now);
+        self.retry_paths(now);
+        self.sample_rates(now);
         let metrics_due: Vec<SessionHandle> = self
             .sessions
             .iter()
@@ -431,7 +518,12 @@ impl Endpoint {
             .values()
             .filter_map(|s| s.path.health.deadline(s.path.conn.rtt()));
         let metrics = self.sessions.values().filter_map(|s| s.next_metrics);
-        conns.into_iter().chain(health).chain(metrics).min()
+        conns
+            .into_iter()
+            .chain(health)
+            .chain(metrics)
+            .chain(self.retry_deadline())
+            .min()
     }
 
     /// A borrowed handle to command one session; `None` once it is gone.
@@ -486,6 +578,8 @@ impl Endpoint {
                     carriers: slot.path.carrier_count(),
                     raw_sent: slot.path.counters.raw_sent,
                     raw_received: slot.path.counters.raw_received,
+                    stream_bytes_received: slot.path.counters.stream_bytes_received,
+                    stream_bytes_sent: slot.path.counters.stream_bytes_sent,
                 })
             })
             .collect();
@@ -558,23 +652,10 @@ impl Endpoint {
         };
         let server = slot.side == Side::Server;
         let mut lost = None;
+        let mut connected = false;
         while let Some(event) = slot.path.conn.poll() {
             match event {
-                quinn_proto::Event::Connected => {
-                    if !server {
-                        slot.path.open_control()?;
-                        let config = slot
-                            .session
-                            .and_then(|h| self.sessions.get(&h))
-                            .map(|s| s.config.clone());
-                        if let Some(config) = config {
-                            slot.path.send_control(Kind::Hello(kwik_proto::Hello {
-                                version: kwik_proto::VERSION,
-                                limits: Some(limits_to_wire(local_limits(&config), &config)),
-                            }));
-                        }
-                    }
-                }
+                quinn_proto::Event::Connected => connected = !server,
                 quinn_proto::Event::ConnectionLost { reason } => lost = Some(reason),
                 quinn_proto::Event::Stream(quinn_proto::StreamEvent::Opened { .. }) => {
                     slot.path.accept_streams(server)?;
@@ -588,12 +669,42 @@ impl Endpoint {
                 | quinn_proto::Event::DatagramsUnblocked => {}
             }
         }
+        let path_id = slot.path.id;
+        let session_handle = slot.session;
+        if connected {
+            slot.path.open_control()?;
+            let first = if path_id == PathId::PRIMARY {
+                session_handle.and_then(|h| self.sessions.get(&h)).map(|s| {
+                    Kind::Hello(kwik_proto::Hello {
+                        version: kwik_proto::VERSION,
+                        limits: Some(limits_to_wire(local_limits(&s.config), &s.config)),
+                    })
+                })
+            } else {
+                self.join_message(key)
+            };
+            let Some(slot) = self.paths.get_mut(&key) else {
+                return Ok(());
+            };
+            match first {
+                Some(kind) => slot.path.send_control(kind),
+                None => {
+                    return Err(ProtocolError::new(
+                        ErrorCode::Handshake,
+                        "cannot start the session on this path",
+                    ));
+                }
+            }
+        }
         if let Some(reason) = lost {
-            if let Some(h) = slot.session {
-                self.close_session(h, reason.into());
+            if let Some(h) = session_handle {
+                self.path_lost(now, h, path_id, reason.into());
             }
             return Ok(());
         }
+        let Some(slot) = self.paths.get_mut(&key) else {
+            return Ok(());
+        };
         if slot.path.closing {
             // Closed by this side: only the connection's own shutdown remains.
             return Ok(());
@@ -606,6 +717,9 @@ impl Endpoint {
         let Some(slot) = self.paths.get_mut(&key) else {
             return Ok(());
         };
+        if slot.path.closing {
+            return Ok(());
+        }
         slot.path.flush_control()?;
         let Some(h) = slot.session else {
             return slot.path.read_carriers(|_| {
@@ -621,12 +735,35 @@ impl Endpoint {
         if session.phase == Phase::Closed {
             return Ok(());
         }
-        let streams = &mut session.streams;
-        slot.path.read_carriers(|frame| streams.on_frame(frame))?;
+        let secondary = session.role == Role::Client && path_id != PathId::PRIMARY;
+        let mut received = 0;
+        if secondary {
+            let mut frames = Vec::new();
+            slot.path.read_carriers(|frame| {
+                Self::check_secondary_frame(session, path_id, &frame)?;
+                frames.push(frame);
+                Ok(())
+            })?;
+            for frame in frames {
+                if let crate::frame::Frame::Stream { data, .. } = &frame {
+                    received += data.len() as u64;
+                }
+                session.streams.on_frame(frame)?;
+            }
+        } else {
+            let streams = &mut session.streams;
+            slot.path.read_carriers(|frame| {
+                if let crate::frame::Frame::Stream { data, .. } = &frame {
+                    received += data.len() as u64;
+                }
+                streams.on_frame(frame)
+            })?;
+        }
+        slot.path.counters.stream_bytes_received += received;
         if session.take_raw(&mut slot.path) {
             self.events.push_back(Event::RawDatagram { session: h });
         }
-        if session.phase == Phase::Established {
+        if session.phase == Phase::Established && !secondary {
             slot.path.write(
                 &mut session.streams,
                 session.config.streams_per_carrier as usize,
@@ -636,7 +773,28 @@ impl Endpoint {
         while let Some(event) = session.streams.poll_event() {
             self.events.push_back(stream_event(h, event));
         }
+        let role = session.role;
+        self.write_delegated(key, h)?;
+        match role {
+            Role::Client => self.check_owed(h),
+            Role::Primary if path_id == PathId::PRIMARY => self.schedule_stripes(now, h),
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// A path's QUIC connection was lost (not by this side's own close).
+    fn path_lost(&mut self, now: Instant, h: SessionHandle, path: PathId, error: SessionError) {
+        let client_secondary = self
+            .sessions
+            .get(&h)
+            .is_some_and(|s| s.role == Role::Client && path != PathId::PRIMARY);
+        if client_secondary {
+            self.secondary_failed(now, h, path, &error.to_string());
+        } else {
+            self.close_session(h, error);
+            self.close_remaining_paths(now, h);
+        }
     }
 
     fn on_control(&mut self, now: Instant, key: usize, kind: Kind) -> Result<(), ProtocolError> {
@@ -646,16 +804,24 @@ impl Endpoint {
         let Some(h) = slot.session else {
             return self.on_setup(now, key, kind);
         };
-        let Some(session) = self.sessions.get_mut(&h) else {
+        if !self.sessions.contains_key(&h) {
             return Ok(());
-        };
+        }
         if let Kind::Pong(pong) = &kind {
             slot.path.health.on_pong(now, pong.seq);
         }
+        let Some(kind) = self.on_multi_control(now, key, h, kind)? else {
+            return Ok(());
+        };
+        let (Some(slot), Some(session)) = (self.paths.get_mut(&key), self.sessions.get_mut(&h))
+        else {
+            return Ok(());
+        };
         match session.on_control(kind)? {
             ControlOutcome::Nothing => {}
             ControlOutcome::Reply(reply) => slot.path.send_control(reply),
             ControlOutcome::Established => {
+                session.set_state(PathId::PRIMARY, PathState::Active);
                 slot.path.health.start(
                     now,
                     session.config.path_health_check_interval,
@@ -676,7 +842,9 @@ impl Endpoint {
                     },
                 );
                 for k in self.session_paths(h) {
-                    if let Some(slot) = self.paths.get_mut(&k) {
+                    if let Some(slot) = self.paths.get_mut(&k)
+                        && !slot.path.closing
+                    {
                         slot.path.close_app(now, code, Bytes::new());
                     }
                 }
@@ -691,11 +859,15 @@ impl Endpoint {
             return Err(ProtocolError::new(ErrorCode::Internal, "no server config"));
         };
         let config = server.config.clone();
-        let Kind::Hello(hello) = kind else {
-            return Err(ProtocolError::new(
-                ErrorCode::UnexpectedControlMessage,
-                format!("expected Hello, got {}", crate::session::kind_name(&kind)),
-            ));
+        let hello = match kind {
+            Kind::Hello(hello) => hello,
+            Kind::Join(join) => return self.on_join(now, key, join),
+            kind => {
+                return Err(ProtocolError::new(
+                    ErrorCode::UnexpectedControlMessage,
+                    format!("expected Hello, got {}", crate::session::kind_name(&kind)),
+                ));
+            }
         };
         if hello.version != kwik_proto::VERSION {
             return Err(ProtocolError::new(
@@ -718,6 +890,10 @@ impl Endpoint {
             session.next_metrics = Some(now + config.metrics_interval);
         }
         session.paths.insert(PathId::PRIMARY, key);
+        session.metas.insert(
+            PathId::PRIMARY,
+            PathMeta::new(slot.remote, String::new(), PathState::Active),
+        );
         slot.session = Some(h);
         slot.path.send_control(Kind::Welcome(kwik_proto::Welcome {
             version: kwik_proto::VERSION,
@@ -758,8 +934,16 @@ impl Endpoint {
             );
             self.dirty.insert(key);
             if let Some(h) = slot.session {
-                // One path per session so far: losing it ends the session.
-                self.close_session(h, SessionError::PathUnresponsive { path });
+                let client_secondary = self
+                    .sessions
+                    .get(&h)
+                    .is_some_and(|s| s.role == Role::Client && path != PathId::PRIMARY);
+                if client_secondary {
+                    self.secondary_failed(now, h, path, "no answer to health checks");
+                } else {
+                    self.close_session(h, SessionError::PathUnresponsive { path });
+                    self.close_remaining_paths(now, h);
+                }
             }
         }
     }
@@ -776,6 +960,22 @@ impl Endpoint {
         tracing::debug!(%error, "protocol violation");
         self.stats.protocol_violations += 1;
         let session = self.paths.get(&key).and_then(|s| s.session);
+        let path = self.paths.get(&key).map_or(PathId::PRIMARY, |s| s.path.id);
+        if let Some(h) = session
+            && path != PathId::PRIMARY
+            && self
+                .sessions
+                .get(&h)
+                .is_some_and(|s| s.role == Role::Client)
+        {
+            // A secondary misbehaved: only its path closes.
+            if let Some(slot) = self.paths.get_mut(&key) {
+                slot.path.close_with(now, &error);
+                self.dirty.insert(key);
+            }
+            self.secondary_failed(now, h, path, &error.to_string());
+            return;
+        }
         let keys = match session {
             Some(h) => self.session_paths(h),
             None => vec![key],

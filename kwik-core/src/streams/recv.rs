@@ -43,6 +43,18 @@ impl Recv {
         }
     }
 
+    /// The first offset in `[start, end)` neither read nor held.
+    pub(super) fn first_missing(&self, start: u64, end: u64) -> Option<u64> {
+        let mut pos = start.max(self.read);
+        while pos < end {
+            match self.segments.range(..=pos).next_back() {
+                Some((&s, held)) if s + held.len() as u64 > pos => pos = s + held.len() as u64,
+                _ => return Some(pos),
+            }
+        }
+        None
+    }
+
     /// Stores `data` at `offset`, keeping only bytes not already held or read.
     pub(super) fn insert(&mut self, mut offset: u64, mut data: Bytes) {
         if offset < self.read {

@@ -1,0 +1,344 @@
+//! Striping: one body served by every server of a session at once.
+//!
+//! The body is cut into chunks handed out as delegations. Assignment is pull-based: each
+//! path keeps up to `depth` chunks outstanding, and a path gets its next chunk when the
+//! client reports one done, so every path's share follows the rate it actually delivers.
+//! Chunks are sized by time (`rate × chunk_time`), so a chunk takes about as long on every
+//! path and the client's reorder buffer stays near `total rate × chunk_time`. In the end
+//! game, an idle path duplicates the outstanding chunk expected to finish last, when it
+//! would finish it sooner; the first copy wins. Ranges of a failed path go back to the
+//! front of the queue and are handed to the best path at once (their credit is already
+//! reserved).
+//!
+//! Pure state: the caller feeds reports, rates and credit, and issues what it is told.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::path::PathId;
+
+/// Smallest chunk, so that per-chunk control overhead stays small.
+pub const MIN_CHUNK: u64 = 64 * 1024;
+/// Chunk size before a path's rate is known.
+pub const INITIAL_CHUNK: u64 = 256 * 1024;
+
+/// One outstanding chunk.
+#[derive(Debug, Clone)]
+struct Chunk {
+    id: u64,
+    start: u64,
+    end: u64,
+    assigned: Instant,
+    /// The other copy in the end game.
+    twin: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Lane {
+    /// Bytes per second, measured from completions.
+    rate: Option<f64>,
+    outstanding: Vec<Chunk>,
+    last_done: Option<Instant>,
+    /// Bytes of chunks this lane completed first.
+    delivered: u64,
+}
+
+impl Lane {
+    fn queued_bytes(&self) -> u64 {
+        self.outstanding.iter().map(|c| c.end - c.start).sum()
+    }
+
+    /// When the lane would finish `bytes` more after its outstanding chunks.
+    fn finish_estimate(&self, now: Instant, upto: usize) -> Option<Instant> {
+        let rate = self.rate?;
+        let bytes: u64 = self.outstanding[..upto]
+            .iter()
+            .map(|c| c.end - c.start)
+            .sum();
+        let since = self.outstanding.first().map_or(now, |c| {
+            self.last_done.map_or(c.assigned, |d| d.max(c.assigned))
+        });
+        Some(since + secs(bytes as f64 / rate))
+    }
+}
+
+/// What the caller should delegate next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// The path to delegate to.
+    pub path: PathId,
+    /// Range start.
+    pub start: u64,
+    /// Range end (exclusive).
+    pub end: u64,
+    /// The range is new: reserve it in the stream first. Otherwise it is a re-delegation or
+    /// an end-game copy of reserved bytes.
+    pub fresh: bool,
+    /// An end-game copy of this outstanding chunk.
+    pub twin_of: Option<u64>,
+}
+
+/// The assignment state of one striped body.
+#[derive(Debug)]
+pub struct Stripe {
+    /// Offset of the body's first byte in the stream.
+    base: u64,
+    /// First byte not yet assigned.
+    next: u64,
+    end: u64,
+    /// Ranges of failed paths, to assign first.
+    requeue: VecDeque<(u64, u64)>,
+    lanes: BTreeMap<PathId, Lane>,
+    chunk_time: Duration,
+    depth: usize,
+}
+
+impl Stripe {
+    /// A body occupying `[base, base + len)` of its stream.
+    pub fn new(base: u64, len: u64, chunk_time: Duration, depth: usize) -> Self {
+        Self {
+            base,
+            next: base,
+            end: base + len,
+            requeue: VecDeque::new(),
+            lanes: BTreeMap::new(),
+            chunk_time,
+            depth: depth.max(1),
+        }
+    }
+
+    /// Offset of the body within the stream.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Makes the lanes match the usable paths: new paths join, gone ones give their
+    /// chunks back.
+    pub fn set_paths(&mut self, paths: &[PathId]) {
+        for p in paths {
+            self.lanes.entry(*p).or_default();
+        }
+        let gone: Vec<PathId> = self
+            .lanes
+            .keys()
+            .filter(|p| !paths.contains(p))
+            .copied()
+            .collect();
+        for p in gone {
+            if let Some(lane) = self.lanes.remove(&p) {
+                for c in lane.outstanding {
+                    self.give_back(c);
+                }
+            }
+        }
+    }
+
+    /// Whether every byte was assigned at least once.
+    pub fn all_assigned(&self) -> bool {
+        self.next == self.end && self.requeue.is_empty()
+    }
+
+    /// Whether every byte was delivered.
+    pub fn is_complete(&self) -> bool {
+        self.all_assigned() && self.lanes.values().all(|l| l.outstanding.is_empty())
+    }
+
+    /// Bytes each path delivered first.
+    pub fn delivered(&self) -> impl Iterator<Item = (PathId, u64)> + '_ {
+        self.lanes.iter().map(|(p, l)| (*p, l.delivered))
+    }
+
+    /// The next delegation to make, given the stream `credit` for new bytes and the largest
+    /// chunk the client's window allows.
+    pub fn plan(&self, now: Instant, credit: u64, max_chunk: u64) -> Option<Plan> {
+        if let Some(&(start, end)) = self.requeue.front() {
+            let path = self.fastest_lane(now)?;
+            return Some(Plan {
+                path,
+                start,
+                end,
+                fresh: false,
+                twin_of: None,
+            });
+        }
+        if self.next < self.end {
+            let (path, lane) = self
+                .lanes
+                .iter()
+                .filter(|(_, l)| l.outstanding.len() < self.depth)
+                .min_by(|a, b| {
+                    let ka = (a.1.outstanding.len(), -(a.1.rate.unwrap_or(0.0)));
+                    let kb = (b.1.outstanding.len(), -(b.1.rate.unwrap_or(0.0)));
+                    ka.partial_cmp(&kb).unwrap_or(std::cmp::Ordering::Equal)
+                })?;
+            let max_chunk = max_chunk.max(MIN_CHUNK);
+            let want = match lane.rate {
+                Some(rate) => ((rate * self.chunk_time.as_secs_f64()) as u64).max(MIN_CHUNK),
+                None => INITIAL_CHUNK,
+            }
+            .min(max_chunk);
+            let remaining = self.end - self.next;
+            let size = want.min(remaining);
+            if credit < size {
+                // Wait for credit rather than cut slivers, unless the window is that small.
+                if credit < MIN_CHUNK.min(remaining) {
+                    return None;
+                }
+            }
+            let size = size.min(credit);
+            return Some(Plan {
+                path: *path,
+                start: self.next,
+                end: self.next + size,
+                fresh: true,
+                twin_of: None,
+            });
+        }
+        self.plan_endgame(now)
+    }
+
+    /// An idle path copies the outstanding chunk expected to finish last, if it would
+    /// finish it sooner.
+    fn plan_endgame(&self, now: Instant) -> Option<Plan> {
+        for (path, lane) in &self.lanes {
+            if !lane.outstanding.is_empty() {
+                continue;
+            }
+            let Some(rate) = lane.rate else {
+                continue;
+            };
+            let mut victim: Option<(Instant, &Chunk)> = None;
+            for (other, olane) in &self.lanes {
+                if other == path {
+                    continue;
+                }
+                for (i, c) in olane.outstanding.iter().enumerate() {
+                    if c.twin.is_some() {
+                        continue;
+                    }
+                    // Unknown rate: assume it finishes last.
+                    let finish = olane
+                        .finish_estimate(now, i + 1)
+                        .unwrap_or(now + Duration::from_secs(3600));
+                    if victim.is_none_or(|(f, _)| finish > f) {
+                        victim = Some((finish, c));
+                    }
+                }
+            }
+            let Some((finish, c)) = victim else {
+                continue;
+            };
+            let mine = now + secs((c.end - c.start) as f64 / rate);
+            if mine < finish {
+                return Some(Plan {
+                    path: *path,
+                    start: c.start,
+                    end: c.end,
+                    fresh: false,
+                    twin_of: Some(c.id),
+                });
+            }
+        }
+        None
+    }
+
+    /// The path that would finish new work first.
+    fn fastest_lane(&self, now: Instant) -> Option<PathId> {
+        self.lanes
+            .iter()
+            .min_by_key(|(_, l)| {
+                let rate = l.rate.unwrap_or(1e6);
+                now + secs(l.queued_bytes() as f64 / rate)
+            })
+            .map(|(p, _)| *p)
+    }
+
+    /// Records that `plan` was issued as delegation `id`.
+    pub fn assigned(&mut self, plan: Plan, id: u64, now: Instant) {
+        if plan.fresh {
+            self.next = plan.end;
+        } else if plan.twin_of.is_none() {
+            self.requeue.pop_front();
+        }
+        if let Some(twin) = plan.twin_of {
+            for lane in self.lanes.values_mut() {
+                if let Some(c) = lane.outstanding.iter_mut().find(|c| c.id == twin) {
+                    c.twin = Some(id);
+                }
+            }
+        }
+        if let Some(lane) = self.lanes.get_mut(&plan.path) {
+            lane.outstanding.push(Chunk {
+                id,
+                start: plan.start,
+                end: plan.end,
+                assigned: now,
+                twin: plan.twin_of,
+            });
+        }
+    }
+
+    /// The client holds every byte of delegation `id`. Returns the id of a twin copy that
+    /// is now useless, if any.
+    pub fn on_done(&mut self, id: u64, now: Instant) -> Option<u64> {
+        let (_, lane) = self
+            .lanes
+            .iter_mut()
+            .find(|(_, l)| l.outstanding.iter().any(|c| c.id == id))?;
+        let i = lane.outstanding.iter().position(|c| c.id == id)?;
+        let c = lane.outstanding.remove(i);
+        let len = (c.end - c.start) as f64;
+        let since = lane.last_done.map_or(c.assigned, |d| d.max(c.assigned));
+        let secs = now.saturating_duration_since(since).as_secs_f64().max(1e-4);
+        let sample = len / secs;
+        lane.rate = Some(match lane.rate {
+            Some(r) => 0.5 * r + 0.5 * sample,
+            None => sample,
+        });
+        lane.last_done = Some(now);
+        lane.delivered += c.end - c.start;
+        let twin = c.twin?;
+        for lane in self.lanes.values_mut() {
+            lane.outstanding.retain(|o| o.id != twin);
+        }
+        Some(twin)
+    }
+
+    /// Delegation `id` failed with bytes from `first_missing` undelivered.
+    pub fn on_failed(&mut self, id: u64, first_missing: u64) {
+        for lane in self.lanes.values_mut() {
+            if let Some(i) = lane.outstanding.iter().position(|c| c.id == id) {
+                let mut c = lane.outstanding.remove(i);
+                c.start = first_missing.clamp(c.start, c.end);
+                self.give_back(c);
+                return;
+            }
+        }
+    }
+
+    /// Returns a chunk's undelivered bytes to the queue unless its twin still runs.
+    fn give_back(&mut self, c: Chunk) {
+        if let Some(twin) = c.twin {
+            let alive = self
+                .lanes
+                .values_mut()
+                .flat_map(|l| l.outstanding.iter_mut())
+                .find(|o| o.id == twin);
+            if let Some(t) = alive {
+                t.twin = None;
+                return;
+            }
+        }
+        if c.start < c.end {
+            self.requeue.push_back((c.start, c.end));
+        }
+    }
+}
+
+/// A duration of `s` seconds, saturating at an hour (and at zero for anything not positive).
+fn secs(s: f64) -> Duration {
+    if s.is_nan() || s <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(s.min(3600.0))
+}

@@ -1,0 +1,196 @@
+//! The stripe scheduler against a model of paths: each serves its chunks in order at a
+//! fixed rate, and reports reach the scheduler after a fixed delay.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use kwik_core::PathId;
+use kwik_core::stripe::{INITIAL_CHUNK, Stripe};
+
+struct ModelPath {
+    id: PathId,
+    /// Bytes per second.
+    rate: f64,
+    /// Outstanding (delegation id, bytes left).
+    queue: VecDeque<(u64, u64)>,
+    dead: bool,
+}
+
+struct Outcome {
+    /// Bytes each path was first to deliver.
+    delivered: Vec<(PathId, u64)>,
+    elapsed: Duration,
+    duplicated: u64,
+}
+
+/// Runs a stripe of `len` bytes over paths of `rates` (bytes/s) in 1 ms steps; the path
+/// at `kill.0` dies at `kill.1`.
+fn run(rates: &[f64], len: u64, kill: Option<(usize, Duration)>) -> Outcome {
+    let start = Instant::now();
+    let mut now = start;
+    let step = Duration::from_millis(1);
+    let mut stripe = Stripe::new(1000, len, Duration::from_millis(100), 3);
+    let mut paths: Vec<ModelPath> = rates
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ModelPath {
+            id: PathId(i as u32),
+            rate: *r,
+            queue: VecDeque::new(),
+            dead: false,
+        })
+        .collect();
+    let ids: Vec<PathId> = paths.iter().map(|p| p.id).collect();
+    stripe.set_paths(&ids);
+    let mut next_id = 0;
+    let mut duplicated = 0;
+    let mut chunks: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    let mut held: Vec<(u64, u64)> = Vec::new();
+    for _ in 0..600_000 {
+        if stripe.is_complete() {
+            break;
+        }
+        if let Some((victim, at)) = kill
+            && now - start >= at
+            && !paths[victim].dead
+        {
+            paths[victim].dead = true;
+            for (id, _) in paths[victim].queue.drain(..) {
+                let (s, e) = chunks[&id];
+                stripe.on_failed(id, first_gap(&held, s, e).unwrap_or(e));
+            }
+            let alive: Vec<PathId> = paths.iter().filter(|p| !p.dead).map(|p| p.id).collect();
+            stripe.set_paths(&alive);
+        }
+        while let Some(plan) = stripe.plan(now, u64::MAX, 8 << 20) {
+            assert!(plan.start < plan.end);
+            if plan.twin_of.is_some() {
+                duplicated += plan.end - plan.start;
+            }
+            stripe.assigned(plan, next_id, now);
+            chunks.insert(next_id, (plan.start, plan.end));
+            paths[plan.path.0 as usize]
+                .queue
+                .push_back((next_id, plan.end - plan.start));
+            next_id += 1;
+        }
+        let mut cancelled = Vec::new();
+        for p in paths.iter_mut().filter(|p| !p.dead) {
+            let mut budget = (p.rate / 1000.0) as u64;
+            while budget > 0 {
+                let Some(front) = p.queue.front_mut() else {
+                    break;
+                };
+                let n = budget.min(front.1);
+                front.1 -= n;
+                budget -= n;
+                if front.1 == 0 {
+                    let (id, _) = p.queue.pop_front().unwrap_or_default();
+                    held.push(chunks[&id]);
+                    cancelled.extend(stripe.on_done(id, now));
+                }
+            }
+        }
+        for twin in cancelled {
+            for q in paths.iter_mut() {
+                q.queue.retain(|(i, _)| *i != twin);
+            }
+        }
+        now += step;
+    }
+    assert!(stripe.is_complete(), "stripe did not complete");
+    assert_eq!(
+        first_gap(&held, 1000, 1000 + len),
+        None,
+        "a byte was never delivered"
+    );
+    Outcome {
+        delivered: stripe.delivered().collect(),
+        elapsed: now - start,
+        duplicated,
+    }
+}
+
+/// The first offset of `[start, end)` no range in `held` covers.
+fn first_gap(held: &[(u64, u64)], start: u64, end: u64) -> Option<u64> {
+    let mut pos = start;
+    loop {
+        if pos >= end {
+            return None;
+        }
+        match held
+            .iter()
+            .filter(|(s, e)| *s <= pos && pos < *e)
+            .map(|r| r.1)
+            .max()
+        {
+            Some(e) => pos = e,
+            None => return Some(pos),
+        }
+    }
+}
+
+#[test]
+fn shares_follow_rates() {
+    let rates = [5e6, 2.5e6, 1.25e6];
+    let len = 100 << 20;
+    let out = run(&rates, len, None);
+    let total: f64 = rates.iter().sum();
+    for (p, bytes) in &out.delivered {
+        let want = rates[p.0 as usize] / total;
+        let got = *bytes as f64 / len as f64;
+        assert!(
+            (got - want).abs() / want < 0.15,
+            "{p}: share {got:.3}, capacity share {want:.3}"
+        );
+    }
+    let ideal = len as f64 / total;
+    assert!(
+        out.elapsed.as_secs_f64() < ideal * 1.05,
+        "took {:?}, ideal {ideal:.2} s",
+        out.elapsed
+    );
+}
+
+#[test]
+fn end_game_copies_the_slow_tail() {
+    // One fast and one very slow path: without copies the slow path's last chunk would
+    // finish long after the fast one ran dry.
+    let rates = [10e6, 0.2e6];
+    let out = run(&rates, 8 << 20, None);
+    assert!(out.duplicated > 0, "no end-game copy was made");
+    let ideal = (8u64 << 20) as f64 / 10.2e6;
+    assert!(
+        out.elapsed.as_secs_f64() < ideal * 1.3,
+        "took {:?}",
+        out.elapsed
+    );
+}
+
+#[test]
+fn failed_path_ranges_are_reassigned() {
+    let rates = [4e6, 4e6, 4e6];
+    let len = 32u64 << 20;
+    let out = run(&rates, len, Some((1, Duration::from_secs(1))));
+    // 12 MB/s for one second, then 8 MB/s for the rest, plus one chunk time of slack.
+    let ideal = 1.0 + (len as f64 - 12e6) / 8e6;
+    assert!(
+        out.elapsed.as_secs_f64() < ideal + 0.3,
+        "took {:?}, ideal {ideal:.2} s",
+        out.elapsed
+    );
+}
+
+#[test]
+fn waits_for_credit_rather_than_cutting_slivers() {
+    let now = Instant::now();
+    let mut stripe = Stripe::new(0, 10 << 20, Duration::from_millis(100), 3);
+    stripe.set_paths(&[PathId(0)]);
+    assert_eq!(stripe.plan(now, 1000, 8 << 20), None);
+    let plan = stripe.plan(now, 100_000, 8 << 20);
+    assert_eq!(plan.map(|p| p.end - p.start), Some(100_000));
+    let plan = stripe.plan(now, u64::MAX, 8 << 20);
+    assert_eq!(plan.map(|p| p.end - p.start), Some(INITIAL_CHUNK));
+}
