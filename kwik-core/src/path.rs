@@ -114,6 +114,8 @@ impl Path {
         let id = self.conn.streams().open(Dir::Bi).ok_or_else(|| {
             ProtocolError::new(ErrorCode::Handshake, "peer allows no control stream")
         })?;
+        // Control messages (delegations, health) must not queue behind bulk data.
+        let _ = self.conn.send_stream(id).set_priority(2);
         self.control = Some(id);
         Ok(())
     }
@@ -133,6 +135,7 @@ impl Path {
                     "unexpected bidirectional stream",
                 ));
             }
+            let _ = self.conn.send_stream(id).set_priority(2);
             self.control = Some(id);
             self.readable.insert(id);
         }
@@ -405,6 +408,13 @@ impl Path {
                 let Some(qid) = self.conn.streams().open(Dir::Uni) else {
                     break;
                 };
+                // Lowest offsets first: a path serves its ranges one after another, so
+                // each completes as early as it can instead of all at the end, and a
+                // range re-delegated after a failure (which the reader waits for) goes
+                // ahead of newer ones.
+                let rank = (out.framed >> 16).min(1 << 30);
+                let priority = -i32::try_from(rank).unwrap_or(i32::MAX);
+                let _ = self.conn.send_stream(qid).set_priority(priority);
                 carrier.id = Some(qid);
             }
             loop {

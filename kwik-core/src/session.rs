@@ -276,11 +276,14 @@ impl SessionState {
         }
     }
 
-    /// Paths that carry data now.
+    /// Paths that carry data now (on a primary, as the client reported them; elsewhere,
+    /// with a connection of this side's own).
     pub(crate) fn usable_paths(&self) -> Vec<PathId> {
         self.metas
             .iter()
-            .filter(|(id, m)| m.state.is_usable() && self.paths.contains_key(id))
+            .filter(|(id, m)| {
+                m.state.is_usable() && (self.role == Role::Primary || self.paths.contains_key(id))
+            })
             .map(|(id, _)| *id)
             .collect()
     }

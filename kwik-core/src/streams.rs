@@ -950,7 +950,10 @@ impl Streams {
         if let Some(code) = s.stopped {
             return Err(WriteError::Stopped(code));
         }
-        if s.state != SendState::Open || (s.locked && !stripe) {
+        // A stripe's ranges come before a fin the application queued behind it.
+        let open =
+            s.state == SendState::Open || (stripe && s.locked && s.state == SendState::Finishing);
+        if !open || (s.locked && !stripe) {
             return Err(WriteError::ClosedStream);
         }
         if self.credit(id) < len {

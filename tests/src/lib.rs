@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod certs;
+pub mod cluster;
 pub mod net;
 pub mod pair;
 pub mod raw;
