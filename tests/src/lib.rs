@@ -12,6 +12,7 @@
 pub mod app;
 pub mod certs;
 pub mod cluster;
+pub mod failover;
 pub mod net;
 pub mod pair;
 pub mod raw;

@@ -1157,7 +1157,7 @@ impl Endpoint {
                 match m.rate_mark {
                     Some((at, before)) if now >= at + Duration::from_millis(250) => {
                         let secs = (now - at).as_secs_f64();
-                        m.delivery_rate = ((bytes - before) as f64 / secs) as u64;
+                        m.delivery_rate = (bytes.saturating_sub(before) as f64 / secs) as u64;
                         m.rate_mark = Some((now, bytes));
                     }
                     Some(_) => {}
