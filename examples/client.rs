@@ -1,14 +1,18 @@
-//! A KWIK echo client (the quick start's client half).
+//! A KWIK client (the quick start's client half): echoes a message, or downloads a striped
+//! body and checks it.
 //!
 //! `cargo run --example client -- --server 127.0.0.1:4433 --cert kwik-cert.der hello`
+//! `cargo run --example client -- --server 127.0.0.1:4433 --get 268435456`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Instant;
 
+use anyhow::ensure;
 use clap::Parser;
-use kwik_core::Config;
-use kwik_examples::{client_config, read_cert};
+use kwik_examples::{body_digest, bulk_config, client_config, hex, rate, read_cert};
 use kwik_tokio::VarInt;
+use sha2::{Digest, Sha256};
 
 #[derive(Parser)]
 struct Args {
@@ -21,6 +25,9 @@ struct Args {
     /// Name to verify the certificate against.
     #[arg(long, default_value = "localhost")]
     server_name: String,
+    /// Download a body of this many bytes, striped over every server of the session.
+    #[arg(long)]
+    get: Option<u64>,
     /// The message to echo.
     #[arg(default_value = "hello, kwik")]
     message: String,
@@ -29,13 +36,49 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = client_config(&read_cert(&args.cert)?, Config::default())?;
+    let config = client_config(&read_cert(&args.cert)?, bulk_config())?;
     let session = kwik_tokio::dial(args.server, &args.server_name, config).await?;
     let (mut send, mut recv) = session.open_bi().await?;
-    send.write_all(args.message.as_bytes()).await?;
-    send.finish()?;
-    let echoed = recv.read_to_end(1 << 20).await?;
-    println!("echoed: {}", String::from_utf8_lossy(&echoed));
+    match args.get {
+        Some(len) => {
+            send.write_all(format!("body {len}").as_bytes()).await?;
+            send.finish()?;
+            let started = Instant::now();
+            let mut hasher = Sha256::new();
+            let mut received = 0u64;
+            while let Some(chunk) = recv.read_chunk(usize::MAX).await? {
+                hasher.update(&chunk);
+                received += chunk.len() as u64;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let digest = hex(&hasher.finalize());
+            println!(
+                "received {received} bytes in {secs:.2} s ({}), sha256 {digest}",
+                rate(received, secs)
+            );
+            ensure!(
+                received == len && digest == body_digest(len),
+                "checksum mismatch"
+            );
+            println!("checksum matches");
+            for p in session.paths() {
+                println!(
+                    "  {} {} {:?} rtt {:?} received {} B",
+                    p.id,
+                    p.address,
+                    p.state,
+                    p.rtt.unwrap_or_default(),
+                    p.bytes_received
+                );
+            }
+        }
+        None => {
+            send.write_all(args.message.as_bytes()).await?;
+            send.finish()?;
+            let echoed = recv.read_to_end(1 << 20).await?;
+            println!("echoed: {}", String::from_utf8_lossy(&echoed));
+        }
+    }
     session.close(VarInt::from_u32(0), b"bye");
     Ok(())
 }

@@ -1,91 +1,124 @@
-//! The KWIK demo: a server and a client on loopback, no arguments, ends by itself.
+//! The KWIK demo: one client session fed by three servers on loopback. No arguments; ends
+//! by itself.
 //!
-//! It opens a handful of logical streams (echo), then transfers 256 MiB on one stream with
-//! a progress bar and a SHA-256 check, and prints the session's stats.
+//! A primary and two secondaries share a group key. The client dials the primary, which
+//! joins both secondaries to the session and stripes one 512 MiB body over all three
+//! servers at once, each server's share following its measured rate. Halfway through, one
+//! secondary is shut down: its unfinished ranges go to the servers that remain, and the
+//! download completes with a matching SHA-256. Paths and metrics are printed at the end.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use bytes::Bytes;
-use indicatif::{ProgressBar, ProgressStyle};
-use kwik_core::Config;
-use kwik_examples::{client_config, rate, self_signed, server_config};
-use kwik_tokio::{Endpoint, VarInt};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use kwik_core::GroupKey;
+use kwik_examples::{
+    body_digest, bulk_config, client_config, hex, rate, self_signed, serve, server_config,
+    wait_paths,
+};
+use kwik_tokio::{Endpoint, PathEvent, PathId, VarInt};
 use sha2::{Digest, Sha256};
 
-const BODY: u64 = 256 << 20;
-const STREAMS: usize = 16;
+const BODY: u64 = 512 << 20;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let (cert, key) = self_signed()?;
-    let server = Endpoint::server(
-        server_config(&cert, &key, Config::default())?,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )?;
-    let server_addr = server.local_addr()?;
-    println!("KWIK demo: server on {server_addr}");
+    let group = GroupKey::new(rand_key());
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let mut config = server_config(&cert, &key, bulk_config())?;
+        config.group_key(group.clone());
+        servers.push(Endpoint::server(config, loopback)?);
+    }
+    let addrs: Vec<SocketAddr> = servers
+        .iter()
+        .map(|s| s.local_addr())
+        .collect::<Result<_, _>>()?;
+    println!(
+        "KWIK demo: primary on {}, secondaries on {} and {}",
+        addrs[0], addrs[1], addrs[2]
+    );
+    for (i, server) in servers.iter().enumerate() {
+        let secondaries = if i == 0 {
+            addrs[1..].to_vec()
+        } else {
+            Vec::new()
+        };
+        tokio::spawn(serve(server.clone(), secondaries, "localhost".to_owned()));
+    }
 
-    let serving = tokio::spawn(serve(server.clone()));
-
-    let client = Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let client = Endpoint::client(loopback)?;
     let session = client
-        .connect_with(
-            client_config(&cert, Config::default())?,
-            server_addr,
-            "localhost",
-        )?
+        .connect_with(client_config(&cert, bulk_config())?, addrs[0], "localhost")?
         .await
         .context("session setup")?;
     println!(
-        "session {:#x} established, rtt {:?}",
-        session.session_id(),
-        session.rtt()
+        "session {:#x} established with the primary",
+        session.session_id()
     );
-
-    // Many logical streams, one QUIC connection: each echoes a message.
-    let started = Instant::now();
-    let mut echoes = Vec::new();
-    for i in 0..STREAMS {
-        let (mut send, mut recv) = session.open_bi().await?;
-        echoes.push(tokio::spawn(async move {
-            let msg = format!("hello from logical stream {i}");
-            send.write_all(msg.as_bytes()).await?;
-            send.finish()?;
-            let back = recv.read_to_end(1024).await?;
-            ensure!(back == msg.as_bytes(), "stream {i} echoed wrong bytes");
-            Ok::<_, anyhow::Error>(())
-        }));
+    wait_paths(&session, 2, Duration::from_secs(5)).await?;
+    for p in session.paths() {
+        println!("  {} {} {:?}", p.id, p.address, p.state);
     }
-    for e in echoes {
-        e.await??;
-    }
-    println!(
-        "{STREAMS} logical streams echoed in {:?}",
-        started.elapsed()
-    );
 
-    // One large transfer, server -> client, checked end to end.
+    // Path events as they happen.
+    let multi = MultiProgress::new();
+    let watcher = {
+        let session = session.clone();
+        let multi = multi.clone();
+        tokio::spawn(async move {
+            while let Ok(event) = session.path_event().await {
+                let line = match &event {
+                    PathEvent::Failed(path, error) => format!("{path} failed: {error}"),
+                    other => format!("{other:?}"),
+                };
+                let _ = multi.println(line);
+            }
+        })
+    };
+
     let (mut send, mut recv) = session.open_bi().await?;
-    send.write_all(b"body").await?;
+    send.write_all(format!("body {BODY}").as_bytes()).await?;
     send.finish()?;
-    let bar = ProgressBar::new(BODY);
-    bar.set_style(ProgressStyle::with_template(
-        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
-    )?);
+    let style = ProgressStyle::with_template("{prefix:>24} {bar:40} {bytes:>10} {msg}")?;
+    let total = multi.add(ProgressBar::new(BODY).with_style(style.clone()));
+    total.set_prefix("read");
+    let mut bars: BTreeMap<PathId, ProgressBar> = BTreeMap::new();
+    let mut last: BTreeMap<PathId, u64> = BTreeMap::new();
     let started = Instant::now();
+    let mut next_draw = started;
     let mut hasher = Sha256::new();
     let mut received = 0u64;
+    let mut killed = None;
     while let Some(chunk) = recv.read_chunk(usize::MAX).await? {
         hasher.update(&chunk);
         received += chunk.len() as u64;
-        bar.set_position(received);
+        if killed.is_none() && received >= BODY / 2 {
+            // Midway, the second secondary goes away.
+            servers[2].close(VarInt::from_u32(0), b"shutting down");
+            killed = Some(Instant::now());
+            multi.println(format!("secondary {} shut down at 50 %", addrs[2]))?;
+        }
+        if Instant::now() >= next_draw {
+            next_draw += Duration::from_millis(100);
+            draw(&session, &multi, &style, &mut bars, &mut last, started);
+            total.set_position(received);
+        }
     }
-    bar.finish();
+    draw(&session, &multi, &style, &mut bars, &mut last, started);
+    total.set_position(received);
+    total.finish();
+    for bar in bars.values() {
+        bar.finish();
+    }
+    watcher.abort();
     let secs = started.elapsed().as_secs_f64();
     let digest = hex(&hasher.finalize());
-    let expected = serving_digest();
+    let expected = body_digest(BODY);
     println!(
         "received {received} bytes in {secs:.2} s ({}), sha256 {digest}",
         rate(received, secs)
@@ -95,77 +128,70 @@ async fn main() -> anyhow::Result<()> {
         "checksum mismatch: expected {expected}"
     );
     println!("checksum matches");
-
+    println!("bytes per path: {last:?}");
+    println!("paths:");
+    for p in session.paths() {
+        println!(
+            "  {} {} {:?}{} rtt {:?}, udp sent {} B / received {} B, delivery {}",
+            p.id,
+            p.address,
+            p.state,
+            if p.is_primary { " (primary)" } else { "" },
+            p.rtt.unwrap_or_default(),
+            p.bytes_sent,
+            p.bytes_received,
+            rate(p.delivery_rate, 1.0)
+        );
+    }
     let stats = session.stats();
     println!(
-        "session stats: streams opened {}, stream bytes read {}, written {}",
-        stats.streams_opened_local, stats.stream_bytes_read, stats.stream_bytes_written
+        "session stats: stream bytes read {}, written {}",
+        stats.stream_bytes_read, stats.stream_bytes_written
     );
     for p in &stats.paths {
         println!(
-            "  {} -> {}: rtt {:?}, cwnd {} B, udp sent {} B / received {} B, lost packets {}, frames sent {} / received {}, carriers {}",
+            "  {} -> {}: rtt {:?}, cwnd {} B, lost packets {}, frames received {}, stream bytes received {}",
             p.id,
             p.remote,
             p.rtt,
             p.cwnd,
-            p.bytes_sent,
-            p.bytes_received,
             p.lost_packets,
-            p.frames_sent,
             p.frames_received,
-            p.carriers
+            p.stream_bytes_received
         );
     }
     session.close(VarInt::from_u32(0), b"done");
     client.wait_idle().await;
-    serving.abort();
     Ok(())
 }
 
-/// The body: a repeating 1 MiB pattern, deterministic so both ends can hash it.
-fn block() -> Bytes {
-    Bytes::from(
-        (0..1u32 << 20)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect::<Vec<u8>>(),
-    )
-}
-
-fn serving_digest() -> String {
-    let block = block();
-    let mut hasher = Sha256::new();
-    for _ in 0..BODY / block.len() as u64 {
-        hasher.update(&block);
-    }
-    hex(&hasher.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-async fn serve(server: Endpoint) {
-    while let Some(incoming) = server.accept().await {
-        let Ok(session) = incoming.await else {
-            continue;
-        };
-        tokio::spawn(async move {
-            while let Ok((mut send, mut recv)) = session.accept_bi().await {
-                tokio::spawn(async move {
-                    let request = recv.read_to_end(1024).await?;
-                    if request == b"body" {
-                        let block = block();
-                        for _ in 0..BODY / block.len() as u64 {
-                            send.write_chunk(block.clone()).await?;
-                        }
-                    } else {
-                        send.write_all(&request).await?;
-                    }
-                    send.finish()?;
-                    let _ = send.stopped().await;
-                    Ok::<_, anyhow::Error>(())
-                });
-            }
+/// Updates one progress bar per path from the session's stats.
+fn draw(
+    session: &kwik_tokio::Session,
+    multi: &MultiProgress,
+    style: &ProgressStyle,
+    bars: &mut BTreeMap<PathId, ProgressBar>,
+    last: &mut BTreeMap<PathId, u64>,
+    started: Instant,
+) {
+    let secs = started.elapsed().as_secs_f64();
+    for p in session.stats().paths {
+        let bar = bars.entry(p.id).or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new(BODY).with_style(style.clone()));
+            bar.set_prefix(format!("{} {}", p.id, p.remote));
+            bar
         });
+        // A reconnected path starts counting again: keep the largest seen.
+        let bytes = last.entry(p.id).or_default();
+        *bytes = (*bytes).max(p.stream_bytes_received);
+        bar.set_position(*bytes);
+        bar.set_message(rate(*bytes, secs));
     }
+}
+
+/// A fresh group key for this run.
+fn rand_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    key
 }

@@ -1,14 +1,18 @@
-//! A KWIK echo server (the quick start's server half).
+//! A KWIK server (the quick start's server half): echoes every stream, and answers
+//! `body <len>` requests by striping a body over itself and its secondaries.
 //!
-//! `cargo run --example server -- --listen 127.0.0.1:4433 --cert-out /tmp/kwik-cert.der`
-//! writes its self-signed certificate for the client to trust, then echoes every stream.
+//! `cargo run --example server -- --listen 127.0.0.1:4433` writes its self-signed
+//! certificate and key for the client and the secondaries, and prints the group key.
+//! With `--secondary 127.0.0.1:4434` (repeatable) every session is joined to those
+//! secondaries (see the `secondary` example).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Parser;
-use kwik_core::Config;
-use kwik_examples::{self_signed, server_config};
+use kwik_core::GroupKey;
+use kwik_examples::{bulk_config, hex, self_signed, serve, server_config};
 
 #[derive(Parser)]
 struct Args {
@@ -18,6 +22,19 @@ struct Args {
     /// Where to write the server's self-signed certificate (DER).
     #[arg(long, default_value = "kwik-cert.der")]
     cert_out: PathBuf,
+    /// Where to write its private key (DER, PKCS#8), for secondaries to serve the same
+    /// certificate.
+    #[arg(long, default_value = "kwik-key.der")]
+    key_out: PathBuf,
+    /// The group key shared with the secondaries (64 hex digits); random if not given.
+    #[arg(long)]
+    group_key: Option<String>,
+    /// A secondary server to join to every session (repeatable).
+    #[arg(long)]
+    secondary: Vec<SocketAddr>,
+    /// Name the secondaries' certificate is verified against.
+    #[arg(long, default_value = "localhost")]
+    secondary_name: String,
 }
 
 #[tokio::main]
@@ -25,32 +42,25 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (cert, key) = self_signed()?;
     std::fs::write(&args.cert_out, cert.as_ref())?;
-    let server = kwik_tokio::listen(args.listen, server_config(&cert, &key, Config::default())?)?;
+    std::fs::write(&args.key_out, key.secret_der())?;
+    let group_hex = match args.group_key {
+        Some(hex) => hex,
+        None => {
+            let mut bytes = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+            hex(&bytes)
+        }
+    };
+    let group = GroupKey::from_hex(&group_hex).context("group key: 64 hex digits")?;
+    let mut config = server_config(&cert, &key, bulk_config())?;
+    config.group_key(group);
+    let server = kwik_tokio::listen(args.listen, config)?;
     println!(
-        "listening on {}, certificate in {}",
+        "listening on {}, certificate in {}, key in {}, group key {group_hex}",
         server.local_addr()?,
-        args.cert_out.display()
+        args.cert_out.display(),
+        args.key_out.display()
     );
-    while let Some(incoming) = server.accept().await {
-        let session = match incoming.await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("session failed: {e}");
-                continue;
-            }
-        };
-        println!("session from {}", session.remote_address());
-        tokio::spawn(async move {
-            while let Ok((mut send, mut recv)) = session.accept_bi().await {
-                tokio::spawn(async move {
-                    while let Some(chunk) = recv.read_chunk(64 * 1024).await? {
-                        send.write_chunk(chunk).await?;
-                    }
-                    send.finish()?;
-                    Ok::<_, anyhow::Error>(())
-                });
-            }
-        });
-    }
+    serve(server, args.secondary, args.secondary_name).await;
     Ok(())
 }

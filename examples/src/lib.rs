@@ -1,10 +1,17 @@
-//! Shared set-up of the example programs: certificates and configs.
+//! Shared set-up of the example programs: certificates, configs, and the body server the
+//! multi-server examples use.
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
+use anyhow::Context;
+use bytes::Bytes;
 use kwik_core::{
     CertificateDer, ClientConfig, Config, PrivateKeyDer, PrivatePkcs8KeyDer, ServerConfig,
 };
+use kwik_tokio::{Endpoint, PathEvent, Role, Session};
+use sha2::{Digest, Sha256};
 
 /// A self-signed certificate for `localhost` and `127.0.0.1`, with its key.
 pub fn self_signed() -> anyhow::Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
@@ -46,7 +53,139 @@ pub fn read_cert(path: &Path) -> anyhow::Result<CertificateDer<'static>> {
     Ok(CertificateDer::from(std::fs::read(path)?))
 }
 
+/// Reads a DER PKCS#8 key written by the `server` example.
+pub fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        std::fs::read(path)?,
+    )))
+}
+
 /// Formats a byte rate.
 pub fn rate(bytes: u64, secs: f64) -> String {
     format!("{:.1} Mbit/s", bytes as f64 * 8.0 / secs.max(1e-9) / 1e6)
+}
+
+/// Lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Session knobs for bulk multi-server transfers: windows large enough for several paths'
+/// chunks in flight at once.
+pub fn bulk_config() -> Config {
+    let mut c = Config::default();
+    c.stream_receive_window = 32 << 20;
+    c.receive_window = 64 << 20;
+    c
+}
+
+/// Size of the body's repeating block.
+const BLOCK: usize = 1 << 20;
+
+/// The body every example server serves: a deterministic 1 MiB pattern, repeated, so that
+/// any server can produce any range of it and the client can check the whole.
+pub fn block() -> Bytes {
+    Bytes::from(
+        (0..BLOCK as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect::<Vec<u8>>(),
+    )
+}
+
+/// The bytes `[offset, offset + len)` of a body made of `block` repeated, as slices of it.
+pub fn body_range(block: &Bytes, offset: u64, len: u64) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        let start = (pos % BLOCK as u64) as usize;
+        let take = ((BLOCK - start) as u64).min(end - pos) as usize;
+        out.push(block.slice(start..start + take));
+        pos += take as u64;
+    }
+    out
+}
+
+/// SHA-256 of a body of `len` bytes, in hex.
+pub fn body_digest(len: u64) -> String {
+    let block = block();
+    let mut hasher = Sha256::new();
+    for piece in body_range(&block, 0, len) {
+        hasher.update(&piece);
+    }
+    hex(&hasher.finalize())
+}
+
+/// Writes every range this server is delegated in `session`, from the body.
+pub async fn serve_delegations(session: Session) {
+    let block = block();
+    while let Ok((d, mut writer)) = session.accept_delegation().await {
+        let pieces = body_range(&block, d.body_offset, d.len);
+        tokio::spawn(async move {
+            for piece in pieces {
+                if writer.write_chunk(piece).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Primary: answers each request `body <len>` on a bidirectional stream by striping a body
+/// of `len` bytes over every path of the session.
+pub async fn serve_requests(session: Session) {
+    while let Ok((mut send, mut recv)) = session.accept_bi().await {
+        tokio::spawn(async move {
+            let request = recv.read_to_end(1024).await?;
+            let text = String::from_utf8_lossy(&request).into_owned();
+            match text
+                .strip_prefix("body ")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+            {
+                Some(len) => {
+                    send.stripe(Bytes::from_static(b"body"), len)?;
+                }
+                // Anything else is echoed.
+                None => send.write_all(&request).await?,
+            }
+            send.finish()?;
+            let _ = send.stopped().await;
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+}
+
+/// Accepts sessions on `endpoint`: a primary session gets `secondaries` added as paths
+/// (verified as `server_name`) and its requests served; a joined (secondary) session
+/// serves its delegations.
+pub async fn serve(endpoint: Endpoint, secondaries: Vec<SocketAddr>, server_name: String) {
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(session) = incoming.await else {
+            continue;
+        };
+        tokio::spawn(serve_delegations(session.clone()));
+        if session.role() == Role::Primary {
+            for addr in &secondaries {
+                if let Err(e) = session.add_path(*addr, &server_name) {
+                    eprintln!("cannot add {addr}: {e}");
+                }
+            }
+            tokio::spawn(serve_requests(session));
+        }
+    }
+}
+
+/// Waits until `want` paths besides the primary are active (or `limit` passes).
+pub async fn wait_paths(session: &Session, want: usize, limit: Duration) -> anyhow::Result<()> {
+    let mut active = 0;
+    tokio::time::timeout(limit, async {
+        while active < want {
+            if let PathEvent::Active(_) = session.path_event().await? {
+                active += 1;
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await
+    .context("secondary paths did not become active")?
 }

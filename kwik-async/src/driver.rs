@@ -10,7 +10,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use kwik_core::{Dir, EcnCodepoint, Event, SessionError, SessionHandle, StreamId};
+use kwik_core::{DelegationId, Dir, EcnCodepoint, Event, SessionError, SessionHandle, StreamId};
+
+use crate::multi::{PATH_EVENT_BACKLOG, PathEvent};
 
 use crate::runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
 
@@ -36,6 +38,10 @@ pub(crate) struct SessionWaiters {
     pub(crate) writers: BTreeMap<StreamId, Waker>,
     pub(crate) stopped: BTreeMap<StreamId, Waker>,
     pub(crate) raw: Vec<Waker>,
+    pub(crate) delegations: Vec<Waker>,
+    pub(crate) delegation_writers: BTreeMap<DelegationId, Waker>,
+    pub(crate) path_events: VecDeque<PathEvent>,
+    pub(crate) path_waiters: Vec<Waker>,
     /// Session handles alive in the application (sessions and streams).
     pub(crate) refs: usize,
 }
@@ -55,6 +61,9 @@ impl SessionWaiters {
         wakers.extend(std::mem::take(&mut self.writers).into_values());
         wakers.extend(std::mem::take(&mut self.stopped).into_values());
         wakers.append(&mut self.raw);
+        wakers.append(&mut self.delegations);
+        wakers.extend(std::mem::take(&mut self.delegation_writers).into_values());
+        wakers.append(&mut self.path_waiters);
         for w in wakers {
             w.wake();
         }
@@ -169,6 +178,36 @@ impl State {
                     w.wake();
                 }
                 if let Some(w) = waiters.stopped.remove(&stream) {
+                    w.wake();
+                }
+            }
+            Event::DelegationReceived { session } => {
+                for w in self.waiters(session).delegations.drain(..) {
+                    w.wake();
+                }
+            }
+            Event::DelegationWritable {
+                session,
+                delegation,
+            } => {
+                if let Some(w) = self.waiters(session).delegation_writers.remove(&delegation) {
+                    w.wake();
+                }
+            }
+            ref e @ (Event::PathAdded { session, .. }
+            | Event::PathActive { session, .. }
+            | Event::PathDegraded { session, .. }
+            | Event::PathFailed { session, .. }
+            | Event::PathRemoved { session, .. }) => {
+                let Some(pe) = PathEvent::from_event(e) else {
+                    return;
+                };
+                let w = self.waiters(session);
+                if w.path_events.len() >= PATH_EVENT_BACKLOG {
+                    w.path_events.pop_front();
+                }
+                w.path_events.push_back(pe);
+                for w in w.path_waiters.drain(..) {
                     w.wake();
                 }
             }

@@ -56,13 +56,18 @@ impl Endpoint {
         let socket = runtime.wrap_udp_socket(socket)?;
         let mut seed = [0u8; 32];
         rand::rng().fill_bytes(&mut seed);
-        let engine = kwik_core::Endpoint::new(
+        let mut engine = kwik_core::Endpoint::new(
             EndpointConfig {
                 seed,
                 allow_mtud: !socket.may_fragment(),
             },
             server,
         );
+        // Join proofs expire in Unix time; the engine keeps time from the runtime after.
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        engine.set_wall_clock(runtime.now(), since_epoch);
         let shared = Shared::new(engine, runtime, socket);
         Ok(Self {
             inner: Arc::new(EndpointRef {

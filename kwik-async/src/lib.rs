@@ -12,6 +12,7 @@
 mod driver;
 mod endpoint;
 mod error;
+mod multi;
 mod runtime;
 mod session;
 mod stream;
@@ -21,13 +22,15 @@ pub use error::{
     ClosedStream, ConnectError, ConnectionError, DialError, ReadError, ReadExactError,
     ReadToEndError, SessionError, StoppedError, WriteError,
 };
+pub use multi::{DelegationWriter, PathEvent};
 pub use runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
 pub use session::Session;
 pub use stream::{RecvStream, SendStream};
 
 pub use bytes::Bytes;
 pub use kwik_core::{
-    ClientConfig, Config, Dir, EndpointStats, LoadBalancing, PathId, PathStats, RawSendError,
-    ServerConfig, SessionStats, StreamId, VarInt,
+    AddPathError, ClientConfig, Config, DelegateError, DelegationId, Dir, EndpointStats, GroupKey,
+    IncomingDelegation, LoadBalancing, PathError, PathId, PathInfo, PathState, PathStats,
+    RawSendError, Role, ServerConfig, SessionStats, StreamId, VarInt,
 };
 pub use quinn_udp;

@@ -59,6 +59,10 @@ impl Session {
         self.inner.handle
     }
 
+    pub(crate) fn inner_ref(&self) -> &Arc<SessionRef> {
+        &self.inner
+    }
+
     fn poll_open(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<StreamId, ConnectionError>> {
         let mut state = self.inner.shared.lock();
         if let Some(e) = state.session_error(self.handle()) {

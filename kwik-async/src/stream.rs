@@ -34,6 +34,10 @@ impl SendStream {
         self.id
     }
 
+    pub(crate) fn session_ref(&self) -> &Arc<SessionRef> {
+        &self.session
+    }
+
     fn poll_write_with<T>(
         &mut self,
         cx: &mut Context<'_>,

@@ -105,6 +105,25 @@ impl ProtocolError {
     }
 }
 
+/// Why a path failed (the session may live on over its other paths).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// The path stopped answering health checks.
+    #[error("no answer to health checks")]
+    Unresponsive,
+    /// The path's QUIC connection ended: a handshake or idle timeout, a close by the
+    /// server (a refused join shows as `PeerProtocolError` with `ErrorCode::JoinRefused`).
+    #[error("connection ended: {0}")]
+    Connection(SessionError),
+    /// The server on the path broke the protocol; this side closed the path.
+    #[error("protocol violation: {0}")]
+    Protocol(ProtocolError),
+    /// Primary: the client reported the failure, for this reason.
+    #[error("client reported: {0}")]
+    Reported(String),
+}
+
 /// Why a session ended. Sticky: once set, every operation on the session reports it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

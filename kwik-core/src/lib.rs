@@ -47,8 +47,8 @@ pub use endpoint::{
     RecvStream, SendStream, Session, Transmit,
 };
 pub use error::{
-    ClosedStream, ErrorCode, KWIK_ERROR_BASE, ProtocolError, RawSendError, ReadError, SessionError,
-    WriteError,
+    ClosedStream, ErrorCode, KWIK_ERROR_BASE, PathError, ProtocolError, RawSendError, ReadError,
+    SessionError, WriteError,
 };
 pub use join::GroupKey;
 pub use path::PathId;

@@ -24,10 +24,12 @@ use async_io::{Async, Timer as IoTimer};
 use kwik_async::{AsyncTimer, AsyncUdpSocket, Runtime};
 
 pub use kwik_async::{
-    Accept, Bytes, ClientConfig, ClosedStream, Config, ConnectError, Connecting, ConnectionError,
-    DialError, Dir, EndpointStats, Incoming, LoadBalancing, PathId, PathStats, RawSendError,
-    ReadError, ReadExactError, ReadToEndError, RecvStream, SendStream, ServerConfig, Session,
-    SessionError, SessionStats, StoppedError, StreamId, VarInt, WriteError,
+    Accept, AddPathError, Bytes, ClientConfig, ClosedStream, Config, ConnectError, Connecting,
+    ConnectionError, DelegateError, DelegationId, DelegationWriter, DialError, Dir, EndpointStats,
+    GroupKey, Incoming, IncomingDelegation, LoadBalancing, PathError, PathEvent, PathId, PathInfo,
+    PathState, PathStats, RawSendError, ReadError, ReadExactError, ReadToEndError, RecvStream,
+    Role, SendStream, ServerConfig, Session, SessionError, SessionStats, StoppedError, StreamId,
+    VarInt, WriteError,
 };
 
 /// The smol / async-io [`Runtime`].

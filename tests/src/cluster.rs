@@ -220,7 +220,7 @@ impl Cluster {
         let mut addrs = Vec::new();
         for (i, link) in links.iter().enumerate() {
             let a = addr([10, 0, i as u8 + 1, 1], 4433);
-            sim.net.link(a.ip(), client_addr.ip(), link.clone());
+            sim.net.link(a.ip(), client_addr.ip(), *link);
             let mut config = cert.server(server_config.clone());
             config.group_key(GroupKey::new(GROUP_KEY));
             servers.push(sim.add_node(a, Some(config)));

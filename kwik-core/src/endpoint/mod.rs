@@ -27,7 +27,7 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::config::{ClientConfig, ServerConfig};
 use crate::delegation::{DelegationId, DelegationOutcome};
-use crate::error::{ErrorCode, ProtocolError, SessionError};
+use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
 use crate::path::{Path, PathId};
 use crate::session::{
     ControlOutcome, PathMeta, PathState, Phase, Role, SessionHandle, SessionState,
@@ -153,8 +153,8 @@ pub enum Event {
         session: SessionHandle,
         /// The path.
         path: PathId,
-        /// Why, as far as this side knows.
-        reason: String,
+        /// Why.
+        error: PathError,
     },
     /// A path is gone for good.
     PathRemoved {
@@ -790,7 +790,7 @@ impl Endpoint {
             .get(&h)
             .is_some_and(|s| s.role == Role::Client && path != PathId::PRIMARY);
         if client_secondary {
-            self.secondary_failed(now, h, path, &error.to_string());
+            self.secondary_failed(now, h, path, PathError::Connection(error));
         } else {
             self.close_session(h, error);
             self.close_remaining_paths(now, h);
@@ -939,7 +939,7 @@ impl Endpoint {
                     .get(&h)
                     .is_some_and(|s| s.role == Role::Client && path != PathId::PRIMARY);
                 if client_secondary {
-                    self.secondary_failed(now, h, path, "no answer to health checks");
+                    self.secondary_failed(now, h, path, PathError::Unresponsive);
                 } else {
                     self.close_session(h, SessionError::PathUnresponsive { path });
                     self.close_remaining_paths(now, h);
@@ -973,7 +973,7 @@ impl Endpoint {
                 slot.path.close_with(now, &error);
                 self.dirty.insert(key);
             }
-            self.secondary_failed(now, h, path, &error.to_string());
+            self.secondary_failed(now, h, path, PathError::Protocol(error));
             return;
         }
         let keys = match session {

@@ -19,7 +19,7 @@ use super::{Endpoint, Event, PathSlot};
 use crate::delegation::{
     DelegateError, DelegationId, DelegationOutcome, IncomingDelegation, Issued, Outgoing, Owed,
 };
-use crate::error::{ErrorCode, ProtocolError, SessionError};
+use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
 use crate::frame::Frame;
 use crate::join;
 use crate::path::{Path, PathId};
@@ -142,7 +142,7 @@ impl Endpoint {
             PathState::Failed => Event::PathFailed {
                 session: h,
                 path,
-                reason: reason.to_owned(),
+                error: PathError::Reported(reason.to_owned()),
             },
             PathState::Removed => Event::PathRemoved { session: h, path },
         });
@@ -779,8 +779,9 @@ impl Endpoint {
         now: Instant,
         h: SessionHandle,
         path: PathId,
-        reason: &str,
+        error: PathError,
     ) {
+        let reason = error.to_string();
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
@@ -815,11 +816,15 @@ impl Endpoint {
                 m.next_retry = Some(now);
             }
         }
-        tracing::debug!(%path, reason, "secondary path failed");
+        tracing::debug!(%path, %reason, "secondary path failed");
         self.fail_delegations(h, path);
-        self.close_path(now, h, path, reason);
-        self.report_status(h, path, PathState::Failed, reason);
-        self.path_event(h, path, PathState::Failed, reason);
+        self.close_path(now, h, path, &reason);
+        self.report_status(h, path, PathState::Failed, &reason);
+        self.events.push_back(Event::PathFailed {
+            session: h,
+            path,
+            error,
+        });
     }
 
     /// Retries failed secondary paths, and removes those past their recovery deadline.
@@ -1009,8 +1014,12 @@ impl Endpoint {
             (Role::Client, Kind::JoinResult(r)) if !primary => {
                 self.on_join_result(now, h, path, r)?
             }
-            (Role::Client, Kind::Close(_)) if !primary => {
-                self.secondary_failed(now, h, path, "secondary closed the path");
+            (Role::Client, Kind::Close(close)) if !primary => {
+                let error = SessionError::ApplicationClosed {
+                    code: VarInt::from_u64(close.code).unwrap_or(VarInt::MAX),
+                    reason: Bytes::from(close.reason),
+                };
+                self.secondary_failed(now, h, path, PathError::Connection(error));
             }
             (Role::Primary, Kind::PathStatus(st)) => self.on_path_status(now, h, st)?,
             (Role::Primary, Kind::DelegationUpdate(u)) => self.on_delegation_update(now, h, u),

@@ -1,0 +1,259 @@
+//! Multi-server sessions in the async API: paths, delegations and striping.
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::Bytes;
+use kwik_core::{
+    AddPathError, DelegateError, DelegationId, Event, IncomingDelegation, PathError, PathId,
+    PathInfo, Role,
+};
+
+use crate::error::{ConnectionError, WriteError};
+use crate::session::{Session, SessionRef};
+use crate::stream::SendStream;
+
+/// Path events a session keeps for [`Session::path_event`]; older ones are dropped first.
+pub(crate) const PATH_EVENT_BACKLOG: usize = 1024;
+
+/// Something that happened to one path of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PathEvent {
+    /// A path was added and is connecting.
+    Added(PathId),
+    /// A path carries the session.
+    Active(PathId),
+    /// A path's health probes go unanswered.
+    Degraded(PathId),
+    /// A path failed; its delegated ranges were handed back.
+    Failed(PathId, PathError),
+    /// A path is gone for good.
+    Removed(PathId),
+}
+
+impl PathEvent {
+    /// The engine event as a path event, if it is one.
+    pub(crate) fn from_event(event: &Event) -> Option<Self> {
+        Some(match event {
+            Event::PathAdded { path, .. } => Self::Added(*path),
+            Event::PathActive { path, .. } => Self::Active(*path),
+            Event::PathDegraded { path, .. } => Self::Degraded(*path),
+            Event::PathFailed { path, error, .. } => Self::Failed(*path, error.clone()),
+            Event::PathRemoved { path, .. } => Self::Removed(*path),
+            _ => return None,
+        })
+    }
+
+    /// The path it concerns.
+    pub fn path(&self) -> PathId {
+        match self {
+            Self::Added(p) | Self::Active(p) | Self::Degraded(p) | Self::Removed(p) => *p,
+            Self::Failed(p, _) => *p,
+        }
+    }
+}
+
+impl Session {
+    /// What this side is in the session: client, primary or joined secondary.
+    pub fn role(&self) -> Role {
+        let mut state = self.shared().lock();
+        state
+            .engine
+            .session(self.handle())
+            .map_or(Role::Client, |s| s.role())
+    }
+
+    /// Primary: asks the client to connect to the server at `address` (verified as
+    /// `server_name`) and join it to this session. The server config needs the group key.
+    /// [`Session::path_event`] reports when the path is active.
+    pub fn add_path(&self, address: SocketAddr, server_name: &str) -> Result<PathId, AddPathError> {
+        let mut state = self.shared().lock();
+        let now = self.shared().now();
+        let r = match state.engine.session(self.handle()) {
+            Some(mut s) => s.add_path(now, address, server_name),
+            None => Err(AddPathError::SessionLost),
+        };
+        state.wake_driver();
+        r
+    }
+
+    /// Removes a path; its unfinished delegated ranges are handed back. Returns whether it
+    /// was there.
+    pub fn remove_path(&self, path: PathId) -> bool {
+        let mut state = self.shared().lock();
+        let now = self.shared().now();
+        let r = state
+            .engine
+            .session(self.handle())
+            .is_some_and(|mut s| s.remove_path(now, path));
+        state.wake_driver();
+        r
+    }
+
+    /// Every path of the session, the primary path first.
+    pub fn paths(&self) -> Vec<PathInfo> {
+        let mut state = self.shared().lock();
+        state
+            .engine
+            .session(self.handle())
+            .map(|s| s.paths())
+            .unwrap_or_default()
+    }
+
+    /// The next path event of this session.
+    pub async fn path_event(&self) -> Result<PathEvent, ConnectionError> {
+        poll_fn(|cx| {
+            let mut state = self.shared().lock();
+            if let Some(e) = state.waiters(self.handle()).path_events.pop_front() {
+                return Poll::Ready(Ok(e));
+            }
+            if let Some(e) = state.session_error(self.handle()) {
+                return Poll::Ready(Err(e));
+            }
+            state
+                .waiters(self.handle())
+                .path_waiters
+                .push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The next range this server was delegated, with the writer that must deliver
+    /// exactly its bytes.
+    pub async fn accept_delegation(
+        &self,
+    ) -> Result<(IncomingDelegation, DelegationWriter), ConnectionError> {
+        let d = poll_fn(|cx| {
+            let mut state = self.shared().lock();
+            if let Some(d) = state
+                .engine
+                .session(self.handle())
+                .and_then(|mut s| s.accept_delegation())
+            {
+                return Poll::Ready(Ok(d));
+            }
+            if let Some(e) = state.session_error(self.handle()) {
+                return Poll::Ready(Err(e));
+            }
+            state
+                .waiters(self.handle())
+                .delegations
+                .push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await?;
+        let writer = DelegationWriter {
+            session: self.inner_ref().clone(),
+            id: d.id,
+        };
+        Ok((d, writer))
+    }
+}
+
+/// Writes the bytes of one delegated range, in order.
+#[derive(Debug)]
+pub struct DelegationWriter {
+    session: Arc<SessionRef>,
+    id: DelegationId,
+}
+
+impl DelegationWriter {
+    /// The delegation.
+    pub fn id(&self) -> DelegationId {
+        self.id
+    }
+
+    /// Bytes still owed.
+    pub fn remaining(&self) -> u64 {
+        let mut state = self.session.shared.lock();
+        state
+            .engine
+            .session(self.session.handle)
+            .map_or(0, |mut s| s.delegated(self.id).remaining())
+    }
+
+    /// Writes all of `chunk` without copying it, waiting for room; bytes beyond the range
+    /// are refused with `ClosedStream`.
+    pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), WriteError> {
+        let mut chunk = chunk;
+        while !chunk.is_empty() {
+            poll_fn(|cx| {
+                let h = self.session.handle;
+                let mut state = self.session.shared.lock();
+                let r = match state.engine.session(h) {
+                    Some(mut s) => s
+                        .delegated(self.id)
+                        .write_chunks(std::slice::from_mut(&mut chunk)),
+                    None => Err(kwik_core::WriteError::SessionLost(
+                        kwik_core::SessionError::LocallyClosed,
+                    )),
+                };
+                match r {
+                    Ok(0) => Poll::Ready(Err(WriteError::ClosedStream)),
+                    Ok(_) => {
+                        state.wake_driver();
+                        Poll::Ready(Ok(()))
+                    }
+                    Err(kwik_core::WriteError::Blocked) => {
+                        state
+                            .waiters(h)
+                            .delegation_writers
+                            .insert(self.id, cx.waker().clone());
+                        Poll::Pending
+                    }
+                    Err(kwik_core::WriteError::SessionLost(e)) => {
+                        let e = state.session_error(h).unwrap_or(e);
+                        Poll::Ready(Err(WriteError::ConnectionLost(e)))
+                    }
+                    Err(_) => Poll::Ready(Err(WriteError::ClosedStream)),
+                }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf`.
+    pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), WriteError> {
+        self.write_chunk(Bytes::copy_from_slice(buf)).await
+    }
+}
+
+impl SendStream {
+    /// Primary: reserves the next `len` bytes of this stream for the server on `path`
+    /// (see [`kwik_core::SendStream::delegate`]).
+    pub fn delegate(
+        &mut self,
+        path: PathId,
+        request: Bytes,
+        len: u64,
+    ) -> Result<DelegationId, DelegateError> {
+        let session = self.session_ref();
+        let mut state = session.shared.lock();
+        let r = match state.engine.session(session.handle) {
+            Some(mut s) => s.send_stream(self.id()).delegate(path, request, len),
+            None => Err(DelegateError::SessionLost),
+        };
+        state.wake_driver();
+        r
+    }
+
+    /// Primary: serves the next `len` bytes of this stream from every active path at once,
+    /// this server included (see [`kwik_core::SendStream::stripe`]). The session's
+    /// [`Session::accept_delegation`] hands this server its own share.
+    pub fn stripe(&mut self, request: Bytes, len: u64) -> Result<u64, DelegateError> {
+        let session = self.session_ref();
+        let mut state = session.shared.lock();
+        let now = session.shared.now();
+        let r = match state.engine.session(session.handle) {
+            Some(mut s) => s.send_stream(self.id()).stripe(now, request, len),
+            None => Err(DelegateError::SessionLost),
+        };
+        state.wake_driver();
+        r
+    }
+}
