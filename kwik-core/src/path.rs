@@ -242,8 +242,8 @@ impl Path {
                 continue;
             };
             let mut pieces = Vec::new();
-            let mut failure = None;
             let mut finished = false;
+            let mut reset = false;
             loop {
                 match chunks.next(usize::MAX) {
                     Ok(Some(chunk)) => pieces.push(chunk.bytes),
@@ -253,10 +253,7 @@ impl Path {
                     }
                     Err(quinn_proto::ReadError::Blocked) => break,
                     Err(quinn_proto::ReadError::Reset(_)) => {
-                        failure = Some(ProtocolError::new(
-                            ErrorCode::UnexpectedStream,
-                            "carrier reset",
-                        ));
+                        reset = true;
                         break;
                     }
                 }
@@ -265,8 +262,12 @@ impl Path {
             for piece in pieces {
                 self.counters.frames_received += decode_carrier(carrier, piece, &mut on_frame)?;
             }
-            if let Some(e) = failure {
-                return Err(e);
+            if reset {
+                // A writer abandoned the carrier (a cancelled delegation): the frames it
+                // did not send are simply missing, as if never written; a partial frame
+                // is dropped.
+                self.rx.remove(&id);
+                continue;
             }
             if finished {
                 if !carrier.partial.is_empty() {
@@ -446,6 +447,15 @@ impl Path {
             }
         }
         Ok(())
+    }
+
+    /// Abandons the carrier of delegation `id`: what it did not send is never sent.
+    pub(crate) fn cancel_delegated(&mut self, id: u64) {
+        if let Some(carrier) = self.delegated.remove(&id)
+            && let Some(qid) = carrier.id
+        {
+            let _ = self.conn.send_stream(qid).reset(VarInt::from_u32(0));
+        }
     }
 
     /// Frees the carrier slots of streams that stopped sending.

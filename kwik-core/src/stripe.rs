@@ -19,8 +19,9 @@ use crate::path::PathId;
 
 /// Smallest chunk, so that per-chunk control overhead stays small.
 pub const MIN_CHUNK: u64 = 64 * 1024;
-/// Chunk size before a path's rate is known.
-pub const INITIAL_CHUNK: u64 = 256 * 1024;
+/// Chunk size before a path's rate is known: small, so that a slow path's first chunks do
+/// not hold the reader while its rate is being learnt.
+pub const INITIAL_CHUNK: u64 = 64 * 1024;
 
 /// One outstanding chunk.
 #[derive(Debug, Clone)]
@@ -41,6 +42,12 @@ struct Lane {
     last_done: Option<Instant>,
     /// Bytes of chunks this lane completed first.
     delivered: u64,
+    /// How long the control loop takes to hand this lane its next chunk (report to the
+    /// primary, delegation to the server, first byte back).
+    delay: Duration,
+    /// The rate is still climbing (the last sample was well above the average): the path
+    /// is in slow start and will take more than it has shown.
+    growing: bool,
 }
 
 impl Lane {
@@ -58,7 +65,13 @@ impl Lane {
         let since = self.outstanding.first().map_or(now, |c| {
             self.last_done.map_or(c.assigned, |d| d.max(c.assigned))
         });
-        Some(since + secs(bytes as f64 / rate))
+        let estimate = since + secs(bytes as f64 / rate);
+        if estimate >= now {
+            return Some(estimate);
+        }
+        // Overdue: the lane is slower than its last measurement. Having taken this long,
+        // assume it takes as long again.
+        Some(now + now.saturating_duration_since(since))
     }
 }
 
@@ -133,6 +146,19 @@ impl Stripe {
         }
     }
 
+    /// Tells the stripe how long `path`'s control loop takes (about the primary path's
+    /// RTT plus the path's own). Chunks are sized so that `depth - 1` of them cover it.
+    pub fn set_delay(&mut self, path: PathId, delay: Duration) {
+        if let Some(lane) = self.lanes.get_mut(&path) {
+            lane.delay = delay;
+        }
+    }
+
+    /// Chunks `lane` may have outstanding.
+    fn depth_of(&self, _lane: &Lane) -> usize {
+        self.depth
+    }
+
     /// Whether every byte was assigned at least once.
     pub fn all_assigned(&self) -> bool {
         self.next == self.end && self.requeue.is_empty()
@@ -165,7 +191,7 @@ impl Stripe {
             let (path, lane) = self
                 .lanes
                 .iter()
-                .filter(|(_, l)| l.outstanding.len() < self.depth)
+                .filter(|(_, l)| l.outstanding.len() < self.depth_of(l))
                 .min_by(|a, b| {
                     let ka = (a.1.outstanding.len(), -(a.1.rate.unwrap_or(0.0)));
                     let kb = (b.1.outstanding.len(), -(b.1.rate.unwrap_or(0.0)));
@@ -173,7 +199,16 @@ impl Stripe {
                 })?;
             let max_chunk = max_chunk.max(MIN_CHUNK);
             let want = match lane.rate {
-                Some(rate) => ((rate * self.chunk_time.as_secs_f64()) as u64).max(MIN_CHUNK),
+                // A path whose rate still climbs gets chunks for the rate it is heading
+                // to, or the chunks would keep it application-limited and slow its climb.
+                Some(rate) => {
+                    let rate = if lane.growing { 2.0 * rate } else { rate };
+                    // The chunks queued behind the one in service must cover the time
+                    // the next one takes to arrive, or the path idles.
+                    let cover = lane.delay.as_secs_f64() / (self.depth.max(2) - 1) as f64;
+                    let time = self.chunk_time.as_secs_f64().max(cover);
+                    ((rate * time) as u64).max(MIN_CHUNK)
+                }
                 None => INITIAL_CHUNK,
             }
             .min(max_chunk);
@@ -181,8 +216,10 @@ impl Stripe {
             let size = want.min(remaining);
             if credit < size {
                 // Wait for credit rather than cut slivers, unless the window is that small.
+                // Meanwhile the window is held by the lowest outstanding chunk: a faster
+                // path may copy it.
                 if credit < MIN_CHUNK.min(remaining) {
-                    return None;
+                    return self.plan_rescue(now);
                 }
             }
             let size = size.min(credit);
@@ -195,6 +232,45 @@ impl Stripe {
             });
         }
         self.plan_endgame(now)
+    }
+
+    /// The window is full: the chunk at its start (the lowest outstanding one) holds the
+    /// reader. The path that would finish a copy of it first takes one, if that beats the
+    /// path that has it.
+    fn plan_rescue(&self, now: Instant) -> Option<Plan> {
+        let (owner, olane, i, c) = self
+            .lanes
+            .iter()
+            .flat_map(|(p, l)| {
+                l.outstanding
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, c)| (p, l, i, c))
+            })
+            .min_by_key(|(_, _, _, c)| c.start)?;
+        if c.twin.is_some() {
+            return None;
+        }
+        let theirs = olane
+            .finish_estimate(now, i + 1)
+            .unwrap_or(now + Duration::from_secs(3600));
+        let (path, mine) = self
+            .lanes
+            .iter()
+            .filter(|(p, l)| *p != owner && l.outstanding.len() < self.depth)
+            .filter_map(|(p, l)| {
+                let rate = l.rate?;
+                let queued = l.queued_bytes() + (c.end - c.start);
+                Some((*p, now + l.delay + secs(queued as f64 / rate)))
+            })
+            .min_by_key(|(_, t)| *t)?;
+        (mine < theirs).then_some(Plan {
+            path,
+            start: c.start,
+            end: c.end,
+            fresh: false,
+            twin_of: Some(c.id),
+        })
     }
 
     /// An idle path copies the outstanding chunk expected to finish last, if it would
@@ -228,7 +304,7 @@ impl Stripe {
             let Some((finish, c)) = victim else {
                 continue;
             };
-            let mine = now + secs((c.end - c.start) as f64 / rate);
+            let mine = now + lane.delay + secs((c.end - c.start) as f64 / rate);
             if mine < finish {
                 return Some(Plan {
                     path: *path,
@@ -291,6 +367,7 @@ impl Stripe {
         let since = lane.last_done.map_or(c.assigned, |d| d.max(c.assigned));
         let secs = now.saturating_duration_since(since).as_secs_f64().max(1e-4);
         let sample = len / secs;
+        lane.growing = lane.rate.is_none_or(|r| sample > 1.25 * r);
         lane.rate = Some(match lane.rate {
             Some(r) => 0.5 * r + 0.5 * sample,
             None => sample,

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use kwik_core::PathId;
-use kwik_core::stripe::{INITIAL_CHUNK, Stripe};
+use kwik_core::stripe::{INITIAL_CHUNK, MIN_CHUNK, Stripe};
 
 struct ModelPath {
     id: PathId,
@@ -188,9 +188,43 @@ fn waits_for_credit_rather_than_cutting_slivers() {
     let now = Instant::now();
     let mut stripe = Stripe::new(0, 10 << 20, Duration::from_millis(100), 3);
     stripe.set_paths(&[PathId(0)]);
-    assert_eq!(stripe.plan(now, 1000, 8 << 20), None);
-    let plan = stripe.plan(now, 100_000, 8 << 20);
-    assert_eq!(plan.map(|p| p.end - p.start), Some(100_000));
+    assert_eq!(stripe.plan(now, MIN_CHUNK - 1, 8 << 20), None);
     let plan = stripe.plan(now, u64::MAX, 8 << 20);
     assert_eq!(plan.map(|p| p.end - p.start), Some(INITIAL_CHUNK));
+}
+
+#[test]
+fn a_full_window_copies_the_chunk_that_holds_it() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis(1);
+    let mut stripe = Stripe::new(0, 100 << 20, Duration::from_millis(100), 2);
+    stripe.set_paths(&[PathId(0), PathId(1)]);
+    // Both lanes take two chunks; lane 1 then goes quiet while lane 0 completes its own
+    // and learns its rate.
+    let mut id = 0;
+    let mut owner = BTreeMap::new();
+    while let Some(plan) = stripe.plan(t0, u64::MAX, 8 << 20) {
+        stripe.assigned(plan, id, t0);
+        owner.insert(id, plan);
+        id += 1;
+    }
+    let lane0: Vec<u64> = owner
+        .iter()
+        .filter(|(_, p)| p.path == PathId(0))
+        .map(|(i, _)| *i)
+        .collect();
+    for (k, i) in lane0.iter().enumerate() {
+        stripe.on_done(*i, t0 + 50 * ms * (k as u32 + 1));
+    }
+    // The window is full (no credit): lane 0 copies lane 1's lowest chunk.
+    let now = t0 + 2000 * ms;
+    let plan = stripe.plan(now, 0, 8 << 20).expect("a copy");
+    let lowest = owner
+        .values()
+        .filter(|p| p.path == PathId(1))
+        .map(|p| p.start)
+        .min();
+    assert_eq!(plan.path, PathId(0));
+    assert_eq!(Some(plan.start), lowest);
+    assert!(plan.twin_of.is_some() && !plan.fresh);
 }

@@ -4,7 +4,8 @@
 //! Who may send what (anything else is `UnexpectedControlMessage`):
 //! - primary -> client: `AddPath`, `RemovePath`, `Delegate`;
 //! - client -> primary: `PathStatus`, `DelegationUpdate`;
-//! - client -> secondary: `Join` (first), `Delegate` (forwarded);
+//! - client -> secondary: `Join` (first), `Delegate` (forwarded), `DelegationUpdate`
+//!   (every byte of the range arrived, possibly from another copy: stop writing it);
 //! - secondary -> client: `JoinResult`.
 
 use std::net::SocketAddr;
@@ -347,6 +348,25 @@ impl Endpoint {
             return;
         }
         let usable = s.usable_paths();
+        let primary_rtt = s
+            .paths
+            .get(&PathId::PRIMARY)
+            .and_then(|k| self.paths.get(k))
+            .map_or(Duration::ZERO, |slot| slot.path.conn.rtt());
+        let delays: Vec<(PathId, Duration)> = usable
+            .iter()
+            .map(|p| {
+                let own = match *p {
+                    PathId::PRIMARY => Duration::ZERO,
+                    _ => s
+                        .metas
+                        .get(p)
+                        .and_then(|m| m.reported_rtt)
+                        .unwrap_or(primary_rtt),
+                };
+                (*p, primary_rtt + own)
+            })
+            .collect();
         let mut issue = Vec::new();
         let mut finished = Vec::new();
         let lanes = usable.len().max(1) as u64;
@@ -355,6 +375,9 @@ impl Endpoint {
             (s.streams.peer_stream_window() / (2 * depth * lanes)).clamp(MIN_CHUNK, MAX_CHUNK);
         for (sid, st) in s.stripes.iter_mut() {
             st.stripe.set_paths(&usable);
+            for (p, d) in &delays {
+                st.stripe.set_delay(*p, *d);
+            }
             if !s.streams.is_sending(st.stream) {
                 finished.push(*sid);
                 continue;
@@ -485,8 +508,13 @@ impl Endpoint {
             Some(st) => {
                 if failed {
                     st.stripe.on_failed(update.id, first_missing);
-                } else if let Some(twin) = st.stripe.on_done(update.id, now) {
-                    s.issued.remove(&twin);
+                } else if let Some(twin) = st.stripe.on_done(update.id, now)
+                    && let Some(copy) = s.issued.remove(&twin)
+                    && copy.path == PathId::PRIMARY
+                {
+                    // The other copy won: stop writing this one (a secondary's copy is
+                    // stopped by the client, which saw the range complete).
+                    self.cancel_outgoing(h, twin);
                 }
                 self.schedule_stripes(now, h);
             }
@@ -720,12 +748,17 @@ impl Endpoint {
         s.owed.retain(|id, o| {
             if !o.reported && streams.first_missing(o.stream, o.start, o.end).is_none() {
                 o.reported = true;
-                done.push((*id, o.end));
+                done.push((*id, o.path, o.end));
             }
             !(o.reported && streams.read_offset(o.stream).is_none_or(|r| r >= o.end))
         });
-        for (id, end) in done {
+        for (id, path, end) in done {
             self.send_primary(h, update(id, None, end));
+            if path != PathId::PRIMARY {
+                // Every byte is here (maybe from another copy): the owner may stop. A
+                // secondary that already finished ignores this.
+                self.send_on(h, path, update(id, None, end));
+            }
         }
     }
 
@@ -1024,6 +1057,7 @@ impl Endpoint {
             (Role::Primary, Kind::PathStatus(st)) => self.on_path_status(now, h, st)?,
             (Role::Primary, Kind::DelegationUpdate(u)) => self.on_delegation_update(now, h, u),
             (Role::Secondary, Kind::Delegate(d)) => self.on_delegate_server(h, path, d)?,
+            (Role::Secondary, Kind::DelegationUpdate(u)) => self.cancel_outgoing(h, u.id),
             (
                 _,
                 kind @ (Kind::AddPath(_)
@@ -1074,6 +1108,23 @@ impl Endpoint {
             ErrorCode::Delegation,
             format!("{path} sent bytes of {id} it was not delegated"),
         ))
+    }
+
+    /// Stops serving delegation `id`: queued bytes are dropped and its carrier abandoned;
+    /// later writes to it fail with `ClosedStream`.
+    pub(super) fn cancel_outgoing(&mut self, h: SessionHandle, id: u64) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        s.outgoing.remove(&id);
+        s.incoming.retain(|d| d.id.0 != id);
+        let Some(key) = s.paths.get(&s.writer_path).copied() else {
+            return;
+        };
+        if let Some(slot) = self.paths.get_mut(&key) {
+            slot.path.cancel_delegated(id);
+            self.dirty.insert(key);
+        }
     }
 
     /// Writes the delegated ranges of the session on its writer path.
