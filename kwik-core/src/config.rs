@@ -25,11 +25,12 @@ pub enum LoadBalancing {
     MinRtt,
     /// Paths in turn.
     RoundRobin,
-    /// Proportional to each path's measured delivery rate.
+    /// In proportion to each path's rate (congestion window over RTT).
     Weighted,
     /// The path with the earliest expected completion of the frame.
     Adaptive,
-    /// Every frame on every path; the receiver keeps the first copy.
+    /// Every frame on every path; the receiver keeps the first copy. A path that falls
+    /// more than 4 MiB behind drops copies rather than queue them.
     Redundant,
 }
 
@@ -63,8 +64,8 @@ pub struct Config {
     /// Whether a stream's bytes may come from several servers (delegation and striping).
     /// Default true; when false, `delegate` and `stripe` fail.
     pub aggregation_enabled: bool,
-    /// Scheduler for several paths to one peer. Default [`LoadBalancing::MinRtt`]. Not yet
-    /// in effect: same-peer multipath is not built yet.
+    /// How a writer spreads stream frames over several paths to one peer (same-peer
+    /// multipath, see `Session::add_same_peer_path`). Default [`LoadBalancing::MinRtt`].
     pub load_balancing: LoadBalancing,
     /// Interval of the client's health probes (`Ping`) on each path. Default 250 ms.
     pub path_health_check_interval: Duration,

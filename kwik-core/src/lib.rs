@@ -32,6 +32,7 @@ pub mod health;
 pub mod join;
 mod path;
 pub mod rate;
+pub mod scheduler;
 mod session;
 mod stats;
 mod streams;
@@ -44,7 +45,7 @@ pub use config::{
 pub use delegation::{DelegateError, DelegationId, DelegationOutcome, IncomingDelegation};
 pub use endpoint::{
     AddPathError, ConnectError, Delegated, Endpoint, EndpointConfig, Event, MAX_DELEGATIONS,
-    RecvStream, SendStream, Session, Transmit,
+    PathKind, RecvStream, SendStream, Session, Transmit,
 };
 pub use error::{
     ClosedStream, ErrorCode, KWIK_ERROR_BASE, PathError, ProtocolError, RawSendError, ReadError,

@@ -80,7 +80,21 @@ pub(crate) struct Path {
     pub(crate) closing: bool,
     /// Carriers of the delegated ranges this side writes, one per delegation.
     delegated: BTreeMap<u64, CarrierTx>,
+    /// Carrier of frames copied from another path (redundant scheduling).
+    copy: CarrierTx,
 }
+
+/// How much of the session's data a path may take in one drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pull {
+    /// None: another path to the peer goes first.
+    None,
+    /// Up to this many frames.
+    Frames(usize),
+}
+
+/// Redundant copies one path may hold for its peer before more are dropped.
+const MAX_COPY_BACKLOG: usize = 4 << 20;
 
 /// Control bytes this side may hold for a peer that does not read its control stream.
 pub(crate) const MAX_CONTROL_BACKLOG: usize = 64 * 1024;
@@ -106,6 +120,7 @@ impl Path {
             control_budget: TokenBucket::new(control_rate),
             closing: false,
             delegated: BTreeMap::new(),
+            copy: CarrierTx::default(),
         }
     }
 
@@ -315,9 +330,21 @@ impl Path {
         streams: &mut Streams,
         streams_per_carrier: usize,
         max_carriers: usize,
+        pull: Pull,
+        copies: Option<&mut Vec<Bytes>>,
     ) -> PathResult<()> {
         self.write_signals(streams)?;
-        self.write_data(streams, streams_per_carrier, max_carriers)
+        self.flush_copies()?;
+        // Frames already taken go out first, whether or not more are taken.
+        for carrier in &mut self.carriers {
+            flush(&mut self.conn, carrier)?;
+        }
+        match pull {
+            Pull::None => Ok(()),
+            Pull::Frames(limit) => {
+                self.write_data(streams, streams_per_carrier, max_carriers, limit, copies)
+            }
+        }
     }
 
     fn write_signals(&mut self, streams: &mut Streams) -> PathResult<()> {
@@ -351,6 +378,8 @@ impl Path {
         streams: &mut Streams,
         per_carrier: usize,
         max_carriers: usize,
+        mut limit: usize,
+        mut copies: Option<&mut Vec<Bytes>>,
     ) -> PathResult<()> {
         loop {
             self.release(streams);
@@ -360,6 +389,9 @@ impl Path {
             }
             let mut progress = false;
             for id in ids {
+                if limit == 0 {
+                    return Ok(());
+                }
                 let Some(c) = self.carrier_for(id, per_carrier, max_carriers) else {
                     continue;
                 };
@@ -374,17 +406,53 @@ impl Path {
                 let len: usize = pieces.iter().map(Bytes::len).sum();
                 let mut header = BytesMut::with_capacity(MAX_HEADER);
                 frame::encode_stream_header(id, offset, len, fin, &mut header);
-                carrier.pending.push_back(header.freeze());
+                let header = header.freeze();
+                if let Some(copies) = copies.as_deref_mut() {
+                    copies.push(header.clone());
+                    copies.extend(pieces.iter().cloned());
+                }
+                carrier.pending.push_back(header);
                 carrier.pending.extend(pieces);
                 self.counters.frames_sent += 1;
                 self.counters.stream_bytes_sent += len as u64;
                 flush(&mut self.conn, carrier)?;
                 progress = true;
+                limit -= 1;
             }
             if !progress {
                 return Ok(());
             }
         }
+    }
+
+    /// Queues frames another path sent, to send them here too (redundant scheduling).
+    /// Beyond [`MAX_COPY_BACKLOG`] queued bytes, copies are dropped: the other path
+    /// carries them anyway.
+    pub(crate) fn push_copies(&mut self, frames: &[Bytes]) {
+        let queued: usize = self.copy.pending.iter().map(Bytes::len).sum();
+        if queued > MAX_COPY_BACKLOG {
+            return;
+        }
+        self.copy.pending.extend(frames.iter().cloned());
+        self.counters.stream_bytes_sent += frames.iter().map(|f| f.len() as u64).sum::<u64>();
+    }
+
+    fn flush_copies(&mut self) -> PathResult<()> {
+        if self.copy.pending.is_empty() {
+            return Ok(());
+        }
+        if self.copy.id.is_none() {
+            let Some(id) = self.conn.streams().open(Dir::Uni) else {
+                return Ok(());
+            };
+            self.copy.id = Some(id);
+        }
+        flush(&mut self.conn, &mut self.copy)
+    }
+
+    /// Whether QUIC refused bytes this path holds: its send window is full.
+    pub(crate) fn is_backlogged(&self) -> bool {
+        self.carriers.iter().any(|c| !c.pending.is_empty())
     }
 
     /// Frames the delegated ranges this side serves, each on a carrier of its own that
@@ -528,6 +596,7 @@ impl Path {
             c.pending.clear();
         }
         self.delegated.clear();
+        self.copy.pending.clear();
         self.rx.clear();
         self.readable.clear();
     }

@@ -113,6 +113,13 @@ pub(crate) struct PathMeta {
     pub(crate) delivered: u64,
     /// Client: stream bytes received at the last rate sample, and when.
     pub(crate) rate_mark: Option<(Instant, u64)>,
+    /// The path reaches the primary itself (same-peer multipath).
+    pub(crate) same_peer: bool,
+    /// A same-peer path kept for when no other path to the primary is left.
+    pub(crate) backup: bool,
+    /// Client: a connecting path that has not joined by then fails (QUIC's own handshake
+    /// can outlast the idle timeout, its timer restarting with every packet).
+    pub(crate) join_deadline: Option<Instant>,
 }
 
 impl PathMeta {
@@ -129,6 +136,9 @@ impl PathMeta {
             delivery_rate: 0,
             delivered: 0,
             rate_mark: None,
+            same_peer: false,
+            backup: false,
+            join_deadline: None,
         }
     }
 }
@@ -286,6 +296,12 @@ impl SessionState {
             })
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Whether `path` reaches the session's peer directly: the primary path, or a
+    /// same-peer path.
+    pub(crate) fn is_peer_path(&self, path: PathId) -> bool {
+        path == PathId::PRIMARY || self.metas.get(&path).is_some_and(|m| m.same_peer)
     }
 
     /// Sets a path's state; returns whether it changed.

@@ -120,6 +120,13 @@ struct Send {
     skips: VecDeque<(u64, u64)>,
     /// A stripe is still reserving ranges: application writes wait behind it.
     locked: bool,
+    /// Framed bytes the peer has not acknowledged (`DATA_ACK`), by offset, kept while the
+    /// session has several paths to the peer: a path that dies takes its frames with it.
+    retained: VecDeque<(u64, Bytes)>,
+    /// Retained bytes to frame again, after a path died.
+    resend: VecDeque<(u64, Bytes)>,
+    /// The fin must be framed again.
+    refin: bool,
 }
 
 impl Send {
@@ -135,6 +142,9 @@ impl Send {
             blocked: false,
             skips: VecDeque::new(),
             locked: false,
+            retained: VecDeque::new(),
+            resend: VecDeque::new(),
+            refin: false,
         }
     }
 
@@ -143,7 +153,26 @@ impl Send {
     }
 
     fn has_frame(&self) -> bool {
-        self.queued > 0 || (self.state == SendState::Finishing && !self.locked)
+        self.queued > 0
+            || (self.state == SendState::Finishing && !self.locked)
+            || !self.resend.is_empty()
+            || self.refin
+    }
+
+    /// Forgets retained bytes below `acked`.
+    fn trim_retained(&mut self) {
+        while let Some((offset, data)) = self.retained.front_mut() {
+            let end = *offset + data.len() as u64;
+            if end <= self.acked {
+                self.retained.pop_front();
+            } else {
+                if *offset < self.acked {
+                    let _ = data.split_to((self.acked - *offset) as usize);
+                    *offset = self.acked;
+                }
+                break;
+            }
+        }
     }
 
     /// Moves the framing offset over reserved ranges that start at it.
@@ -213,6 +242,8 @@ pub(crate) struct Streams {
     released: Vec<StreamId>,
     events: VecDeque<StreamEvent>,
     pub(crate) counters: StreamCounters,
+    /// Keep framed bytes until acknowledged, to send them again if a path dies.
+    retain: bool,
 }
 
 /// The limits one side grants the other at session setup.
@@ -253,6 +284,7 @@ impl Streams {
             released: Vec::new(),
             events: VecDeque::new(),
             counters: StreamCounters::default(),
+            retain: false,
         }
     }
 
@@ -420,6 +452,7 @@ impl Streams {
                     ));
                 }
                 s.acked = s.acked.max(offset);
+                s.trim_retained();
                 if s.state == SendState::FinSent && s.acked == s.offset {
                     self.events.push_back(StreamEvent::Finished(id));
                     self.send.remove(&id);
@@ -707,6 +740,9 @@ impl Streams {
         self.data_written -= returned;
         s.queue.clear();
         s.queued = 0;
+        s.retained.clear();
+        s.resend.clear();
+        s.refin = false;
         s.state = SendState::Reset;
         let final_size = s.offset;
         self.signals.once.push_back(Frame::ResetStream {
@@ -901,6 +937,33 @@ impl Streams {
             self.sendable.remove(&id);
             return None;
         }
+        if let Some((offset, mut data)) = s.resend.pop_front() {
+            // Bytes a dead path took with it, framed again at their offsets.
+            if data.len() > max {
+                let rest = data.split_off(max);
+                s.resend.push_front((offset + max as u64, rest));
+            }
+            let end = offset + data.len() as u64;
+            let fin = s.refin && s.resend.is_empty() && end == s.offset;
+            if fin {
+                s.refin = false;
+            }
+            if self.retain {
+                s.retained.push_back((offset, data.clone()));
+            }
+            if !s.has_frame() {
+                self.sendable.remove(&id);
+            }
+            return Some((offset, vec![data], fin));
+        }
+        if s.refin && s.queued == 0 {
+            s.refin = false;
+            let offset = s.offset;
+            if !s.has_frame() {
+                self.sendable.remove(&id);
+            }
+            return Some((offset, Vec::new(), true));
+        }
         let offset = s.offset;
         let mut pieces = Vec::new();
         let max = match s.skips.front() {
@@ -923,6 +986,13 @@ impl Streams {
             }
         }
         let n = (max - room) as u64;
+        if self.retain {
+            let mut at = offset;
+            for piece in &pieces {
+                s.retained.push_back((at, piece.clone()));
+                at += piece.len() as u64;
+            }
+        }
         s.queued -= n;
         s.offset += n;
         s.apply_skips();
@@ -1036,6 +1106,38 @@ impl Streams {
     /// How far the application read `id`; `None` when its receive half is gone.
     pub(crate) fn read_offset(&self, id: StreamId) -> Option<u64> {
         self.recv.get(&id).map(|r| r.read)
+    }
+
+    /// Keeps framed bytes until the peer acknowledges them (several paths to the peer).
+    pub(crate) fn set_retain(&mut self, retain: bool) {
+        self.retain = retain;
+    }
+
+    /// A path to the peer died with frames in flight: every unacknowledged byte is framed
+    /// again, and every credit and acknowledgement the peer may have missed is sent again.
+    /// The peer drops what it already holds.
+    pub(crate) fn reinject(&mut self) {
+        for (id, s) in self.send.iter_mut() {
+            s.trim_retained();
+            let mut again: VecDeque<(u64, Bytes)> = std::mem::take(&mut s.retained);
+            again.append(&mut s.resend);
+            again.make_contiguous().sort_by_key(|(offset, _)| *offset);
+            s.resend = again;
+            if s.state == SendState::FinSent {
+                s.refin = true;
+            }
+            if s.has_frame() {
+                self.sendable.insert(*id);
+            }
+        }
+        self.signals.max_data = true;
+        self.signals.max_streams = [true; 2];
+        for (id, r) in &self.recv {
+            if !r.stopped && r.final_size.is_none() {
+                self.signals.max_stream_data.insert(*id);
+            }
+            self.signals.data_ack.insert(*id, r.contiguous);
+        }
     }
 
     /// Whether a stream's send half exists (is writable or finishing).

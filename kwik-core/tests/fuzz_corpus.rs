@@ -230,6 +230,8 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
             server_name: "localhost".into(),
             expiry: 1,
             path_secret: vec![1; 32],
+            same_peer: false,
+            backup: false,
         }),
         Kind::PathStatus(kwik_proto::PathStatus {
             path_id: 2,

@@ -213,6 +213,21 @@ impl Cluster {
         client_config: Config,
         body: Bytes,
     ) -> Self {
+        let keys = vec![Some(GroupKey::new(GROUP_KEY)); links.len()];
+        Self::with_group_keys(seed, links, server_config, client_config, body, &keys)
+    }
+
+    /// [`Cluster::new`], server `i` holding the group key `keys[i]` (none for `None`), so
+    /// that a test can give a secondary a key other than the primary's.
+    pub fn with_group_keys(
+        seed: u64,
+        links: &[LinkConfig],
+        server_config: Config,
+        client_config: Config,
+        body: Bytes,
+        keys: &[Option<GroupKey>],
+    ) -> Self {
+        assert_eq!(keys.len(), links.len(), "one group key per server");
         let cert = TestCert::localhost();
         let mut sim = Sim::new(seed);
         let client_addr = addr([10, 0, 0, 2], 5000);
@@ -222,7 +237,9 @@ impl Cluster {
             let a = addr([10, 0, i as u8 + 1, 1], 4433);
             sim.net.link(a.ip(), client_addr.ip(), *link);
             let mut config = cert.server(server_config.clone());
-            config.group_key(GroupKey::new(GROUP_KEY));
+            if let Some(key) = &keys[i] {
+                config.group_key(key.clone());
+            }
             servers.push(sim.add_node(a, Some(config)));
             addrs.push(a);
         }

@@ -14,13 +14,13 @@ use bytes::{Bytes, BytesMut};
 use kwik_core::control::ControlDecoder;
 use kwik_core::frame::Frame;
 use kwik_core::{
-    CertificateDer, Config, EcnCodepoint, ErrorCode, Event, ProtocolError, SessionError,
-    SessionHandle, rustls,
+    CertificateDer, Config, EcnCodepoint, ErrorCode, Event, GroupKey, PrivateKeyDer, ProtocolError,
+    SessionError, SessionHandle, rustls,
 };
 use kwik_proto::control_frame::Kind;
-use kwik_proto::{ControlFrame, Hello, Limits, Welcome};
+use kwik_proto::{ControlFrame, Hello, Limits, Pong, Welcome};
 use prost::Message;
-use quinn_proto::crypto::rustls::QuicClientConfig;
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn_proto::{
     Connection, ConnectionError, ConnectionHandle, DatagramEvent, Dir, StreamEvent, StreamId,
     VarInt,
@@ -151,6 +151,17 @@ impl RawPeer {
     /// The QUIC connection, once connecting.
     pub fn conn(&mut self) -> Option<&mut Connection> {
         self.conn.as_mut().map(|(_, c)| c)
+    }
+
+    /// The connection's TLS keying material for join proofs (see [`kwik_core::join`]),
+    /// once the handshake completed.
+    pub fn exporter(&mut self) -> Option<[u8; kwik_core::join::EXPORTER_LEN]> {
+        let mut out = [0u8; kwik_core::join::EXPORTER_LEN];
+        self.conn()?
+            .crypto_session()
+            .export_keying_material(&mut out, kwik_core::join::EXPORTER_LABEL, b"")
+            .ok()?;
+        Some(out)
     }
 
     /// The application error code the connection was closed with, if it was.
@@ -378,6 +389,323 @@ impl RawPeer {
     }
 }
 
+/// A QUIC server config with the KWIK ALPN serving `cert` (TLS 1.3, ring).
+pub fn server_config(cert: &TestCert) -> quinn_proto::ServerConfig {
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("TLS 1.3 is supported")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.cert.clone()],
+        PrivateKeyDer::Pkcs8(cert.key.clone_key()),
+    )
+    .expect("valid certificate and key");
+    tls.alpn_protocols = vec![kwik_core::ALPN.to_vec()];
+    let crypto = QuicServerConfig::try_from(tls).expect("TLS 1.3 config usable for QUIC");
+    quinn_proto::ServerConfig::with_crypto(Arc::new(crypto))
+}
+
+/// The first connection id of a client's QUIC v1 Initial packet in `datagram`, if the
+/// datagram starts with one: every connection attempt picks a fresh one and keeps it for
+/// its retransmissions, so distinct ids count distinct attempts.
+pub fn initial_dcid(datagram: &[u8]) -> Option<&[u8]> {
+    let (&first, rest) = datagram.split_first()?;
+    // Long header, fixed bit, packet type Initial (0b00).
+    if first & 0xf0 != 0xc0 || rest.get(..4)? != [0, 0, 0, 1] {
+        return None;
+    }
+    let len = usize::from(*rest.get(4)?);
+    rest.get(5..5 + len)
+}
+
+/// A bare QUIC server on the simulated network, for hostile-primary scenarios: it accepts
+/// one connection, answers the client's Hello with a Welcome (and its Pings with Pongs,
+/// so the client keeps the path alive), then writes whatever control frames the test
+/// queues and records every control frame the client sends.
+///
+/// Register one with [`Sim::add_raw_server`](crate::sim::Sim::add_raw_server).
+pub struct RawServer {
+    /// Its address.
+    pub addr: SocketAddr,
+    endpoint: quinn_proto::Endpoint,
+    conn: Option<(ConnectionHandle, Connection)>,
+    /// The QUIC handshake completed.
+    pub connected: bool,
+    /// Why the connection ended, once it did.
+    pub lost: Option<ConnectionError>,
+    /// The control stream (the first bidirectional stream the client opened).
+    pub control: Option<StreamId>,
+    control_rx: ControlDecoder,
+    /// Control messages the client sent, in order.
+    pub received: Vec<Kind>,
+    /// The client's control stream did not decode.
+    pub control_error: Option<String>,
+    /// The session id the Welcome announces.
+    pub session_id: u64,
+    /// The limits the Welcome grants.
+    pub limits: Limits,
+    /// Whether a Hello is answered with a Welcome.
+    pub welcome: bool,
+    /// Whether Pings are answered with Pongs.
+    pub answer_pings: bool,
+    /// A Welcome was queued.
+    pub welcomed: bool,
+    /// Connection attempts turned away because one connection was already accepted.
+    pub turned_away: u64,
+    control_tx: VecDeque<Bytes>,
+    responses: VecDeque<Datagram>,
+    buf: Vec<u8>,
+}
+
+impl RawServer {
+    /// A server at `addr` serving `config`, its QUIC randomness from `seed`.
+    pub fn new(addr: SocketAddr, config: quinn_proto::ServerConfig, seed: [u8; 32]) -> Self {
+        let endpoint = quinn_proto::Endpoint::new(
+            Arc::new(quinn_proto::EndpointConfig::default()),
+            Some(Arc::new(config)),
+            false,
+            Some(seed),
+        );
+        Self {
+            addr,
+            endpoint,
+            conn: None,
+            connected: false,
+            lost: None,
+            control: None,
+            control_rx: ControlDecoder::default(),
+            received: Vec::new(),
+            control_error: None,
+            session_id: 0x5e55_1011,
+            limits: Limits {
+                max_paths: 8,
+                ..default_limits()
+            },
+            welcome: true,
+            answer_pings: true,
+            welcomed: false,
+            turned_away: 0,
+            control_tx: VecDeque::new(),
+            responses: VecDeque::new(),
+            buf: Vec::with_capacity(2048),
+        }
+    }
+
+    /// The QUIC connection, once accepted.
+    pub fn conn(&mut self) -> Option<&mut Connection> {
+        self.conn.as_mut().map(|(_, c)| c)
+    }
+
+    /// Queues one control message for the client, sent once the control stream exists.
+    pub fn send_control(&mut self, kind: Kind) {
+        self.control_tx
+            .push_back(Bytes::from(control_frame(Some(kind))));
+    }
+
+    /// Queues raw bytes on the control stream.
+    pub fn write_control(&mut self, data: impl Into<Bytes>) {
+        self.control_tx.push_back(data.into());
+    }
+
+    /// Bytes queued on the control stream and not yet handed to QUIC.
+    pub fn unsent(&self) -> usize {
+        self.control_tx.iter().map(Bytes::len).sum()
+    }
+
+    /// Closes the connection with an application `code`.
+    pub fn close(&mut self, now: Instant, code: VarInt, reason: &[u8]) {
+        if let Some(conn) = self.conn() {
+            conn.close(now, code, Bytes::copy_from_slice(reason));
+        }
+        self.drive();
+    }
+
+    /// Feeds one datagram from the network.
+    pub fn handle_datagram(&mut self, now: Instant, dg: Datagram) {
+        let ecn = dg.ecn.and_then(EcnCodepoint::from_bits);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let event = self.endpoint.handle(
+            now,
+            dg.src,
+            Some(self.addr.ip()),
+            ecn,
+            BytesMut::from(&dg.data[..]),
+            &mut buf,
+        );
+        match event {
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                if let Some((h, conn)) = &mut self.conn
+                    && *h == ch
+                {
+                    conn.handle_event(event);
+                }
+            }
+            Some(DatagramEvent::Response(t)) => self.responses.push_back(Datagram {
+                src: self.addr,
+                dst: t.destination,
+                ecn: t.ecn.map(|e| e as u8),
+                data: buf[..t.size].to_vec(),
+            }),
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                if self.conn.is_some() || self.lost.is_some() {
+                    self.turned_away += 1;
+                    self.endpoint.ignore(incoming);
+                } else {
+                    buf.clear();
+                    match self.endpoint.accept(incoming, now, &mut buf, None) {
+                        Ok(conn) => self.conn = Some(conn),
+                        Err(e) => {
+                            if let Some(t) = e.response {
+                                self.responses.push_back(Datagram {
+                                    src: self.addr,
+                                    dst: t.destination,
+                                    ecn: t.ecn.map(|e| e as u8),
+                                    data: buf[..t.size].to_vec(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
+        self.buf = buf;
+        self.drive();
+    }
+
+    /// When [`RawServer::handle_timeout`] must next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.conn()?.poll_timeout()
+    }
+
+    /// Advances timers to `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(conn) = self.conn()
+            && conn.poll_timeout().is_some_and(|t| t <= now)
+        {
+            conn.handle_timeout(now);
+        }
+        self.drive();
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
+        self.drive();
+        if let Some(dg) = self.responses.pop_front() {
+            return Some(dg);
+        }
+        let addr = self.addr;
+        let (_, conn) = self.conn.as_mut()?;
+        self.buf.clear();
+        let t = conn.poll_transmit(now, 1, &mut self.buf)?;
+        Some(Datagram {
+            src: addr,
+            dst: t.destination,
+            ecn: t.ecn.map(|e| e as u8),
+            data: self.buf[..t.size].to_vec(),
+        })
+    }
+
+    /// Processes connection events, reads the control stream, answers the Hello and the
+    /// Pings, and writes what is queued.
+    pub fn drive(&mut self) {
+        let Some((ch, conn)) = &mut self.conn else {
+            return;
+        };
+        while let Some(event) = conn.poll_endpoint_events() {
+            if let Some(reply) = self.endpoint.handle_event(*ch, event) {
+                conn.handle_event(reply);
+            }
+        }
+        let mut readable = false;
+        while let Some(event) = conn.poll() {
+            match event {
+                quinn_proto::Event::Connected => self.connected = true,
+                quinn_proto::Event::ConnectionLost { reason } => {
+                    self.lost.get_or_insert(reason);
+                }
+                quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
+                    while let Some(id) = conn.streams().accept(Dir::Bi) {
+                        self.control.get_or_insert(id);
+                        readable = true;
+                    }
+                }
+                quinn_proto::Event::Stream(StreamEvent::Readable { id })
+                    if Some(id) == self.control =>
+                {
+                    readable = true
+                }
+                _ => {}
+            }
+        }
+        if let (true, Some(id)) = (readable, self.control) {
+            let mut stream = conn.recv_stream(id);
+            if let Ok(mut chunks) = stream.read(true) {
+                while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
+                    self.control_rx.push(&chunk.bytes);
+                }
+                let _ = chunks.finalize();
+            }
+        }
+        loop {
+            match self.control_rx.next_frame() {
+                Ok(Some(kind)) => {
+                    match &kind {
+                        Kind::Hello(_) if self.welcome && !self.welcomed => {
+                            self.welcomed = true;
+                            let welcome = Kind::Welcome(Welcome {
+                                version: kwik_proto::VERSION,
+                                session_id: self.session_id,
+                                limits: Some(self.limits),
+                            });
+                            self.control_tx
+                                .push_front(Bytes::from(control_frame(Some(welcome))));
+                        }
+                        Kind::Ping(ping) if self.answer_pings => {
+                            let pong = Kind::Pong(Pong { seq: ping.seq });
+                            self.control_tx
+                                .push_back(Bytes::from(control_frame(Some(pong))));
+                        }
+                        _ => {}
+                    }
+                    self.received.push(kind);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.control_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(id) = self.control {
+            let mut stream = conn.send_stream(id);
+            while !self.control_tx.is_empty() {
+                match stream.write_chunks(self.control_tx.make_contiguous()) {
+                    Ok(written) => {
+                        self.control_tx.drain(..written.chunks);
+                        // A partly written chunk was advanced past what QUIC took.
+                        if written.bytes == 0 {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        while let Some(event) = conn.poll_endpoint_events() {
+            if let Some(reply) = self.endpoint.handle_event(*ch, event) {
+                conn.handle_event(reply);
+            }
+        }
+        if conn.is_drained() {
+            self.conn = None;
+        }
+    }
+}
+
 /// A KWIK server and a raw peer connected to it over a simulated link.
 pub struct RawSession {
     /// The world.
@@ -390,6 +718,8 @@ pub struct RawSession {
     pub session: Option<SessionHandle>,
     /// Every event the server produced so far.
     pub server_events: Vec<Event>,
+    /// The server's certificate, which raw peers trust.
+    root: CertificateDer<'static>,
 }
 
 impl RawSession {
@@ -402,6 +732,21 @@ impl RawSession {
     /// [`RawSession::connect`], the peer granting only `window` bytes per QUIC stream if
     /// given (so that a peer that stops reading soon blocks the server's writes).
     pub fn connect_with_window(seed: u64, config: Config, window: Option<u32>) -> Self {
+        Self::connect_inner(seed, config, window, None)
+    }
+
+    /// [`RawSession::connect`] to a server that holds the group key `key`, so that it
+    /// admits joins: the peer may then send a `Join` as its first control frame.
+    pub fn connect_secondary(seed: u64, config: Config, key: GroupKey) -> Self {
+        Self::connect_inner(seed, config, None, Some(key))
+    }
+
+    fn connect_inner(
+        seed: u64,
+        config: Config,
+        window: Option<u32>,
+        key: Option<GroupKey>,
+    ) -> Self {
         let cert = TestCert::localhost();
         let mut sim = Sim::new(seed);
         let server_addr = addr([10, 0, 0, 1], 4433);
@@ -411,7 +756,11 @@ impl RawSession {
             peer_addr.ip(),
             LinkConfig::default().rate_mbit(100).delay_ms(5),
         );
-        let server = sim.add_node(server_addr, Some(cert.server(config)));
+        let mut server_config = cert.server(config);
+        if let Some(key) = key {
+            server_config.group_key(key);
+        }
+        let server = sim.add_node(server_addr, Some(server_config));
         let peer = sim.add_raw(peer_addr);
         let now = sim.now();
         let mut quic = client_config(std::slice::from_ref(&cert.cert));
@@ -427,6 +776,7 @@ impl RawSession {
             peer,
             session: None,
             server_events: Vec::new(),
+            root: cert.cert.clone(),
         };
         assert!(
             this.run_until(Duration::from_secs(5), |s| s.peer().connected),
@@ -450,6 +800,30 @@ impl RawSession {
         });
         assert!(done, "KWIK setup did not complete: {:?}", this.peer().lost);
         this
+    }
+
+    /// Adds another raw peer, on its own link to the server, and completes its QUIC
+    /// handshake (it sends nothing yet); returns its index in [`Sim::raw`].
+    pub fn add_peer(&mut self) -> usize {
+        let index = self.sim.raw.len();
+        let peer_addr = addr([10, 0, 1, index as u8 + 1], 6666);
+        let server_addr = self.sim.nodes[self.server].addr;
+        self.sim.net.link(
+            server_addr.ip(),
+            peer_addr.ip(),
+            LinkConfig::default().rate_mbit(100).delay_ms(5),
+        );
+        let peer = self.sim.add_raw(peer_addr);
+        let now = self.sim.now();
+        let quic = client_config(std::slice::from_ref(&self.root));
+        self.sim.raw[peer].connect(now, quic, server_addr, "localhost");
+        let connected = self.run_until(Duration::from_secs(5), |s| s.sim.raw[peer].connected);
+        assert!(
+            connected,
+            "QUIC handshake did not complete: {:?}",
+            self.sim.raw[peer].lost
+        );
+        peer
     }
 
     /// The raw peer.

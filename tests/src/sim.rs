@@ -4,6 +4,7 @@
 //! events), then advance the clock to the earliest of the network's next delivery and the
 //! endpoints' timers.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use bytes::BytesMut;
 use kwik_core::{EcnCodepoint, Endpoint, EndpointConfig, Event, ServerConfig};
 
 use crate::net::{Datagram, Network};
-use crate::raw::RawPeer;
+use crate::raw::{RawPeer, RawServer};
 
 /// One host: an engine bound to one address.
 pub struct Node {
@@ -21,6 +22,8 @@ pub struct Node {
     pub addr: SocketAddr,
     /// Events drained from the engine and not yet taken by the test.
     pub events: Vec<Event>,
+    /// More addresses of the same host (a multihomed server).
+    pub aliases: Vec<SocketAddr>,
 }
 
 /// A simulated world: a network and the endpoints on it.
@@ -31,6 +34,11 @@ pub struct Sim {
     pub nodes: Vec<Node>,
     /// Bare QUIC peers (see [`crate::raw`]), driven alongside the nodes.
     pub raw: Vec<RawPeer>,
+    /// Bare QUIC servers (see [`crate::raw::RawServer`]), driven alongside the nodes.
+    pub raw_servers: Vec<RawServer>,
+    /// Datagrams delivered to each watched address (see [`Sim::watch`]), in order, with
+    /// the time of delivery.
+    watched: BTreeMap<SocketAddr, Vec<(Instant, Datagram)>>,
     buf: Vec<u8>,
     seed: u64,
 }
@@ -48,6 +56,8 @@ impl Sim {
             net: Network::new(seed, Instant::now()),
             nodes: Vec::new(),
             raw: Vec::new(),
+            raw_servers: Vec::new(),
+            watched: BTreeMap::new(),
             buf: Vec::with_capacity(64 * 1024),
             seed,
         }
@@ -71,8 +81,15 @@ impl Sim {
             endpoint,
             addr,
             events: Vec::new(),
+            aliases: Vec::new(),
         });
         self.nodes.len() - 1
+    }
+
+    /// Gives `node` another address (a multihomed host): datagrams to it reach the node,
+    /// and the node answers from it.
+    pub fn add_alias(&mut self, node: NodeId, addr: SocketAddr) {
+        self.nodes[node].aliases.push(addr);
     }
 
     /// Adds a bare QUIC peer at `addr`; returns its index in [`Sim::raw`].
@@ -83,6 +100,28 @@ impl Sim {
         seed[16] = 0x72;
         self.raw.push(RawPeer::new(addr, seed));
         self.raw.len() - 1
+    }
+
+    /// Adds a bare QUIC server at `addr` serving `config`; returns its index in
+    /// [`Sim::raw_servers`].
+    pub fn add_raw_server(&mut self, addr: SocketAddr, config: quinn_proto::ServerConfig) -> usize {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&self.seed.to_le_bytes());
+        seed[8..16].copy_from_slice(&(self.raw_servers.len() as u64).to_le_bytes());
+        seed[16] = 0x73;
+        self.raw_servers.push(RawServer::new(addr, config, seed));
+        self.raw_servers.len() - 1
+    }
+
+    /// Records every datagram delivered to `addr` from now on (see [`Sim::watched`]),
+    /// whether or not a host listens there.
+    pub fn watch(&mut self, addr: SocketAddr) {
+        self.watched.entry(addr).or_default();
+    }
+
+    /// The datagrams delivered to a watched `addr` so far, with the time of delivery.
+    pub fn watched(&self, addr: SocketAddr) -> &[(Instant, Datagram)] {
+        self.watched.get(&addr).map_or(&[], Vec::as_slice)
     }
 
     /// The current virtual time.
@@ -98,7 +137,7 @@ impl Sim {
                 let seg = t.segment_size.unwrap_or(t.size).max(1);
                 for chunk in self.buf[..t.size].chunks(seg) {
                     self.net.send(Datagram {
-                        src: node.addr,
+                        src: source(node, t.src_ip),
                         dst: t.destination,
                         ecn: t.ecn.map(|e| e as u8),
                         data: chunk.to_vec(),
@@ -111,6 +150,11 @@ impl Sim {
         }
         for peer in &mut self.raw {
             while let Some(dg) = peer.poll_transmit(now) {
+                self.net.send(dg);
+            }
+        }
+        for server in &mut self.raw_servers {
+            while let Some(dg) = server.poll_transmit(now) {
                 self.net.send(dg);
             }
         }
@@ -127,9 +171,19 @@ impl Sim {
         }
         let now = self.net.now();
         while let Some(dg) = self.net.pop_delivered() {
-            let Some(node) = self.nodes.iter_mut().find(|n| n.addr == dg.dst) else {
+            if let Some(log) = self.watched.get_mut(&dg.dst) {
+                log.push((now, dg.clone()));
+            }
+            let Some(node) = self
+                .nodes
+                .iter_mut()
+                .find(|n| n.addr == dg.dst || n.aliases.contains(&dg.dst))
+            else {
                 if let Some(peer) = self.raw.iter_mut().find(|p| p.addr == dg.dst) {
                     peer.handle_datagram(now, dg);
+                } else if let Some(server) = self.raw_servers.iter_mut().find(|s| s.addr == dg.dst)
+                {
+                    server.handle_datagram(now, dg);
                 }
                 continue;
             };
@@ -137,7 +191,7 @@ impl Sim {
             node.endpoint.handle_datagram(
                 now,
                 dg.src,
-                Some(node.addr.ip()),
+                Some(dg.dst.ip()),
                 ecn,
                 BytesMut::from(&dg.data[..]),
             );
@@ -150,6 +204,11 @@ impl Sim {
         for peer in &mut self.raw {
             if peer.poll_timeout().is_some_and(|t| t <= now) {
                 peer.handle_timeout(now);
+            }
+        }
+        for server in &mut self.raw_servers {
+            if server.poll_timeout().is_some_and(|t| t <= now) {
+                server.handle_timeout(now);
             }
         }
         self.drain();
@@ -165,6 +224,11 @@ impl Sim {
             .iter_mut()
             .filter_map(|n| n.endpoint.poll_timeout(now))
             .chain(self.raw.iter_mut().filter_map(RawPeer::poll_timeout))
+            .chain(
+                self.raw_servers
+                    .iter_mut()
+                    .filter_map(RawServer::poll_timeout),
+            )
             .min();
         [timer, self.net.next_delivery()]
             .into_iter()
@@ -214,6 +278,13 @@ pub fn drive_until<W: ?Sized>(
             return done(world);
         }
     }
+}
+
+/// The address a node sends from: the alias whose IP the engine chose, else its own.
+fn source(node: &Node, src_ip: Option<IpAddr>) -> SocketAddr {
+    src_ip
+        .and_then(|ip| node.aliases.iter().find(|a| a.ip() == ip).copied())
+        .unwrap_or(node.addr)
 }
 
 /// An address on the simulated network.

@@ -6,6 +6,7 @@
 //!
 //! Needs root and network namespaces; where the machine cannot create them, or the netlab
 //! script is missing, the test says so and passes without running.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quinn_proto::{Dir, Side, VarInt};
 
-use super::{AddPathError, Endpoint};
+use super::{AddPathError, Endpoint, PathKind};
 use crate::delegation::{DelegateError, DelegationId, IncomingDelegation, Outgoing};
 use crate::error::{ClosedStream, RawSendError, ReadError, SessionError, WriteError};
 use crate::path::PathId;
@@ -193,7 +193,23 @@ impl Session<'_> {
         server_name: &str,
     ) -> Result<PathId, AddPathError> {
         self.endpoint
-            .add_path(now, self.handle, address, server_name)
+            .add_path(now, self.handle, address, server_name, PathKind::Secondary)
+    }
+
+    /// Primary: asks the client to open another path to this server, at `address` (one of
+    /// this server's own addresses, verified as `server_name`): same-peer multipath. The
+    /// session's streams are then spread over every path to this server by
+    /// `Config::load_balancing`; a `PathKind::Backup` path carries them only when no other
+    /// path is left. Needs the group key, like `add_path`.
+    pub fn add_same_peer_path(
+        &mut self,
+        now: Instant,
+        address: SocketAddr,
+        server_name: &str,
+        kind: PathKind,
+    ) -> Result<PathId, AddPathError> {
+        self.endpoint
+            .add_path(now, self.handle, address, server_name, kind)
     }
 
     /// Removes a path (primary: tells the client to drop it; client: drops it). Its

@@ -40,7 +40,7 @@ mod handles;
 mod multi;
 
 pub use handles::{Delegated, RecvStream, SendStream, Session};
-pub use multi::{AddPathError, MAX_DELEGATIONS};
+pub use multi::{AddPathError, MAX_DELEGATIONS, PathKind};
 
 /// A datagram to send. The payload is in the buffer passed to [`Endpoint::poll_transmit`].
 #[derive(Debug, Clone, Copy)]
@@ -435,6 +435,7 @@ impl Endpoint {
         self.check_health(now);
         self.update_degraded(now);
         self.retry_paths(now);
+        self.expire_joins(now);
         self.sample_rates(now);
         let metrics_due: Vec<SessionHandle> = self
             .sessions
@@ -647,6 +648,7 @@ impl Endpoint {
     }
 
     fn drive_path(&mut self, now: Instant, key: usize) -> Result<(), ProtocolError> {
+        let schedule = self.schedule(key);
         let Some(slot) = self.paths.get_mut(&key) else {
             return Ok(());
         };
@@ -735,7 +737,7 @@ impl Endpoint {
         if session.phase == Phase::Closed {
             return Ok(());
         }
-        let secondary = session.role == Role::Client && path_id != PathId::PRIMARY;
+        let secondary = session.role == Role::Client && !session.is_peer_path(path_id);
         let mut received = 0;
         if secondary {
             let mut frames = Vec::new();
@@ -763,17 +765,41 @@ impl Endpoint {
         if session.take_raw(&mut slot.path) {
             self.events.push_back(Event::RawDatagram { session: h });
         }
+        let mut copies = Vec::new();
+        let mut pulled = false;
         if session.phase == Phase::Established && !secondary {
+            if schedule.multipath {
+                // A path takes no more than it can send soon: the rest is for the others.
+                let cwnd = slot.path.conn.congestion_state().window();
+                slot.path.conn.set_send_window((2 * cwnd).max(64 * 1024));
+            }
+            let copy = (!schedule.copy_to.is_empty()).then_some(&mut copies);
+            let before = slot.path.counters.frames_sent;
             slot.path.write(
                 &mut session.streams,
                 session.config.streams_per_carrier as usize,
                 session.config.max_carriers_per_path as usize,
+                schedule.pull,
+                copy,
             )?;
+            pulled = slot.path.counters.frames_sent > before;
         }
         while let Some(event) = session.streams.poll_event() {
             self.events.push_back(stream_event(h, event));
         }
         let role = session.role;
+        if !copies.is_empty() {
+            for k in &schedule.copy_to {
+                if let Some(other) = self.paths.get_mut(k) {
+                    other.path.push_copies(&copies);
+                    self.dirty.insert(*k);
+                }
+            }
+        }
+        if schedule.multipath && pulled {
+            // Another path to the peer may take what this one could not, or its turn.
+            self.mark_dirty_except(h, key);
+        }
         self.write_delegated(key, h)?;
         match role {
             Role::Client => self.check_owed(h),
@@ -785,12 +811,11 @@ impl Endpoint {
 
     /// A path's QUIC connection was lost (not by this side's own close).
     fn path_lost(&mut self, now: Instant, h: SessionHandle, path: PathId, error: SessionError) {
-        let client_secondary = self
-            .sessions
-            .get(&h)
-            .is_some_and(|s| s.role == Role::Client && path != PathId::PRIMARY);
-        if client_secondary {
+        let role = self.sessions.get(&h).map(|s| s.role);
+        if role == Some(Role::Client) && path != PathId::PRIMARY {
             self.secondary_failed(now, h, path, PathError::Connection(error));
+        } else if role == Some(Role::Primary) && path != PathId::PRIMARY {
+            self.peer_path_lost(now, h, path);
         } else {
             self.close_session(h, error);
             self.close_remaining_paths(now, h);
@@ -1003,6 +1028,13 @@ impl Endpoint {
         s.error = Some(error.clone());
         s.next_metrics = None;
         self.events.push_back(Event::Closed { session: h, error });
+    }
+
+    fn mark_dirty_except(&mut self, h: SessionHandle, key: usize) {
+        if let Some(s) = self.sessions.get(&h) {
+            self.dirty
+                .extend(s.paths.values().copied().filter(|k| *k != key));
+        }
     }
 
     fn mark_dirty(&mut self, h: SessionHandle) {

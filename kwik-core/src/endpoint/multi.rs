@@ -17,18 +17,31 @@ use kwik_proto::{DelegationOutcome as WireOutcome, JoinResult, PathStatus};
 use quinn_proto::{Dir, Side, VarInt};
 
 use super::{Endpoint, Event, PathSlot};
+use crate::config::LoadBalancing;
 use crate::delegation::{
     DelegateError, DelegationId, DelegationOutcome, IncomingDelegation, Issued, Outgoing, Owed,
 };
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
 use crate::frame::Frame;
 use crate::join;
+use crate::path::Pull;
 use crate::path::{Path, PathId};
+use crate::scheduler;
 use crate::session::{
     PathInfo, PathMeta, PathState, Phase, Role, SessionHandle, SessionState, StripeState,
 };
 use crate::streams::{StreamId, Streams};
 use crate::stripe::{MIN_CHUNK, Stripe};
+
+/// What [`Endpoint::schedule`] allows one path.
+#[derive(Debug)]
+pub(super) struct Schedule {
+    pub(super) pull: Pull,
+    /// Paths that get a copy of every frame this one takes.
+    pub(super) copy_to: Vec<usize>,
+    /// The session has several usable paths to the peer.
+    pub(super) multipath: bool,
+}
 
 /// Why [`Session::add_path`](crate::Session::add_path) refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +59,18 @@ pub enum AddPathError {
     /// The session is gone or closed.
     #[error("session lost")]
     SessionLost,
+}
+
+/// What a path added by the primary leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PathKind {
+    /// Another server, which serves delegated ranges.
+    Secondary,
+    /// This server at another address: the path carries the session's streams, spread
+    /// over every such path by `Config::load_balancing` (same-peer multipath).
+    SamePeer,
+    /// Like `SamePeer`, but used only when no other path to this server is left.
+    Backup,
 }
 
 /// Most delegations a client tracks, and a server serves, at once per session.
@@ -157,6 +182,7 @@ impl Endpoint {
         h: SessionHandle,
         address: SocketAddr,
         server_name: &str,
+        kind: PathKind,
     ) -> Result<PathId, AddPathError> {
         let key = self
             .server
@@ -183,10 +209,13 @@ impl Endpoint {
         s.next_path_id += 1;
         let expiry = unix + s.config.join_proof_lifetime.as_secs().max(1);
         let secret = join::path_secret(&key, s.id, id.0, expiry);
-        s.metas.insert(
-            id,
-            PathMeta::new(address, server_name.to_owned(), PathState::Connecting),
-        );
+        let mut meta = PathMeta::new(address, server_name.to_owned(), PathState::Connecting);
+        meta.same_peer = kind != PathKind::Secondary;
+        meta.backup = kind == PathKind::Backup;
+        if meta.same_peer {
+            s.streams.set_retain(true);
+        }
+        s.metas.insert(id, meta);
         self.send_primary(
             h,
             Kind::AddPath(kwik_proto::AddPath {
@@ -195,6 +224,8 @@ impl Endpoint {
                 server_name: server_name.to_owned(),
                 expiry,
                 path_secret: secret.to_vec(),
+                same_peer: kind != PathKind::Secondary,
+                backup: kind == PathKind::Backup,
             }),
         );
         self.path_event(h, id, PathState::Connecting, "");
@@ -271,7 +302,7 @@ impl Endpoint {
             .get_mut(&h)
             .ok_or(DelegateError::SessionLost)?;
         check_can_delegate(s, len)?;
-        if !s.usable_paths().contains(&path) {
+        if !s.usable_paths().contains(&path) || (path != PathId::PRIMARY && s.is_peer_path(path)) {
             return Err(DelegateError::PathNotActive(path));
         }
         let start = s.streams.reserve(stream, len, false).map_err(|e| match e {
@@ -347,7 +378,13 @@ impl Endpoint {
         if s.role != Role::Primary || s.stripes.is_empty() || s.phase != Phase::Established {
             return;
         }
-        let usable = s.usable_paths();
+        // Same-peer paths are not lanes: they carry this server's own chunks (path 0),
+        // spread by the same-peer scheduler.
+        let usable: Vec<PathId> = s
+            .usable_paths()
+            .into_iter()
+            .filter(|p| *p == PathId::PRIMARY || !s.is_peer_path(*p))
+            .collect();
         let primary_rtt = s
             .paths
             .get(&PathId::PRIMARY)
@@ -477,7 +514,21 @@ impl Endpoint {
             }
             m.delivery_rate = status.delivery_rate;
         }
+        let same_peer = s.metas.get(&path).is_some_and(|m| m.same_peer);
         if s.set_state(path, state) {
+            if same_peer && matches!(state, PathState::Failed | PathState::Removed) {
+                // The client lost a path to this server: what it carried is sent again
+                // on the others, and this side's end of it is closed.
+                if let Some(key) = s.paths.remove(&path)
+                    && let Some(slot) = self.paths.get_mut(&key)
+                    && !slot.path.closing
+                {
+                    slot.path
+                        .close_app(now, VarInt::from_u32(0), Bytes::from_static(b"failed"));
+                    self.dirty.insert(key);
+                }
+                self.reinject(now, h);
+            }
             self.path_event(h, path, state, &status.reason);
             self.schedule_stripes(now, h);
         }
@@ -597,6 +648,11 @@ impl Endpoint {
         let mut meta = PathMeta::new(address, add.server_name.clone(), PathState::Connecting);
         meta.secret = add.path_secret.clone();
         meta.expiry = add.expiry;
+        meta.same_peer = add.same_peer;
+        meta.backup = add.backup && add.same_peer;
+        if meta.same_peer {
+            s.streams.set_retain(true);
+        }
         s.metas.insert(path, meta);
         if let Err(reason) = self.dial_path(now, h, path) {
             if let Some(s) = self.sessions.get_mut(&h) {
@@ -635,6 +691,10 @@ impl Endpoint {
         );
         if let Some(s) = self.sessions.get_mut(&h) {
             s.paths.insert(path, ch.0);
+            let deadline = now + s.config.idle_timeout;
+            if let Some(m) = s.metas.get_mut(&path) {
+                m.join_deadline = Some(deadline);
+            }
         }
         self.dirty.insert(ch.0);
         Ok(())
@@ -679,6 +739,7 @@ impl Endpoint {
         if let Some(m) = s.metas.get_mut(&path) {
             m.retry_until = None;
             m.next_retry = None;
+            m.join_deadline = None;
         }
         if let Some(slot) = s.paths.get(&path).and_then(|k| self.paths.get_mut(k)) {
             slot.path.health.start(now, interval, threshold);
@@ -818,6 +879,9 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
+        if let Some(m) = s.metas.get_mut(&path) {
+            m.join_deadline = None;
+        }
         if s.phase == Phase::Closed
             || s.metas
                 .get(&path)
@@ -850,6 +914,10 @@ impl Endpoint {
             }
         }
         tracing::debug!(%path, %reason, "secondary path failed");
+        if self.sessions.get(&h).is_some_and(|s| s.is_peer_path(path)) {
+            // A path to the primary itself: its frames in flight are sent again.
+            self.reinject(now, h);
+        }
         self.fail_delegations(h, path);
         self.close_path(now, h, path, &reason);
         self.report_status(h, path, PathState::Failed, &reason);
@@ -897,12 +965,48 @@ impl Endpoint {
         }
     }
 
+    /// Fails connecting paths that did not join by their deadline; their retry follows.
+    pub(super) fn expire_joins(&mut self, now: Instant) {
+        let mut late = Vec::new();
+        for (h, s) in &self.sessions {
+            if s.role != Role::Client {
+                continue;
+            }
+            for (path, m) in &s.metas {
+                if m.join_deadline.is_some_and(|t| t <= now) {
+                    late.push((*h, *path));
+                }
+            }
+        }
+        for (h, path) in late {
+            if let Some(m) = self
+                .sessions
+                .get_mut(&h)
+                .and_then(|s| s.metas.get_mut(&path))
+            {
+                m.join_deadline = None;
+            }
+            let error = PathError::Connection(SessionError::TimedOut);
+            if self.sessions.get(&h).is_some_and(|s| {
+                s.metas
+                    .get(&path)
+                    .is_some_and(|m| m.state == PathState::Failed)
+            }) {
+                // A retry that did not join: close it and wait for the next.
+                self.close_path(now, h, path, "join timed out");
+            } else {
+                self.secondary_failed(now, h, path, error);
+            }
+        }
+    }
+
     /// When [`Endpoint::retry_paths`] must next run.
     pub(super) fn retry_deadline(&self) -> Option<Instant> {
         self.sessions
             .values()
             .flat_map(|s| s.metas.values())
-            .filter_map(|m| m.next_retry)
+            .flat_map(|m| [m.next_retry, m.join_deadline])
+            .flatten()
             .min()
     }
 
@@ -941,6 +1045,42 @@ impl Endpoint {
         if !join::verify(&secret, &exporter, &join.proof) {
             return Err(refusal("join proof does not verify"));
         }
+        let path = PathId(join.path_id);
+        let own = self.sessions.iter().find_map(|(h, s)| {
+            let m = s.metas.get(&path)?;
+            (s.role == Role::Primary
+                && s.id == join.session_id
+                && m.same_peer
+                && m.state != PathState::Removed)
+                .then_some(*h)
+        });
+        if let Some(h) = own {
+            // This server at another address: the path joins the session itself.
+            let Some(s) = self.sessions.get_mut(&h) else {
+                return Ok(());
+            };
+            if let Some(old) = s.paths.insert(path, key)
+                && let Some(slot) = self.paths.get_mut(&old)
+                && !slot.path.closing
+            {
+                slot.path
+                    .close_app(now, VarInt::from_u32(0), Bytes::from_static(b"replaced"));
+                self.dirty.insert(old);
+            }
+            if let Some(slot) = self.paths.get_mut(&key) {
+                slot.path.id = path;
+                slot.session = Some(h);
+                slot.path.send_control(Kind::JoinResult(JoinResult {
+                    accepted: true,
+                    code: 0,
+                    reason: String::new(),
+                }));
+            }
+            return Ok(());
+        }
+        let Some(slot) = self.paths.get_mut(&key) else {
+            return Ok(());
+        };
         let h = SessionHandle(self.next_session);
         self.next_session += 1;
         let mut session = SessionState::new(Side::Server, join.session_id, config, slot.remote);
@@ -957,7 +1097,6 @@ impl Endpoint {
         );
         session.role = Role::Secondary;
         session.phase = Phase::Established;
-        let path = PathId(join.path_id);
         session.writer_path = path;
         session.paths.insert(path, key);
         session.metas.insert(
@@ -1150,13 +1289,125 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Primary: a same-peer path's connection is gone. The session lives on over its other
+    /// paths; the client reports what becomes of the path.
+    pub(super) fn peer_path_lost(&mut self, now: Instant, h: SessionHandle, path: PathId) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        s.paths.remove(&path);
+        if s.set_state(path, PathState::Failed) {
+            self.events.push_back(Event::PathFailed {
+                session: h,
+                path,
+                error: PathError::Reported("connection lost".to_owned()),
+            });
+        }
+        self.reinject(now, h);
+    }
+
+    /// Re-sends what a dead path to the peer may have taken with it.
+    pub(super) fn reinject(&mut self, _now: Instant, h: SessionHandle) {
+        if let Some(s) = self.sessions.get_mut(&h) {
+            s.streams.reinject();
+        }
+        self.mark_dirty(h);
+    }
+
+    /// How much of the session's stream data path `key` may take now, and where copies of
+    /// what it takes go (redundant scheduling). With one path to the peer, all of it.
+    ///
+    /// Several paths to the peer rank by `Config::load_balancing`; a path takes data only
+    /// when every path ranked before it is backlogged (QUIC refused more: its send window,
+    /// kept near its congestion window, is full). Backup paths take part only when no
+    /// other path is usable.
+    pub(super) fn schedule(&mut self, key: usize) -> Schedule {
+        let all = Schedule {
+            pull: Pull::Frames(usize::MAX),
+            copy_to: Vec::new(),
+            multipath: false,
+        };
+        let Some(slot) = self.paths.get(&key) else {
+            return all;
+        };
+        let (Some(h), me) = (slot.session, slot.path.id) else {
+            return all;
+        };
+        let Some(s) = self.sessions.get(&h) else {
+            return all;
+        };
+        if !s.is_peer_path(me) || s.role == Role::Secondary {
+            return all;
+        }
+        let mut peers: Vec<(PathId, usize, bool)> = s
+            .paths
+            .iter()
+            .filter(|(id, k)| {
+                s.is_peer_path(**id)
+                    && s.metas.get(id).is_some_and(|m| m.state.is_usable())
+                    && self.paths.get(k).is_some_and(|sl| !sl.path.closing)
+            })
+            .map(|(id, k)| (*id, *k, s.metas.get(id).is_some_and(|m| m.backup)))
+            .collect();
+        if peers.len() <= 1 {
+            return all;
+        }
+        if peers.iter().any(|p| !p.2) {
+            peers.retain(|p| !p.2);
+        }
+        let multipath = Schedule {
+            pull: Pull::None,
+            copy_to: Vec::new(),
+            multipath: true,
+        };
+        if !peers.iter().any(|p| p.0 == me) {
+            return multipath;
+        }
+        let strategy = s.config.load_balancing;
+        if strategy == LoadBalancing::Redundant {
+            // The first path takes every frame; the others carry copies.
+            return match peers.iter().map(|p| p.0).min() {
+                Some(first) if first == me => Schedule {
+                    pull: Pull::Frames(usize::MAX),
+                    copy_to: peers.iter().filter(|p| p.0 != me).map(|p| p.1).collect(),
+                    multipath: true,
+                },
+                _ => multipath,
+            };
+        }
+        let facts: Vec<scheduler::PathFacts> = peers
+            .iter()
+            .filter_map(|(id, k, _)| {
+                let sl = self.paths.get(k)?;
+                Some(scheduler::PathFacts {
+                    id: *id,
+                    rtt: sl.path.conn.rtt(),
+                    cwnd: sl.path.conn.congestion_state().window(),
+                    frames_sent: sl.path.counters.frames_sent,
+                    bytes_sent: sl.path.counters.stream_bytes_sent,
+                    backlogged: sl.path.is_backlogged(),
+                })
+            })
+            .collect();
+        let (go, limit) = scheduler::may_pull(strategy, &facts, me);
+        Schedule {
+            pull: if go { Pull::Frames(limit) } else { Pull::None },
+            copy_to: Vec::new(),
+            multipath: true,
+        }
+    }
+
     /// The session ended: every path still open is closed with it.
     pub(super) fn close_remaining_paths(&mut self, now: Instant, h: SessionHandle) {
         for k in self.session_paths(h) {
             if let Some(slot) = self.paths.get_mut(&k)
                 && !slot.path.closing
             {
-                slot.path.close_app(now, VarInt::from_u32(0), Bytes::new());
+                slot.path.close_app(
+                    now,
+                    VarInt::from_u32(0),
+                    Bytes::from_static(b"session ended"),
+                );
                 self.dirty.insert(k);
             }
         }
