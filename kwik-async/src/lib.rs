@@ -30,7 +30,7 @@ pub use stream::{RecvStream, SendStream};
 pub use bytes::Bytes;
 pub use kwik_core::{
     AddPathError, ClientConfig, Config, DelegateError, DelegationId, Dir, EndpointStats, GroupKey,
-    IncomingDelegation, LoadBalancing, PathError, PathId, PathInfo, PathState, PathStats,
+    IncomingDelegation, LoadBalancing, PathError, PathId, PathInfo, PathKind, PathState, PathStats,
     RawSendError, Role, ServerConfig, SessionStats, StreamId, VarInt,
 };
 pub use quinn_udp;

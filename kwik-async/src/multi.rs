@@ -8,7 +8,7 @@ use std::task::Poll;
 use bytes::Bytes;
 use kwik_core::{
     AddPathError, DelegateError, DelegationId, Event, IncomingDelegation, PathError, PathId,
-    PathInfo, Role,
+    PathInfo, PathKind, Role,
 };
 
 use crate::error::{ConnectionError, WriteError};
@@ -74,6 +74,26 @@ impl Session {
         let now = self.shared().now();
         let r = match state.engine.session(self.handle()) {
             Some(mut s) => s.add_path(now, address, server_name),
+            None => Err(AddPathError::SessionLost),
+        };
+        state.wake_driver();
+        r
+    }
+
+    /// Primary: asks the client to open another path to this same server, at `address`
+    /// (one of this server's own addresses): same-peer multipath. The session's streams are
+    /// spread over every path to this server by `Config::load_balancing`; a
+    /// `PathKind::Backup` path carries them only when no other path is left.
+    pub fn add_same_peer_path(
+        &self,
+        address: SocketAddr,
+        server_name: &str,
+        kind: PathKind,
+    ) -> Result<PathId, AddPathError> {
+        let mut state = self.shared().lock();
+        let now = self.shared().now();
+        let r = match state.engine.session(self.handle()) {
+            Some(mut s) => s.add_same_peer_path(now, address, server_name, kind),
             None => Err(AddPathError::SessionLost),
         };
         state.wake_driver();

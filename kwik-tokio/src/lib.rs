@@ -40,9 +40,9 @@ pub use kwik_async::{
     Accept, AddPathError, Bytes, ClientConfig, ClosedStream, Config, ConnectError, Connecting,
     ConnectionError, DelegateError, DelegationId, DelegationWriter, DialError, Dir, EndpointStats,
     GroupKey, Incoming, IncomingDelegation, LoadBalancing, PathError, PathEvent, PathId, PathInfo,
-    PathState, PathStats, RawSendError, ReadError, ReadExactError, ReadToEndError, RecvStream,
-    Role, SendStream, ServerConfig, Session, SessionError, SessionStats, StoppedError, StreamId,
-    VarInt, WriteError,
+    PathKind, PathState, PathStats, RawSendError, ReadError, ReadExactError, ReadToEndError,
+    RecvStream, Role, SendStream, ServerConfig, Session, SessionError, SessionStats, StoppedError,
+    StreamId, VarInt, WriteError,
 };
 
 /// The tokio [`Runtime`].

@@ -1,10 +1,19 @@
 //! One host of the real-network scenarios: a primary, a secondary or a client.
 //!
 //! ```text
-//! kwik-node primary   --listen ADDR --dir DIR --secondary ADDR...
+//! kwik-node primary   --listen ADDR --dir DIR [--secondary ADDR]... [--same-peer ADDR]...
 //! kwik-node secondary --listen ADDR --dir DIR
-//! kwik-node client    --server ADDR --dir DIR --get BYTES [--paths N]
+//! kwik-node client    --server ADDR --dir DIR --get BYTES [--paths N] [--stream|--striped]
+//! kwik-node mptcp-server --listen ADDR --dir DIR
+//! kwik-node mptcp-client --server ADDR --dir DIR --get BYTES
 //! ```
+//!
+//! The `mptcp-*` modes move the same body over a Linux MPTCP socket (protocol 262), for
+//! comparison on the same links.
+//!
+//! `--same-peer` adds another address of the primary itself (same-peer multipath); the
+//! client's `--stream` asks for the body written on the stream by the primary (spread over
+//! its paths by the scheduler) rather than striped over the servers.
 //!
 //! Servers share the certificate, key and group key files in `DIR` (the primary writes
 //! them). The client prints `ready` once its paths are active, `half` when half of the
@@ -20,7 +29,7 @@ use bytes::Bytes;
 use kwik_core::{
     CertificateDer, ClientConfig, Config, GroupKey, PrivateKeyDer, PrivatePkcs8KeyDer, ServerConfig,
 };
-use kwik_tokio::{Endpoint, PathEvent, Role, Session, VarInt};
+use kwik_tokio::{Endpoint, PathEvent, PathKind, Role, Session, VarInt};
 use sha2::{Digest, Sha256};
 
 fn config() -> Config {
@@ -105,7 +114,26 @@ async fn serve_session(session: Session) {
     }
     while let Ok((mut send, mut recv)) = session.accept_bi().await {
         let request = recv.read_to_end(64).await.unwrap_or_default();
-        let Some(len) = String::from_utf8_lossy(&request)
+        let request = String::from_utf8_lossy(&request).into_owned();
+        if let Some(len) = request
+            .strip_prefix("stream ")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            tokio::spawn(async move {
+                let mut pos = 0;
+                while pos < len {
+                    let n = (len - pos).min(256 * 1024);
+                    if send.write_chunk(body_range(pos, n)).await.is_err() {
+                        return;
+                    }
+                    pos += n;
+                }
+                let _ = send.finish();
+                let _ = send.stopped().await;
+            });
+            continue;
+        }
+        let Some(len) = request
             .strip_prefix("body ")
             .and_then(|n| n.parse::<u64>().ok())
         else {
@@ -116,7 +144,13 @@ async fn serve_session(session: Session) {
     }
 }
 
-async fn run_server(listen: SocketAddr, dir: &Path, primary: bool, secondaries: Vec<SocketAddr>) {
+async fn run_server(
+    listen: SocketAddr,
+    dir: &Path,
+    primary: bool,
+    secondaries: Vec<SocketAddr>,
+    same_peer: Vec<SocketAddr>,
+) {
     let server = kwik_tokio::listen(listen, server_config(dir, primary)).unwrap();
     if primary {
         std::fs::write(dir.join("ready"), b"").unwrap();
@@ -131,12 +165,17 @@ async fn run_server(listen: SocketAddr, dir: &Path, primary: bool, secondaries: 
                     eprintln!("add_path {a}: {e}");
                 }
             }
+            for a in &same_peer {
+                if let Err(e) = session.add_same_peer_path(*a, "kwik.test", PathKind::SamePeer) {
+                    eprintln!("add_same_peer_path {a}: {e}");
+                }
+            }
         }
         tokio::spawn(serve_session(session));
     }
 }
 
-async fn run_client(server: SocketAddr, dir: &Path, len: u64, paths: usize) {
+async fn run_client(server: SocketAddr, dir: &Path, len: u64, paths: usize, stream: bool) {
     let cert = CertificateDer::from(std::fs::read(dir.join("cert.der")).unwrap());
     let config = ClientConfig::with_root_certificates([cert], config()).unwrap();
     let client = Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).unwrap();
@@ -155,7 +194,8 @@ async fn run_client(server: SocketAddr, dir: &Path, len: u64, paths: usize) {
     }
     println!("ready");
     let (mut send, mut recv) = session.open_bi().await.unwrap();
-    send.write_all(format!("body {len}").as_bytes())
+    let verb = if stream { "stream" } else { "body" };
+    send.write_all(format!("{verb} {len}").as_bytes())
         .await
         .unwrap();
     send.finish().unwrap();
@@ -189,6 +229,77 @@ async fn run_client(server: SocketAddr, dir: &Path, len: u64, paths: usize) {
     session.close(VarInt::from_u32(0), b"done");
 }
 
+/// Asks for cubic congestion control on an MPTCP socket (and so its subflows); the
+/// namespace default may be bbr, which does worse on these links.
+fn cubic(socket: &socket2::Socket) {
+    if let Err(e) = socket.set_tcp_congestion(b"cubic") {
+        eprintln!("cannot select cubic: {e}");
+    }
+}
+
+/// Serves the body over MPTCP: each connection sends a length line, then gets the body.
+fn mptcp_server(listen: SocketAddr, dir: &Path) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::io::{BufRead, BufReader, Write};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::from(262)))
+        .expect("an MPTCP socket");
+    cubic(&socket);
+    socket.set_reuse_address(true).unwrap();
+    socket.bind(&listen.into()).unwrap();
+    socket.listen(16).unwrap();
+    let listener: std::net::TcpListener = socket.into();
+    std::fs::write(dir.join("ready"), b"").unwrap();
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            if reader.read_line(&mut line).is_err() {
+                return;
+            }
+            let len: u64 = line.trim().parse().unwrap_or(0);
+            let mut pos = 0;
+            while pos < len {
+                let n = (len - pos).min(256 * 1024);
+                if conn.write_all(&body_range(pos, n)).is_err() {
+                    return;
+                }
+                pos += n;
+            }
+        });
+    }
+}
+
+/// Fetches the body over MPTCP and prints the same `done` line as the KWIK client.
+fn mptcp_client(server: SocketAddr, len: u64) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::io::{Read, Write};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::from(262)))
+        .expect("an MPTCP socket");
+    cubic(&socket);
+    socket.connect(&server.into()).unwrap();
+    let mut conn: std::net::TcpStream = socket.into();
+    conn.write_all(format!("{len}\n").as_bytes()).unwrap();
+    println!("ready");
+    let started = Instant::now();
+    let mut hasher = Sha256::new();
+    let mut want = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut read = 0u64;
+    while read < len {
+        let n = conn.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        want.update(body_range(read, n as u64));
+        read += n as u64;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let ok = hasher.finalize() == want.finalize() && read == len;
+    println!("done bytes={read} secs={secs:.3} sha256_ok={ok}");
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -196,18 +307,41 @@ async fn main() {
     match args.get(1).map(String::as_str) {
         Some("primary") | Some("secondary") => {
             let listen = arg(&args, "--listen").expect("--listen").parse().unwrap();
-            let secondaries = args_all(&args, "--secondary")
-                .iter()
-                .map(|s| s.parse().unwrap())
-                .collect();
-            run_server(listen, &dir, args[1] == "primary", secondaries).await;
+            let addrs = |flag| {
+                args_all(&args, flag)
+                    .iter()
+                    .map(|s| s.parse().unwrap())
+                    .collect()
+            };
+            run_server(
+                listen,
+                &dir,
+                args[1] == "primary",
+                addrs("--secondary"),
+                addrs("--same-peer"),
+            )
+            .await;
         }
         Some("client") => {
             let server = arg(&args, "--server").expect("--server").parse().unwrap();
             let len = arg(&args, "--get").expect("--get").parse().unwrap();
             let paths = arg(&args, "--paths").map_or(0, |p| p.parse().unwrap());
-            run_client(server, &dir, len, paths).await;
+            let stream = args.iter().any(|a| a == "--stream");
+            run_client(server, &dir, len, paths, stream).await;
         }
-        _ => eprintln!("usage: kwik-node primary|secondary|client ..."),
+        Some("mptcp-server") => {
+            let listen = arg(&args, "--listen").expect("--listen").parse().unwrap();
+            tokio::task::spawn_blocking(move || mptcp_server(listen, &dir))
+                .await
+                .unwrap();
+        }
+        Some("mptcp-client") => {
+            let server = arg(&args, "--server").expect("--server").parse().unwrap();
+            let len = arg(&args, "--get").expect("--get").parse().unwrap();
+            tokio::task::spawn_blocking(move || mptcp_client(server, len))
+                .await
+                .unwrap();
+        }
+        _ => eprintln!("usage: kwik-node primary|secondary|client|mptcp-server|mptcp-client ..."),
     }
 }
