@@ -36,8 +36,10 @@ use crate::session::{
 use crate::stats::{EndpointStats, PathStats, SessionStats};
 use crate::streams::{StreamEvent, StreamId};
 
+mod delegations;
 mod handles;
 mod multi;
+mod paths;
 
 pub use handles::{Delegated, RecvStream, SendStream, Session};
 pub use multi::{AddPathError, MAX_DELEGATIONS, PathKind};

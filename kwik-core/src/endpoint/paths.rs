@@ -1,0 +1,785 @@
+//! Paths of multi-server sessions: adding, joining, failing, retrying and removing them,
+//! and how the paths to one peer share its stream data (same-peer multipath).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kwik_proto::control_frame::Kind;
+use kwik_proto::{JoinResult, PathStatus};
+use quinn_proto::{Side, VarInt};
+
+use super::multi::{AddPathError, PathKind, refusal, unexpected};
+use super::{Endpoint, Event, PathSlot};
+use crate::config::LoadBalancing;
+use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
+use crate::join;
+use crate::path::{Path, PathId, Pull};
+use crate::scheduler;
+use crate::session::{PathInfo, PathMeta, PathState, Phase, Role, SessionHandle, SessionState};
+use crate::streams::Streams;
+
+/// What [`Endpoint::schedule`] allows one path.
+#[derive(Debug)]
+pub(super) struct Schedule {
+    pub(super) pull: Pull,
+    /// Paths that get a copy of every frame this one takes.
+    pub(super) copy_to: Vec<usize>,
+    /// The session has several usable paths to the peer.
+    pub(super) multipath: bool,
+}
+
+impl Endpoint {
+    pub(super) fn add_path(
+        &mut self,
+        now: Instant,
+        h: SessionHandle,
+        address: SocketAddr,
+        server_name: &str,
+        kind: PathKind,
+    ) -> Result<PathId, AddPathError> {
+        let key = self
+            .server
+            .as_ref()
+            .and_then(|s| s.group_key.clone())
+            .ok_or(AddPathError::NoGroupKey)?;
+        let unix = self.unix_secs(now);
+        let s = self.sessions.get_mut(&h).ok_or(AddPathError::SessionLost)?;
+        if s.role != Role::Primary {
+            return Err(AddPathError::NotPrimary);
+        }
+        if s.error.is_some() {
+            return Err(AddPathError::SessionLost);
+        }
+        let live = s
+            .metas
+            .values()
+            .filter(|m| m.state != PathState::Removed)
+            .count();
+        if live >= s.config.max_paths_per_session as usize {
+            return Err(AddPathError::TooManyPaths);
+        }
+        let id = PathId(s.next_path_id);
+        s.next_path_id += 1;
+        let expiry = unix + s.config.join_proof_lifetime.as_secs().max(1);
+        let secret = join::path_secret(&key, s.id, id.0, expiry);
+        let mut meta = PathMeta::new(address, server_name.to_owned(), PathState::Connecting);
+        meta.same_peer = kind != PathKind::Secondary;
+        meta.backup = kind == PathKind::Backup;
+        if meta.same_peer {
+            s.streams.set_retain(true);
+        }
+        s.metas.insert(id, meta);
+        self.send_primary(
+            h,
+            Kind::AddPath(kwik_proto::AddPath {
+                path_id: id.0,
+                addr: address.to_string(),
+                server_name: server_name.to_owned(),
+                expiry,
+                path_secret: secret.to_vec(),
+                same_peer: kind != PathKind::Secondary,
+                backup: kind == PathKind::Backup,
+            }),
+        );
+        self.path_event(h, id, PathState::Connecting, "");
+        Ok(id)
+    }
+
+    pub(super) fn remove_path(&mut self, now: Instant, h: SessionHandle, path: PathId) -> bool {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return false;
+        };
+        if path == PathId::PRIMARY || !s.set_state(path, PathState::Removed) {
+            return false;
+        }
+        match s.role {
+            Role::Primary => {
+                self.send_primary(
+                    h,
+                    Kind::RemovePath(kwik_proto::RemovePath { path_id: path.0 }),
+                );
+                self.schedule_stripes(now, h);
+            }
+            Role::Client => {
+                self.fail_delegations(h, path);
+                self.close_path(now, h, path, "removed");
+                self.report_status(h, path, PathState::Removed, "removed");
+            }
+            Role::Secondary => return false,
+        }
+        self.path_event(h, path, PathState::Removed, "");
+        true
+    }
+
+    pub(super) fn paths_of(&self, h: SessionHandle) -> Vec<PathInfo> {
+        let Some(s) = self.sessions.get(&h) else {
+            return Vec::new();
+        };
+        s.metas
+            .iter()
+            .map(|(id, m)| {
+                let conn = s
+                    .paths
+                    .get(id)
+                    .and_then(|k| self.paths.get(k))
+                    .map(|slot| (slot.path.conn.rtt(), slot.path.conn.stats()));
+                let (rtt, sent, received) = match conn {
+                    Some((rtt, q)) => (Some(rtt), q.udp_tx.bytes, q.udp_rx.bytes),
+                    None => (m.reported_rtt, m.delivered, 0),
+                };
+                PathInfo {
+                    id: *id,
+                    address: m.address,
+                    is_primary: *id == PathId::PRIMARY,
+                    state: m.state,
+                    rtt,
+                    bytes_sent: sent,
+                    bytes_received: received,
+                    delivery_rate: m.delivery_rate,
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn on_path_status(
+        &mut self,
+        now: Instant,
+        h: SessionHandle,
+        status: PathStatus,
+    ) -> Result<(), ProtocolError> {
+        let path = PathId(status.path_id);
+        let state = PathState::from_wire(status.state).ok_or_else(|| {
+            ProtocolError::new(ErrorCode::ControlDecode, "path status without a state")
+        })?;
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return Ok(());
+        };
+        if path == PathId::PRIMARY || !s.metas.contains_key(&path) {
+            return Err(ProtocolError::new(
+                ErrorCode::UnexpectedControlMessage,
+                format!("status of unknown {path}"),
+            ));
+        }
+        if let Some(m) = s.metas.get_mut(&path) {
+            if status.rtt_us > 0 {
+                m.reported_rtt = Some(Duration::from_micros(status.rtt_us));
+            }
+            m.delivery_rate = status.delivery_rate;
+        }
+        let same_peer = s.metas.get(&path).is_some_and(|m| m.same_peer);
+        if s.set_state(path, state) {
+            if same_peer && matches!(state, PathState::Failed | PathState::Removed) {
+                // The client lost a path to this server: what it carried is sent again
+                // on the others, and this side's end of it is closed.
+                if let Some(key) = s.paths.remove(&path)
+                    && let Some(slot) = self.paths.get_mut(&key)
+                    && !slot.path.closing
+                {
+                    slot.path
+                        .close_app(now, VarInt::from_u32(0), Bytes::from_static(b"failed"));
+                    self.dirty.insert(key);
+                }
+                self.reinject(now, h);
+            }
+            self.path_event(h, path, state, &status.reason);
+            self.schedule_stripes(now, h);
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_add_path(&mut self, now: Instant, h: SessionHandle, add: kwik_proto::AddPath) {
+        let path = PathId(add.path_id);
+        let refused = match self.try_add_path(now, h, &add) {
+            Ok(()) => return,
+            Err(reason) => reason,
+        };
+        tracing::debug!(%path, reason = refused, "refused AddPath");
+        self.send_primary(
+            h,
+            Kind::PathStatus(PathStatus {
+                path_id: add.path_id,
+                state: kwik_proto::PathState::Failed as i32,
+                rtt_us: 0,
+                delivery_rate: 0,
+                reason: refused.to_owned(),
+            }),
+        );
+    }
+
+    pub(super) fn try_add_path(
+        &mut self,
+        now: Instant,
+        h: SessionHandle,
+        add: &kwik_proto::AddPath,
+    ) -> Result<(), &'static str> {
+        let s = self.sessions.get_mut(&h).ok_or("no session")?;
+        let path = PathId(add.path_id);
+        if path == PathId::PRIMARY || s.metas.contains_key(&path) {
+            return Err("path id in use");
+        }
+        if !s.add_path_budget.try_take(now) {
+            return Err("AddPath rate limit");
+        }
+        let live = s
+            .metas
+            .values()
+            .filter(|m| m.state != PathState::Removed)
+            .count();
+        if live >= s.config.max_paths_per_session as usize {
+            return Err("path limit");
+        }
+        let address: SocketAddr = add.addr.parse().map_err(|_| "bad address")?;
+        if !s.config.allow_scope_escalation && !join::scope_allows(s.remote.ip(), address.ip()) {
+            return Err("address scope narrower than the primary's");
+        }
+        let mut meta = PathMeta::new(address, add.server_name.clone(), PathState::Connecting);
+        meta.secret = add.path_secret.clone();
+        meta.expiry = add.expiry;
+        meta.same_peer = add.same_peer;
+        meta.backup = add.backup && add.same_peer;
+        if meta.same_peer {
+            s.streams.set_retain(true);
+        }
+        s.metas.insert(path, meta);
+        if let Err(reason) = self.dial_path(now, h, path) {
+            if let Some(s) = self.sessions.get_mut(&h) {
+                s.metas.remove(&path);
+            }
+            return Err(reason);
+        }
+        self.path_event(h, path, PathState::Connecting, "");
+        Ok(())
+    }
+
+    /// Connects (or reconnects) the client to a secondary.
+    pub(super) fn dial_path(
+        &mut self,
+        now: Instant,
+        h: SessionHandle,
+        path: PathId,
+    ) -> Result<(), &'static str> {
+        let s = self.sessions.get(&h).ok_or("no session")?;
+        let meta = s.metas.get(&path).ok_or("unknown path")?;
+        let dial = s.dial.clone().ok_or("no client config")?;
+        let rate = s.config.max_control_messages_per_sec;
+        let (address, name) = (meta.address, meta.server_name.clone());
+        let (ch, conn) = self
+            .quic
+            .connect(now, dial, address, &name)
+            .map_err(|_| "cannot connect")?;
+        self.paths.insert(
+            ch.0,
+            PathSlot {
+                path: Path::new(conn, path, rate),
+                session: Some(h),
+                remote: address,
+                side: Side::Client,
+            },
+        );
+        if let Some(s) = self.sessions.get_mut(&h) {
+            s.paths.insert(path, ch.0);
+            let deadline = now + s.config.idle_timeout;
+            if let Some(m) = s.metas.get_mut(&path) {
+                m.join_deadline = Some(deadline);
+            }
+        }
+        self.dirty.insert(ch.0);
+        Ok(())
+    }
+
+    /// The client's Join for a secondary path whose handshake completed.
+    pub(super) fn join_message(&self, key: usize) -> Option<Kind> {
+        let slot = self.paths.get(&key)?;
+        let s = self.sessions.get(&slot.session?)?;
+        let meta = s.metas.get(&slot.path.id)?;
+        let exporter = slot.path.exporter()?;
+        Some(Kind::Join(kwik_proto::Join {
+            session_id: s.id,
+            path_id: slot.path.id.0,
+            expiry: meta.expiry,
+            proof: join::proof(&meta.secret, &exporter),
+        }))
+    }
+
+    pub(super) fn on_join_result(
+        &mut self,
+        now: Instant,
+        h: SessionHandle,
+        path: PathId,
+        result: JoinResult,
+    ) -> Result<(), ProtocolError> {
+        if !result.accepted {
+            return Err(refusal("join refused"));
+        }
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return Ok(());
+        };
+        let interval = s.config.path_health_check_interval;
+        let threshold = s.config.path_failure_threshold;
+        if s.metas
+            .get(&path)
+            .is_none_or(|m| m.state == PathState::Active)
+        {
+            return Err(unexpected(&Kind::JoinResult(result)));
+        }
+        s.set_state(path, PathState::Active);
+        if let Some(m) = s.metas.get_mut(&path) {
+            m.retry_until = None;
+            m.next_retry = None;
+            m.join_deadline = None;
+        }
+        if let Some(slot) = s.paths.get(&path).and_then(|k| self.paths.get_mut(k)) {
+            slot.path.health.start(now, interval, threshold);
+        }
+        self.report_status(h, path, PathState::Active, "");
+        self.path_event(h, path, PathState::Active, "");
+        Ok(())
+    }
+
+    pub(super) fn close_path(
+        &mut self,
+        now: Instant,
+        h: SessionHandle,
+        path: PathId,
+        reason: &str,
+    ) {
+        let Some(key) = self
+            .sessions
+            .get_mut(&h)
+            .and_then(|s| s.paths.remove(&path))
+        else {
+            return;
+        };
+        if let Some(slot) = self.paths.get_mut(&key) {
+            if !slot.path.closing {
+                slot.path.close_app(
+                    now,
+                    VarInt::from_u32(0),
+                    Bytes::copy_from_slice(reason.as_bytes()),
+                );
+            }
+            self.dirty.insert(key);
+        }
+    }
+
+    /// A client's secondary path failed: its ranges go back to the primary, and it is
+    /// retried until `path_recovery_timeout`.
+    pub(super) fn secondary_failed(
+        &mut self,
+        now: Instant,
+        h: SessionHandle,
+        path: PathId,
+        error: PathError,
+    ) {
+        let reason = error.to_string();
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        if let Some(m) = s.metas.get_mut(&path) {
+            m.join_deadline = None;
+        }
+        if s.phase == Phase::Closed
+            || s.metas
+                .get(&path)
+                .is_none_or(|m| matches!(m.state, PathState::Failed | PathState::Removed))
+        {
+            // Already failed; a retry that failed again just waits for the next.
+            if let Some(key) = s.paths.remove(&path)
+                && let Some(slot) = self.paths.get_mut(&key)
+                && !slot.path.closing
+            {
+                slot.path.close_app(now, VarInt::from_u32(0), Bytes::new());
+                self.dirty.insert(key);
+            }
+            return;
+        }
+        let recovery = s.config.path_recovery_timeout;
+        let retry = s.config.path_health_check_interval * 4;
+        let unix = self.unix_secs(now);
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        s.set_state(path, PathState::Failed);
+        if let Some(m) = s.metas.get_mut(&path) {
+            if m.expiry > unix {
+                m.retry_until = Some(now + recovery);
+                m.next_retry = Some(now + retry);
+            } else {
+                m.retry_until = Some(now);
+                m.next_retry = Some(now);
+            }
+        }
+        tracing::debug!(%path, %reason, "secondary path failed");
+        if self.sessions.get(&h).is_some_and(|s| s.is_peer_path(path)) {
+            // A path to the primary itself: its frames in flight are sent again.
+            self.reinject(now, h);
+        }
+        self.fail_delegations(h, path);
+        self.close_path(now, h, path, &reason);
+        self.report_status(h, path, PathState::Failed, &reason);
+        self.events.push_back(Event::PathFailed {
+            session: h,
+            path,
+            error,
+        });
+    }
+
+    /// Retries failed secondary paths, and removes those past their recovery deadline.
+    pub(super) fn retry_paths(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for (h, s) in &self.sessions {
+            if s.role != Role::Client || s.phase != Phase::Established {
+                continue;
+            }
+            for (path, m) in &s.metas {
+                if m.state == PathState::Failed && m.next_retry.is_some_and(|t| t <= now) {
+                    due.push((*h, *path));
+                }
+            }
+        }
+        let unix = self.unix_secs(now);
+        for (h, path) in due {
+            let Some(s) = self.sessions.get_mut(&h) else {
+                continue;
+            };
+            let retry = s.config.path_health_check_interval * 4;
+            let Some(m) = s.metas.get_mut(&path) else {
+                continue;
+            };
+            if m.retry_until.is_none_or(|t| t <= now) || m.expiry <= unix {
+                m.state = PathState::Removed;
+                m.next_retry = None;
+                self.close_path(now, h, path, "not recovered");
+                self.report_status(h, path, PathState::Removed, "not recovered");
+                self.path_event(h, path, PathState::Removed, "");
+                continue;
+            }
+            m.next_retry = Some(now + retry);
+            if !s.paths.contains_key(&path) {
+                let _ = self.dial_path(now, h, path);
+            }
+        }
+    }
+
+    /// Fails connecting paths that did not join by their deadline; their retry follows.
+    pub(super) fn expire_joins(&mut self, now: Instant) {
+        let mut late = Vec::new();
+        for (h, s) in &self.sessions {
+            if s.role != Role::Client {
+                continue;
+            }
+            for (path, m) in &s.metas {
+                if m.join_deadline.is_some_and(|t| t <= now) {
+                    late.push((*h, *path));
+                }
+            }
+        }
+        for (h, path) in late {
+            if let Some(m) = self
+                .sessions
+                .get_mut(&h)
+                .and_then(|s| s.metas.get_mut(&path))
+            {
+                m.join_deadline = None;
+            }
+            let error = PathError::Connection(SessionError::TimedOut);
+            if self.sessions.get(&h).is_some_and(|s| {
+                s.metas
+                    .get(&path)
+                    .is_some_and(|m| m.state == PathState::Failed)
+            }) {
+                // A retry that did not join: close it and wait for the next.
+                self.close_path(now, h, path, "join timed out");
+            } else {
+                self.secondary_failed(now, h, path, error);
+            }
+        }
+    }
+
+    /// When [`Endpoint::retry_paths`] must next run.
+    pub(super) fn retry_deadline(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .flat_map(|s| s.metas.values())
+            .flat_map(|m| [m.next_retry, m.join_deadline])
+            .flatten()
+            .min()
+    }
+
+    /// The first control message of a server path was a Join.
+    pub(super) fn on_join(
+        &mut self,
+        now: Instant,
+        key: usize,
+        join: kwik_proto::Join,
+    ) -> Result<(), ProtocolError> {
+        let Some(server) = &self.server else {
+            return Err(refusal("not a server"));
+        };
+        let group = server
+            .group_key
+            .clone()
+            .ok_or_else(|| refusal("this server admits no joins"))?;
+        let config = server.config.clone();
+        if join.path_id == 0 {
+            return Err(refusal("path 0 is the primary path"));
+        }
+        if join.expiry <= self.unix_secs(now) {
+            return Err(refusal("join proof expired"));
+        }
+        let slot = self
+            .paths
+            .get_mut(&key)
+            .ok_or_else(|| ProtocolError::new(ErrorCode::Internal, "no path"))?;
+        let exporter = slot
+            .path
+            .exporter()
+            .ok_or_else(|| refusal("no keying material"))?;
+        let secret = join::path_secret(&group, join.session_id, join.path_id, join.expiry);
+        if !join::verify(&secret, &exporter, &join.proof) {
+            return Err(refusal("join proof does not verify"));
+        }
+        let path = PathId(join.path_id);
+        let own = self.sessions.iter().find_map(|(h, s)| {
+            let m = s.metas.get(&path)?;
+            (s.role == Role::Primary
+                && s.id == join.session_id
+                && m.same_peer
+                && m.state != PathState::Removed)
+                .then_some(*h)
+        });
+        if let Some(h) = own {
+            // This server at another address: the path joins the session itself.
+            let Some(s) = self.sessions.get_mut(&h) else {
+                return Ok(());
+            };
+            if let Some(old) = s.paths.insert(path, key)
+                && let Some(slot) = self.paths.get_mut(&old)
+                && !slot.path.closing
+            {
+                slot.path
+                    .close_app(now, VarInt::from_u32(0), Bytes::from_static(b"replaced"));
+                self.dirty.insert(old);
+            }
+            if let Some(slot) = self.paths.get_mut(&key) {
+                slot.path.id = path;
+                slot.session = Some(h);
+                slot.path.send_control(Kind::JoinResult(JoinResult {
+                    accepted: true,
+                    code: 0,
+                    reason: String::new(),
+                }));
+            }
+            return Ok(());
+        }
+        let Some(slot) = self.paths.get_mut(&key) else {
+            return Ok(());
+        };
+        let h = SessionHandle(self.next_session);
+        self.next_session += 1;
+        let mut session = SessionState::new(Side::Server, join.session_id, config, slot.remote);
+        // A secondary serves delegated ranges only: the client opens no streams on it.
+        session.streams = Streams::new(
+            Side::Server,
+            crate::streams::Limits {
+                max_data: 0,
+                max_stream_data: 0,
+                max_bidi: 0,
+                max_uni: 0,
+            },
+            1,
+        );
+        session.role = Role::Secondary;
+        session.phase = Phase::Established;
+        session.writer_path = path;
+        session.paths.insert(path, key);
+        session.metas.insert(
+            path,
+            PathMeta::new(slot.remote, String::new(), PathState::Active),
+        );
+        slot.path.id = path;
+        slot.session = Some(h);
+        slot.path.send_control(Kind::JoinResult(JoinResult {
+            accepted: true,
+            code: 0,
+            reason: String::new(),
+        }));
+        self.sessions.insert(h, session);
+        self.events.push_back(Event::Incoming(h));
+        Ok(())
+    }
+
+    /// Primary: a same-peer path's connection is gone. The session lives on over its other
+    /// paths; the client reports what becomes of the path.
+    pub(super) fn peer_path_lost(&mut self, now: Instant, h: SessionHandle, path: PathId) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        s.paths.remove(&path);
+        if s.set_state(path, PathState::Failed) {
+            self.events.push_back(Event::PathFailed {
+                session: h,
+                path,
+                error: PathError::Reported("connection lost".to_owned()),
+            });
+        }
+        self.reinject(now, h);
+    }
+
+    /// Re-sends what a dead path to the peer may have taken with it.
+    pub(super) fn reinject(&mut self, _now: Instant, h: SessionHandle) {
+        if let Some(s) = self.sessions.get_mut(&h) {
+            s.streams.reinject();
+        }
+        self.mark_dirty(h);
+    }
+
+    /// How much of the session's stream data path `key` may take now, and where copies of
+    /// what it takes go (redundant scheduling). With one path to the peer, all of it.
+    ///
+    /// Several paths to the peer rank by `Config::load_balancing`; a path takes data only
+    /// when every path ranked before it is backlogged (QUIC refused more: its send window,
+    /// kept near its congestion window, is full). Backup paths take part only when no
+    /// other path is usable.
+    pub(super) fn schedule(&mut self, key: usize) -> Schedule {
+        let all = Schedule {
+            pull: Pull::Frames(usize::MAX),
+            copy_to: Vec::new(),
+            multipath: false,
+        };
+        let Some(slot) = self.paths.get(&key) else {
+            return all;
+        };
+        let (Some(h), me) = (slot.session, slot.path.id) else {
+            return all;
+        };
+        let Some(s) = self.sessions.get(&h) else {
+            return all;
+        };
+        if !s.is_peer_path(me) || s.role == Role::Secondary {
+            return all;
+        }
+        let mut peers: Vec<(PathId, usize, bool)> = s
+            .paths
+            .iter()
+            .filter(|(id, k)| {
+                s.is_peer_path(**id)
+                    && s.metas.get(id).is_some_and(|m| m.state.is_usable())
+                    && self.paths.get(k).is_some_and(|sl| !sl.path.closing)
+            })
+            .map(|(id, k)| (*id, *k, s.metas.get(id).is_some_and(|m| m.backup)))
+            .collect();
+        if peers.len() <= 1 {
+            return all;
+        }
+        if peers.iter().any(|p| !p.2) {
+            peers.retain(|p| !p.2);
+        }
+        let multipath = Schedule {
+            pull: Pull::None,
+            copy_to: Vec::new(),
+            multipath: true,
+        };
+        if !peers.iter().any(|p| p.0 == me) {
+            return multipath;
+        }
+        let strategy = s.config.load_balancing;
+        if strategy == LoadBalancing::Redundant {
+            // The first path takes every frame; the others carry copies.
+            return match peers.iter().map(|p| p.0).min() {
+                Some(first) if first == me => Schedule {
+                    pull: Pull::Frames(usize::MAX),
+                    copy_to: peers.iter().filter(|p| p.0 != me).map(|p| p.1).collect(),
+                    multipath: true,
+                },
+                _ => multipath,
+            };
+        }
+        let facts: Vec<scheduler::PathFacts> = peers
+            .iter()
+            .filter_map(|(id, k, _)| {
+                let sl = self.paths.get(k)?;
+                Some(scheduler::PathFacts {
+                    id: *id,
+                    rtt: sl.path.conn.rtt(),
+                    cwnd: sl.path.conn.congestion_state().window(),
+                    frames_sent: sl.path.counters.frames_sent,
+                    bytes_sent: sl.path.counters.stream_bytes_sent,
+                    backlogged: sl.path.is_backlogged(),
+                })
+            })
+            .collect();
+        let (go, limit) = scheduler::may_pull(strategy, &facts, me);
+        Schedule {
+            pull: if go { Pull::Frames(limit) } else { Pull::None },
+            copy_to: Vec::new(),
+            multipath: true,
+        }
+    }
+
+    /// Marks a client's path degraded or active again from its health.
+    pub(super) fn update_degraded(&mut self, now: Instant) {
+        let mut changes = Vec::new();
+        for slot in self.paths.values() {
+            let Some(h) = slot.session else { continue };
+            let Some(s) = self.sessions.get(&h) else {
+                continue;
+            };
+            if s.role != Role::Client || slot.path.closing {
+                continue;
+            }
+            let Some(silent) = slot.path.health.silent_for(now) else {
+                continue;
+            };
+            let rtt = slot.path.conn.rtt();
+            let limit =
+                (slot.path.health.window(rtt) / 2).max(s.config.path_health_check_interval + rtt);
+            let want = if silent > limit {
+                PathState::Degraded
+            } else {
+                PathState::Active
+            };
+            let current = s.metas.get(&slot.path.id).map(|m| m.state);
+            if current.is_some_and(|c| c.is_usable() && c != want) {
+                changes.push((h, slot.path.id, want));
+            }
+        }
+        for (h, path, state) in changes {
+            if let Some(s) = self.sessions.get_mut(&h) {
+                s.set_state(path, state);
+            }
+            if path != PathId::PRIMARY {
+                self.report_status(h, path, state, "");
+            }
+            self.path_event(h, path, state, "");
+        }
+    }
+
+    /// Measures the stream bytes each of a client's paths delivers per second.
+    pub(super) fn sample_rates(&mut self, now: Instant) {
+        for s in self.sessions.values_mut() {
+            if s.role != Role::Client {
+                continue;
+            }
+            for (path, key) in &s.paths {
+                let Some(slot) = self.paths.get(key) else {
+                    continue;
+                };
+                let Some(m) = s.metas.get_mut(path) else {
+                    continue;
+                };
+                let bytes = slot.path.counters.stream_bytes_received;
+                match m.rate_mark {
+                    Some((at, before)) if now >= at + Duration::from_millis(250) => {
+                        let secs = (now - at).as_secs_f64();
+                        m.delivery_rate = (bytes.saturating_sub(before) as f64 / secs) as u64;
+                        m.rate_mark = Some((now, bytes));
+                    }
+                    Some(_) => {}
+                    None => m.rate_mark = Some((now, bytes)),
+                }
+            }
+        }
+    }
+}
