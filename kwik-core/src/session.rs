@@ -298,6 +298,16 @@ impl SessionState {
             .collect()
     }
 
+    /// Whether the session holds `max_paths_per_session` paths that are not removed.
+    pub(crate) fn at_path_limit(&self) -> bool {
+        let live = self
+            .metas
+            .values()
+            .filter(|m| m.state != PathState::Removed)
+            .count();
+        live >= self.config.max_paths_per_session as usize
+    }
+
     /// Whether `path` reaches the session's peer directly: the primary path, or a
     /// same-peer path.
     pub(crate) fn is_peer_path(&self, path: PathId) -> bool {

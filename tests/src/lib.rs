@@ -6,6 +6,9 @@
 //! - [`pair`]: the usual scenario of one server and one client on one link;
 //! - [`certs`]: self-signed certificates and configs;
 //! - [`raw`]: a bare QUIC peer for hostile scenarios;
+//! - [`cluster`], [`failover`]: the multi-server scenarios (a client, a primary and
+//!   secondaries);
+//! - [`runtimes`]: runners for the suites run on both async runtimes;
 //! - [`app`]: small application behaviours (echo servers, bulk readers) for scenarios.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,4 +19,5 @@ pub mod failover;
 pub mod net;
 pub mod pair;
 pub mod raw;
+pub mod runtimes;
 pub mod sim;

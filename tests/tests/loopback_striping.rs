@@ -14,6 +14,7 @@ use kwik_async::{
 use kwik_core::Config;
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
+use kwik_tests::runtimes::tokio_run;
 use sha2::{Digest, Sha256};
 
 const BODY: usize = 64 << 20;
@@ -177,15 +178,6 @@ async fn sleep(d: Duration) {
         let _ = tx.send(());
     });
     let _ = rx.await;
-}
-
-fn tokio_run<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 suite!(on_tokio, kwik_tokio::Endpoint, tokio_run);

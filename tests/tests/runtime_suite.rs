@@ -10,6 +10,7 @@ use kwik_async::{Bytes, ClientConfig, Endpoint, PathId, ReadError, Session, Sess
 use kwik_core::Config;
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
+use kwik_tests::runtimes::tokio_run;
 use sha2::{Digest, Sha256};
 
 fn loopback() -> SocketAddr {
@@ -250,15 +251,6 @@ macro_rules! suite {
             }
         }
     };
-}
-
-fn tokio_run<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 suite!(on_tokio, kwik_tokio::Endpoint, tokio_run);

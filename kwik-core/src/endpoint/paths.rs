@@ -51,12 +51,7 @@ impl Endpoint {
         if s.error.is_some() {
             return Err(AddPathError::SessionLost);
         }
-        let live = s
-            .metas
-            .values()
-            .filter(|m| m.state != PathState::Removed)
-            .count();
-        if live >= s.config.max_paths_per_session as usize {
+        if s.at_path_limit() {
             return Err(AddPathError::TooManyPaths);
         }
         let id = PathId(s.next_path_id);
@@ -221,12 +216,7 @@ impl Endpoint {
         if !s.add_path_budget.try_take(now) {
             return Err("AddPath rate limit");
         }
-        let live = s
-            .metas
-            .values()
-            .filter(|m| m.state != PathState::Removed)
-            .count();
-        if live >= s.config.max_paths_per_session as usize {
+        if s.at_path_limit() {
             return Err("path limit");
         }
         let address: SocketAddr = add.addr.parse().map_err(|_| "bad address")?;
