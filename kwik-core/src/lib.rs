@@ -5,6 +5,22 @@
 //! frames on unidirectional QUIC streams ("carriers"), several logical streams per carrier,
 //! and reassembled by offset at the receiver.
 //!
+//! # Several servers, one session
+//!
+//! The client dials a *primary* server. The primary may join other servers of its
+//! deployment (sharing its [`GroupKey`]) to the session with [`Session::add_path`]: the
+//! client connects to them from the same endpoint and proves the join with an HMAC bound
+//! to the new connection's TLS exporter ([`join`]). The primary then hands byte ranges of
+//! its streams to any path ([`SendStream::delegate`]) or serves a whole body from every
+//! path at once ([`SendStream::stripe`], scheduled by [`stripe`]); every server writes
+//! the ranges it is given through [`Session::accept_delegation`] and
+//! [`Session::delegated`]. The client checks each byte against the ranges the path owes,
+//! reassembles by offset, and reports each range done or failed (with the first missing
+//! byte), so that a dead server's ranges go to the others without losing a byte.
+//! [`Session::add_same_peer_path`] adds another address of the primary itself: then the
+//! session's own stream frames are spread over those paths by [`scheduler`] and
+//! reinjected if one dies.
+//!
 //! # Contract
 //!
 //! This crate is a pure state machine in the style of quinn-proto:
