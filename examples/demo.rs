@@ -128,36 +128,31 @@ async fn main() -> anyhow::Result<()> {
         "checksum mismatch: expected {expected}"
     );
     println!("checksum matches");
-    println!("bytes per path: {last:?}");
     println!("paths:");
     for p in session.paths() {
+        let bytes = last.get(&p.id).copied().unwrap_or(0);
         println!(
-            "  {} {} {:?}{} rtt {:?}, udp sent {} B / received {} B, delivery {}",
+            "  {} {} {:?}{}: rtt {}, {} MiB received ({:.0} % of the body, copies included; {} on average), udp received {} B",
             p.id,
             p.address,
             p.state,
             if p.is_primary { " (primary)" } else { "" },
-            p.rtt.unwrap_or_default(),
-            p.bytes_sent,
+            p.rtt.map_or("-".to_owned(), |r| format!("{r:.1?}")),
+            bytes >> 20,
+            bytes as f64 * 100.0 / BODY as f64,
+            rate(bytes, secs),
             p.bytes_received,
-            rate(p.delivery_rate, 1.0)
         );
     }
     let stats = session.stats();
     println!(
-        "session stats: stream bytes read {}, written {}",
-        stats.stream_bytes_read, stats.stream_bytes_written
+        "session stats: stream bytes read {}, written {}, raw datagrams dropped {}",
+        stats.stream_bytes_read, stats.stream_bytes_written, stats.raw_dropped
     );
     for p in &stats.paths {
         println!(
-            "  {} -> {}: rtt {:?}, cwnd {} B, lost packets {}, frames received {}, stream bytes received {}",
-            p.id,
-            p.remote,
-            p.rtt,
-            p.cwnd,
-            p.lost_packets,
-            p.frames_received,
-            p.stream_bytes_received
+            "  {} -> {}: lost packets {}, frames received {}, carriers {}",
+            p.id, p.remote, p.lost_packets, p.frames_received, p.carriers
         );
     }
     session.close(VarInt::from_u32(0), b"done");

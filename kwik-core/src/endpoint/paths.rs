@@ -120,7 +120,11 @@ impl Endpoint {
                     .and_then(|k| self.paths.get(k))
                     .map(|slot| (slot.path.conn.rtt(), slot.path.conn.stats()));
                 let (rtt, sent, received) = match conn {
-                    Some((rtt, q)) => (Some(rtt), q.udp_tx.bytes, q.udp_rx.bytes),
+                    // A connection still being set up has only QUIC's initial guess.
+                    Some((rtt, q)) if m.state.is_usable() => {
+                        (Some(rtt), q.udp_tx.bytes, q.udp_rx.bytes)
+                    }
+                    Some((_, q)) => (m.reported_rtt, q.udp_tx.bytes, q.udp_rx.bytes),
                     None => (m.reported_rtt, m.delivered, 0),
                 };
                 PathInfo {
