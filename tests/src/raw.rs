@@ -80,12 +80,65 @@ struct Outgoing {
     fin: bool,
 }
 
+/// One bare quinn-proto endpoint with at most one connection, on the simulated network:
+/// the plumbing a raw client and a raw server share.
+struct Quic {
+    addr: SocketAddr,
+    endpoint: quinn_proto::Endpoint,
+    conn: Option<(ConnectionHandle, Connection)>,
+    /// Datagrams the endpoint answered on its own.
+    responses: VecDeque<Datagram>,
+    buf: Vec<u8>,
+}
+
+impl Quic {
+    fn new(addr: SocketAddr, endpoint: quinn_proto::Endpoint) -> Self {
+        Self {
+            addr,
+            endpoint,
+            conn: None,
+            responses: VecDeque::new(),
+            buf: Vec::with_capacity(2048),
+        }
+    }
+
+    fn conn(&mut self) -> Option<&mut Connection> {
+        self.conn.as_mut().map(|(_, c)| c)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.conn()?.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if let Some(conn) = self.conn()
+            && conn.poll_timeout().is_some_and(|t| t <= now)
+        {
+            conn.handle_timeout(now);
+        }
+    }
+
+    /// An answer of the endpoint's own, else the connection's next datagram.
+    fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
+        if let Some(dg) = self.responses.pop_front() {
+            return Some(dg);
+        }
+        let (_, conn) = self.conn.as_mut()?;
+        self.buf.clear();
+        let t = conn.poll_transmit(now, 1, &mut self.buf)?;
+        Some(Datagram {
+            src: self.addr,
+            dst: t.destination,
+            ecn: t.ecn.map(|e| e as u8),
+            data: self.buf[..t.size].to_vec(),
+        })
+    }
+}
+
 /// A bare QUIC client on the simulated network.
 pub struct RawPeer {
     /// Its address.
     pub addr: SocketAddr,
-    endpoint: quinn_proto::Endpoint,
-    conn: Option<(ConnectionHandle, Connection)>,
     /// The QUIC handshake completed.
     pub connected: bool,
     /// Why the connection ended, once it did.
@@ -102,8 +155,7 @@ pub struct RawPeer {
     /// Bytes received on streams the server opened (its carriers), by stream.
     pub carrier_bytes: BTreeMap<StreamId, u64>,
     outgoing: BTreeMap<StreamId, Outgoing>,
-    responses: VecDeque<Datagram>,
-    buf: Vec<u8>,
+    quic: Quic,
 }
 
 impl RawPeer {
@@ -117,8 +169,7 @@ impl RawPeer {
         );
         Self {
             addr,
-            endpoint,
-            conn: None,
+            quic: Quic::new(addr, endpoint),
             connected: false,
             lost: None,
             control: None,
@@ -128,8 +179,6 @@ impl RawPeer {
             read_control: true,
             carrier_bytes: BTreeMap::new(),
             outgoing: BTreeMap::new(),
-            responses: VecDeque::new(),
-            buf: Vec::with_capacity(2048),
         }
     }
 
@@ -142,15 +191,16 @@ impl RawPeer {
         server_name: &str,
     ) {
         let conn = self
+            .quic
             .endpoint
             .connect(now, config, remote, server_name)
             .expect("connect");
-        self.conn = Some(conn);
+        self.quic.conn = Some(conn);
     }
 
     /// The QUIC connection, once connecting.
     pub fn conn(&mut self) -> Option<&mut Connection> {
-        self.conn.as_mut().map(|(_, c)| c)
+        self.quic.conn()
     }
 
     /// The connection's TLS keying material for join proofs (see [`kwik_core::join`]),
@@ -232,9 +282,9 @@ impl RawPeer {
     /// Feeds one datagram from the network.
     pub fn handle_datagram(&mut self, now: Instant, dg: Datagram) {
         let ecn = dg.ecn.and_then(EcnCodepoint::from_bits);
-        let mut buf = std::mem::take(&mut self.buf);
+        let mut buf = std::mem::take(&mut self.quic.buf);
         buf.clear();
-        let event = self.endpoint.handle(
+        let event = self.quic.endpoint.handle(
             now,
             dg.src,
             Some(self.addr.ip()),
@@ -244,65 +294,49 @@ impl RawPeer {
         );
         match event {
             Some(DatagramEvent::ConnectionEvent(ch, event)) => {
-                if let Some((h, conn)) = &mut self.conn
+                if let Some((h, conn)) = &mut self.quic.conn
                     && *h == ch
                 {
                     conn.handle_event(event);
                 }
             }
-            Some(DatagramEvent::Response(t)) => self.responses.push_back(Datagram {
+            Some(DatagramEvent::Response(t)) => self.quic.responses.push_back(Datagram {
                 src: self.addr,
                 dst: t.destination,
                 ecn: t.ecn.map(|e| e as u8),
                 data: buf[..t.size].to_vec(),
             }),
-            Some(DatagramEvent::NewConnection(incoming)) => self.endpoint.ignore(incoming),
+            Some(DatagramEvent::NewConnection(incoming)) => self.quic.endpoint.ignore(incoming),
             None => {}
         }
-        self.buf = buf;
+        self.quic.buf = buf;
         self.drive();
     }
 
     /// When [`RawPeer::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.conn()?.poll_timeout()
+        self.quic.poll_timeout()
     }
 
     /// Advances timers to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(conn) = self.conn()
-            && conn.poll_timeout().is_some_and(|t| t <= now)
-        {
-            conn.handle_timeout(now);
-        }
+        self.quic.handle_timeout(now);
         self.drive();
     }
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
         self.drive();
-        if let Some(dg) = self.responses.pop_front() {
-            return Some(dg);
-        }
-        let addr = self.addr;
-        let (_, conn) = self.conn.as_mut()?;
-        self.buf.clear();
-        let t = conn.poll_transmit(now, 1, &mut self.buf)?;
-        Some(Datagram {
-            src: addr,
-            dst: t.destination,
-            ecn: t.ecn.map(|e| e as u8),
-            data: self.buf[..t.size].to_vec(),
-        })
+        self.quic.poll_transmit(now)
     }
 
     /// Processes connection events, reads what arrived and writes what is queued.
     pub fn drive(&mut self) {
-        let Some((ch, conn)) = &mut self.conn else {
+        let Some((ch, conn)) = &mut self.quic.conn else {
             return;
         };
         while let Some(event) = conn.poll_endpoint_events() {
-            if let Some(reply) = self.endpoint.handle_event(*ch, event) {
+            if let Some(reply) = self.quic.endpoint.handle_event(*ch, event) {
                 conn.handle_event(reply);
             }
         }
@@ -374,18 +408,18 @@ impl RawPeer {
             self.outgoing.remove(&id);
         }
         while let Some(event) = conn.poll_endpoint_events() {
-            if let Some(reply) = self.endpoint.handle_event(*ch, event) {
+            if let Some(reply) = self.quic.endpoint.handle_event(*ch, event) {
                 conn.handle_event(reply);
             }
         }
         if conn.is_drained() {
-            self.conn = None;
+            self.quic.conn = None;
         }
     }
 
     /// Whether the connection is gone for good.
     pub fn is_drained(&self) -> bool {
-        self.conn.is_none()
+        self.quic.conn.is_none()
     }
 }
 
@@ -429,8 +463,6 @@ pub fn initial_dcid(datagram: &[u8]) -> Option<&[u8]> {
 pub struct RawServer {
     /// Its address.
     pub addr: SocketAddr,
-    endpoint: quinn_proto::Endpoint,
-    conn: Option<(ConnectionHandle, Connection)>,
     /// The QUIC handshake completed.
     pub connected: bool,
     /// Why the connection ended, once it did.
@@ -455,8 +487,7 @@ pub struct RawServer {
     /// Connection attempts turned away because one connection was already accepted.
     pub turned_away: u64,
     control_tx: VecDeque<Bytes>,
-    responses: VecDeque<Datagram>,
-    buf: Vec<u8>,
+    quic: Quic,
 }
 
 impl RawServer {
@@ -470,8 +501,7 @@ impl RawServer {
         );
         Self {
             addr,
-            endpoint,
-            conn: None,
+            quic: Quic::new(addr, endpoint),
             connected: false,
             lost: None,
             control: None,
@@ -488,14 +518,12 @@ impl RawServer {
             welcomed: false,
             turned_away: 0,
             control_tx: VecDeque::new(),
-            responses: VecDeque::new(),
-            buf: Vec::with_capacity(2048),
         }
     }
 
     /// The QUIC connection, once accepted.
     pub fn conn(&mut self) -> Option<&mut Connection> {
-        self.conn.as_mut().map(|(_, c)| c)
+        self.quic.conn()
     }
 
     /// Queues one control message for the client, sent once the control stream exists.
@@ -525,9 +553,9 @@ impl RawServer {
     /// Feeds one datagram from the network.
     pub fn handle_datagram(&mut self, now: Instant, dg: Datagram) {
         let ecn = dg.ecn.and_then(EcnCodepoint::from_bits);
-        let mut buf = std::mem::take(&mut self.buf);
+        let mut buf = std::mem::take(&mut self.quic.buf);
         buf.clear();
-        let event = self.endpoint.handle(
+        let event = self.quic.endpoint.handle(
             now,
             dg.src,
             Some(self.addr.ip()),
@@ -537,29 +565,29 @@ impl RawServer {
         );
         match event {
             Some(DatagramEvent::ConnectionEvent(ch, event)) => {
-                if let Some((h, conn)) = &mut self.conn
+                if let Some((h, conn)) = &mut self.quic.conn
                     && *h == ch
                 {
                     conn.handle_event(event);
                 }
             }
-            Some(DatagramEvent::Response(t)) => self.responses.push_back(Datagram {
+            Some(DatagramEvent::Response(t)) => self.quic.responses.push_back(Datagram {
                 src: self.addr,
                 dst: t.destination,
                 ecn: t.ecn.map(|e| e as u8),
                 data: buf[..t.size].to_vec(),
             }),
             Some(DatagramEvent::NewConnection(incoming)) => {
-                if self.conn.is_some() || self.lost.is_some() {
+                if self.quic.conn.is_some() || self.lost.is_some() {
                     self.turned_away += 1;
-                    self.endpoint.ignore(incoming);
+                    self.quic.endpoint.ignore(incoming);
                 } else {
                     buf.clear();
-                    match self.endpoint.accept(incoming, now, &mut buf, None) {
-                        Ok(conn) => self.conn = Some(conn),
+                    match self.quic.endpoint.accept(incoming, now, &mut buf, None) {
+                        Ok(conn) => self.quic.conn = Some(conn),
                         Err(e) => {
                             if let Some(t) = e.response {
-                                self.responses.push_back(Datagram {
+                                self.quic.responses.push_back(Datagram {
                                     src: self.addr,
                                     dst: t.destination,
                                     ecn: t.ecn.map(|e| e as u8),
@@ -572,51 +600,35 @@ impl RawServer {
             }
             None => {}
         }
-        self.buf = buf;
+        self.quic.buf = buf;
         self.drive();
     }
 
     /// When [`RawServer::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.conn()?.poll_timeout()
+        self.quic.poll_timeout()
     }
 
     /// Advances timers to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(conn) = self.conn()
-            && conn.poll_timeout().is_some_and(|t| t <= now)
-        {
-            conn.handle_timeout(now);
-        }
+        self.quic.handle_timeout(now);
         self.drive();
     }
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
         self.drive();
-        if let Some(dg) = self.responses.pop_front() {
-            return Some(dg);
-        }
-        let addr = self.addr;
-        let (_, conn) = self.conn.as_mut()?;
-        self.buf.clear();
-        let t = conn.poll_transmit(now, 1, &mut self.buf)?;
-        Some(Datagram {
-            src: addr,
-            dst: t.destination,
-            ecn: t.ecn.map(|e| e as u8),
-            data: self.buf[..t.size].to_vec(),
-        })
+        self.quic.poll_transmit(now)
     }
 
     /// Processes connection events, reads the control stream, answers the Hello and the
     /// Pings, and writes what is queued.
     pub fn drive(&mut self) {
-        let Some((ch, conn)) = &mut self.conn else {
+        let Some((ch, conn)) = &mut self.quic.conn else {
             return;
         };
         while let Some(event) = conn.poll_endpoint_events() {
-            if let Some(reply) = self.endpoint.handle_event(*ch, event) {
+            if let Some(reply) = self.quic.endpoint.handle_event(*ch, event) {
                 conn.handle_event(reply);
             }
         }
@@ -696,12 +708,12 @@ impl RawServer {
             }
         }
         while let Some(event) = conn.poll_endpoint_events() {
-            if let Some(reply) = self.endpoint.handle_event(*ch, event) {
+            if let Some(reply) = self.quic.endpoint.handle_event(*ch, event) {
                 conn.handle_event(reply);
             }
         }
         if conn.is_drained() {
-            self.conn = None;
+            self.quic.conn = None;
         }
     }
 }
