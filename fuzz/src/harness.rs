@@ -5,7 +5,7 @@
 //! committed corpora with the same checks, so it may only use `kwik-core`, `bytes` and std.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -13,9 +13,10 @@ use bytes::{Bytes, BytesMut};
 use kwik_core::control::{ControlDecoder, MAX_CONTROL_FRAME};
 use kwik_core::frame::Frame;
 use kwik_core::{
-    CertificateDer, ClientConfig, Config, Dir, Endpoint, EndpointConfig, Event, PrivateKeyDer,
-    PrivatePkcs8KeyDer, ReadError, ServerConfig, SessionError, SessionHandle, StreamId, VarInt,
-    WriteError,
+    CertificateDer, ClientConfig, Config, DelegationId, DelegationOutcome, Dir, Endpoint,
+    EndpointConfig, ErrorCode, Event, GroupKey, LoadBalancing, PathError, PathId, PathKind,
+    PathState, PrivateKeyDer, PrivatePkcs8KeyDer, ReadError, Role, ServerConfig, SessionError,
+    SessionHandle, StreamId, VarInt, WriteError,
 };
 
 /// Self-signed certificate for `localhost` (DER), generated once with rcgen.
@@ -880,4 +881,1201 @@ pub fn engine_streams(data: &[u8]) {
     }
     assert!(world.settle(), "the engines never went quiet");
     world.check_delivery();
+}
+
+// ---------------------------------------------------------------------------------------
+// engine_multi
+
+const MULTI_CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 5000);
+const MULTI_PRIMARY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)), 4433);
+/// The primary's second address, for same-peer paths.
+const MULTI_ALIAS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 2)), 4433);
+const MULTI_SECONDARIES: [SocketAddr; 2] = [
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)), 4433),
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 1)), 4433),
+];
+/// The far end of each link, by link index: the primary, its alias, each secondary.
+const MULTI_LINKS: [SocketAddr; 4] = [
+    MULTI_PRIMARY,
+    MULTI_ALIAS,
+    MULTI_SECONDARIES[0],
+    MULTI_SECONDARIES[1],
+];
+const MULTI_GROUP_KEY: [u8; 32] = [0x4b; 32];
+/// Unix time at the clock origin, given to every endpoint as its wall clock.
+const MULTI_EPOCH: Duration = Duration::from_secs(1_700_000_000);
+
+/// Largest body one stripe, delegation or write covers.
+const MULTI_MAX_BODY: u64 = 1 << 20;
+/// Most body bytes the primary hands out in one run, over every stream.
+const MULTI_MAX_TOTAL: u64 = 2 << 20;
+/// Most operations one input runs.
+const MULTI_MAX_OPS: usize = 256;
+/// Operations stop once the clock passed this much virtual time.
+const MULTI_OPS_TIME: Duration = Duration::from_secs(90);
+/// How long the final settling may take before a stream that should complete is deemed
+/// stuck: path failure detection, re-delegation and idle timeouts fit well inside.
+const MULTI_SETTLE: Duration = Duration::from_secs(40);
+/// Rounds of sends and events at one instant before the engines are deemed to livelock.
+const MULTI_MAX_ROUNDS: usize = 20_000;
+/// Consecutive 1 ms steps an endpoint may ask for a timeout already past.
+const MULTI_MAX_STALE: u32 = 5_000;
+/// Generous bounds of what one engine holds in a run. Up to 7 live paths of one session
+/// may lead to the same secondary, and the connections of removed paths drain for a while
+/// (the client takes 4 AddPath a second, in bursts of 8), so a secondary may hold a dozen
+/// sessions; what matters is that churn does not make them grow without bound.
+const MULTI_MAX_SESSIONS: usize = 24;
+const MULTI_MAX_CONNECTIONS: u64 = 48;
+const MULTI_MAX_PATHS: usize = 64;
+
+const M_CLIENT: usize = 0;
+const M_PRIMARY: usize = 1;
+
+fn link_of(addr: SocketAddr) -> Option<usize> {
+    MULTI_LINKS.iter().position(|a| *a == addr)
+}
+
+/// The node that owns `addr`.
+fn node_of(addr: SocketAddr) -> Option<usize> {
+    match addr {
+        MULTI_CLIENT => Some(M_CLIENT),
+        MULTI_PRIMARY | MULTI_ALIAS => Some(M_PRIMARY),
+        a => MULTI_SECONDARIES
+            .iter()
+            .position(|s| *s == a)
+            .map(|i| i + 2),
+    }
+}
+
+/// What an impaired link does to one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Pass,
+    Drop,
+    Duplicate,
+    /// Held back, so that later datagrams overtake it.
+    Delay,
+}
+
+/// A link's impairment: the fate of each datagram by turns from `pattern` (two bits per
+/// datagram), for `left` more datagrams.
+#[derive(Debug, Clone, Copy)]
+struct Impair {
+    pattern: u8,
+    left: u16,
+    n: u32,
+}
+
+impl Impair {
+    fn next(&mut self) -> Fate {
+        let bits = (self.pattern >> ((self.n % 4) * 2)) & 3;
+        self.n += 1;
+        self.left = self.left.saturating_sub(1);
+        match bits {
+            0 => Fate::Pass,
+            1 => Fate::Drop,
+            2 => Fate::Duplicate,
+            _ => Fate::Delay,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Link {
+    delay: Duration,
+    /// Drops everything, both ways, including what is in flight.
+    blackholed: bool,
+    impair: Option<Impair>,
+}
+
+struct Packet {
+    link: usize,
+    src: SocketAddr,
+    dst: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// The in-memory network: one link between the client and each server address.
+struct Net {
+    now: Instant,
+    links: [Link; 4],
+    in_flight: BTreeMap<(Instant, u64), Packet>,
+    seq: u64,
+}
+
+impl Net {
+    fn send(&mut self, packet: Packet) {
+        let link = &mut self.links[packet.link];
+        if link.blackholed {
+            return;
+        }
+        let fate = match &mut link.impair {
+            Some(i) => {
+                let fate = i.next();
+                if i.left == 0 {
+                    link.impair = None;
+                }
+                fate
+            }
+            None => Fate::Pass,
+        };
+        let at = self.now + link.delay;
+        match fate {
+            Fate::Pass => self.push(at, packet),
+            Fate::Drop => {}
+            Fate::Duplicate => {
+                let copy = Packet {
+                    data: packet.data.clone(),
+                    ..packet
+                };
+                self.push(at, copy);
+                self.push(at + Duration::from_millis(1), packet);
+            }
+            Fate::Delay => {
+                let extra = link.delay * 3 + Duration::from_millis(7);
+                self.push(at + extra, packet);
+            }
+        }
+    }
+
+    fn push(&mut self, at: Instant, packet: Packet) {
+        self.seq += 1;
+        self.in_flight.insert((at, self.seq), packet);
+    }
+
+    fn next_delivery(&self) -> Option<Instant> {
+        self.in_flight.keys().next().map(|(at, _)| *at)
+    }
+
+    /// The next datagram due by now, unless its link is blackholed (then it is lost).
+    fn pop_due(&mut self) -> Option<Option<Packet>> {
+        let entry = self.in_flight.first_entry()?;
+        if entry.key().0 > self.now {
+            return None;
+        }
+        let packet = entry.remove();
+        Some((!self.links[packet.link].blackholed).then_some(packet))
+    }
+}
+
+/// One stream the primary opened: the body byte at offset `o` is `pattern(id, o)`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Body {
+    /// Offsets below this were written, delegated or striped.
+    end: u64,
+    finished: bool,
+    /// The latest stripe's range (a stripe starts once the previous one finished), for
+    /// the `stripe-credit` known issue.
+    stripe: Option<(u64, u64)>,
+}
+
+/// A range a server's application was delegated, and how far it wrote it.
+#[derive(Debug)]
+struct Serving {
+    session: SessionHandle,
+    id: DelegationId,
+    stream: StreamId,
+    next: u64,
+    end: u64,
+}
+
+/// A server's application: it serves every range it is delegated with the body function.
+#[derive(Debug, Default)]
+struct ServerApp {
+    sessions: BTreeMap<SessionHandle, Role>,
+    serving: Vec<Serving>,
+    /// Serves only when told to (op), until the final settling.
+    paused: bool,
+    /// Closed its sessions and stopped accepting.
+    shut_down: bool,
+}
+
+/// The client's application: reads every stream the primary opens as it arrives.
+#[derive(Debug, Default)]
+struct ClientApp {
+    session: Option<SessionHandle>,
+    /// Per stream: bytes read and whether the fin was read.
+    streams: BTreeMap<StreamId, (u64, bool)>,
+    paused: bool,
+    closed: Option<SessionError>,
+}
+
+/// What a run of [`engine_multi`] reached; the corpus test checks the seeds with it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MultiReport {
+    /// `PathActive` events on the primary for secondary paths.
+    pub secondaries_joined: u64,
+    /// `PathActive` events on the primary for same-peer paths.
+    pub same_peer_joined: u64,
+    /// Stripes started.
+    pub stripes: u64,
+    /// `StripeFinished` events.
+    pub stripes_finished: u64,
+    /// Delegations made with `delegate`.
+    pub delegations: u64,
+    /// Body bytes the secondaries wrote.
+    pub secondary_bytes: u64,
+    /// `PathFailed` events on the client.
+    pub path_failures: u64,
+    /// `DelegationFinished` events with a failed outcome (the primary serves the rest).
+    pub delegations_failed: u64,
+    /// Streams read to the fin.
+    pub completed: usize,
+    /// The sessions were alive at the end, so every stream had to complete.
+    pub completion_checked: bool,
+}
+
+/// Whether a session or path error is one honest engines may cause each other: every
+/// protocol error between two engines of this crate is a bug, but for a path closed for
+/// not answering health checks and a join refused because its proof expired while the
+/// clock jumped or because the server stopped accepting.
+fn honest_error(code: ErrorCode, reason: &str) -> bool {
+    code == ErrorCode::PathUnresponsive
+        || (code == ErrorCode::JoinRefused
+            && (reason.contains("expired") || reason.contains("accepts no new sessions")))
+}
+
+struct MultiNode {
+    name: &'static str,
+    ep: Endpoint,
+    addr: SocketAddr,
+    alias: Option<SocketAddr>,
+    /// Consecutive steps this endpoint asked for a timeout already past.
+    stale: u32,
+}
+
+struct Multi {
+    net: Net,
+    nodes: Vec<MultiNode>,
+    /// Server applications, by node index minus one: the primary, then the secondaries.
+    servers: Vec<ServerApp>,
+    client: ClientApp,
+    /// The primary's session with the client.
+    primary: Option<SessionHandle>,
+    bodies: BTreeMap<StreamId, Body>,
+    order: Vec<StreamId>,
+    total: u64,
+    /// Paths the primary added with `add_same_peer_path`.
+    same_peer: Vec<PathId>,
+    secondaries: usize,
+    buf: Vec<u8>,
+    report: MultiReport,
+}
+
+fn multi_config(bits: u8) -> Config {
+    let mut c = Config::default();
+    c.idle_timeout = Duration::from_secs(10);
+    c.path_recovery_timeout = Duration::from_secs(4);
+    c.load_balancing = match (bits >> 1) % 8 {
+        0 | 5 => LoadBalancing::MinRtt,
+        1 | 6 => LoadBalancing::RoundRobin,
+        2 | 7 => LoadBalancing::Weighted,
+        3 => LoadBalancing::Adaptive,
+        _ => LoadBalancing::Redundant,
+    };
+    if bits & 16 != 0 {
+        c.stream_receive_window = 64 << 10;
+        c.receive_window = 256 << 10;
+    } else {
+        c.stream_receive_window = 1 << 20;
+        c.receive_window = 4 << 20;
+    }
+    if bits & 32 != 0 {
+        c.stripe_depth = 1;
+    }
+    if bits & 64 != 0 {
+        c.streams_per_carrier = 1;
+    }
+    c
+}
+
+impl Multi {
+    fn new(config_bits: u8, link_bits: u8) -> Self {
+        let config = multi_config(config_bits);
+        let mut server = server_config(config.clone());
+        server.group_key(GroupKey::new(MULTI_GROUP_KEY));
+        let now = base();
+        let node = |name, seed: u8, addr, alias, server: Option<ServerConfig>| {
+            let mut ep = Endpoint::new(
+                EndpointConfig {
+                    seed: [seed; 32],
+                    allow_mtud: false,
+                },
+                server,
+            );
+            ep.set_wall_clock(now, MULTI_EPOCH);
+            MultiNode {
+                name,
+                ep,
+                addr,
+                alias,
+                stale: 0,
+            }
+        };
+        let nodes = vec![
+            node("client", 11, MULTI_CLIENT, None, None),
+            node(
+                "primary",
+                12,
+                MULTI_PRIMARY,
+                Some(MULTI_ALIAS),
+                Some(server.clone()),
+            ),
+            node(
+                "secondary 1",
+                13,
+                MULTI_SECONDARIES[0],
+                None,
+                Some(server.clone()),
+            ),
+            node("secondary 2", 14, MULTI_SECONDARIES[1], None, Some(server)),
+        ];
+        let delays = [1, 2, 5, 12];
+        let links = std::array::from_fn(|i| Link {
+            delay: Duration::from_millis(delays[usize::from(link_bits >> (2 * i)) & 3]),
+            ..Link::default()
+        });
+        let mut world = Self {
+            net: Net {
+                now,
+                links,
+                in_flight: BTreeMap::new(),
+                seq: 0,
+            },
+            nodes,
+            servers: (0..3).map(|_| ServerApp::default()).collect(),
+            client: ClientApp::default(),
+            primary: None,
+            bodies: BTreeMap::new(),
+            order: Vec::new(),
+            total: 0,
+            same_peer: Vec::new(),
+            secondaries: 1 + usize::from(config_bits & 1),
+            buf: Vec::with_capacity(1500),
+            report: MultiReport::default(),
+        };
+        world.nodes[M_CLIENT]
+            .ep
+            .connect(now, &client_config(config), MULTI_PRIMARY, "localhost")
+            .expect("connect starts");
+        let deadline = now + Duration::from_secs(5);
+        while world.net.now < deadline {
+            world.step();
+            if world.client.session.is_some() && world.primary.is_some() {
+                return world;
+            }
+        }
+        panic!("the in-memory handshake did not complete");
+    }
+
+    fn now(&self) -> Instant {
+        self.net.now
+    }
+
+    /// Sends what node `n` has to send; returns whether it sent anything.
+    fn transmit(&mut self, n: usize) -> bool {
+        let now = self.net.now;
+        let mut sent = 0;
+        let node = &mut self.nodes[n];
+        while let Some(t) = node.ep.poll_transmit(now, 1, &mut self.buf) {
+            sent += 1;
+            assert!(
+                sent < MAX_DRAIN,
+                "{}: poll_transmit does not end",
+                node.name
+            );
+            assert!(t.size <= self.buf.len(), "transmit larger than its buffer");
+            let (src, link) = if n == M_CLIENT {
+                let link = link_of(t.destination).unwrap_or_else(|| {
+                    panic!("client: datagram to unknown address {}", t.destination)
+                });
+                (node.addr, link)
+            } else {
+                assert_eq!(
+                    t.destination, MULTI_CLIENT,
+                    "{}: datagram to a stranger",
+                    node.name
+                );
+                let src = match (t.src_ip, node.alias) {
+                    (Some(ip), Some(alias)) if alias.ip() == ip => alias,
+                    _ => node.addr,
+                };
+                (src, link_of(src).expect("every server address has a link"))
+            };
+            let seg = t.segment_size.unwrap_or(t.size).max(1);
+            for d in self.buf[..t.size].chunks(seg) {
+                self.net.send(Packet {
+                    link,
+                    src,
+                    dst: t.destination,
+                    data: d.to_vec(),
+                });
+            }
+        }
+        sent > 0
+    }
+
+    /// Sends, handles events and runs the applications until nothing moves at this instant.
+    fn pump(&mut self) {
+        for round in 0.. {
+            assert!(
+                round < MULTI_MAX_ROUNDS,
+                "the engines never go quiet at one instant"
+            );
+            let mut busy = false;
+            for n in 0..self.nodes.len() {
+                busy |= self.transmit(n);
+            }
+            busy |= self.client_events();
+            for n in 1..self.nodes.len() {
+                busy |= self.server_events(n);
+            }
+            busy |= self.client_read();
+            for n in 1..self.nodes.len() {
+                if !self.servers[n - 1].paused {
+                    busy |= self.serve(n, u64::MAX);
+                }
+            }
+            if !busy {
+                break;
+            }
+        }
+    }
+
+    /// Delivers what is due and runs the timers at the current instant.
+    fn deliver(&mut self) {
+        let now = self.net.now;
+        while let Some(packet) = self.net.pop_due() {
+            let Some(p) = packet else { continue };
+            let n = node_of(p.dst).expect("every link ends at a node");
+            self.nodes[n].ep.handle_datagram(
+                now,
+                p.src,
+                Some(p.dst.ip()),
+                None,
+                BytesMut::from(&p.data[..]),
+            );
+        }
+        for node in &mut self.nodes {
+            node.ep.handle_timeout(now);
+        }
+    }
+
+    /// Settles the current instant, then moves to the next delivery or timer, but not past
+    /// `limit`. Returns whether anything is left to happen before `limit`.
+    fn step_until(&mut self, limit: Instant) -> bool {
+        self.pump();
+        let now = self.net.now;
+        let mut next = self.net.next_delivery();
+        for node in &mut self.nodes {
+            let Some(t) = node.ep.poll_timeout(now) else {
+                node.stale = 0;
+                continue;
+            };
+            if t <= now {
+                // Its timers ran at `now` and still want to run: a driver would spin.
+                node.stale += 1;
+                assert!(
+                    node.stale < MULTI_MAX_STALE,
+                    "{}: poll_timeout stays in the past after handle_timeout",
+                    node.name
+                );
+            } else {
+                node.stale = 0;
+            }
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        let Some(next) = next else {
+            self.net.now = self.net.now.max(limit);
+            return false;
+        };
+        // A deadline already past is retried a millisecond later, as a real clock would.
+        let next = next.max(now + Duration::from_millis(1));
+        if next > limit {
+            self.net.now = self.net.now.max(limit);
+            self.deliver();
+            return false;
+        }
+        self.net.now = next;
+        self.deliver();
+        true
+    }
+
+    fn step(&mut self) {
+        let limit = self.net.now + Duration::from_secs(3600);
+        self.step_until(limit);
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let limit = self.net.now + d;
+        while self.net.now < limit && self.step_until(limit) {}
+        self.pump();
+    }
+
+    /// Moves the clock without delivering anything on the way (a stalled process).
+    fn jump(&mut self, d: Duration) {
+        self.pump();
+        self.net.now += d;
+        self.deliver();
+        self.pump();
+    }
+
+    // ---- checks -------------------------------------------------------------------
+
+    /// Panics on an error honest engines must not cause each other.
+    fn check_error(&self, who: &str, what: &str, code: ErrorCode, reason: &str) {
+        if honest_error(code, reason) {
+            return;
+        }
+        panic!("{who}: {what} between honest engines: {code:?}: {reason}");
+    }
+
+    fn check_session_error(&self, who: &str, error: &SessionError) {
+        match error {
+            SessionError::ProtocolViolation(e) => {
+                self.check_error(who, "a protocol violation", e.code, &e.reason)
+            }
+            SessionError::PeerProtocolError { code, reason } => {
+                self.check_error(who, "closed by the peer for a violation", *code, reason)
+            }
+            _ => {}
+        }
+    }
+
+    fn check_path_error(&self, who: &str, path: PathId, error: &PathError) {
+        match error {
+            PathError::Protocol(e) => self.check_error(
+                who,
+                &format!("{path} failed with a violation"),
+                e.code,
+                &e.reason,
+            ),
+            PathError::Connection(e) => self.check_session_error(who, e),
+            _ => {}
+        }
+    }
+
+    // ---- applications -------------------------------------------------------------
+
+    fn client_events(&mut self) -> bool {
+        let mut any = false;
+        let mut n = 0;
+        while let Some(event) = self.nodes[M_CLIENT].ep.poll_event() {
+            any = true;
+            n += 1;
+            assert!(n < 1_000_000, "client: poll_event does not end");
+            match event {
+                Event::Connected(h) => {
+                    assert!(self.client.session.is_none(), "client: connected twice");
+                    self.client.session = Some(h);
+                }
+                Event::Incoming(_) => panic!("client: an incoming session"),
+                Event::Closed { session, error } => {
+                    assert_eq!(
+                        Some(session),
+                        self.client.session,
+                        "client: closed a stranger"
+                    );
+                    assert!(self.client.closed.is_none(), "client: closed twice");
+                    self.check_session_error("client", &error);
+                    self.client.closed = Some(error);
+                }
+                Event::PathFailed { path, error, .. } => {
+                    assert_ne!(
+                        path,
+                        PathId::PRIMARY,
+                        "client: the primary path failed alone"
+                    );
+                    self.check_path_error("client", path, &error);
+                    self.report.path_failures += 1;
+                }
+                _ => {}
+            }
+        }
+        any
+    }
+
+    fn server_events(&mut self, n: usize) -> bool {
+        let mut any = false;
+        let mut count = 0;
+        while let Some(event) = self.nodes[n].ep.poll_event() {
+            any = true;
+            count += 1;
+            let name = self.nodes[n].name;
+            assert!(count < 1_000_000, "{name}: poll_event does not end");
+            match event {
+                Event::Incoming(h) => {
+                    // Events are queued: the session may be gone already (its connection
+                    // drained in the same drive).
+                    let Some(role) = self.nodes[n].ep.session(h).map(|s| s.role()) else {
+                        continue;
+                    };
+                    let app = &mut self.servers[n - 1];
+                    assert!(
+                        !app.sessions.contains_key(&h),
+                        "{name}: {h:?} came in twice"
+                    );
+                    app.sessions.insert(h, role);
+                    match role {
+                        Role::Primary => {
+                            assert_eq!(n, M_PRIMARY, "{name}: a client dialed a secondary");
+                            assert!(self.primary.is_none(), "{name}: a second primary session");
+                            self.primary = Some(h);
+                        }
+                        Role::Secondary => {}
+                        Role::Client => panic!("{name}: a client session came in"),
+                    }
+                }
+                Event::Connected(_) => panic!("{name}: a server connected out"),
+                Event::Closed { error, .. } => self.check_session_error(name, &error),
+                Event::DelegationReceived { session } => self.accept_delegations(n, session),
+                Event::PathActive { path, .. } if n == M_PRIMARY => {
+                    if self.same_peer.contains(&path) {
+                        self.report.same_peer_joined += 1;
+                    } else {
+                        self.report.secondaries_joined += 1;
+                    }
+                }
+                Event::PathFailed { path, error, .. } => self.check_path_error(name, path, &error),
+                Event::StripeFinished { .. } => self.report.stripes_finished += 1,
+                Event::DelegationFinished { outcome, .. } if outcome != DelegationOutcome::Done => {
+                    self.report.delegations_failed += 1;
+                }
+                _ => {}
+            }
+        }
+        any
+    }
+
+    fn accept_delegations(&mut self, n: usize, session: SessionHandle) {
+        let name = self.nodes[n].name;
+        let Some(mut s) = self.nodes[n].ep.session(session) else {
+            return;
+        };
+        while let Some(d) = s.accept_delegation() {
+            assert!(d.len > 0, "{name}: an empty delegation");
+            let body = self.bodies.get(&d.stream).unwrap_or_else(|| {
+                panic!("{name}: delegated {} the primary never opened", d.stream)
+            });
+            assert!(
+                d.offset.checked_add(d.len).is_some_and(|e| e <= body.end),
+                "{name}: delegated {}..+{} of {}, the primary handed out {}",
+                d.offset,
+                d.len,
+                d.stream,
+                body.end
+            );
+            self.servers[n - 1].serving.push(Serving {
+                session,
+                id: d.id,
+                stream: d.stream,
+                next: d.offset,
+                end: d.offset + d.len,
+            });
+        }
+    }
+
+    /// Writes up to `budget` bytes of node `n`'s delegated ranges; returns whether it
+    /// wrote any.
+    fn serve(&mut self, n: usize, mut budget: u64) -> bool {
+        let name = self.nodes[n].name;
+        let ep = &mut self.nodes[n].ep;
+        let app = &mut self.servers[n - 1];
+        let mut wrote = 0;
+        app.serving.retain_mut(|r| {
+            let Some(mut s) = ep.session(r.session) else {
+                return false;
+            };
+            let mut d = s.delegated(r.id);
+            while r.next < r.end && budget > 0 {
+                let want = (r.end - r.next).min(32 << 10).min(budget) as usize;
+                match d.write(&pattern_bytes(r.stream, r.next, want)) {
+                    Ok(k) => {
+                        assert!(
+                            k > 0 && k <= want,
+                            "{name}: delegated write took {k} of {want}"
+                        );
+                        r.next += k as u64;
+                        budget -= k as u64;
+                        wrote += k as u64;
+                        assert_eq!(
+                            d.remaining(),
+                            r.end - r.next,
+                            "{name}: remaining bytes of {:?}",
+                            r.id
+                        );
+                    }
+                    Err(WriteError::Blocked) => return true,
+                    Err(_) => return false,
+                }
+            }
+            r.next < r.end
+        });
+        if n != M_PRIMARY {
+            self.report.secondary_bytes += wrote;
+        }
+        wrote > 0
+    }
+
+    /// The client accepts the primary's streams and, unless paused, reads them.
+    fn client_read(&mut self) -> bool {
+        let Some(h) = self.client.session else {
+            return false;
+        };
+        let Some(mut s) = self.nodes[M_CLIENT].ep.session(h) else {
+            return false;
+        };
+        let mut any = false;
+        for dir in [Dir::Uni, Dir::Bi] {
+            while let Some(id) = s.accept(dir) {
+                any = true;
+                assert_eq!(
+                    id.initiator(),
+                    kwik_core::Side::Server,
+                    "client: accepted {id}"
+                );
+                assert!(
+                    self.bodies.contains_key(&id),
+                    "client: accepted {id} the primary never opened"
+                );
+                assert!(
+                    self.client.streams.insert(id, (0, false)).is_none(),
+                    "client: accepted {id} twice"
+                );
+            }
+        }
+        if self.client.paused {
+            return any;
+        }
+        for (id, (read, fin)) in self.client.streams.iter_mut() {
+            let body = self.bodies.get(id).copied().unwrap_or_default();
+            let mut reads = 0;
+            while !*fin {
+                reads += 1;
+                assert!(reads < 100_000, "client: reads of {id} never end");
+                match s.recv_stream(*id).read(64 << 10) {
+                    Ok(Some(bytes)) => {
+                        any = true;
+                        assert!(!bytes.is_empty(), "client: empty read on {id}");
+                        assert!(
+                            bytes[..] == pattern_bytes(*id, *read, bytes.len())[..],
+                            "client: wrong bytes on {id} at offset {}",
+                            *read
+                        );
+                        *read += bytes.len() as u64;
+                        assert!(
+                            *read <= body.end,
+                            "client: read {} bytes of {id}, the primary handed out {}",
+                            *read,
+                            body.end
+                        );
+                    }
+                    Ok(None) => {
+                        any = true;
+                        *fin = true;
+                        assert!(body.finished, "client: the end of {id} nobody finished");
+                        assert_eq!(*read, body.end, "client: {id} ended early or late");
+                        self.report.completed += 1;
+                    }
+                    Err(ReadError::Reset(code)) => {
+                        panic!("client: {id} reset with {code} though nobody reset it")
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        any
+    }
+
+    // ---- operations ---------------------------------------------------------------
+
+    fn primary_session(&mut self) -> Option<kwik_core::Session<'_>> {
+        let h = self.primary?;
+        self.nodes[M_PRIMARY].ep.session(h)
+    }
+
+    fn pick_stream(&self, b: u8) -> Option<StreamId> {
+        (!self.order.is_empty()).then(|| self.order[usize::from(b) % self.order.len()])
+    }
+
+    fn body_len(&self, hi: u8, lo: u8) -> u64 {
+        let len = (u64::from(u16::from_be_bytes([hi, lo])) + 1) * 16;
+        len.min(MULTI_MAX_BODY).min(MULTI_MAX_TOTAL - self.total)
+    }
+
+    fn open(&mut self, dir: Dir) {
+        let Some(id) = self.primary_session().and_then(|mut s| s.open(dir)) else {
+            return;
+        };
+        assert_eq!(
+            id.initiator(),
+            kwik_core::Side::Server,
+            "primary: opened {id}"
+        );
+        assert!(
+            self.bodies.insert(id, Body::default()).is_none(),
+            "primary: {id} opened twice"
+        );
+        self.order.push(id);
+    }
+
+    fn write(&mut self, id: StreamId, n: u64) {
+        let n = n.min(MULTI_MAX_TOTAL - self.total);
+        let Some(body) = self.bodies.get(&id).copied() else {
+            return;
+        };
+        if n == 0 || body.finished {
+            return;
+        }
+        let data = pattern_bytes(id, body.end, n as usize);
+        let Some(mut s) = self.primary_session() else {
+            return;
+        };
+        if let Ok(k) = s.send_stream(id).write(&data) {
+            assert!(k > 0 && k as u64 <= n, "primary: write took {k} of {n}");
+            self.total += k as u64;
+            if let Some(b) = self.bodies.get_mut(&id) {
+                b.end += k as u64;
+            }
+        }
+    }
+
+    fn stripe(&mut self, id: StreamId, len: u64) {
+        let now = self.now();
+        if len == 0 || self.bodies.get(&id).is_none_or(|b| b.finished) {
+            return;
+        }
+        let Some(mut s) = self.primary_session() else {
+            return;
+        };
+        if s.send_stream(id)
+            .stripe(now, Bytes::from_static(b"body"), len)
+            .is_ok()
+        {
+            self.report.stripes += 1;
+            self.total += len;
+            if let Some(b) = self.bodies.get_mut(&id) {
+                b.stripe = Some((b.end, b.end + len));
+                b.end += len;
+            }
+        }
+    }
+
+    fn delegate(&mut self, id: StreamId, pick: u8, len: u64) {
+        if len == 0 || self.bodies.get(&id).is_none_or(|b| b.finished) {
+            return;
+        }
+        let Some(mut s) = self.primary_session() else {
+            return;
+        };
+        let paths = s.paths();
+        let path = paths[usize::from(pick) % paths.len()].id;
+        if s.send_stream(id)
+            .delegate(path, Bytes::from_static(b"range"), len)
+            .is_ok()
+        {
+            self.report.delegations += 1;
+            self.total += len;
+            if let Some(b) = self.bodies.get_mut(&id) {
+                b.end += len;
+            }
+        }
+    }
+
+    fn finish(&mut self, id: StreamId) {
+        let Some(mut s) = self.primary_session() else {
+            return;
+        };
+        if s.send_stream(id).finish().is_ok() {
+            let b = self
+                .bodies
+                .get_mut(&id)
+                .expect("a stream the primary opened");
+            assert!(!b.finished, "primary: finished {id} twice");
+            b.finished = true;
+        }
+    }
+
+    fn add_path(&mut self, which: u8) {
+        let now = self.now();
+        let addr = MULTI_SECONDARIES[usize::from(which) % self.secondaries];
+        if let Some(mut s) = self.primary_session() {
+            let _ = s.add_path(now, addr, "localhost");
+        }
+    }
+
+    fn add_same_peer_path(&mut self, backup: bool) {
+        let now = self.now();
+        let kind = if backup {
+            PathKind::Backup
+        } else {
+            PathKind::SamePeer
+        };
+        let Some(mut s) = self.primary_session() else {
+            return;
+        };
+        if let Ok(path) = s.add_same_peer_path(now, MULTI_ALIAS, "localhost", kind) {
+            self.same_peer.push(path);
+        }
+    }
+
+    /// `remove_path` on the primary (`client` false) or the client of the `pick`th path
+    /// other than the primary path.
+    fn remove_path(&mut self, client: bool, pick: u8) {
+        let now = self.now();
+        let (n, h) = if client {
+            (M_CLIENT, self.client.session)
+        } else {
+            (M_PRIMARY, self.primary)
+        };
+        let Some(mut s) = h.and_then(|h| self.nodes[n].ep.session(h)) else {
+            return;
+        };
+        let paths: Vec<PathId> = s
+            .paths()
+            .iter()
+            .filter(|p| !p.is_primary)
+            .map(|p| p.id)
+            .collect();
+        if paths.is_empty() {
+            return;
+        }
+        s.remove_path(now, paths[usize::from(pick) % paths.len()]);
+    }
+
+    /// Secondary `which` closes every session it holds; with `shut_down`, it also stops
+    /// accepting, so that the client's retries find nobody.
+    fn close_secondary(&mut self, which: u8, shut_down: bool) {
+        let now = self.now();
+        let n = 2 + usize::from(which) % self.secondaries;
+        let app = &mut self.servers[n - 1];
+        let ep = &mut self.nodes[n].ep;
+        for h in app.sessions.keys() {
+            if let Some(mut s) = ep.session(*h) {
+                s.close(now, VarInt::from_u32(0), b"shutting down");
+            }
+        }
+        if shut_down && !app.shut_down {
+            app.shut_down = true;
+            ep.set_server_config(None);
+        }
+    }
+
+    /// The engines hold no more than a generous bound of sessions, connections and paths.
+    fn check_bounds(&mut self) {
+        for node in &mut self.nodes {
+            let stats = node.ep.stats();
+            assert!(
+                node.ep.session_count() <= MULTI_MAX_SESSIONS,
+                "{}: {} sessions",
+                node.name,
+                node.ep.session_count()
+            );
+            assert!(
+                stats.connections <= MULTI_MAX_CONNECTIONS,
+                "{}: {} connections",
+                node.name,
+                stats.connections
+            );
+        }
+        for (n, h) in [(M_CLIENT, self.client.session), (M_PRIMARY, self.primary)] {
+            let name = self.nodes[n].name;
+            if let Some(s) = h.and_then(|h| self.nodes[n].ep.session(h)) {
+                let paths = s.paths();
+                assert!(
+                    paths.len() <= MULTI_MAX_PATHS,
+                    "{name}: the session holds {} paths",
+                    paths.len()
+                );
+                let live = paths
+                    .iter()
+                    .filter(|p| p.state != PathState::Removed)
+                    .count();
+                assert!(
+                    live <= 8,
+                    "{name}: {live} live paths, above max_paths_per_session"
+                );
+            }
+        }
+    }
+
+    fn session_alive(&mut self, n: usize, h: Option<SessionHandle>) -> bool {
+        h.and_then(|h| self.nodes[n].ep.session(h))
+            .is_some_and(|s| s.error().is_none())
+    }
+
+    /// Every stream the primary finished was read to its end.
+    fn complete(&self) -> bool {
+        self.bodies
+            .iter()
+            .all(|(id, b)| !b.finished || self.client.streams.get(id).is_some_and(|(_, fin)| *fin))
+    }
+
+    /// Heals the network (blackholes stay), lets every application work, finishes every
+    /// stream and runs until each completed or a session ended.
+    fn settle(&mut self) {
+        for link in &mut self.net.links {
+            link.impair = None;
+        }
+        for app in &mut self.servers {
+            app.paused = false;
+        }
+        self.client.paused = false;
+        self.pump();
+        for id in self.order.clone() {
+            if self.bodies.get(&id).is_some_and(|b| !b.finished) {
+                self.finish(id);
+            }
+        }
+        let limit = self.now() + MULTI_SETTLE;
+        loop {
+            self.pump();
+            let alive = self.session_alive(M_CLIENT, self.client.session)
+                && self.session_alive(M_PRIMARY, self.primary);
+            if !alive || self.complete() || self.now() >= limit {
+                break;
+            }
+            self.step_until(limit);
+        }
+        self.check_bounds();
+        let alive = self.session_alive(M_CLIENT, self.client.session)
+            && self.session_alive(M_PRIMARY, self.primary);
+        if !alive {
+            return;
+        }
+        // The primary path is up and every server serves: a range is delivered or its
+        // path fails and the primary serves it, so every finished stream completes.
+        self.report.completion_checked = true;
+        for (id, b) in &self.bodies {
+            let got = self.client.streams.get(id).copied();
+            assert!(
+                !b.finished || got.is_some_and(|(_, fin)| fin),
+                "{id} of {} bytes did not complete within {MULTI_SETTLE:?}: the client has \
+                 {got:?}; primary paths {:?}; client paths {:?}",
+                b.end,
+                self.primary
+                    .and_then(|h| self.nodes[M_PRIMARY].ep.session(h))
+                    .map(|s| path_states(&s.paths())),
+                self.client
+                    .session
+                    .and_then(|h| self.nodes[M_CLIENT].ep.session(h))
+                    .map(|s| path_states(&s.paths())),
+            );
+        }
+    }
+}
+
+fn path_states(paths: &[kwik_core::PathInfo]) -> Vec<(u32, PathState)> {
+    paths.iter().map(|p| (p.id.0, p.state)).collect()
+}
+
+/// Drives a client, a primary and one or two secondaries sharing a group key over an
+/// in-memory network, with the input as a program of operations.
+///
+/// Input: `[config bits, link delay bits, ops...]`. Config bit 0 adds a second secondary,
+/// bits 1..=3 pick the load balancing, bit 4 small windows, bit 5 a stripe depth of 1, bit
+/// 6 one stream per carrier; each link's delay is 1, 2, 5 or 12 ms by two bits of the
+/// second byte (primary, its alias, secondary 1, secondary 2). Each op is a byte,
+/// `op % 16` the call, followed by its argument bytes: add a secondary path, add a
+/// same-peer path, remove a path, open a stream, write, stripe, delegate, finish, pause a
+/// server's application, let one serve, impair a link, blackhole a link, close a secondary,
+/// run for a while, jump the clock, and a client call (pause reading or remove a path).
+///
+/// The body byte at offset `o` of stream `id` is `pattern(id, o)` whoever sends it, so
+/// every read is checked; nothing may read past what the primary handed out, protocol
+/// errors between these honest engines fail the run, and at the end, the network healed
+/// but for blackholes, every finished stream must complete if both sessions are alive.
+pub fn engine_multi(data: &[u8]) {
+    engine_multi_report(data);
+}
+
+/// [`engine_multi`], returning what the run reached.
+pub fn engine_multi_report(data: &[u8]) -> MultiReport {
+    let [config_bits, link_bits, ops @ ..] = data else {
+        return MultiReport::default();
+    };
+    let mut w = Multi::new(*config_bits, *link_bits);
+    let stop = w.now() + MULTI_OPS_TIME;
+    let mut ops = ops.iter().copied();
+    let mut count = 0;
+    while let Some(op) = ops.next() {
+        count += 1;
+        if count > MULTI_MAX_OPS || w.now() >= stop {
+            break;
+        }
+        let mut arg = || ops.next().unwrap_or(0);
+        match op % 16 {
+            0 => w.add_path(arg()),
+            1 => w.add_same_peer_path(arg() & 1 != 0),
+            2 => w.remove_path(false, arg()),
+            3 => w.open(if arg() & 1 == 0 { Dir::Uni } else { Dir::Bi }),
+            4 => {
+                let (s, len) = (arg(), arg());
+                if let Some(id) = w.pick_stream(s) {
+                    w.write(id, (u64::from(len) + 1) * 256);
+                }
+            }
+            5 => {
+                let (s, hi, lo) = (arg(), arg(), arg());
+                let len = w.body_len(hi, lo);
+                if let Some(id) = w.pick_stream(s) {
+                    w.stripe(id, len);
+                }
+            }
+            6 => {
+                let (s, path, hi, lo) = (arg(), arg(), arg(), arg());
+                let len = w.body_len(hi, lo);
+                if let Some(id) = w.pick_stream(s) {
+                    w.delegate(id, path, len);
+                }
+            }
+            7 => {
+                if let Some(id) = w.pick_stream(arg()) {
+                    w.finish(id);
+                }
+            }
+            8 => {
+                let i = usize::from(arg()) % (1 + w.secondaries);
+                w.servers[i].paused = !w.servers[i].paused;
+            }
+            9 => {
+                let (i, kib) = (arg(), arg());
+                let n = 1 + usize::from(i) % (1 + w.secondaries);
+                w.serve(n, (u64::from(kib) + 1) << 10);
+            }
+            10 => {
+                let (link, pattern, left) = (arg(), arg(), arg());
+                w.net.links[usize::from(link) % 4].impair = Some(Impair {
+                    pattern,
+                    left: u16::from(left) + 1,
+                    n: 0,
+                });
+            }
+            11 => {
+                let link = &mut w.net.links[1 + usize::from(arg()) % 3];
+                link.blackholed = !link.blackholed;
+            }
+            12 => {
+                let a = arg();
+                w.close_secondary(a >> 1, a & 1 != 0);
+            }
+            13 => w.run_for(Duration::from_millis((u64::from(arg()) + 1) * 2)),
+            14 => {
+                let ms = u64::from(arg());
+                w.jump(Duration::from_millis(ms * ms));
+            }
+            _ => {
+                let a = arg();
+                if a & 1 == 0 {
+                    w.client.paused = !w.client.paused;
+                } else {
+                    w.remove_path(true, a >> 1);
+                }
+            }
+        }
+        w.pump();
+        w.check_bounds();
+    }
+    w.settle();
+    w.report
 }

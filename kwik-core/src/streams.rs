@@ -905,9 +905,16 @@ impl Streams {
                 });
             }
         }
-        if let Some((id, mut offset)) = self.signals.data_ack.pop_first() {
+        while let Some((id, mut offset)) = self.signals.data_ack.pop_first() {
             if let Some(r) = self.recv.get_mut(&id) {
-                offset = offset.max(r.contiguous);
+                // The sender takes an acknowledged end for a delivered fin: the last byte
+                // is acknowledged only once the fin is here (nothing is, before it, on an
+                // empty stream).
+                offset = match r.final_size {
+                    Some(_) => r.contiguous,
+                    None if r.contiguous == 0 => continue,
+                    None => r.contiguous - 1,
+                };
                 r.acked = offset;
             }
             return Some(Frame::DataAck { id, offset });
@@ -996,7 +1003,12 @@ impl Streams {
         s.queued -= n;
         s.offset += n;
         s.apply_skips();
-        let fin = s.state == SendState::Finishing && s.queued == 0 && s.skips.is_empty();
+        // The fin goes on this frame only if the frame ends the stream: when a range
+        // reserved for another writer follows, the next frame (empty) carries it.
+        let fin = s.state == SendState::Finishing
+            && s.queued == 0
+            && s.skips.is_empty()
+            && s.offset == offset + n;
         if fin {
             s.state = SendState::FinSent;
             self.released.push(id);
@@ -1101,6 +1113,18 @@ impl Streams {
             return None;
         }
         r.first_missing(start, end)
+    }
+
+    /// Whether `id` had a receive half that is gone (read to the end, or reset or stopped
+    /// and read): late bytes of it are dropped, whoever sends them.
+    pub(crate) fn recv_finished(&self, id: StreamId) -> bool {
+        let i = dir_index(id.dir());
+        let opened = if self.is_local(id) {
+            id.dir() == Dir::Bi && id.index() < self.opened[i]
+        } else {
+            id.index() < self.remote_opened[i]
+        };
+        opened && !self.recv.contains_key(&id)
     }
 
     /// How far the application read `id`; `None` when its receive half is gone.

@@ -104,6 +104,8 @@ pub struct Stripe {
     lanes: BTreeMap<PathId, Lane>,
     chunk_time: Duration,
     depth: usize,
+    /// The receiver's stream window.
+    window: u64,
 }
 
 impl Stripe {
@@ -117,7 +119,15 @@ impl Stripe {
             lanes: BTreeMap::new(),
             chunk_time,
             depth: depth.max(1),
+            window: u64::MAX,
         }
+    }
+
+    /// Tells the stripe the receiver's stream window (unknown: unbounded). It never waits
+    /// for more credit than half of it, which is all a receiver that read everything is
+    /// sure to have granted.
+    pub fn set_window(&mut self, window: u64) {
+        self.window = window;
     }
 
     /// Offset of the body within the stream.
@@ -215,10 +225,11 @@ impl Stripe {
             let remaining = self.end - self.next;
             let size = want.min(remaining);
             if credit < size {
-                // Wait for credit rather than cut slivers, unless the window is that small.
-                // Meanwhile the window is held by the lowest outstanding chunk: a faster
-                // path may copy it.
-                if credit < MIN_CHUNK.min(remaining) {
+                // Wait for credit rather than cut slivers, unless the window is that small:
+                // a receiver widens its window only once it read half of it, so no more
+                // than half may ever be free. Meanwhile the window is held by the lowest
+                // outstanding chunk: a faster path may copy it.
+                if credit < MIN_CHUNK.min(self.window / 2).min(remaining) {
                     return self.plan_rescue(now);
                 }
             }

@@ -2,7 +2,9 @@
 //! checks, so that every input the fuzzers found interesting stays a regression test.
 //!
 //! The seeds were written by `write_seed_corpus` below:
-//! `cargo test -p kwik-core --test fuzz_corpus -- --ignored write_seed_corpus`.
+//! `cargo test -p kwik-core --test fuzz_corpus -- --ignored write_seed_corpus`
+//! (`SEED_TARGETS=engine_multi` writes only the named targets' seeds). The `crash-*` files
+//! are inputs the fuzzers found, minimised.
 #![allow(clippy::unwrap_used)]
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -45,12 +47,17 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// Replays every file of the corpus, then fails naming each input whose check panicked.
 fn replay(target: &str, check: fn(&[u8])) {
+    let mut failed = Vec::new();
     for (path, data) in corpus(target) {
-        // Names the input in the captured output if the check panics.
+        // Names the input in the captured output next to its panic message.
         eprintln!("{target}: {}", path.display());
-        check(&data);
+        if std::panic::catch_unwind(|| check(&data)).is_err() {
+            failed.push(path.display().to_string());
+        }
     }
+    assert!(failed.is_empty(), "{target}: inputs failed: {failed:#?}");
 }
 
 #[test]
@@ -71,6 +78,11 @@ fn engine_input_corpus() {
 #[test]
 fn engine_streams_corpus() {
     replay("engine_streams", harness::engine_streams);
+}
+
+#[test]
+fn engine_multi_corpus() {
+    replay("engine_multi", harness::engine_multi);
 }
 
 /// The harnesses' checks can fail: a frame that does not survive a round trip, a decoder
@@ -570,6 +582,261 @@ fn engine_streams_seeds() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+/// Op bytes of `engine_multi` (the op is `byte % 16`), with the argument bytes each takes.
+mod multi {
+    /// Primary: `add_path` to secondary `arg % secondaries`.
+    pub(super) const ADD_PATH: u8 = 0;
+    /// Primary: `add_same_peer_path` to its second address; `arg & 1` makes it a backup.
+    pub(super) const ADD_SAME_PEER: u8 = 1;
+    /// Primary: `remove_path` of the `arg`th path other than the primary path.
+    pub(super) const REMOVE_PATH: u8 = 2;
+    /// Primary: open a stream, bidirectional if `arg & 1`.
+    pub(super) const OPEN: u8 = 3;
+    /// Primary: write `(len + 1) * 256` bytes; args `stream, len`.
+    pub(super) const WRITE: u8 = 4;
+    /// Primary: stripe `(hi:lo + 1) * 16` bytes; args `stream, hi, lo`.
+    pub(super) const STRIPE: u8 = 5;
+    /// Primary: delegate `(hi:lo + 1) * 16` bytes to the `path`th path; args `stream, path,
+    /// hi, lo`.
+    pub(super) const DELEGATE: u8 = 6;
+    /// Primary: finish; arg `stream`.
+    pub(super) const FINISH: u8 = 7;
+    /// Pause or resume server `arg`'s application (0 the primary).
+    pub(super) const PAUSE: u8 = 8;
+    /// Server `i` serves `(kib + 1)` KiB of its ranges even if paused; args `i, kib`.
+    pub(super) const SERVE: u8 = 9;
+    /// Impair link `arg % 4` for `left + 1` datagrams; args `link, pattern, left`.
+    pub(super) const IMPAIR: u8 = 10;
+    /// Blackhole (or heal) link `1 + arg % 3`: the alias, secondary 1, secondary 2.
+    pub(super) const BLACKHOLE: u8 = 11;
+    /// Secondary `(arg >> 1)` closes its sessions; `arg & 1` also stops accepting.
+    pub(super) const CLOSE: u8 = 12;
+    /// Run for `(arg + 1) * 2` ms.
+    pub(super) const RUN: u8 = 13;
+    /// Jump the clock by `arg²` ms.
+    pub(super) const JUMP: u8 = 14;
+    /// Client: `arg & 1 == 0` pauses or resumes reading, else `remove_path` of the
+    /// `(arg >> 1)`th path other than the primary path.
+    pub(super) const CLIENT: u8 = 15;
+}
+
+fn engine_multi_seeds() -> Vec<(String, Vec<u8>)> {
+    use multi::*;
+    // One secondary joins and the session idles for 800 ms.
+    let join = [ADD_PATH, 0, RUN, 200, RUN, 200];
+    let seeds: [(&str, Vec<u8>); 13] = [
+        // 256 KiB striped over the primary and two secondaries.
+        (
+            "stripe",
+            vec![
+                1, 0, ADD_PATH, 0, ADD_PATH, 1, RUN, 200, RUN, 200, OPEN, 0, STRIPE, 0, 0x3f, 0xff,
+                FINISH, 0,
+            ],
+        ),
+        // A range delegated to the secondary, one to the primary itself, then plain bytes.
+        (
+            "delegate",
+            [
+                &[0, 0][..],
+                &join,
+                &[
+                    OPEN, 0, DELEGATE, 0, 1, 0x0f, 0xff, DELEGATE, 0, 0, 0x0f, 0xff, WRITE, 0, 20,
+                    FINISH, 0,
+                ],
+            ]
+            .concat(),
+        ),
+        // 1 MiB striped while the secondary (12 ms away) holds its chunks, then its link
+        // is cut: the primary's end-game copies finish the body.
+        (
+            "blackhole-mid-stripe",
+            [
+                &[0, 0x30][..],
+                &join,
+                &[
+                    OPEN, 0, PAUSE, 1, STRIPE, 0, 0xff, 0xff, FINISH, 0, RUN, 10, BLACKHOLE, 1,
+                    RUN, 255,
+                ],
+            ]
+            .concat(),
+        ),
+        // The secondary closes its session mid-stripe: its path fails and its ranges move.
+        (
+            "close-mid-stripe",
+            [
+                &[0, 0x30][..],
+                &join,
+                &[
+                    OPEN, 0, PAUSE, 1, STRIPE, 0, 0xff, 0xff, FINISH, 0, RUN, 10, CLOSE, 0, RUN,
+                    255,
+                ],
+            ]
+            .concat(),
+        ),
+        // The same, and the secondary stops accepting: the client's retries find nobody.
+        (
+            "shutdown-mid-stripe",
+            [
+                &[0, 0x30][..],
+                &join,
+                &[
+                    OPEN, 0, PAUSE, 1, STRIPE, 0, 0xff, 0xff, FINISH, 0, RUN, 10, CLOSE, 1, RUN,
+                    255,
+                ],
+            ]
+            .concat(),
+        ),
+        // A delegation to a secondary that served 16 KiB of it when its link is cut: it
+        // fails and the primary serves the rest itself.
+        (
+            "delegate-blackhole",
+            [
+                &[0, 0x30][..],
+                &join,
+                &[
+                    OPEN, 1, PAUSE, 1, DELEGATE, 0, 1, 0x3f, 0xff, RUN, 20, SERVE, 1, 15, WRITE, 0,
+                    10, FINISH, 0, RUN, 5, BLACKHOLE, 1, RUN, 255,
+                ],
+            ]
+            .concat(),
+        ),
+        // The primary removes a path that holds an unserved delegation.
+        (
+            "paused-remove",
+            vec![
+                0,
+                0x30,
+                ADD_PATH,
+                0,
+                RUN,
+                200,
+                OPEN,
+                0,
+                PAUSE,
+                1,
+                DELEGATE,
+                0,
+                1,
+                0x0f,
+                0xff,
+                RUN,
+                50,
+                REMOVE_PATH,
+                0,
+                RUN,
+                100,
+                FINISH,
+                0,
+            ],
+        ),
+        // The client removes the secondary's path mid-stripe.
+        (
+            "client-remove-mid-stripe",
+            [
+                &[0, 0x30][..],
+                &join,
+                &[
+                    OPEN, 0, PAUSE, 1, STRIPE, 0, 0x7f, 0xff, RUN, 20, CLIENT, 1, RUN, 100, FINISH,
+                    0,
+                ],
+            ]
+            .concat(),
+        ),
+        // Same-peer multipath, then the second address is cut mid-stream.
+        (
+            "same-peer-blackhole",
+            vec![
+                0,
+                0x04,
+                ADD_SAME_PEER,
+                0,
+                RUN,
+                200,
+                OPEN,
+                1,
+                WRITE,
+                0,
+                255,
+                WRITE,
+                0,
+                255,
+                RUN,
+                3,
+                BLACKHOLE,
+                0,
+                RUN,
+                100,
+                WRITE,
+                0,
+                255,
+                FINISH,
+                0,
+            ],
+        ),
+        // Redundant scheduling over a backup and a same-peer path, the primary link lossy,
+        // then the backup removed.
+        (
+            "same-peer-backup-lossy",
+            vec![
+                8,
+                0x04,
+                ADD_SAME_PEER,
+                1,
+                ADD_SAME_PEER,
+                0,
+                RUN,
+                200,
+                OPEN,
+                0,
+                IMPAIR,
+                0,
+                0x1b,
+                200,
+                WRITE,
+                0,
+                255,
+                WRITE,
+                0,
+                255,
+                RUN,
+                10,
+                REMOVE_PATH,
+                0,
+                FINISH,
+                0,
+            ],
+        ),
+        // The clock jumps 400 ms mid-stripe, below the health window.
+        (
+            "jump",
+            [
+                &[0, 0][..],
+                &join,
+                &[OPEN, 0, STRIPE, 0, 0x3f, 0xff, JUMP, 20, FINISH, 0],
+            ]
+            .concat(),
+        ),
+        // 1 MiB over three servers, the primary link dropping, duplicating and reordering,
+        // the client pausing its reads.
+        (
+            "impair-primary",
+            vec![
+                1, 0x50, ADD_PATH, 0, ADD_PATH, 1, RUN, 200, OPEN, 0, IMPAIR, 0, 0x9d, 255, STRIPE,
+                0, 0xff, 0xff, FINISH, 0, CLIENT, 0, RUN, 100, CLIENT, 0,
+            ],
+        ),
+        // Striping under 64 KiB stream windows, stripe depth 1.
+        (
+            "small-windows-stripe",
+            vec![
+                0x31, 0, ADD_PATH, 0, ADD_PATH, 1, RUN, 200, RUN, 200, OPEN, 0, STRIPE, 0, 0x3f,
+                0xff, FINISH, 0,
+            ],
+        ),
+    ];
+    seeds.into_iter().map(|(n, s)| (n.to_owned(), s)).collect()
+}
+
 /// Writes the seed corpora. Run once by hand; the files are committed.
 #[test]
 #[ignore = "writes fuzz/corpus; run by hand"]
@@ -579,8 +846,16 @@ fn write_seed_corpus() {
         ("control_decode", control_seeds()),
         ("engine_input", engine_input_seeds()),
         ("engine_streams", engine_streams_seeds()),
+        ("engine_multi", engine_multi_seeds()),
     ];
+    let only = std::env::var("SEED_TARGETS").ok();
     for (target, seeds) in targets {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|t| t == target))
+        {
+            continue;
+        }
         let dir = corpus_dir(target);
         std::fs::create_dir_all(&dir).unwrap();
         for (name, data) in seeds {
@@ -610,4 +885,33 @@ fn seeds_decode_as_intended() {
     }
     assert_eq!(decoder.buffered(), 0);
     let _ = VarInt::from_u32(0);
+}
+
+/// The multi-server seeds reach what they are named for: striping and delegation served
+/// by secondaries, path failures with their ranges moved, same-peer paths, and a checked
+/// completion.
+#[test]
+fn multi_seeds_reach_their_scenarios() {
+    for (name, seed) in engine_multi_seeds() {
+        let r = harness::engine_multi_report(&seed);
+        assert!(r.completion_checked, "{name}: {r:?}");
+        assert!(r.completed >= 1, "{name}: {r:?}");
+        let reached = match name.as_str() {
+            "stripe" => r.stripes == 1 && r.secondaries_joined == 2 && r.secondary_bytes > 0,
+            "delegate" => r.delegations == 2 && r.secondary_bytes > 0,
+            "blackhole-mid-stripe" | "client-remove-mid-stripe" => {
+                r.stripes == 1 && r.secondaries_joined == 1
+            }
+            "close-mid-stripe" | "shutdown-mid-stripe" => r.stripes == 1 && r.path_failures >= 1,
+            "delegate-blackhole" => {
+                r.path_failures >= 1 && r.delegations_failed >= 1 && r.secondary_bytes > 0
+            }
+            "paused-remove" => r.delegations_failed >= 1,
+            "same-peer-blackhole" => r.same_peer_joined == 1 && r.path_failures >= 1,
+            "same-peer-backup-lossy" => r.same_peer_joined == 2,
+            "jump" | "impair-primary" | "small-windows-stripe" => r.stripes == 1,
+            other => panic!("no expectation for seed {other}"),
+        };
+        assert!(reached, "{name}: {r:?}");
+    }
 }

@@ -148,6 +148,7 @@ impl Endpoint {
             (s.streams.peer_stream_window() / (2 * depth * lanes)).clamp(MIN_CHUNK, MAX_CHUNK);
         for (sid, st) in s.stripes.iter_mut() {
             st.stripe.set_paths(&usable);
+            st.stripe.set_window(s.streams.peer_stream_window());
             for (p, d) in &delays {
                 st.stripe.set_delay(*p, *d);
             }
@@ -458,7 +459,10 @@ impl Endpoint {
         if owed && !fin {
             return Ok(());
         }
-        if !fin && s.streams.read_offset(*id).is_some_and(|r| end <= r) {
+        if !fin
+            && (s.streams.read_offset(*id).is_some_and(|r| end <= r)
+                || s.streams.recv_finished(*id))
+        {
             return Ok(());
         }
         Err(ProtocolError::new(

@@ -709,8 +709,8 @@ impl Endpoint {
         let Some(slot) = self.paths.get_mut(&key) else {
             return Ok(());
         };
-        if slot.path.closing {
-            // Closed by this side: only the connection's own shutdown remains.
+        if slot.path.closing || slot.path.conn.is_closed() {
+            // Closed by this side, or lost: only the connection's own shutdown remains.
             return Ok(());
         }
         // Server paths accept no data before the client's Hello made them a session.
@@ -883,7 +883,15 @@ impl Endpoint {
     /// The first control message of a server path: a Hello makes it a new session.
     fn on_setup(&mut self, now: Instant, key: usize, kind: Kind) -> Result<(), ProtocolError> {
         let Some(server) = &self.server else {
-            return Err(ProtocolError::new(ErrorCode::Internal, "no server config"));
+            // The server stopped accepting while this connection's handshake was under way.
+            let code = match kind {
+                Kind::Join(_) => ErrorCode::JoinRefused,
+                _ => ErrorCode::Handshake,
+            };
+            return Err(ProtocolError::new(
+                code,
+                "this server accepts no new sessions",
+            ));
         };
         let config = server.config.clone();
         let hello = match kind {

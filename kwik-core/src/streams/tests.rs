@@ -489,7 +489,7 @@ fn the_receiver_refuses_data_beyond_its_limits() {
         signals(&mut s),
         [Frame::DataAck {
             id: cbi(0),
-            offset: 100,
+            offset: 99,
         }]
     );
     assert_eq!(s.read(cbi(0), 49).unwrap(), Some(bytes(0..49)));
@@ -980,8 +980,9 @@ fn the_receiver_acks_contiguous_data_by_threshold_and_at_the_end() {
         signals(&mut s),
         [Frame::DataAck {
             id: cuni(0),
-            offset: 160,
-        }]
+            offset: 159,
+        }],
+        "the last byte is acked with the fin"
     );
     s.on_frame(data(cuni(0), 160..170, true)).unwrap();
     assert_eq!(
