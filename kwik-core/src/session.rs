@@ -298,6 +298,13 @@ impl SessionState {
             .collect()
     }
 
+    /// A delegation id not used before in this session.
+    pub(crate) fn new_delegation_id(&mut self) -> u64 {
+        let id = self.next_delegation;
+        self.next_delegation += 1;
+        id
+    }
+
     /// Whether the session holds `max_paths_per_session` paths that are not removed.
     pub(crate) fn at_path_limit(&self) -> bool {
         let live = self

@@ -45,8 +45,7 @@ impl Endpoint {
             crate::error::WriteError::Blocked => DelegateError::Blocked,
             _ => DelegateError::ClosedStream,
         })?;
-        let id = s.next_delegation;
-        s.next_delegation += 1;
+        let id = s.new_delegation_id();
         let issued = Issued {
             path,
             stream,
@@ -163,6 +162,7 @@ impl Endpoint {
                         _ => break,
                     }
                 }
+                // Field by field: the stripes are borrowed.
                 let id = s.next_delegation;
                 s.next_delegation += 1;
                 st.stripe.assigned(plan, id, now);
@@ -274,8 +274,7 @@ impl Endpoint {
                 });
                 if let DelegationOutcome::Failed { first_missing } = outcome {
                     // The primary serves the rest itself.
-                    let id = s.next_delegation;
-                    s.next_delegation += 1;
+                    let id = s.new_delegation_id();
                     let rest = Issued {
                         path: PathId::PRIMARY,
                         body_offset: issued.body_offset + (first_missing - issued.start),

@@ -559,11 +559,7 @@ impl Endpoint {
             if let Some(slot) = self.paths.get_mut(&key) {
                 slot.path.id = path;
                 slot.session = Some(h);
-                slot.path.send_control(Kind::JoinResult(JoinResult {
-                    accepted: true,
-                    code: 0,
-                    reason: String::new(),
-                }));
+                slot.path.send_control(join_accepted());
             }
             return Ok(());
         }
@@ -594,11 +590,7 @@ impl Endpoint {
         );
         slot.path.id = path;
         slot.session = Some(h);
-        slot.path.send_control(Kind::JoinResult(JoinResult {
-            accepted: true,
-            code: 0,
-            reason: String::new(),
-        }));
+        slot.path.send_control(join_accepted());
         self.sessions.insert(h, session);
         self.events.push_back(Event::Incoming(h));
         Ok(())
@@ -651,7 +643,8 @@ impl Endpoint {
         let Some(s) = self.sessions.get(&h) else {
             return all;
         };
-        if !s.is_peer_path(me) || s.role == Role::Secondary {
+        // One path (the common case) needs no ranking: it takes everything.
+        if s.paths.len() <= 1 || !s.is_peer_path(me) || s.role == Role::Secondary {
             return all;
         }
         let mut peers: Vec<(PathId, usize, bool)> = s
@@ -776,4 +769,13 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// A secondary's (or a same-peer address's) answer to a valid Join.
+fn join_accepted() -> Kind {
+    Kind::JoinResult(JoinResult {
+        accepted: true,
+        code: 0,
+        reason: String::new(),
+    })
 }
