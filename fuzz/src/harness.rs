@@ -1765,13 +1765,14 @@ impl Multi {
         if len == 0 || self.bodies.get(&id).is_none_or(|b| b.finished) {
             return;
         }
+        let now = self.now();
         let Some(mut s) = self.primary_session() else {
             return;
         };
         let paths = s.paths();
         let path = paths[usize::from(pick) % paths.len()].id;
         if s.send_stream(id)
-            .delegate(path, Bytes::from_static(b"range"), len)
+            .delegate(now, path, Bytes::from_static(b"range"), len)
             .is_ok()
         {
             self.report.delegations += 1;

@@ -254,8 +254,9 @@ impl SendStream {
     ) -> Result<DelegationId, DelegateError> {
         let session = self.session_ref();
         let mut state = session.shared.lock();
+        let now = session.shared.now();
         let r = match state.engine.session(session.handle) {
-            Some(mut s) => s.send_stream(self.id()).delegate(path, request, len),
+            Some(mut s) => s.send_stream(self.id()).delegate(now, path, request, len),
             None => Err(DelegateError::SessionLost),
         };
         state.wake_driver();

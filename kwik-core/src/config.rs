@@ -51,6 +51,11 @@ pub struct Config {
     pub allow_scope_escalation: bool,
     /// How long a join proof stays valid after the primary issued it. Default 60 s.
     pub join_proof_lifetime: Duration,
+    /// How long a delegation ticket stays valid after the primary issued (or last
+    /// refreshed) it. The primary refreshes the tickets of unfinished stripes and the
+    /// secrets of live paths every half of the shorter of this and
+    /// `join_proof_lifetime`. Default 60 s.
+    pub ticket_lifetime: Duration,
     /// Striping: each chunk is sized to take about this long on its path. Default 100 ms.
     pub stripe_chunk_time: Duration,
     /// Striping: chunks outstanding per path. Default 3.
@@ -104,6 +109,7 @@ impl Default for Config {
             add_path_rate: 4,
             allow_scope_escalation: false,
             join_proof_lifetime: Duration::from_secs(60),
+            ticket_lifetime: Duration::from_secs(60),
             stripe_chunk_time: Duration::from_millis(100),
             stripe_depth: 3,
             streams_per_carrier: 4,
@@ -217,6 +223,11 @@ impl Config {
             !self.join_proof_lifetime.is_zero(),
             "join_proof_lifetime",
             "must be positive",
+        )?;
+        check(
+            self.ticket_lifetime >= Duration::from_secs(2),
+            "ticket_lifetime",
+            "must be at least 2 s (expiries count whole seconds)",
         )?;
         check(
             !self.stripe_chunk_time.is_zero(),

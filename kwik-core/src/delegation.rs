@@ -1,11 +1,12 @@
 //! Delegation: byte ranges of a primary's stream written by another server.
 //!
-//! Three views of one delegation:
-//! - the primary's [`Issued`] record: which path owes `[start, end)` of which stream;
-//! - the client's [`Owed`] record: it checks every byte a secondary sends against it and
-//!   reports completion or failure back to the primary;
-//! - the writer's [`Outgoing`] queue, on the server that serves the range (a secondary, or
-//!   the primary itself for path 0).
+//! Four views of one delegation:
+//! - the primary's [`Issued`] record: the signed ticket it handed the client;
+//! - the client's [`Held`] ticket: for a stripe, the schedule of its pulls;
+//! - the client's [`Owed`] record of each pull: it checks every byte a secondary sends
+//!   against it, and settles the pull when every byte arrived or its path failed;
+//! - the writer's [`Outgoing`] queue, on the server that serves a pull (a secondary, or
+//!   the primary itself).
 
 use std::collections::VecDeque;
 
@@ -74,38 +75,53 @@ pub enum DelegateError {
 pub enum DelegationOutcome {
     /// Every byte reached the client.
     Done,
-    /// The path failed; the bytes from `first_missing` on were handed to the primary
-    /// itself (its application serves them as a new delegation on path 0).
+    /// The path failed or refused; the bytes from `first_missing` on were handed to the
+    /// primary itself (its application serves them as a new delegation on path 0).
     Failed {
         /// The first byte that had not arrived.
         first_missing: u64,
     },
 }
 
-/// Primary: a range it delegated.
+/// Primary: a delegation or stripe it issued, with the ticket the client holds.
 #[derive(Debug, Clone)]
 pub(crate) struct Issued {
-    pub(crate) path: PathId,
-    pub(crate) stream: StreamId,
-    pub(crate) start: u64,
-    pub(crate) end: u64,
-    pub(crate) request: Bytes,
-    /// The offset of `start` within the request's body.
-    pub(crate) body_offset: u64,
-    /// The stripe it belongs to, if any.
-    pub(crate) stripe: Option<u64>,
+    pub(crate) ticket: kwik_proto::Ticket,
 }
 
-/// Client: a range some path owes.
+impl Issued {
+    pub(crate) fn is_stripe(&self) -> bool {
+        self.ticket.any_path
+    }
+}
+
+/// Client: a pull some path owes, made under ticket `ticket`.
 #[derive(Debug, Clone)]
 pub(crate) struct Owed {
     pub(crate) path: PathId,
+    pub(crate) ticket: u64,
     pub(crate) stream: StreamId,
     pub(crate) start: u64,
     pub(crate) end: u64,
-    /// Completion was reported to the primary; kept so that late duplicate bytes are
-    /// recognised as owed until the reader passed them.
+    /// Settled (every byte arrived, or reported failed); kept so that late duplicate bytes
+    /// are recognised as owed until the reader passed them.
     pub(crate) reported: bool,
+}
+
+/// Client: a ticket the primary issued, and what the client does with it.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub(crate) ticket: kwik_proto::Ticket,
+    /// The pull schedule of a stripe; `None` for a plain delegation.
+    pub(crate) stripe: Option<Box<crate::stripe::Stripe>>,
+    /// Paths that refused a pull under this ticket: they get no more.
+    pub(crate) refused: Vec<PathId>,
+}
+
+impl Held {
+    pub(crate) fn stream(&self) -> StreamId {
+        StreamId(self.ticket.stream)
+    }
 }
 
 /// Bytes the application may queue on one delegation ahead of what the path takes.
@@ -114,6 +130,8 @@ pub(crate) const OUTGOING_BUFFER: u64 = 1 << 20;
 /// Writer: a range this side serves.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
+    /// The ticket the pull was made under, for refunds of what is never sent.
+    pub(crate) ticket: u64,
     pub(crate) stream: StreamId,
     pub(crate) end: u64,
     /// Next offset the application writes.
@@ -126,8 +144,9 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    pub(crate) fn new(stream: StreamId, start: u64, end: u64) -> Self {
+    pub(crate) fn new(ticket: u64, stream: StreamId, start: u64, end: u64) -> Self {
         Self {
+            ticket,
             stream,
             end,
             written: start,

@@ -30,6 +30,10 @@ impl GroupKey {
         Self(bytes)
     }
 
+    pub(crate) fn secret(&self) -> &[u8] {
+        &self.0
+    }
+
     /// Parses 64 hexadecimal digits.
     pub fn from_hex(hex: &str) -> Option<Self> {
         let hex = hex.trim();

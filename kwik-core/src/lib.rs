@@ -53,6 +53,7 @@ mod session;
 mod stats;
 mod streams;
 pub mod stripe;
+pub mod ticket;
 mod varint;
 
 pub use config::{
@@ -72,6 +73,7 @@ pub use path::PathId;
 pub use session::{PathInfo, PathState, RAW_QUEUE_LIMIT, Role, SessionHandle};
 pub use stats::{EndpointStats, PathStats, SessionStats};
 pub use streams::StreamId;
+pub use ticket::TicketError;
 
 pub use bytes::{Bytes, BytesMut};
 pub use quinn_proto::{Dir, EcnCodepoint, Side, VarInt};

@@ -57,6 +57,8 @@ pub(crate) struct PathCounters {
     pub(crate) raw_received: u64,
     pub(crate) stream_bytes_received: u64,
     pub(crate) stream_bytes_sent: u64,
+    pub(crate) control_sent: u64,
+    pub(crate) control_received: u64,
 }
 
 #[derive(Debug)]
@@ -137,6 +139,7 @@ impl Path {
 
     /// Queues one encoded control frame.
     pub(crate) fn send_control(&mut self, kind: kwik_proto::control_frame::Kind) {
+        self.counters.control_sent += 1;
         crate::control::encode(kind, &mut self.control_tx);
     }
 
@@ -195,7 +198,10 @@ impl Path {
                                 ));
                                 break;
                             }
-                            Ok(Some(kind)) => out.push(kind),
+                            Ok(Some(kind)) => {
+                                self.counters.control_received += 1;
+                                out.push(kind);
+                            }
                             Ok(None) => break,
                             Err(e) => {
                                 result = Err(ProtocolError::new(e.code(), e.to_string()));

@@ -10,11 +10,11 @@ use kwik_proto::control_frame::Kind;
 use quinn_proto::Side;
 
 use crate::config::Config;
-use crate::delegation::{IncomingDelegation, Issued, Outgoing, Owed};
+use crate::delegation::{Held, IncomingDelegation, Issued, Outgoing, Owed};
 use crate::error::{ErrorCode, ProtocolError, SessionError};
 use crate::path::{Path, PathId};
 use crate::rate::TokenBucket;
-use crate::streams::{Limits, StreamId, Streams};
+use crate::streams::{Limits, Streams};
 
 /// What this side is in a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,14 +143,6 @@ impl PathMeta {
     }
 }
 
-/// A stripe in progress on a primary.
-#[derive(Debug)]
-pub(crate) struct StripeState {
-    pub(crate) stream: StreamId,
-    pub(crate) request: Bytes,
-    pub(crate) stripe: crate::stripe::Stripe,
-}
-
 /// Identifies a session within its [`Endpoint`](crate::Endpoint). Never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionHandle(pub u64);
@@ -188,13 +180,18 @@ pub(crate) struct SessionState {
     pub(crate) add_path_budget: TokenBucket,
     /// Client: how to dial the secondaries.
     pub(crate) dial: Option<quinn_proto::ClientConfig>,
-    /// Primary: delegations not yet reported done.
+    /// Primary: delegations and stripes not yet reported done, by ticket id.
     pub(crate) issued: BTreeMap<u64, Issued>,
     pub(crate) next_delegation: u64,
-    pub(crate) stripes: BTreeMap<u64, StripeState>,
-    pub(crate) next_stripe: u64,
-    /// Client: who owes which range.
+    /// Primary: when tickets and path secrets are next refreshed.
+    pub(crate) next_refresh: Option<Instant>,
+    /// Client: the tickets the primary issued, by id.
+    pub(crate) held: BTreeMap<u64, Held>,
+    /// Client: who owes which pull, by pull id.
     pub(crate) owed: BTreeMap<u64, Owed>,
+    pub(crate) next_pull: u64,
+    /// Client: the highest ticket id the primary issued so far (ids only grow).
+    pub(crate) last_ticket: Option<u64>,
     /// Writer: ranges this side serves, and those the application has not taken yet.
     pub(crate) outgoing: BTreeMap<u64, Outgoing>,
     pub(crate) incoming: VecDeque<IncomingDelegation>,
@@ -207,7 +204,7 @@ pub(crate) struct SessionState {
 pub const RAW_QUEUE_LIMIT: usize = 1024;
 
 /// What a control message asks the endpoint to do beyond the session's own state.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub(crate) enum ControlOutcome {
     Nothing,
     /// The client's session is now established.
@@ -277,9 +274,11 @@ impl SessionState {
             dial: None,
             issued: BTreeMap::new(),
             next_delegation: 0,
-            stripes: BTreeMap::new(),
-            next_stripe: 0,
+            next_refresh: None,
+            held: BTreeMap::new(),
             owed: BTreeMap::new(),
+            next_pull: 0,
+            last_ticket: None,
             outgoing: BTreeMap::new(),
             incoming: VecDeque::new(),
             writer_path: PathId::PRIMARY,
@@ -397,5 +396,9 @@ pub(crate) fn kind_name(kind: &Kind) -> &'static str {
         Kind::Delegate(_) => "Delegate",
         Kind::DelegationUpdate(_) => "DelegationUpdate",
         Kind::Close(_) => "Close",
+        Kind::Pull(_) => "Pull",
+        Kind::PullCancel(_) => "PullCancel",
+        Kind::PullRefused(_) => "PullRefused",
+        Kind::RefreshPath(_) => "RefreshPath",
     }
 }

@@ -23,6 +23,8 @@ pub struct EndpointStats {
     pub bytes_received: u64,
     /// Paths closed because the peer broke the protocol.
     pub protocol_violations: u64,
+    /// Pulls this server refused (bad, foreign, expired or spent tickets, or limits).
+    pub pulls_refused: u64,
 }
 
 /// Counters of one path.
@@ -61,6 +63,10 @@ pub struct PathStats {
     pub stream_bytes_received: u64,
     /// Logical stream payload bytes sent on this path, delegated ranges included.
     pub stream_bytes_sent: u64,
+    /// Control messages sent on this path.
+    pub control_sent: u64,
+    /// Control messages received on this path.
+    pub control_received: u64,
 }
 
 /// Counters of one session.

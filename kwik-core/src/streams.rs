@@ -118,8 +118,6 @@ struct Send {
     /// Ranges reserved for other writers (delegations), as `(offset, len)` in offset
     /// order: framing jumps over them.
     skips: VecDeque<(u64, u64)>,
-    /// A stripe is still reserving ranges: application writes wait behind it.
-    locked: bool,
     /// Framed bytes the peer has not acknowledged (`DATA_ACK`), by offset, kept while the
     /// session has several paths to the peer: a path that dies takes its frames with it.
     retained: VecDeque<(u64, Bytes)>,
@@ -141,7 +139,6 @@ impl Send {
             stopped: None,
             blocked: false,
             skips: VecDeque::new(),
-            locked: false,
             retained: VecDeque::new(),
             resend: VecDeque::new(),
             refin: false,
@@ -154,9 +151,15 @@ impl Send {
 
     fn has_frame(&self) -> bool {
         self.queued > 0
-            || (self.state == SendState::Finishing && !self.locked)
+            || (self.state == SendState::Finishing && self.fin_allowed())
             || !self.resend.is_empty()
             || self.refin
+    }
+
+    /// The fin may be framed: the peer's credit covers the final size (a striped range
+    /// ahead of it may reach past the credit, which the peer grants as it pulls).
+    fn fin_allowed(&self) -> bool {
+        self.queued == 0 && self.written() <= self.max_data
     }
 
     /// Forgets retained bytes below `acked`.
@@ -417,6 +420,9 @@ impl Streams {
                     s.max_data = max;
                     if std::mem::take(&mut s.blocked) {
                         self.events.push_back(StreamEvent::Writable(id));
+                    }
+                    if s.has_frame() {
+                        self.sendable.insert(id);
                     }
                 }
                 Ok(())
@@ -689,9 +695,6 @@ impl Streams {
         if s.state != SendState::Open {
             return Err(WriteError::ClosedStream);
         }
-        if s.locked {
-            return Ok(0);
-        }
         let stream = s.max_data.saturating_sub(s.written());
         let session = self.peer_max_data.saturating_sub(self.data_written);
         Ok(stream.min(session))
@@ -821,7 +824,7 @@ impl Streams {
         self.data_consumed += n;
         self.counters.bytes_read += n;
         if r.final_size.is_none()
-            && r.read + self.stream_window - r.max_data >= self.stream_window / 2
+            && (r.read + self.stream_window).saturating_sub(r.max_data) >= self.stream_window / 2
         {
             r.max_data = r.read + self.stream_window;
             self.signals.max_stream_data.insert(id);
@@ -831,7 +834,9 @@ impl Streams {
     }
 
     fn update_max_data(&mut self) {
-        if self.data_consumed + self.receive_window - self.local_max_data >= self.receive_window / 2
+        // A stripe's grant may put the limit further ahead than the window.
+        if (self.data_consumed + self.receive_window).saturating_sub(self.local_max_data)
+            >= self.receive_window / 2
         {
             self.local_max_data = self.data_consumed + self.receive_window;
             self.signals.max_data = true;
@@ -1006,9 +1011,9 @@ impl Streams {
         // The fin goes on this frame only if the frame ends the stream: when a range
         // reserved for another writer follows, the next frame (empty) carries it.
         let fin = s.state == SendState::Finishing
-            && s.queued == 0
             && s.skips.is_empty()
-            && s.offset == offset + n;
+            && s.offset == offset + n
+            && s.fin_allowed();
         if fin {
             s.state = SendState::FinSent;
             self.released.push(id);
@@ -1020,8 +1025,10 @@ impl Streams {
     }
 
     /// Reserves the next `len` bytes of `id` for another writer (a delegation): returns
-    /// their offset. The credit they need is taken now, so the other writer needs no flow
-    /// control of its own. `stripe` bypasses the lock a stripe holds on the stream.
+    /// their offset. The session credit they need is taken now. A plain delegation needs
+    /// the stream credit too; a `stripe` does not: its receiver grants stream credit with
+    /// each pull, and raises its session window by the stripe's length when it learns of
+    /// it (so the primary's own writes wait for that grant, not for the stripe).
     pub(crate) fn reserve(
         &mut self,
         id: StreamId,
@@ -1032,13 +1039,10 @@ impl Streams {
         if let Some(code) = s.stopped {
             return Err(WriteError::Stopped(code));
         }
-        // A stripe's ranges come before a fin the application queued behind it.
-        let open =
-            s.state == SendState::Open || (stripe && s.locked && s.state == SendState::Finishing);
-        if !open || (s.locked && !stripe) {
+        if s.state != SendState::Open {
             return Err(WriteError::ClosedStream);
         }
-        if self.credit(id) < len {
+        if !stripe && self.credit(id) < len {
             return Err(WriteError::Blocked);
         }
         let Some(s) = self.send.get_mut(&id) else {
@@ -1047,7 +1051,7 @@ impl Streams {
         let offset = s.written();
         s.skips.push_back((offset, len));
         s.apply_skips();
-        self.data_written += len;
+        self.data_written = self.data_written.saturating_add(len);
         Ok(offset)
     }
 
@@ -1062,40 +1066,20 @@ impl Streams {
         stream.min(session)
     }
 
-    /// The next offset of `id` a write or reservation would take.
-    pub(crate) fn write_offset(&self, id: StreamId) -> Option<u64> {
-        self.send.get(&id).map(Send::written)
-    }
-
-    /// The peer's initial per-stream window.
-    pub(crate) fn peer_stream_window(&self) -> u64 {
-        self.peer_stream_window
-    }
-
-    /// Locks or unlocks application writes to `id` while a stripe reserves its ranges.
-    pub(crate) fn set_locked(&mut self, id: StreamId, locked: bool) {
-        let Some(s) = self.send.get_mut(&id) else {
-            return;
-        };
-        s.locked = locked;
-        if !locked {
-            if s.has_frame() {
-                self.sendable.insert(id);
-            }
-            if std::mem::take(&mut s.blocked) {
-                self.events.push_back(StreamEvent::Writable(id));
-            }
-        }
-    }
-
     /// Checks a delegation the primary announced for a stream it sends on: the stream must
     /// be one the peer sends on, and the range inside the credit granted. Opens the stream
     /// if it is new.
-    pub(crate) fn check_delegated(&mut self, id: StreamId, end: u64) -> Result<(), ProtocolError> {
+    pub(crate) fn check_delegated(
+        &mut self,
+        id: StreamId,
+        end: u64,
+        stripe: bool,
+    ) -> Result<(), ProtocolError> {
         self.check_receiver(id)?;
         self.ensure_stream(id)?;
         if let Some(r) = self.recv.get(&id)
             && end > r.max_data
+            && !stripe
         {
             return Err(violation(
                 ErrorCode::FlowControl,
@@ -1103,6 +1087,35 @@ impl Streams {
             ));
         }
         Ok(())
+    }
+
+    /// A stripe of `len` bytes was announced: the session window grows by its length, as
+    /// the primary counted it against its session credit when it reserved the range.
+    pub(crate) fn grant_stripe(&mut self, len: u64) {
+        self.local_max_data = self.local_max_data.saturating_add(len);
+        self.signals.max_data = true;
+    }
+
+    /// The end of the range of `id` the reader's window allows pulls up to: what was read
+    /// plus the stream window. `None` when its receive half is gone.
+    pub(crate) fn pull_limit(&self, id: StreamId) -> Option<u64> {
+        let r = self.recv.get(&id)?;
+        (!r.stopped && r.reset.is_none()).then_some(r.read + self.stream_window)
+    }
+
+    /// Grants the sender credit up to `end` of `id` (a pull is the credit for its bytes).
+    pub(crate) fn grant(&mut self, id: StreamId, end: u64) {
+        if let Some(r) = self.recv.get_mut(&id)
+            && end > r.max_data
+        {
+            r.max_data = end;
+            self.signals.max_stream_data.insert(id);
+        }
+    }
+
+    /// The client's own stream window.
+    pub(crate) fn stream_window(&self) -> u64 {
+        self.stream_window
     }
 
     /// The first byte of `[start, end)` of `id` not yet received, or `None` when every one

@@ -1,14 +1,18 @@
 //! Striping: one body served by every server of a session at once.
 //!
-//! The body is cut into chunks handed out as delegations. Assignment is pull-based: each
-//! path keeps up to `depth` chunks outstanding, and a path gets its next chunk when the
-//! client reports one done, so every path's share follows the rate it actually delivers.
+//! The client runs this schedule: the primary signed one ticket for the whole body, and
+//! the client cuts it into chunks it pulls from each server over that server's own path.
+//! Each path keeps up to `depth` chunks outstanding and gets its next one the moment one
+//! completes, so every path's share follows the rate it actually delivers, and no round
+//! trip through the primary sits in the loop.
 //! Chunks are sized by time (`rate × chunk_time`), so a chunk takes about as long on every
 //! path and the client's reorder buffer stays near `total rate × chunk_time`. In the end
 //! game, an idle path duplicates the outstanding chunk expected to finish last, when it
 //! would finish it sooner; the first copy wins. Ranges of a failed path go back to the
 //! front of the queue and are handed to the best path at once (their credit is already
-//! reserved).
+//! reserved). A path that stops delivering while it holds the chunk the reader waits for
+//! (no new byte for half its round trip, at least [`MIN_STALL`], after its first byte was
+//! due) has that chunk copied to another path at once, long before any health verdict.
 //!
 //! Pure state: the caller feeds reports, rates and credit, and issues what it is told.
 
@@ -22,6 +26,8 @@ pub const MIN_CHUNK: u64 = 64 * 1024;
 /// Chunk size before a path's rate is known: small, so that a slow path's first chunks do
 /// not hold the reader while its rate is being learnt.
 pub const INITIAL_CHUNK: u64 = 64 * 1024;
+/// Shortest silence that counts as a stall of a path holding the reader's chunk.
+pub const MIN_STALL: Duration = Duration::from_millis(20);
 
 /// One outstanding chunk.
 #[derive(Debug, Clone)]
@@ -48,9 +54,29 @@ struct Lane {
     /// The rate is still climbing (the last sample was well above the average): the path
     /// is in slow start and will take more than it has shown.
     growing: bool,
+    /// Stream bytes the path had delivered at the last observation, and when that count
+    /// last grew.
+    seen: u64,
+    last_progress: Option<Instant>,
+    /// When the lane last went from idle to busy.
+    busy_since: Option<Instant>,
 }
 
 impl Lane {
+    /// When the lane stalls if nothing more arrives: half a round trip (at least
+    /// [`MIN_STALL`]) after its last byte, or after its first byte was due.
+    fn stall_deadline(&self) -> Option<Instant> {
+        if self.outstanding.is_empty() {
+            return None;
+        }
+        let due = self.busy_since.map(|t| t + self.delay);
+        let base = match (self.last_progress, due) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(base + (self.delay / 2).max(MIN_STALL))
+    }
+
     fn queued_bytes(&self) -> u64 {
         self.outstanding.iter().map(|c| c.end - c.start).sum()
     }
@@ -130,6 +156,11 @@ impl Stripe {
         self.window = window;
     }
 
+    /// The first byte never pulled yet.
+    pub fn next_fresh(&self) -> u64 {
+        self.next
+    }
+
     /// Offset of the body within the stream.
     pub fn base(&self) -> u64 {
         self.base
@@ -156,12 +187,41 @@ impl Stripe {
         }
     }
 
-    /// Tells the stripe how long `path`'s control loop takes (about the primary path's
-    /// RTT plus the path's own). Chunks are sized so that `depth - 1` of them cover it.
+    /// Tells the stripe how long `path`'s pull loop takes (its round trip). Chunks are
+    /// sized so that `depth - 1` of them cover it.
     pub fn set_delay(&mut self, path: PathId, delay: Duration) {
         if let Some(lane) = self.lanes.get_mut(&path) {
             lane.delay = delay;
         }
+    }
+
+    /// Tells the stripe how many stream bytes `path` delivered so far (duplicates
+    /// included): a growing count is progress.
+    pub fn observe(&mut self, path: PathId, bytes: u64, now: Instant) {
+        if let Some(lane) = self.lanes.get_mut(&path)
+            && bytes > lane.seen
+        {
+            lane.seen = bytes;
+            lane.last_progress = Some(now);
+        }
+    }
+
+    /// When [`Stripe::plan`] may next find a stalled path.
+    /// With a single path nothing can be copied, so there is none.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let (owner, c) = self.lowest()?;
+        if c.twin.is_some() || self.lanes.len() < 2 {
+            return None;
+        }
+        self.lanes.get(&owner)?.stall_deadline()
+    }
+
+    /// The lowest outstanding chunk (the one the reader waits for) and its path.
+    fn lowest(&self) -> Option<(PathId, &Chunk)> {
+        self.lanes
+            .iter()
+            .flat_map(|(p, l)| l.outstanding.iter().map(move |c| (*p, c)))
+            .min_by_key(|(_, c)| c.start)
     }
 
     /// Chunks `lane` may have outstanding.
@@ -187,6 +247,9 @@ impl Stripe {
     /// The next delegation to make, given the stream `credit` for new bytes and the largest
     /// chunk the client's window allows.
     pub fn plan(&self, now: Instant, credit: u64, max_chunk: u64) -> Option<Plan> {
+        if let Some(plan) = self.plan_stalled(now) {
+            return Some(plan);
+        }
         if let Some(&(start, end)) = self.requeue.front() {
             let path = self.fastest_lane(now)?;
             return Some(Plan {
@@ -243,6 +306,39 @@ impl Stripe {
             });
         }
         self.plan_endgame(now)
+    }
+
+    /// The path holding the reader's chunk stalled: the path that would finish a copy
+    /// first takes one, whatever its depth.
+    fn plan_stalled(&self, now: Instant) -> Option<Plan> {
+        let (owner, c) = self.lowest()?;
+        // Keep in step with `next_deadline`: whenever it is due, a copy is made here.
+        if c.twin.is_some()
+            || self
+                .lanes
+                .get(&owner)?
+                .stall_deadline()
+                .is_none_or(|t| t > now)
+        {
+            return None;
+        }
+        let (path, _) = self
+            .lanes
+            .iter()
+            .filter(|(p, _)| **p != owner)
+            .map(|(p, l)| {
+                let rate = l.rate.unwrap_or(1e6);
+                let queued = l.queued_bytes() + (c.end - c.start);
+                (*p, now + l.delay + secs(queued as f64 / rate))
+            })
+            .min_by_key(|(_, t)| *t)?;
+        Some(Plan {
+            path,
+            start: c.start,
+            end: c.end,
+            fresh: false,
+            twin_of: Some(c.id),
+        })
     }
 
     /// The window is full: the chunk at its start (the lowest outstanding one) holds the
@@ -355,6 +451,9 @@ impl Stripe {
             }
         }
         if let Some(lane) = self.lanes.get_mut(&plan.path) {
+            if lane.outstanding.is_empty() {
+                lane.busy_since = Some(now);
+            }
             lane.outstanding.push(Chunk {
                 id,
                 start: plan.start,

@@ -96,8 +96,12 @@ pub struct Reader {
     hasher: Sha256,
     /// The fin was read.
     pub finished: bool,
+    /// When the first bytes were read.
+    pub first_byte: Option<Instant>,
     /// When bytes last arrived.
     pub last_progress: Option<Instant>,
+    /// Every read as (when, bytes read so far), once [`Reader::record`] was called.
+    pub trace: Option<Vec<(Instant, u64)>>,
     /// The longest time without new bytes, once bytes started to flow, and when it ended.
     pub longest_stall: Duration,
     /// When the longest stall ended.
@@ -119,7 +123,9 @@ impl Reader {
             bytes: 0,
             hasher: Sha256::new(),
             finished: false,
+            first_byte: None,
             last_progress: None,
+            trace: None,
             longest_stall: Duration::ZERO,
             longest_stall_end: None,
             events: Vec::new(),
@@ -127,6 +133,11 @@ impl Reader {
             connected: false,
             error: None,
         }
+    }
+
+    /// Starts recording every read, for [`crate::failover::slow_stretch`].
+    pub fn record(&mut self) {
+        self.trace.get_or_insert_with(Vec::new);
     }
 
     /// SHA-256 of what was read.
@@ -164,6 +175,10 @@ impl Reader {
                         }
                     }
                     self.last_progress = Some(now);
+                    self.first_byte.get_or_insert(now);
+                    if let Some(trace) = &mut self.trace {
+                        trace.push((now, self.bytes));
+                    }
                 }
                 Ok(None) => {
                     self.finished = true;

@@ -2,7 +2,7 @@
 //! body, and one secondary dies when half of it was read.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kwik_core::{Config, Event, PathId, VarInt};
 
@@ -48,8 +48,13 @@ pub struct Outcome {
     pub finished: bool,
     /// Longest time the reader saw no new byte.
     pub longest_stall: Duration,
-    /// The stall bound for the killed path.
+    /// The stall bound for the killed path: chunk time + 2 x its smoothed RTT.
     pub bound: Duration,
+    /// The killed path's smoothed RTT before the kill.
+    pub rtt: Duration,
+    /// The longest run of 100 ms windows (slid by 10 ms) under 5 Mbit/s, from the kill
+    /// to the end of the body.
+    pub slow_stretch: Duration,
     /// The client reported the path failed.
     pub path_failed: bool,
     /// The client session's error, if it ended.
@@ -62,8 +67,8 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:?} at 50%: read {}/{} bytes, digest {}, longest stall {:?} (bound {:?}), \
-             path failed {}, {:?} from kill to end",
+            "{:?} at 50%: read {}/{} bytes, digest {}, longest stall {:?} (bound {:?}, RTT {:?}), \
+             slow stretch {:?}, path failed {}, {:?} from kill to end",
             self.kill,
             self.read,
             self.len,
@@ -74,6 +79,8 @@ impl fmt::Display for Outcome {
             },
             self.longest_stall,
             self.bound,
+            self.rtt,
+            self.slow_stretch,
             self.path_failed,
             self.after_kill
         )
@@ -114,11 +121,17 @@ pub fn run_failover(seed: u64, kill: Kill) -> Outcome {
     );
     let victim = 1;
     let path = c.path_ids[&victim];
-    let rtt = Duration::from_millis(60);
-    let bound =
-        (rtt * 3).max(config.path_health_check_interval * config.path_failure_threshold) + rtt;
+    let h = c.session;
+    let rtt = c
+        .client_endpoint()
+        .session(h)
+        .and_then(|s| s.paths().into_iter().find(|p| p.id == path))
+        .and_then(|p| p.rtt)
+        .expect("the victim's RTT");
+    let bound = config.stripe_chunk_time + 2 * rtt;
     // Stalls before the kill do not count against the failover bound.
     c.reader.longest_stall = Duration::ZERO;
+    c.reader.record();
     let killed_at = c.sim.now();
     match kill {
         Kill::Blackhole => {
@@ -152,6 +165,11 @@ pub fn run_failover(seed: u64, kill: Kill) -> Outcome {
         });
     }
     let finished = c.run_to_end(Duration::from_secs(120));
+    let slow_stretch = c
+        .reader
+        .trace
+        .as_deref()
+        .map_or(Duration::ZERO, |t| slow_stretch(t, killed_at, c.sim.now()));
     let path_failed = path != PathId::PRIMARY
         && c.reader
             .events
@@ -165,8 +183,45 @@ pub fn run_failover(seed: u64, kill: Kill) -> Outcome {
         finished,
         longest_stall: c.reader.longest_stall,
         bound,
+        rtt,
+        slow_stretch,
         path_failed,
         session_error: c.reader.closed.as_ref().map(|e| e.to_string()),
         after_kill: c.sim.now() - killed_at,
     }
+}
+
+/// Rate threshold of a slow window.
+const SLOW_BPS: f64 = 5e6;
+const WINDOW: Duration = Duration::from_millis(100);
+const SLIDE: Duration = Duration::from_millis(10);
+
+/// The longest stretch covered by consecutive 100 ms windows (slid by 10 ms) that each
+/// delivered under 5 Mbit/s, between `from` and `to`. `trace` holds (time, bytes read so
+/// far) in time order.
+pub fn slow_stretch(trace: &[(Instant, u64)], from: Instant, to: Instant) -> Duration {
+    let read_by = |t: Instant| -> u64 {
+        match trace.partition_point(|(at, _)| *at < t) {
+            0 => trace
+                .first()
+                .map_or(0, |(at, b)| if *at <= t { *b } else { 0 }),
+            i => trace[i - 1].1,
+        }
+    };
+    let base = read_by(from);
+    let bytes_at = |t: Instant| read_by(t).max(base);
+    let mut longest = Duration::ZERO;
+    let mut run_start: Option<Instant> = None;
+    let mut t = from;
+    while t + WINDOW <= to {
+        let bits = (bytes_at(t + WINDOW) - bytes_at(t)) as f64 * 8.0;
+        if bits / WINDOW.as_secs_f64() < SLOW_BPS {
+            let start = *run_start.get_or_insert(t);
+            longest = longest.max(t + WINDOW - start);
+        } else {
+            run_start = None;
+        }
+        t += SLIDE;
+    }
+    longest
 }

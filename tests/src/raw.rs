@@ -152,6 +152,8 @@ pub struct RawPeer {
     pub control_error: Option<String>,
     /// Whether the peer reads the server's control stream (a hostile peer may stop).
     pub read_control: bool,
+    /// Whether the peer answers the server's health checks (`Ping`) with a `Pong`.
+    pub answer_pings: bool,
     /// Bytes received on streams the server opened (its carriers), by stream.
     pub carrier_bytes: BTreeMap<StreamId, u64>,
     outgoing: BTreeMap<StreamId, Outgoing>,
@@ -177,6 +179,7 @@ impl RawPeer {
             control_messages: Vec::new(),
             control_error: None,
             read_control: true,
+            answer_pings: false,
             carrier_bytes: BTreeMap::new(),
             outgoing: BTreeMap::new(),
         }
@@ -375,6 +378,18 @@ impl RawPeer {
         }
         loop {
             match self.control_rx.next_frame() {
+                Ok(Some(Kind::Ping(ping))) if self.answer_pings => {
+                    if let Some(control) = self.control {
+                        let pong =
+                            control_frame(Some(Kind::Pong(kwik_proto::Pong { seq: ping.seq })));
+                        self.outgoing
+                            .entry(control)
+                            .or_default()
+                            .data
+                            .push_back(pong.into());
+                    }
+                    self.control_messages.push(Kind::Ping(ping));
+                }
                 Ok(Some(kind)) => self.control_messages.push(kind),
                 Ok(None) => break,
                 Err(e) => {

@@ -27,12 +27,13 @@ fn a_failed_delegation_is_finished_by_the_primary() {
     assert!(c.join_all(Duration::from_secs(10)), "secondary joined");
     let path = c.path_ids[&1];
     let h = c.primary_session.unwrap();
+    let now = c.sim.now();
     let delegation = {
         let mut s = c.primary().session(h).unwrap();
         let id = s.open(Dir::Uni).unwrap();
         let mut send = s.send_stream(id);
         let d = send
-            .delegate(path, Bytes::from_static(b"body"), len as u64)
+            .delegate(now, path, Bytes::from_static(b"body"), len as u64)
             .unwrap();
         send.finish().unwrap();
         d

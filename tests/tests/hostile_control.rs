@@ -45,7 +45,7 @@ fn oversized_control_frame_closes_with_control_frame_too_large() {
 #[test]
 fn control_frame_of_exactly_the_limit_is_accepted() {
     let mut s = RawSession::establish(22, Config::default());
-    // A Ping padded with an unknown length-delimited field (number 15, tag 0x7a) to exactly
+    // A Ping padded with an unknown length-delimited field (number 31, tag 0xfa 0x01) to exactly
     // MAX_CONTROL_FRAME bytes: valid, so it is answered and the unknown field skipped.
     let mut body = ControlFrame {
         kind: Some(Kind::Ping(Ping { seq: 42 })),
@@ -53,10 +53,10 @@ fn control_frame_of_exactly_the_limit_is_accepted() {
     .encode_to_vec();
     let room = MAX_CONTROL_FRAME - body.len();
     let mut pad_len = room - 1;
-    while 1 + varint(pad_len as u64).len() + pad_len > room {
+    while 2 + varint(pad_len as u64).len() + pad_len > room {
         pad_len -= 1;
     }
-    body.push(0x7a);
+    body.extend([0xfa, 0x01]);
     body.extend(varint(pad_len as u64));
     body.resize(body.len() + pad_len, 0xab);
     assert_eq!(body.len(), MAX_CONTROL_FRAME);
@@ -87,8 +87,8 @@ fn empty_control_frame_closes_with_unknown_control_message() {
 fn unknown_message_kind_closes_with_unknown_control_message() {
     let mut s = RawSession::establish(24, Config::default());
     ping_pong(&mut s, 8);
-    // Field 13 would be the next kind a later version adds: an empty message in it.
-    s.peer().write_control(vec![2, 0x6a, 0x00]);
+    // Field 17 would be the next kind a later version adds: an empty message in it.
+    s.peer().write_control(vec![3, 0x8a, 0x01, 0x00]);
     s.assert_violation(ErrorCode::UnknownControlMessage);
 }
 

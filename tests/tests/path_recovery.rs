@@ -1,6 +1,7 @@
 //! A failed secondary path is retried until `path_recovery_timeout`: a link that comes back
 //! in time makes the path active again (both sides see it), and one that does not is
-//! removed once the timeout passes.
+//! removed once the timeout passes. The primary refreshes path secrets, so a path that
+//! fails long after its join proof would have expired recovers all the same.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -22,8 +23,16 @@ fn config() -> Config {
 
 /// Joins the secondary, blackholes its link and waits until the client fails the path.
 fn fail_secondary(seed: u64) -> (Cluster, PathId) {
-    let mut c = Cluster::new(seed, &links(), config(), config(), payload(1, 1024));
+    fail_secondary_after(seed, config(), Duration::ZERO)
+}
+
+/// [`fail_secondary`] with `config`, the link cut `age` after the join.
+fn fail_secondary_after(seed: u64, config: Config, age: Duration) -> (Cluster, PathId) {
+    let mut c = Cluster::new(seed, &links(), config.clone(), config, payload(1, 1024));
     assert!(c.join_all(Duration::from_secs(10)), "secondary joined");
+    if !age.is_zero() {
+        c.run_until(age, |_| false);
+    }
     let path = c.path_ids[&1];
     let (a, b) = (c.addrs[1].ip(), c.sim.nodes[c.client].addr.ip());
     c.sim.net.set_up(a, b, false);
@@ -44,7 +53,23 @@ fn client_state(c: &mut Cluster, path: PathId) -> Option<PathState> {
 
 #[test]
 fn a_path_that_comes_back_in_time_is_active_again() {
-    let (mut c, path) = fail_secondary(61);
+    let (c, path) = fail_secondary(61);
+    comes_back(c, path);
+}
+
+#[test]
+fn a_path_that_fails_after_the_proof_lifetime_recovers() {
+    let mut config = config();
+    config.join_proof_lifetime = Duration::from_secs(10);
+    config.ticket_lifetime = Duration::from_secs(10);
+    // Three proof lifetimes after the join: the secret of AddPath expired long ago.
+    let (c, path) = fail_secondary_after(63, config, Duration::from_secs(30));
+    comes_back(c, path);
+}
+
+/// Heals the failed path's link 2 s after it failed; the path must be active again on
+/// both sides.
+fn comes_back(mut c: Cluster, path: PathId) {
     assert_eq!(client_state(&mut c, path), Some(PathState::Failed));
     c.sim.run_for(Duration::from_secs(2));
     let (a, b) = (c.addrs[1].ip(), c.sim.nodes[c.client].addr.ip());

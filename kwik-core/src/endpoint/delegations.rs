@@ -1,7 +1,8 @@
-//! Delegation and striping: ranges of a primary's streams served by any path, the
-//! client's ledger of who owes what, and the writer of delegated ranges.
+//! Delegation on the servers: the primary issues signed tickets (plain delegations and
+//! stripes) and keeps them fresh; every server, the primary included, serves the pulls a
+//! client makes under them, after checking the ticket.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use kwik_proto::DelegationOutcome as WireOutcome;
@@ -11,22 +12,34 @@ use quinn_proto::{Dir, Side};
 use super::multi::MAX_DELEGATIONS;
 use super::{Endpoint, Event};
 use crate::delegation::{
-    DelegateError, DelegationId, DelegationOutcome, IncomingDelegation, Issued, Outgoing, Owed,
+    DelegateError, DelegationId, DelegationOutcome, IncomingDelegation, Issued, Outgoing,
 };
-use crate::error::{ErrorCode, ProtocolError, SessionError};
-use crate::frame::Frame;
+use crate::error::{ProtocolError, SessionError};
 use crate::path::PathId;
-use crate::session::{Phase, Role, SessionHandle, SessionState, StripeState};
+use crate::session::{Phase, Role, SessionHandle, SessionState};
 use crate::streams::StreamId;
-use crate::stripe::{MIN_CHUNK, Stripe};
+use crate::ticket::{self, PullContext, TicketError};
 
-/// Largest chunk a stripe cuts.
-const MAX_CHUNK: u64 = 16 << 20;
+/// A stripe ticket lets one server send this many times the body, duplicates included.
+pub(super) const STRIPE_BUDGET_FACTOR: u64 = 2;
+
+/// What a new ticket covers.
+struct Grant {
+    stream: StreamId,
+    offset: u64,
+    len: u64,
+    request: Bytes,
+    body_offset: u64,
+    /// `None`: any server of the session (a stripe).
+    path: Option<PathId>,
+}
 
 impl Endpoint {
-    /// Reserves `len` bytes of `stream` and hands them to `path`.
+    /// Reserves `len` bytes of `stream` and hands them to `path` under a ticket scoped to
+    /// it.
     pub(super) fn delegate(
         &mut self,
+        now: Instant,
         h: SessionHandle,
         stream: StreamId,
         path: PathId,
@@ -41,25 +54,23 @@ impl Endpoint {
         if !s.usable_paths().contains(&path) || (path != PathId::PRIMARY && s.is_peer_path(path)) {
             return Err(DelegateError::PathNotActive(path));
         }
-        let start = s.streams.reserve(stream, len, false).map_err(|e| match e {
+        let offset = s.streams.reserve(stream, len, false).map_err(|e| match e {
             crate::error::WriteError::Blocked => DelegateError::Blocked,
             _ => DelegateError::ClosedStream,
         })?;
-        let id = s.new_delegation_id();
-        let issued = Issued {
-            path,
+        let grant = Grant {
             stream,
-            start,
-            end: start + len,
+            offset,
+            len,
             request,
             body_offset: 0,
-            stripe: None,
+            path: Some(path),
         };
-        self.issue(h, id, issued);
-        Ok(DelegationId(id))
+        Ok(DelegationId(self.issue(now, h, grant)))
     }
 
-    /// Serves `len` bytes of `stream` from every active path, the primary included.
+    /// Reserves `len` bytes of `stream` and issues one stripe ticket for them: the client
+    /// pulls the body from every server of the session.
     pub(super) fn stripe(
         &mut self,
         now: Instant,
@@ -73,157 +84,121 @@ impl Endpoint {
             .get_mut(&h)
             .ok_or(DelegateError::SessionLost)?;
         check_can_delegate(s, len)?;
-        if s.stripes.values().any(|st| st.stream == stream) {
+        if !s.streams.is_sending(stream) {
             return Err(DelegateError::ClosedStream);
         }
-        let base = s
+        let offset = s
             .streams
-            .write_offset(stream)
-            .filter(|_| s.streams.is_sending(stream))
-            .ok_or(DelegateError::ClosedStream)?;
-        if s.streams.reserve(stream, 0, false).is_err() {
-            return Err(DelegateError::ClosedStream);
-        }
-        s.streams.set_locked(stream, true);
-        let id = s.next_stripe;
-        s.next_stripe += 1;
-        let stripe = Stripe::new(
-            base,
+            .reserve(stream, len, true)
+            .map_err(|_| DelegateError::ClosedStream)?;
+        let grant = Grant {
+            stream,
+            offset,
             len,
-            s.config.stripe_chunk_time,
-            s.config.stripe_depth as usize,
-        );
-        s.stripes.insert(
+            request,
+            body_offset: 0,
+            path: None,
+        };
+        Ok(self.issue(now, h, grant))
+    }
+
+    /// Signs a ticket for `grant`, records it and sends it to the client; returns its id.
+    fn issue(&mut self, now: Instant, h: SessionHandle, grant: Grant) -> u64 {
+        let unix = self.unix_secs(now);
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return 0;
+        };
+        let id = s.new_delegation_id();
+        let mut t = kwik_proto::Ticket {
             id,
-            StripeState {
-                stream,
-                request,
-                stripe,
+            session_id: s.id,
+            stream: grant.stream.0,
+            offset: grant.offset,
+            len: grant.len,
+            request: grant.request.to_vec(),
+            body_offset: grant.body_offset,
+            any_path: grant.path.is_none(),
+            path_id: grant.path.map_or(0, |p| p.0),
+            expiry: unix + s.config.ticket_lifetime.as_secs(),
+            budget: match grant.path {
+                None => grant.len.saturating_mul(STRIPE_BUDGET_FACTOR),
+                Some(_) => grant.len,
             },
+            mac: Vec::new(),
+        };
+        self.ticket_key.sign(&mut t);
+        if s.next_refresh.is_none() {
+            s.next_refresh = Some(now + refresh_interval(&s.config));
+        }
+        tracing::debug!(
+            ticket = id,
+            stream = %grant.stream,
+            offset = grant.offset,
+            len = grant.len,
+            stripe = grant.path.is_none(),
+            "ticket issued"
         );
-        self.schedule_stripes(now, h);
-        Ok(id)
+        s.issued.insert(id, Issued { ticket: t.clone() });
+        self.send_primary(
+            h,
+            Kind::Delegate(kwik_proto::Delegate {
+                ticket: Some(t),
+                refresh: false,
+            }),
+        );
+        id
     }
 
-    /// Hands out the next chunks of every stripe of a primary session.
-    pub(super) fn schedule_stripes(&mut self, now: Instant, h: SessionHandle) {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
-        if s.role != Role::Primary || s.stripes.is_empty() || s.phase != Phase::Established {
-            return;
-        }
-        // Same-peer paths are not lanes: they carry this server's own chunks (path 0),
-        // spread by the same-peer scheduler.
-        let usable: Vec<PathId> = s
-            .usable_paths()
-            .into_iter()
-            .filter(|p| *p == PathId::PRIMARY || !s.is_peer_path(*p))
-            .collect();
-        let primary_rtt = s
-            .paths
-            .get(&PathId::PRIMARY)
-            .and_then(|k| self.paths.get(k))
-            .map_or(Duration::ZERO, |slot| slot.path.conn.rtt());
-        let delays: Vec<(PathId, Duration)> = usable
+    /// Primary: re-signs unfinished stripe tickets and live path secrets before they
+    /// expire, so that a long stripe completes and a path can rejoin at any age.
+    pub(super) fn refresh_credentials(&mut self, now: Instant) {
+        let due: Vec<SessionHandle> = self
+            .sessions
             .iter()
-            .map(|p| {
-                let own = match *p {
-                    PathId::PRIMARY => Duration::ZERO,
-                    _ => s
-                        .metas
-                        .get(p)
-                        .and_then(|m| m.reported_rtt)
-                        .unwrap_or(primary_rtt),
-                };
-                (*p, primary_rtt + own)
-            })
+            .filter(|(_, s)| s.role == Role::Primary && s.next_refresh.is_some_and(|t| t <= now))
+            .map(|(h, _)| *h)
             .collect();
-        let mut issue = Vec::new();
-        let mut finished = Vec::new();
-        let lanes = usable.len().max(1) as u64;
-        let depth = u64::from(s.config.stripe_depth);
-        let max_chunk =
-            (s.streams.peer_stream_window() / (2 * depth * lanes)).clamp(MIN_CHUNK, MAX_CHUNK);
-        for (sid, st) in s.stripes.iter_mut() {
-            st.stripe.set_paths(&usable);
-            st.stripe.set_window(s.streams.peer_stream_window());
-            for (p, d) in &delays {
-                st.stripe.set_delay(*p, *d);
-            }
-            if !s.streams.is_sending(st.stream) {
-                finished.push(*sid);
+        let unix = self.unix_secs(now);
+        let group = self.server.as_ref().and_then(|s| s.group_key.clone());
+        for h in due {
+            let Some(s) = self.sessions.get_mut(&h) else {
                 continue;
+            };
+            s.next_refresh = Some(now + refresh_interval(&s.config));
+            let ticket_expiry = unix + s.config.ticket_lifetime.as_secs();
+            let mut out = Vec::new();
+            for issued in s.issued.values_mut().filter(|i| i.is_stripe()) {
+                issued.ticket.expiry = ticket_expiry;
+                self.ticket_key.sign(&mut issued.ticket);
+                out.push(Kind::Delegate(kwik_proto::Delegate {
+                    ticket: Some(issued.ticket.clone()),
+                    refresh: true,
+                }));
             }
-            while let Some(plan) = st.stripe.plan(now, s.streams.credit(st.stream), max_chunk) {
-                if plan.fresh {
-                    match s.streams.reserve(st.stream, plan.end - plan.start, true) {
-                        Ok(offset) if offset == plan.start => {}
-                        _ => break,
+            if let Some(group) = &group {
+                let expiry = unix + s.config.join_proof_lifetime.as_secs().max(1);
+                for (path, m) in s.metas.iter_mut() {
+                    if *path == PathId::PRIMARY || m.state == crate::session::PathState::Removed {
+                        continue;
                     }
-                }
-                // Field by field: the stripes are borrowed.
-                let id = s.next_delegation;
-                s.next_delegation += 1;
-                st.stripe.assigned(plan, id, now);
-                issue.push((
-                    id,
-                    Issued {
-                        path: plan.path,
-                        stream: st.stream,
-                        start: plan.start,
-                        end: plan.end,
-                        request: st.request.clone(),
-                        body_offset: plan.start - st.stripe.base(),
-                        stripe: Some(*sid),
-                    },
-                ));
-                if st.stripe.all_assigned() {
-                    s.streams.set_locked(st.stream, false);
+                    m.expiry = expiry;
+                    let secret = crate::join::path_secret(group, s.id, path.0, expiry);
+                    out.push(Kind::RefreshPath(kwik_proto::RefreshPath {
+                        path_id: path.0,
+                        expiry,
+                        path_secret: secret.to_vec(),
+                    }));
                 }
             }
-            if st.stripe.is_complete() {
-                finished.push(*sid);
+            for kind in out {
+                self.send_primary(h, kind);
             }
-        }
-        for sid in finished {
-            if let Some(st) = s.stripes.remove(&sid) {
-                s.streams.set_locked(st.stream, false);
-                self.events.push_back(Event::StripeFinished {
-                    session: h,
-                    stripe: sid,
-                });
-            }
-        }
-        for (id, issued) in issue {
-            self.issue(h, id, issued);
         }
     }
 
-    /// Records a delegation and sends it; a delegation to the primary itself is also
-    /// queued for the local application.
-    pub(super) fn issue(&mut self, h: SessionHandle, id: u64, issued: Issued) {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
-        if issued.path == PathId::PRIMARY {
-            s.outgoing
-                .insert(id, Outgoing::new(issued.stream, issued.start, issued.end));
-            s.incoming.push_back(incoming(id, &issued));
-            self.events
-                .push_back(Event::DelegationReceived { session: h });
-        }
-        let delegate = Kind::Delegate(kwik_proto::Delegate {
-            id,
-            stream: issued.stream.0,
-            offset: issued.start,
-            len: issued.end - issued.start,
-            request: issued.request.to_vec(),
-            path_id: issued.path.0,
-            body_offset: issued.body_offset,
-        });
-        s.issued.insert(id, issued);
-        self.send_primary(h, delegate);
+    /// When [`Endpoint::refresh_credentials`] must next run.
+    pub(super) fn refresh_deadline(&self) -> Option<Instant> {
+        self.sessions.values().filter_map(|s| s.next_refresh).min()
     }
 
     pub(super) fn on_delegation_update(
@@ -235,239 +210,114 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
-        // Updates for delegations already settled (an end-game twin) are expected.
+        // Updates for tickets already settled are ignored.
         let Some(issued) = s.issued.remove(&update.id) else {
             return;
         };
+        for share in &update.shares {
+            if let Some(m) = s.metas.get_mut(&PathId(share.path_id)) {
+                m.delivered = m.delivered.saturating_add(share.bytes);
+            }
+        }
+        let t = issued.ticket;
+        if t.any_path {
+            tracing::debug!(ticket = t.id, "stripe finished");
+            self.events.push_back(Event::StripeFinished {
+                session: h,
+                stripe: update.id,
+            });
+            return;
+        }
+        let end = t.offset + t.len;
         let failed = update.outcome == WireOutcome::Failed as i32;
-        let first_missing = update.first_missing.clamp(issued.start, issued.end);
-        if !failed {
-            if let Some(m) = s.metas.get_mut(&issued.path) {
-                m.delivered += issued.end - issued.start;
-            }
+        let first_missing = update.first_missing.clamp(t.offset, end);
+        if !failed && let Some(m) = s.metas.get_mut(&PathId(t.path_id)) {
+            m.delivered = m.delivered.saturating_add(t.len);
         }
-        match issued.stripe.and_then(|sid| s.stripes.get_mut(&sid)) {
-            Some(st) => {
-                if failed {
-                    st.stripe.on_failed(update.id, first_missing);
-                } else if let Some(twin) = st.stripe.on_done(update.id, now)
-                    && let Some(copy) = s.issued.remove(&twin)
-                    && copy.path == PathId::PRIMARY
-                {
-                    // The other copy won: stop writing this one (a secondary's copy is
-                    // stopped by the client, which saw the range complete).
-                    self.cancel_outgoing(h, twin);
-                }
-                self.schedule_stripes(now, h);
-            }
-            None if issued.stripe.is_some() => {}
-            None => {
-                let outcome = if failed && first_missing < issued.end {
-                    DelegationOutcome::Failed { first_missing }
-                } else {
-                    DelegationOutcome::Done
-                };
-                self.events.push_back(Event::DelegationFinished {
-                    session: h,
-                    delegation: DelegationId(update.id),
-                    outcome,
-                });
-                if let DelegationOutcome::Failed { first_missing } = outcome {
-                    // The primary serves the rest itself.
-                    let id = s.new_delegation_id();
-                    let rest = Issued {
-                        path: PathId::PRIMARY,
-                        body_offset: issued.body_offset + (first_missing - issued.start),
-                        start: first_missing,
-                        stripe: None,
-                        ..issued
-                    };
-                    self.issue(h, id, rest);
-                }
-            }
-        }
-    }
-
-    pub(super) fn on_delegate_client(
-        &mut self,
-        h: SessionHandle,
-        delegate: kwik_proto::Delegate,
-    ) -> Result<(), ProtocolError> {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return Ok(());
+        let outcome = if failed && first_missing < end {
+            DelegationOutcome::Failed { first_missing }
+        } else {
+            DelegationOutcome::Done
         };
-        let stream = StreamId(delegate.stream);
-        let end = delegate
-            .offset
-            .checked_add(delegate.len)
-            .filter(|e| *e <= crate::varint::MAX && delegate.len > 0)
-            .ok_or_else(|| ProtocolError::new(ErrorCode::Delegation, "bad delegation range"))?;
-        let unreported = s.owed.values().filter(|o| !o.reported).count();
-        if s.owed.contains_key(&delegate.id) || unreported >= MAX_DELEGATIONS {
-            return Err(ProtocolError::new(
-                ErrorCode::Delegation,
-                "delegation id reused or too many delegations",
-            ));
-        }
-        s.streams.check_delegated(stream, end)?;
-        let path = PathId(delegate.path_id);
-        s.owed.insert(
-            delegate.id,
-            Owed {
-                path,
-                stream,
-                start: delegate.offset,
-                end,
-                reported: false,
-            },
-        );
-        if path == PathId::PRIMARY {
-            return Ok(());
-        }
-        let active = s.metas.get(&path).is_some_and(|m| m.state.is_usable());
-        let (id, start) = (delegate.id, delegate.offset);
-        if !active || !self.send_on(h, path, Kind::Delegate(delegate)) {
-            if let Some(o) = self.sessions.get_mut(&h).and_then(|s| s.owed.get_mut(&id)) {
-                o.reported = true;
-            }
-            self.send_primary(h, update(id, Some(start), start));
-        }
-        Ok(())
-    }
-
-    /// Reports delegations whose bytes all arrived, and forgets those the reader passed.
-    pub(super) fn check_owed(&mut self, h: SessionHandle) {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
-        if s.owed.is_empty() {
-            return;
-        }
-        let mut done = Vec::new();
-        let streams = &s.streams;
-        s.owed.retain(|id, o| {
-            if !o.reported && streams.first_missing(o.stream, o.start, o.end).is_none() {
-                o.reported = true;
-                done.push((*id, o.path, o.end));
-            }
-            !(o.reported && streams.read_offset(o.stream).is_none_or(|r| r >= o.end))
+        self.events.push_back(Event::DelegationFinished {
+            session: h,
+            delegation: DelegationId(update.id),
+            outcome,
         });
-        for (id, path, end) in done {
-            self.send_primary(h, update(id, None, end));
-            if path != PathId::PRIMARY {
-                // Every byte is here (maybe from another copy): the owner may stop. A
-                // secondary that already finished ignores this.
-                self.send_on(h, path, update(id, None, end));
-            }
+        if let DelegationOutcome::Failed { first_missing } = outcome {
+            // The primary serves the rest itself, under a ticket for its own path.
+            let rest = Grant {
+                stream: StreamId(t.stream),
+                offset: first_missing,
+                len: end - first_missing,
+                request: Bytes::from(t.request),
+                body_offset: t.body_offset + (first_missing - t.offset),
+                path: Some(PathId::PRIMARY),
+            };
+            self.issue(now, h, rest);
         }
     }
 
-    /// Reports every unsettled delegation of `path` as failed (or done, if its bytes came
-    /// anyway) and forgets them.
-    pub(super) fn fail_delegations(&mut self, h: SessionHandle, path: PathId) {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
-        let mut reports = Vec::new();
-        let streams = &s.streams;
-        s.owed.retain(|id, o| {
-            if o.path != path {
-                return true;
-            }
-            if !o.reported {
-                let missing = streams.first_missing(o.stream, o.start, o.end);
-                reports.push(update(*id, missing, missing.unwrap_or(o.end)));
-            }
-            false
-        });
-        for r in reports {
-            self.send_primary(h, r);
-        }
-    }
-
-    pub(super) fn on_delegate_server(
+    /// Any server: the client pulls a range under a ticket. Served only if the ticket
+    /// verifies, names this session (and this path, for a plain delegation), has not
+    /// expired, holds the range and has budget left; otherwise refused with a typed
+    /// `PullRefused`, and the application never hears of it.
+    pub(super) fn on_pull(
         &mut self,
+        now: Instant,
         h: SessionHandle,
         path: PathId,
-        delegate: kwik_proto::Delegate,
+        pull: kwik_proto::Pull,
     ) -> Result<(), ProtocolError> {
+        let unix = self.unix_secs(now);
         let Some(s) = self.sessions.get_mut(&h) else {
             return Ok(());
         };
-        let stream = StreamId(delegate.stream);
-        let end = delegate
-            .offset
-            .checked_add(delegate.len)
-            .filter(|e| *e <= crate::varint::MAX && delegate.len > 0);
-        let sendable = stream.initiator() == Side::Server || stream.dir() == Dir::Bi;
-        let (Some(end), true, true) = (end, sendable, delegate.path_id == path.0) else {
-            return Err(ProtocolError::new(
-                ErrorCode::Delegation,
-                "delegation this server cannot serve",
-            ));
+        let id = pull.id;
+        let verdict = serve_check(&self.ticket_key, &mut self.budgets, s, path, &pull, unix);
+        let t = match verdict {
+            Ok(t) => t,
+            Err(error) => {
+                tracing::debug!(%path, pull = id, %error, "pull refused");
+                self.stats.pulls_refused += 1;
+                self.send_on(
+                    h,
+                    path,
+                    Kind::PullRefused(kwik_proto::PullRefused {
+                        id,
+                        code: error.to_wire() as i32,
+                    }),
+                );
+                return Ok(());
+            }
         };
-        if s.outgoing.len() + s.incoming.len() >= MAX_DELEGATIONS
-            || s.outgoing.contains_key(&delegate.id)
-        {
-            return Err(ProtocolError::new(
-                ErrorCode::Delegation,
-                "delegation id reused or too many delegations",
-            ));
-        }
-        let issued = Issued {
-            path,
-            stream,
-            start: delegate.offset,
-            end,
-            request: Bytes::from(delegate.request),
-            body_offset: delegate.body_offset,
-            stripe: None,
-        };
+        let stream = StreamId(t.stream);
+        let end = pull.offset + pull.len;
         s.outgoing
-            .insert(delegate.id, Outgoing::new(stream, delegate.offset, end));
-        s.incoming.push_back(incoming(delegate.id, &issued));
+            .insert(id, Outgoing::new(t.id, stream, pull.offset, end));
+        s.incoming.push_back(IncomingDelegation {
+            id: DelegationId(id),
+            stream,
+            offset: pull.offset,
+            len: pull.len,
+            request: Bytes::from(t.request),
+            body_offset: t.body_offset + (pull.offset - t.offset),
+        });
         self.events
             .push_back(Event::DelegationReceived { session: h });
         Ok(())
     }
 
-    /// Checks a frame that arrived on a client's secondary path: only stream bytes inside
-    /// ranges that path owes (or bytes the reader already passed) are accepted.
-    pub(super) fn check_secondary_frame(
-        s: &SessionState,
-        path: PathId,
-        frame: &Frame,
-    ) -> Result<(), ProtocolError> {
-        let Frame::Stream {
-            id,
-            offset,
-            fin,
-            data,
-        } = frame
-        else {
-            return Err(ProtocolError::new(
-                ErrorCode::Delegation,
-                "a secondary sent a frame other than STREAM",
-            ));
+    /// Any server: the client no longer needs pull `id`; what was not sent is refunded.
+    pub(super) fn on_pull_cancel(&mut self, h: SessionHandle, id: u64) {
+        let Some(s) = self.sessions.get(&h) else {
+            return;
         };
-        let end = offset + data.len() as u64;
-        let owed = s
-            .owed
-            .values()
-            .any(|o| o.path == path && o.stream == *id && o.start <= *offset && end <= o.end);
-        if owed && !fin {
-            return Ok(());
+        if let Some(out) = s.outgoing.get(&id) {
+            let (session_id, ticket, unsent) = (s.id, out.ticket, out.end - out.framed);
+            self.budgets.refund(session_id, ticket, unsent);
         }
-        if !fin
-            && (s.streams.read_offset(*id).is_some_and(|r| end <= r)
-                || s.streams.recv_finished(*id))
-        {
-            return Ok(());
-        }
-        Err(ProtocolError::new(
-            ErrorCode::Delegation,
-            format!("{path} sent bytes of {id} it was not delegated"),
-        ))
+        self.cancel_outgoing(h, id);
     }
 
     /// Stops serving delegation `id`: queued bytes are dropped and its carrier abandoned;
@@ -511,6 +361,42 @@ impl Endpoint {
     }
 }
 
+/// How often a primary refreshes tickets and path secrets: half the shorter lifetime.
+pub(super) fn refresh_interval(config: &crate::config::Config) -> std::time::Duration {
+    config.ticket_lifetime.min(config.join_proof_lifetime) / 2
+}
+
+/// Checks one pull against its ticket, this session and path, the server's limits and the
+/// ticket's budget (charged on success).
+fn serve_check(
+    key: &ticket::TicketKey,
+    budgets: &mut ticket::Budgets,
+    s: &SessionState,
+    path: PathId,
+    pull: &kwik_proto::Pull,
+    unix_now: u64,
+) -> Result<kwik_proto::Ticket, TicketError> {
+    let t = pull.ticket.as_ref().ok_or(TicketError::BadMac)?;
+    let cx = PullContext {
+        session_id: s.id,
+        path: path.0,
+        unix_now,
+    };
+    ticket::check(key, t, cx, pull.offset, pull.len)?;
+    let stream = StreamId(t.stream);
+    if !(stream.initiator() == Side::Server || stream.dir() == Dir::Bi) {
+        return Err(TicketError::BadStream);
+    }
+    if s.phase != Phase::Established
+        || s.outgoing.len() + s.incoming.len() >= MAX_DELEGATIONS
+        || s.outgoing.contains_key(&pull.id)
+    {
+        return Err(TicketError::Limit);
+    }
+    budgets.charge(t, pull.len, unix_now)?;
+    Ok(t.clone())
+}
+
 fn check_can_delegate(s: &SessionState, len: u64) -> Result<(), DelegateError> {
     if s.role != Role::Primary {
         return Err(DelegateError::NotPrimary);
@@ -524,17 +410,6 @@ fn check_can_delegate(s: &SessionState, len: u64) -> Result<(), DelegateError> {
     Ok(())
 }
 
-fn incoming(id: u64, issued: &Issued) -> IncomingDelegation {
-    IncomingDelegation {
-        id: DelegationId(id),
-        stream: issued.stream,
-        offset: issued.start,
-        len: issued.end - issued.start,
-        request: issued.request.clone(),
-        body_offset: issued.body_offset,
-    }
-}
-
 /// A client's report on a delegation: done, or failed from `missing`.
 pub(super) fn update(id: u64, missing: Option<u64>, first_missing: u64) -> Kind {
     Kind::DelegationUpdate(kwik_proto::DelegationUpdate {
@@ -544,6 +419,7 @@ pub(super) fn update(id: u64, missing: Option<u64>, first_missing: u64) -> Kind 
             None => WireOutcome::Done,
         } as i32,
         first_missing,
+        shares: Vec::new(),
     })
 }
 

@@ -371,29 +371,34 @@ impl SendStream<'_> {
     }
 
     /// Primary: reserves the next `len` bytes of this stream for the server on `path`,
-    /// which gets `request` through `accept_delegation` and must write exactly those
+    /// under a ticket signed for that path alone. The client pulls the range from it;
+    /// that server gets `request` through `accept_delegation` and must write exactly those
     /// bytes. Later writes go after the range. The peer's flow-control credit must cover
-    /// the range now (`Blocked` otherwise). If the path fails, the undelivered rest is
-    /// delegated to the primary itself (path 0), so the application's own delegation
-    /// handler serves it.
+    /// the range now (`Blocked` otherwise). If the path fails or refuses, the undelivered
+    /// rest is delegated to the primary itself (path 0), so the application's own
+    /// delegation handler serves it; a `DelegationFinished` event tells the outcome.
     pub fn delegate(
         &mut self,
+        now: Instant,
         path: PathId,
         request: Bytes,
         len: u64,
     ) -> Result<DelegationId, DelegateError> {
         let r = self
             .endpoint
-            .delegate(self.handle, self.id, path, request, len);
+            .delegate(now, self.handle, self.id, path, request, len);
         self.endpoint.mark_dirty(self.handle);
         r
     }
 
-    /// Primary: serves the next `len` bytes of this stream from every active path at
-    /// once, this server included (as delegations to path 0), each path's share
-    /// following its measured rate. Writes to the stream wait until every chunk was
-    /// handed out; a `StripeFinished` event follows when every byte arrived. Returns the
-    /// stripe's id.
+    /// Primary: serves the next `len` bytes of this stream from every server of the
+    /// session at once, this one included. One ticket, signed for any server of this
+    /// session, covers the whole range; the client pulls chunks from each server over its
+    /// own path and schedules them itself (shares follow each path's measured rate, a
+    /// stalled or failed path's chunks go elsewhere at once). Every server, this one
+    /// included, serves its chunks through `accept_delegation`. Later writes go after the
+    /// range, once the client's credit reaches past it. A `StripeFinished` event follows
+    /// when every byte arrived. Returns the stripe's id (its ticket's).
     pub fn stripe(&mut self, now: Instant, request: Bytes, len: u64) -> Result<u64, DelegateError> {
         let r = self
             .endpoint

@@ -35,11 +35,13 @@ use crate::session::{
 };
 use crate::stats::{EndpointStats, PathStats, SessionStats};
 use crate::streams::{StreamEvent, StreamId};
+use crate::ticket::{Budgets, TicketError, TicketKey};
 
 mod delegations;
 mod handles;
 mod multi;
 mod paths;
+mod pulls;
 
 pub use handles::{Delegated, RecvStream, SendStream, Session};
 pub use multi::{AddPathError, MAX_DELEGATIONS, PathKind};
@@ -186,6 +188,16 @@ pub enum Event {
         /// How it ended.
         outcome: DelegationOutcome,
     },
+    /// Client: a server refused a pull under the primary's ticket; its range goes to
+    /// the other paths (or, for a plain delegation, back to the primary).
+    PullRefused {
+        /// The session.
+        session: SessionHandle,
+        /// The path whose server refused.
+        path: PathId,
+        /// Why.
+        error: TicketError,
+    },
     /// Primary: every byte of a stripe reached the client.
     StripeFinished {
         /// The session.
@@ -249,6 +261,19 @@ pub struct Endpoint {
     last_now: Option<Instant>,
     /// An instant and the Unix time at it, for join proof expiry.
     wall: Option<(Instant, std::time::Duration)>,
+    /// Signs and checks delegation tickets: derived from the group key, or drawn from
+    /// the seed when there is none (then only this server's own tickets verify).
+    ticket_key: TicketKey,
+    /// Bytes served under each ticket, for their budgets.
+    budgets: Budgets,
+}
+
+/// The ticket key of a server: from its group key, else from `fallback` secret bytes.
+fn ticket_key_of(server: Option<&ServerConfig>, fallback: [u8; 32]) -> TicketKey {
+    let group = server
+        .and_then(|s| s.group_key.clone())
+        .unwrap_or_else(|| crate::join::GroupKey::new(fallback));
+    TicketKey::derive(&group)
 }
 
 #[derive(Debug)]
@@ -270,6 +295,8 @@ impl Endpoint {
             config.allow_mtud,
             Some(quic_seed),
         );
+        let fallback: [u8; 32] = rng.random();
+        let ticket_key = ticket_key_of(server.as_ref(), fallback);
         Self {
             quic,
             server,
@@ -285,6 +312,8 @@ impl Endpoint {
             stats: EndpointStats::default(),
             last_now: None,
             wall: None,
+            ticket_key,
+            budgets: Budgets::default(),
         }
     }
 
@@ -299,6 +328,9 @@ impl Endpoint {
     pub fn set_server_config(&mut self, server: Option<ServerConfig>) {
         self.quic
             .set_server_config(server.as_ref().map(|s| s.quic.clone()));
+        if server.as_ref().is_some_and(|s| s.group_key.is_some()) {
+            self.ticket_key = ticket_key_of(server.as_ref(), [0; 32]);
+        }
         self.server = server;
     }
 
@@ -439,6 +471,8 @@ impl Endpoint {
         self.retry_paths(now);
         self.expire_joins(now);
         self.sample_rates(now);
+        self.refresh_credentials(now);
+        self.check_stalls(now);
         let metrics_due: Vec<SessionHandle> = self
             .sessions
             .iter()
@@ -526,6 +560,8 @@ impl Endpoint {
             .chain(health)
             .chain(metrics)
             .chain(self.retry_deadline())
+            .chain(self.refresh_deadline())
+            .chain(self.stripe_deadline())
             .min()
     }
 
@@ -583,6 +619,8 @@ impl Endpoint {
                     raw_received: slot.path.counters.raw_received,
                     stream_bytes_received: slot.path.counters.stream_bytes_received,
                     stream_bytes_sent: slot.path.counters.stream_bytes_sent,
+                    control_sent: slot.path.counters.control_sent,
+                    control_received: slot.path.counters.control_received,
                 })
             })
             .collect();
@@ -803,10 +841,8 @@ impl Endpoint {
             self.mark_dirty_except(h, key);
         }
         self.write_delegated(key, h)?;
-        match role {
-            Role::Client => self.check_owed(h),
-            Role::Primary if path_id == PathId::PRIMARY => self.schedule_stripes(now, h),
-            _ => {}
+        if role == Role::Client {
+            self.settle_pulls(now, h);
         }
         Ok(())
     }

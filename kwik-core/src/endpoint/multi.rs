@@ -2,11 +2,13 @@
 //! helpers the path (`paths.rs`) and delegation (`delegations.rs`) logic share.
 //!
 //! Who may send what (anything else is `UnexpectedControlMessage`):
-//! - primary -> client: `AddPath`, `RemovePath`, `Delegate`;
+//! - primary -> client: `AddPath`, `RefreshPath`, `RemovePath`, `Delegate` (a signed
+//!   ticket, or a fresher copy of one);
 //! - client -> primary: `PathStatus`, `DelegationUpdate`;
-//! - client -> secondary: `Join` (first), `Delegate` (forwarded), `DelegationUpdate`
-//!   (every byte of the range arrived, possibly from another copy: stop writing it);
-//! - secondary -> client: `JoinResult`.
+//! - client -> any server (the primary on path 0 included): `Pull` (a range under a
+//!   ticket), `PullCancel` (another copy delivered it: stop writing it);
+//! - any server -> client: `PullRefused` (with a typed code);
+//! - client -> secondary: `Join` (first); secondary -> client: `JoinResult`.
 
 use std::time::{Duration, Instant};
 
@@ -181,7 +183,9 @@ impl Endpoint {
             (Role::Client, Kind::RemovePath(r)) if primary => {
                 self.remove_path(now, h, PathId(r.path_id));
             }
-            (Role::Client, Kind::Delegate(d)) if primary => self.on_delegate_client(h, d)?,
+            (Role::Client, Kind::Delegate(d)) if primary => self.on_delegate_client(now, h, d)?,
+            (Role::Client, Kind::RefreshPath(r)) if primary => self.on_refresh_path(h, r),
+            (Role::Client, Kind::PullRefused(r)) => self.on_pull_refused(now, h, path, r),
             (Role::Client, Kind::JoinResult(r)) if !primary => {
                 self.on_join_result(now, h, path, r)?
             }
@@ -194,14 +198,18 @@ impl Endpoint {
             }
             (Role::Primary, Kind::PathStatus(st)) => self.on_path_status(now, h, st)?,
             (Role::Primary, Kind::DelegationUpdate(u)) => self.on_delegation_update(now, h, u),
-            (Role::Secondary, Kind::Delegate(d)) => self.on_delegate_server(h, path, d)?,
-            (Role::Secondary, Kind::DelegationUpdate(u)) => self.cancel_outgoing(h, u.id),
+            (Role::Primary | Role::Secondary, Kind::Pull(p)) => self.on_pull(now, h, path, p)?,
+            (Role::Primary | Role::Secondary, Kind::PullCancel(c)) => self.on_pull_cancel(h, c.id),
             (
                 _,
                 kind @ (Kind::AddPath(_)
                 | Kind::RemovePath(_)
                 | Kind::Delegate(_)
                 | Kind::DelegationUpdate(_)
+                | Kind::Pull(_)
+                | Kind::PullCancel(_)
+                | Kind::PullRefused(_)
+                | Kind::RefreshPath(_)
                 | Kind::PathStatus(_)
                 | Kind::Join(_)
                 | Kind::JoinResult(_)),

@@ -65,6 +65,9 @@ impl Endpoint {
             s.streams.set_retain(true);
         }
         s.metas.insert(id, meta);
+        if s.next_refresh.is_none() {
+            s.next_refresh = Some(now + super::delegations::refresh_interval(&s.config));
+        }
         self.send_primary(
             h,
             Kind::AddPath(kwik_proto::AddPath {
@@ -94,10 +97,9 @@ impl Endpoint {
                     h,
                     Kind::RemovePath(kwik_proto::RemovePath { path_id: path.0 }),
                 );
-                self.schedule_stripes(now, h);
             }
             Role::Client => {
-                self.fail_delegations(h, path);
+                self.fail_delegations(now, h, path);
                 self.close_path(now, h, path, "removed");
                 self.report_status(h, path, PathState::Removed, "removed");
             }
@@ -182,7 +184,6 @@ impl Endpoint {
                 self.reinject(now, h);
             }
             self.path_event(h, path, state, &status.reason);
-            self.schedule_stripes(now, h);
         }
         Ok(())
     }
@@ -328,7 +329,23 @@ impl Endpoint {
         }
         self.report_status(h, path, PathState::Active, "");
         self.path_event(h, path, PathState::Active, "");
+        self.pull_stripes(now, h);
         Ok(())
+    }
+
+    /// Client: the primary sent a fresh secret for a path, so it can rejoin later.
+    pub(super) fn on_refresh_path(&mut self, h: SessionHandle, refresh: kwik_proto::RefreshPath) {
+        let Some(m) = self
+            .sessions
+            .get_mut(&h)
+            .and_then(|s| s.metas.get_mut(&PathId(refresh.path_id)))
+        else {
+            return;
+        };
+        if m.state != PathState::Removed && refresh.expiry > m.expiry {
+            m.secret = refresh.path_secret;
+            m.expiry = refresh.expiry;
+        }
     }
 
     pub(super) fn close_path(
@@ -409,8 +426,8 @@ impl Endpoint {
             // A path to the primary itself: its frames in flight are sent again.
             self.reinject(now, h);
         }
-        self.fail_delegations(h, path);
         self.close_path(now, h, path, &reason);
+        self.fail_delegations(now, h, path);
         self.report_status(h, path, PathState::Failed, &reason);
         self.events.push_back(Event::PathFailed {
             session: h,

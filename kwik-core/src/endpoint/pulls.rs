@@ -1,0 +1,518 @@
+//! Delegation on the client: it holds the primary's tickets, pulls plain delegations from
+//! their one path and stripes from every server of the session on its own schedule
+//! ([`crate::stripe`]), checks every byte a secondary sends against what it pulled there,
+//! re-pulls what a failed, stalled or refusing path owes from the others at once, and
+//! tells the primary the outcome.
+
+use std::time::{Duration, Instant};
+
+use kwik_proto::control_frame::Kind;
+
+use super::delegations::update;
+use super::multi::MAX_DELEGATIONS;
+use super::{Endpoint, Event};
+use crate::delegation::{Held, Owed};
+use crate::error::{ErrorCode, ProtocolError};
+use crate::frame::Frame;
+use crate::path::PathId;
+use crate::session::{Phase, Role, SessionHandle, SessionState};
+use crate::streams::StreamId;
+use crate::stripe::{MIN_CHUNK, Stripe};
+use crate::ticket::TicketError;
+
+/// Largest chunk a stripe cuts.
+const MAX_CHUNK: u64 = 16 << 20;
+
+/// Most pulls one call to [`Endpoint::pull_stripes`] makes per stripe.
+const MAX_PULLS_PER_ROUND: usize = 256;
+
+fn delegation_error(reason: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(ErrorCode::Delegation, reason)
+}
+
+impl Endpoint {
+    /// Client: the primary issued (or refreshed) a ticket.
+    pub(super) fn on_delegate_client(
+        &mut self,
+        now: Instant,
+        h: SessionHandle,
+        delegate: kwik_proto::Delegate,
+    ) -> Result<(), ProtocolError> {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return Ok(());
+        };
+        let t = delegate
+            .ticket
+            .ok_or_else(|| delegation_error("delegation without a ticket"))?;
+        let end = t
+            .offset
+            .checked_add(t.len)
+            .filter(|e| *e <= crate::varint::MAX && t.len > 0)
+            .ok_or_else(|| delegation_error("bad delegation range"))?;
+        if t.session_id != s.id {
+            return Err(delegation_error("ticket of another session"));
+        }
+        if delegate.refresh {
+            if let Some(held) = s.held.get_mut(&t.id) {
+                let h_t = &held.ticket;
+                let same = (h_t.stream, h_t.offset, h_t.len, h_t.any_path, h_t.path_id)
+                    == (t.stream, t.offset, t.len, t.any_path, t.path_id);
+                if !same {
+                    return Err(delegation_error("a refreshed ticket changed its range"));
+                }
+                held.ticket = t;
+            }
+            return Ok(());
+        }
+        if s.last_ticket.is_some_and(|last| t.id <= last) || s.held.len() >= MAX_DELEGATIONS {
+            return Err(delegation_error(
+                "delegation id reused or too many delegations",
+            ));
+        }
+        s.last_ticket = Some(t.id);
+        let stream = StreamId(t.stream);
+        s.streams.check_delegated(stream, end, t.any_path)?;
+        let (id, offset, path) = (t.id, t.offset, PathId(t.path_id));
+        if t.any_path {
+            s.streams.grant_stripe(t.len);
+            let stripe = Stripe::new(
+                t.offset,
+                t.len,
+                s.config.stripe_chunk_time,
+                s.config.stripe_depth as usize,
+            );
+            s.held.insert(
+                id,
+                Held {
+                    ticket: t,
+                    stripe: Some(Box::new(stripe)),
+                    refused: Vec::new(),
+                },
+            );
+            self.pull_stripes(now, h);
+            return Ok(());
+        }
+        s.held.insert(
+            id,
+            Held {
+                ticket: t,
+                stripe: None,
+                refused: Vec::new(),
+            },
+        );
+        let usable = path == PathId::PRIMARY
+            || s.metas
+                .get(&path)
+                .is_some_and(|m| m.state.is_usable() && !m.same_peer);
+        let pull = s.next_pull;
+        s.next_pull += 1;
+        if !usable || !self.send_pull(h, path, id, pull, offset, end) {
+            self.settle_plain(h, id, Some(offset), offset);
+        }
+        Ok(())
+    }
+
+    /// Sends pull `pull` of `[start, end)` under ticket `ticket` on `path`, recording what
+    /// the path owes and granting its credit; returns whether it went out.
+    fn send_pull(
+        &mut self,
+        h: SessionHandle,
+        path: PathId,
+        ticket: u64,
+        pull: u64,
+        start: u64,
+        end: u64,
+    ) -> bool {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return false;
+        };
+        let Some(held) = s.held.get(&ticket) else {
+            return false;
+        };
+        let stream = held.stream();
+        let message = Kind::Pull(kwik_proto::Pull {
+            id: pull,
+            ticket: Some(held.ticket.clone()),
+            offset: start,
+            len: end - start,
+        });
+        s.streams.grant(stream, end);
+        s.owed.insert(
+            pull,
+            Owed {
+                path,
+                ticket,
+                stream,
+                start,
+                end,
+                reported: false,
+            },
+        );
+        if self.send_on(h, path, message) {
+            return true;
+        }
+        if let Some(s) = self.sessions.get_mut(&h) {
+            s.owed.remove(&pull);
+        }
+        false
+    }
+
+    /// Reports a plain delegation to the primary (done, or failed from `missing`) and
+    /// forgets its ticket.
+    fn settle_plain(&mut self, h: SessionHandle, ticket: u64, missing: Option<u64>, end: u64) {
+        if let Some(s) = self.sessions.get_mut(&h) {
+            s.held.remove(&ticket);
+        }
+        self.send_primary(h, update(ticket, missing, missing.unwrap_or(end)));
+    }
+
+    /// Makes the pulls every stripe of a client session wants now: fresh chunks up to the
+    /// reader's window, requeued ranges of failed paths, copies of the chunk a stalled
+    /// path holds and end-game copies. Finished stripes are reported to the primary.
+    pub(super) fn pull_stripes(&mut self, now: Instant, h: SessionHandle) {
+        let Some(s) = self.sessions.get(&h) else {
+            return;
+        };
+        if s.role != Role::Client
+            || s.phase != Phase::Established
+            || !s.held.values().any(|t| t.stripe.is_some())
+        {
+            return;
+        }
+        let lanes = self.lane_facts(s);
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        let window = s.streams.stream_window();
+        let depth = u64::from(s.config.stripe_depth);
+        let mut pulls = Vec::new();
+        let mut finished = Vec::new();
+        for (tid, held) in s.held.iter_mut() {
+            let Some(stripe) = held.stripe.as_mut() else {
+                continue;
+            };
+            let paths: Vec<PathId> = lanes
+                .iter()
+                .map(|l| l.0)
+                .filter(|p| !held.refused.contains(p))
+                .collect();
+            stripe.set_paths(&paths);
+            stripe.set_window(2 * window);
+            for &(path, rtt, bytes) in &lanes {
+                stripe.set_delay(path, rtt);
+                stripe.observe(path, bytes, now);
+            }
+            let stream = StreamId(held.ticket.stream);
+            let Some(limit) = s.streams.pull_limit(stream) else {
+                // The reader stopped or the stream was reset: nothing more to pull.
+                finished.push(*tid);
+                continue;
+            };
+            let max_chunk =
+                (window / (2 * depth * paths.len().max(1) as u64)).clamp(MIN_CHUNK, MAX_CHUNK);
+            for _ in 0..MAX_PULLS_PER_ROUND {
+                let credit = limit.saturating_sub(stripe.next_fresh());
+                let Some(plan) = stripe.plan(now, credit, max_chunk) else {
+                    break;
+                };
+                let id = s.next_pull;
+                s.next_pull += 1;
+                stripe.assigned(plan, id, now);
+                pulls.push((*tid, id, plan));
+            }
+            if stripe.is_complete() {
+                finished.push(*tid);
+            }
+        }
+        let mut unsent = Vec::new();
+        for (tid, id, plan) in pulls {
+            if !self.send_pull(h, plan.path, tid, id, plan.start, plan.end) {
+                unsent.push((tid, id, plan.start));
+            }
+        }
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        for (tid, id, start) in unsent {
+            if let Some(stripe) = s.held.get_mut(&tid).and_then(|t| t.stripe.as_mut()) {
+                stripe.on_failed(id, start);
+            }
+        }
+        for tid in finished {
+            self.finish_stripe(h, tid);
+        }
+    }
+
+    /// Each stripe lane's path, round trip and stream bytes delivered: path 0 and every
+    /// usable secondary path (same-peer paths carry path 0's bytes and count with it).
+    fn lane_facts(&self, s: &SessionState) -> Vec<(PathId, Duration, u64)> {
+        let mut primary = (PathId::PRIMARY, Duration::ZERO, 0);
+        let mut lanes = Vec::new();
+        for path in s.usable_paths() {
+            let Some(slot) = s.paths.get(&path).and_then(|k| self.paths.get(k)) else {
+                continue;
+            };
+            let (rtt, bytes) = (
+                slot.path.conn.rtt(),
+                slot.path.counters.stream_bytes_received,
+            );
+            if path == PathId::PRIMARY {
+                primary.1 = rtt;
+                primary.2 += bytes;
+            } else if s.is_peer_path(path) {
+                primary.2 += bytes;
+            } else {
+                lanes.push((path, rtt, bytes));
+            }
+        }
+        if s.paths.contains_key(&PathId::PRIMARY) {
+            lanes.insert(0, primary);
+        }
+        lanes
+    }
+
+    /// A stripe is complete (or no longer wanted): the primary hears who delivered what,
+    /// and every pull still out is cancelled.
+    fn finish_stripe(&mut self, h: SessionHandle, tid: u64) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        let Some(held) = s.held.remove(&tid) else {
+            return;
+        };
+        let shares = held
+            .stripe
+            .as_ref()
+            .map(|st| {
+                st.delivered()
+                    .map(|(p, bytes)| kwik_proto::PathShare {
+                        path_id: p.0,
+                        bytes,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut cancels = Vec::new();
+        for (id, o) in s.owed.iter_mut() {
+            if o.ticket == tid && !o.reported {
+                o.reported = true;
+                cancels.push((o.path, *id));
+            }
+        }
+        tracing::debug!(ticket = tid, "stripe complete");
+        for (path, id) in cancels {
+            self.send_on(h, path, Kind::PullCancel(kwik_proto::PullCancel { id }));
+        }
+        let end = held.ticket.offset + held.ticket.len;
+        let Kind::DelegationUpdate(mut report) = update(tid, None, end) else {
+            return;
+        };
+        report.shares = shares;
+        self.send_primary(h, Kind::DelegationUpdate(report));
+    }
+
+    /// Settles pulls whose bytes all arrived (from their path or from a copy), forgets
+    /// those the reader passed, and makes the pulls the stripes want now (the reader may
+    /// have opened its window).
+    pub(super) fn settle_pulls(&mut self, now: Instant, h: SessionHandle) {
+        self.check_owed(now, h);
+        self.pull_stripes(now, h);
+    }
+
+    /// Settles pulls whose bytes all arrived (from their path or from a copy), and
+    /// forgets those the reader passed.
+    pub(super) fn check_owed(&mut self, now: Instant, h: SessionHandle) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        if s.owed.is_empty() {
+            return;
+        }
+        let mut done = Vec::new();
+        let streams = &s.streams;
+        s.owed.retain(|id, o| {
+            if !o.reported && streams.first_missing(o.stream, o.start, o.end).is_none() {
+                o.reported = true;
+                done.push((*id, o.ticket, o.end));
+            }
+            !(o.reported && streams.read_offset(o.stream).is_none_or(|r| r >= o.end))
+        });
+        let mut cancels = Vec::new();
+        let mut plain = Vec::new();
+        for (id, tid, end) in done {
+            let Some(held) = s.held.get_mut(&tid) else {
+                continue;
+            };
+            let Some(stripe) = held.stripe.as_mut() else {
+                plain.push((tid, end));
+                continue;
+            };
+            // The other copy of this chunk lost: its server may stop.
+            if let Some(twin) = stripe.on_done(id, now)
+                && let Some(o) = s.owed.get_mut(&twin)
+                && !o.reported
+            {
+                o.reported = true;
+                cancels.push((o.path, twin));
+            }
+        }
+        for (path, id) in cancels {
+            self.send_on(h, path, Kind::PullCancel(kwik_proto::PullCancel { id }));
+        }
+        for (tid, end) in plain {
+            self.settle_plain(h, tid, None, end);
+        }
+    }
+
+    /// A path failed: a stripe re-pulls what it owed from the other paths at once; a
+    /// plain delegation is reported to the primary, which serves the rest itself.
+    pub(super) fn fail_delegations(&mut self, now: Instant, h: SessionHandle, path: PathId) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        let mut failed = Vec::new();
+        let streams = &s.streams;
+        s.owed.retain(|id, o| {
+            if o.path != path {
+                return true;
+            }
+            if !o.reported {
+                let missing = streams.first_missing(o.stream, o.start, o.end);
+                failed.push((*id, o.ticket, missing, o.end));
+            }
+            false
+        });
+        self.requeue_or_settle(now, h, failed);
+    }
+
+    fn requeue_or_settle(
+        &mut self,
+        now: Instant,
+        h: SessionHandle,
+        failed: Vec<(u64, u64, Option<u64>, u64)>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        let mut plain = Vec::new();
+        for (id, tid, missing, end) in failed {
+            match s.held.get_mut(&tid).map(|t| t.stripe.as_mut()) {
+                Some(Some(stripe)) => match missing {
+                    Some(first) => stripe.on_failed(id, first),
+                    None => {
+                        stripe.on_done(id, now);
+                    }
+                },
+                Some(None) => plain.push((tid, missing, end)),
+                None => {}
+            }
+        }
+        for (tid, missing, end) in plain {
+            self.settle_plain(h, tid, missing, end);
+        }
+        self.pull_stripes(now, h);
+    }
+
+    /// A server refused a pull: the client's application hears why, and the range goes
+    /// elsewhere (the refusing path gets no more pulls under that ticket).
+    pub(super) fn on_pull_refused(
+        &mut self,
+        now: Instant,
+        h: SessionHandle,
+        path: PathId,
+        refused: kwik_proto::PullRefused,
+    ) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        let Some(o) = s
+            .owed
+            .get(&refused.id)
+            .filter(|o| o.path == path && !o.reported)
+            .cloned()
+        else {
+            return;
+        };
+        s.owed.remove(&refused.id);
+        let error = TicketError::from_wire(refused.code);
+        tracing::debug!(%path, pull = refused.id, %error, "pull refused");
+        if let Some(held) = s.held.get_mut(&o.ticket)
+            && !held.refused.contains(&path)
+        {
+            held.refused.push(path);
+        }
+        let missing = s.streams.first_missing(o.stream, o.start, o.end);
+        self.events.push_back(Event::PullRefused {
+            session: h,
+            path,
+            error,
+        });
+        self.requeue_or_settle(now, h, vec![(refused.id, o.ticket, missing, o.end)]);
+    }
+
+    /// When a stripe of some client session may find a stalled path.
+    pub(super) fn stripe_deadline(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .filter(|s| s.role == Role::Client)
+            .flat_map(|s| s.held.values())
+            .filter_map(|t| t.stripe.as_ref()?.next_deadline())
+            .min()
+    }
+
+    /// Re-plans the stripes whose stall deadline passed.
+    pub(super) fn check_stalls(&mut self, now: Instant) {
+        let due: Vec<SessionHandle> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.role == Role::Client
+                    && s.held
+                        .values()
+                        .filter_map(|t| t.stripe.as_ref()?.next_deadline())
+                        .any(|t| t <= now)
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        for h in due {
+            self.pull_stripes(now, h);
+        }
+    }
+
+    /// Checks a frame that arrived on a client's secondary path: only stream bytes inside
+    /// ranges pulled from that path (or bytes the reader already passed) are accepted.
+    pub(super) fn check_secondary_frame(
+        s: &SessionState,
+        path: PathId,
+        frame: &Frame,
+    ) -> Result<(), ProtocolError> {
+        let Frame::Stream {
+            id,
+            offset,
+            fin,
+            data,
+        } = frame
+        else {
+            return Err(delegation_error(
+                "a secondary sent a frame other than STREAM",
+            ));
+        };
+        let end = offset + data.len() as u64;
+        let owed = s
+            .owed
+            .values()
+            .any(|o| o.path == path && o.stream == *id && o.start <= *offset && end <= o.end);
+        if owed && !fin {
+            return Ok(());
+        }
+        if !fin
+            && (s.streams.read_offset(*id).is_some_and(|r| end <= r)
+                || s.streams.recv_finished(*id))
+        {
+            return Ok(());
+        }
+        Err(delegation_error(format!(
+            "{path} sent bytes of {id} it was not asked for"
+        )))
+    }
+}

@@ -1,0 +1,388 @@
+//! Delegation tickets: the primary's signed authority for what any server of a session may
+//! send.
+//!
+//! The primary decides *what* a server may send; the client decides *when* and *from whom*
+//! it pulls it. A ticket names the session, one logical stream and a range of it, the
+//! request bytes the serving application sees, where the range falls in the body, the
+//! scope (one path for a plain delegation, every server of the session for a stripe), an
+//! expiry and a budget of bytes one server may send under it. The primary signs it:
+//!
+//! ```text
+//! K_deleg = HKDF-SHA256(salt = "", ikm = group key, info = "kwik delegation")
+//! mac     = HMAC-SHA256(K_deleg, "kwik ticket v1" | id | session | stream | offset | len
+//!                       | body_offset | scope | path | expiry | budget | len(request) | request)
+//! ```
+//!
+//! The client relays tickets in its pulls ([`kwik_proto::Pull`]); it cannot forge, alter,
+//! widen, extend or move one to another session, because every field is under the MAC and
+//! only servers hold the group key. A server serves a pull only when [`check`] accepts it:
+//! the MAC verifies, the ticket has not expired, it names the session the connection's join
+//! proved (and, for a plain delegation, this very path), and the pulled range lies inside
+//! it. Budgets are kept by the server ([`Budgets`]) across the session's reconnections.
+
+use std::collections::BTreeMap;
+
+use ring::{hkdf, hmac};
+
+use crate::join::GroupKey;
+
+/// Domain separation of the ticket MAC.
+const MAC_LABEL: &[u8] = b"kwik ticket v1";
+
+/// Bytes of a ticket MAC.
+pub const MAC_LEN: usize = 32;
+
+/// The key tickets are signed with, derived from the group key.
+#[derive(Clone)]
+pub struct TicketKey(hmac::Key);
+
+impl std::fmt::Debug for TicketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketKey(..)")
+    }
+}
+
+impl TicketKey {
+    /// `K_deleg = HKDF-SHA256(group key, "kwik delegation")`.
+    pub fn derive(group: &GroupKey) -> Self {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(group.secret());
+        let info: [&[u8]; 1] = [b"kwik delegation"];
+        let key = match prk.expand(&info, hmac::HMAC_SHA256) {
+            Ok(okm) => hmac::Key::from(okm),
+            // 32 bytes is always a valid HKDF-SHA256 output length.
+            Err(_) => hmac::Key::new(hmac::HMAC_SHA256, group.secret()),
+        };
+        Self(key)
+    }
+
+    /// The bytes the MAC covers.
+    fn message(t: &kwik_proto::Ticket) -> Vec<u8> {
+        let mut m = Vec::with_capacity(MAC_LABEL.len() + 11 * 8 + t.request.len());
+        m.extend_from_slice(MAC_LABEL);
+        for v in [
+            t.id,
+            t.session_id,
+            t.stream,
+            t.offset,
+            t.len,
+            t.body_offset,
+            u64::from(t.any_path),
+            u64::from(t.path_id),
+            t.expiry,
+            t.budget,
+            t.request.len() as u64,
+        ] {
+            m.extend_from_slice(&v.to_be_bytes());
+        }
+        m.extend_from_slice(&t.request);
+        m
+    }
+
+    /// Signs `ticket` in place.
+    pub fn sign(&self, ticket: &mut kwik_proto::Ticket) {
+        ticket.mac = hmac::sign(&self.0, &Self::message(ticket))
+            .as_ref()
+            .to_vec();
+    }
+
+    /// Whether `ticket`'s MAC is this key's over its fields (constant time).
+    pub fn verifies(&self, ticket: &kwik_proto::Ticket) -> bool {
+        hmac::verify(&self.0, &Self::message(ticket), &ticket.mac).is_ok()
+    }
+}
+
+/// Why a server refused a pull. The client sees it as [`kwik_proto::PullRefused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum TicketError {
+    /// The MAC does not verify: the ticket was forged or altered.
+    #[error("ticket MAC does not verify")]
+    BadMac,
+    /// The ticket's expiry has passed.
+    #[error("ticket expired")]
+    Expired,
+    /// The ticket belongs to another session than the one this connection joined.
+    #[error("ticket of another session")]
+    WrongSession,
+    /// The ticket is scoped to another path.
+    #[error("ticket scoped to another path")]
+    WrongPath,
+    /// The pull asks for no bytes, or for bytes outside the ticket's range.
+    #[error("pull outside the ticket's range")]
+    OutOfRange,
+    /// This server already sent the ticket's budget of bytes.
+    #[error("ticket budget spent")]
+    BudgetSpent,
+    /// Too many pulls outstanding, or a pull id in use.
+    #[error("too many pulls")]
+    Limit,
+    /// The stream is not one this server may send on.
+    #[error("stream not sendable")]
+    BadStream,
+    /// The server named a refusal this side does not know.
+    #[error("refused for an unknown reason")]
+    Unknown,
+}
+
+impl TicketError {
+    /// The wire code.
+    pub fn to_wire(self) -> kwik_proto::RefusalCode {
+        use kwik_proto::RefusalCode as C;
+        match self {
+            Self::BadMac => C::BadMac,
+            Self::Expired => C::Expired,
+            Self::WrongSession => C::WrongSession,
+            Self::WrongPath => C::WrongPath,
+            Self::OutOfRange => C::OutOfRange,
+            Self::BudgetSpent => C::BudgetSpent,
+            Self::Limit => C::Limit,
+            Self::BadStream => C::BadStream,
+            Self::Unknown => C::Unspecified,
+        }
+    }
+
+    /// From the wire code; unknown codes are [`TicketError::Unknown`].
+    pub fn from_wire(code: i32) -> Self {
+        use kwik_proto::RefusalCode as C;
+        match C::try_from(code) {
+            Ok(C::BadMac) => Self::BadMac,
+            Ok(C::Expired) => Self::Expired,
+            Ok(C::WrongSession) => Self::WrongSession,
+            Ok(C::WrongPath) => Self::WrongPath,
+            Ok(C::OutOfRange) => Self::OutOfRange,
+            Ok(C::BudgetSpent) => Self::BudgetSpent,
+            Ok(C::Limit) => Self::Limit,
+            Ok(C::BadStream) => Self::BadStream,
+            Ok(C::Unspecified) | Err(_) => Self::Unknown,
+        }
+    }
+}
+
+/// Where a pull arrived: the session and path the connection's join proved, and the time.
+#[derive(Debug, Clone, Copy)]
+pub struct PullContext {
+    /// The session id the join proved (the primary's own session id on path 0).
+    pub session_id: u64,
+    /// The path the connection joined as.
+    pub path: u32,
+    /// Unix seconds now.
+    pub unix_now: u64,
+}
+
+/// Checks a pull of `[offset, offset + len)` under `ticket` arriving in `cx`. The MAC is
+/// checked first, so that nothing about an unsigned ticket is examined further.
+pub fn check(
+    key: &TicketKey,
+    ticket: &kwik_proto::Ticket,
+    cx: PullContext,
+    offset: u64,
+    len: u64,
+) -> Result<(), TicketError> {
+    if !key.verifies(ticket) {
+        return Err(TicketError::BadMac);
+    }
+    if ticket.session_id != cx.session_id {
+        return Err(TicketError::WrongSession);
+    }
+    if ticket.expiry <= cx.unix_now {
+        return Err(TicketError::Expired);
+    }
+    if !ticket.any_path && ticket.path_id != cx.path {
+        return Err(TicketError::WrongPath);
+    }
+    let inside = offset
+        .checked_add(len)
+        .zip(ticket.offset.checked_add(ticket.len))
+        .is_some_and(|(end, t_end)| len > 0 && offset >= ticket.offset && end <= t_end);
+    if !inside || ticket.offset.saturating_add(ticket.len) > crate::varint::MAX {
+        return Err(TicketError::OutOfRange);
+    }
+    Ok(())
+}
+
+/// Most tickets whose spending one server remembers; beyond, the entries that expire first
+/// are forgotten (a client cannot mint tickets, so only the primary's issuing fills it).
+pub const MAX_BUDGET_ENTRIES: usize = 1 << 16;
+
+/// A server's record of the bytes it sent under each ticket, by (session, ticket id), kept
+/// until the ticket expires so that a client cannot reset it by rejoining.
+#[derive(Debug, Default)]
+pub struct Budgets {
+    spent: BTreeMap<(u64, u64), Spent>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    bytes: u64,
+    expiry: u64,
+}
+
+impl Budgets {
+    /// Charges `len` bytes to `ticket`, or refuses when that would exceed its budget.
+    pub fn charge(
+        &mut self,
+        ticket: &kwik_proto::Ticket,
+        len: u64,
+        unix_now: u64,
+    ) -> Result<(), TicketError> {
+        let key = (ticket.session_id, ticket.id);
+        if !self.spent.contains_key(&key) && self.spent.len() >= MAX_BUDGET_ENTRIES {
+            self.spent.retain(|_, s| s.expiry > unix_now);
+            if self.spent.len() >= MAX_BUDGET_ENTRIES
+                && let Some(first) = self
+                    .spent
+                    .iter()
+                    .min_by_key(|(_, s)| s.expiry)
+                    .map(|(k, _)| *k)
+            {
+                self.spent.remove(&first);
+            }
+        }
+        let entry = self.spent.entry(key).or_insert(Spent {
+            bytes: 0,
+            expiry: ticket.expiry,
+        });
+        let total = entry.bytes.saturating_add(len);
+        if total > ticket.budget {
+            return Err(TicketError::BudgetSpent);
+        }
+        entry.bytes = total;
+        entry.expiry = entry.expiry.max(ticket.expiry);
+        Ok(())
+    }
+
+    /// Gives back bytes charged for a pull that was cancelled before they were sent.
+    pub fn refund(&mut self, session_id: u64, ticket_id: u64, len: u64) {
+        if let Some(s) = self.spent.get_mut(&(session_id, ticket_id)) {
+            s.bytes = s.bytes.saturating_sub(len);
+        }
+    }
+
+    /// Tickets remembered.
+    pub fn len(&self) -> usize {
+        self.spent.len()
+    }
+
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.spent.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket(key: &TicketKey) -> kwik_proto::Ticket {
+        let mut t = kwik_proto::Ticket {
+            id: 1,
+            session_id: 7,
+            stream: 3,
+            offset: 1000,
+            len: 5000,
+            request: b"GET /a".to_vec(),
+            body_offset: 0,
+            any_path: true,
+            path_id: 0,
+            expiry: 100,
+            budget: 10_000,
+            mac: Vec::new(),
+        };
+        key.sign(&mut t);
+        t
+    }
+
+    fn cx() -> PullContext {
+        PullContext {
+            session_id: 7,
+            path: 2,
+            unix_now: 50,
+        }
+    }
+
+    #[test]
+    fn every_field_is_under_the_mac() {
+        let key = TicketKey::derive(&GroupKey::new([1; 32]));
+        let good = ticket(&key);
+        assert_eq!(check(&key, &good, cx(), 1000, 5000), Ok(()));
+        let alterations: [fn(&mut kwik_proto::Ticket); 11] = [
+            |t| t.id += 1,
+            |t| t.session_id += 1,
+            |t| t.stream += 4,
+            |t| t.offset -= 1,
+            |t| t.len += 1,
+            |t| t.request.push(b'x'),
+            |t| t.body_offset += 1,
+            |t| t.any_path = false,
+            |t| t.path_id = 2,
+            |t| t.expiry += 1,
+            |t| t.budget += 1,
+        ];
+        for alter in alterations {
+            let mut t = good.clone();
+            alter(&mut t);
+            assert_eq!(check(&key, &t, cx(), 1000, 10), Err(TicketError::BadMac));
+        }
+        let other = TicketKey::derive(&GroupKey::new([2; 32]));
+        assert_eq!(
+            check(&other, &good, cx(), 1000, 10),
+            Err(TicketError::BadMac)
+        );
+    }
+
+    #[test]
+    fn scope_expiry_and_range() {
+        let key = TicketKey::derive(&GroupKey::new([1; 32]));
+        let good = ticket(&key);
+        let late = PullContext {
+            unix_now: 100,
+            ..cx()
+        };
+        assert_eq!(check(&key, &good, late, 1000, 1), Err(TicketError::Expired));
+        let foreign = PullContext {
+            session_id: 8,
+            ..cx()
+        };
+        assert_eq!(
+            check(&key, &good, foreign, 1000, 1),
+            Err(TicketError::WrongSession)
+        );
+        for (offset, len) in [(999, 2), (5999, 2), (1000, 0), (u64::MAX, 2)] {
+            assert_eq!(
+                check(&key, &good, cx(), offset, len),
+                Err(TicketError::OutOfRange),
+                "{offset}+{len}"
+            );
+        }
+        let mut plain = good.clone();
+        plain.any_path = false;
+        plain.path_id = 3;
+        key.sign(&mut plain);
+        assert_eq!(
+            check(&key, &plain, cx(), 1000, 1),
+            Err(TicketError::WrongPath)
+        );
+        plain.path_id = 2;
+        key.sign(&mut plain);
+        assert_eq!(check(&key, &plain, cx(), 5999, 1), Ok(()));
+    }
+
+    #[test]
+    fn budgets_bound_what_one_server_sends() {
+        let key = TicketKey::derive(&GroupKey::new([1; 32]));
+        let t = ticket(&key);
+        let mut b = Budgets::default();
+        assert_eq!(b.charge(&t, 6000, 50), Ok(()));
+        assert_eq!(b.charge(&t, 4000, 50), Ok(()));
+        assert_eq!(b.charge(&t, 1, 50), Err(TicketError::BudgetSpent));
+        b.refund(7, 1, 500);
+        assert_eq!(b.charge(&t, 500, 50), Ok(()));
+        assert_eq!(b.len(), 1);
+        for code in 0..10 {
+            let e = TicketError::from_wire(code);
+            if e != TicketError::Unknown {
+                assert_eq!(e.to_wire() as i32, code);
+            }
+        }
+    }
+}
