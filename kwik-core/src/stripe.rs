@@ -54,8 +54,7 @@ struct Lane {
     /// The rate is still climbing (the last sample was well above the average): the path
     /// is in slow start and will take more than it has shown.
     growing: bool,
-    /// Stream bytes the path had delivered at the last observation, and when that count
-    /// last grew.
+    /// The path's progress count at the last observation, and when it last grew.
     seen: u64,
     last_progress: Option<Instant>,
     /// When the lane last went from idle to busy.
@@ -195,13 +194,14 @@ impl Stripe {
         }
     }
 
-    /// Tells the stripe how many stream bytes `path` delivered so far (duplicates
-    /// included): a growing count is progress.
-    pub fn observe(&mut self, path: PathId, bytes: u64, now: Instant) {
+    /// Tells the stripe how far `path` got: any count that grows with each packet of
+    /// stream data it delivers (the client uses QUIC STREAM frames received, which grow
+    /// packet by packet, where decoded KWIK frames arrive only in whole frames).
+    pub fn observe(&mut self, path: PathId, progress: u64, now: Instant) {
         if let Some(lane) = self.lanes.get_mut(&path)
-            && bytes > lane.seen
+            && progress > lane.seen
         {
-            lane.seen = bytes;
+            lane.seen = progress;
             lane.last_progress = Some(now);
         }
     }
@@ -322,14 +322,15 @@ impl Stripe {
         {
             return None;
         }
+        // The copy holds the lowest offset of all, and servers send lower offsets first:
+        // it overtakes what the other path has queued.
         let (path, _) = self
             .lanes
             .iter()
             .filter(|(p, _)| **p != owner)
             .map(|(p, l)| {
                 let rate = l.rate.unwrap_or(1e6);
-                let queued = l.queued_bytes() + (c.end - c.start);
-                (*p, now + l.delay + secs(queued as f64 / rate))
+                (*p, now + l.delay + secs((c.end - c.start) as f64 / rate))
             })
             .min_by_key(|(_, t)| *t)?;
         Some(Plan {

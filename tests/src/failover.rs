@@ -169,7 +169,8 @@ pub fn run_failover(seed: u64, kill: Kill) -> Outcome {
         .reader
         .trace
         .as_deref()
-        .map_or(Duration::ZERO, |t| slow_stretch(t, killed_at, c.sim.now()));
+        .zip(c.reader.last_progress)
+        .map_or(Duration::ZERO, |(t, end)| slow_stretch(t, killed_at, end));
     let path_failed = path != PathId::PRIMARY
         && c.reader
             .events

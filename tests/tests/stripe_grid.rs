@@ -1,9 +1,12 @@
 //! Striping over a grid of heterogeneous three-path scenarios (rates, RTTs, loss up to
 //! 2 %), in virtual time, with the client scheduling every pull. In every scenario the
 //! striped goodput reaches at least the best single path's (each single path measured
-//! alone in the same simulator); in every scenario without random loss it reaches at least
-//! 0.92 of the summed capacity. Three scenarios put the primary on the worst path, where a
-//! control loop through the primary would pace every server by it.
+//! alone in the same simulator). In every scenario without random loss it reaches at least
+//! 0.95 of the sum of the singles and 0.92 of the summed capacity, but in one known miss:
+//! scenario 3, where plain QUIC alone gets only 0.78 of the 10 Mbit/s path with a 400 ms
+//! RTT behind a 50 ms queue (the singles sum to 0.88 of the capacity), so 0.92 is out of
+//! any aggregation's reach; its floor is 0.84. Three scenarios put the primary on the worst
+//! path, where a control loop through the primary would pace every server by it.
 //!
 //! Goodput is timed from the first byte the client reads to the last, and every body
 //! lasts at least 20 s at the summed rate (singles: 20 s at their own rate), so that
@@ -47,6 +50,13 @@ const BODY_SECS: u64 = 20;
 /// Striped goodput over the summed capacity, in scenarios without random loss.
 const LOSSLESS_FLOOR: f64 = 0.92;
 
+/// Striped goodput over the sum of what each path gets alone, without random loss.
+const SINGLES_FLOOR: f64 = 0.95;
+
+/// Lossless scenarios where plain QUIC itself cannot reach [`LOSSLESS_FLOOR`] of the raw
+/// capacity, with the floor asserted instead.
+const KNOWN_MISSES: [(usize, f64); 1] = [(3, 0.84)];
+
 fn link(&(mbit, delay, loss): &(u64, u64, f64)) -> LinkConfig {
     LinkConfig::default()
         .rate_mbit(mbit)
@@ -78,6 +88,15 @@ fn goodput(seed: u64, links: &[LinkConfig], mbit: u64) -> f64 {
     assert_eq!(c.reader.digest(), want);
     let first = c.reader.first_byte.expect("bytes arrived");
     let last = c.reader.last_progress.expect("bytes arrived");
+    if links.len() > 1 && std::env::var("TRACE").is_ok() {
+        let per_path = c.received_per_path();
+        let total: u64 = per_path.values().sum();
+        println!(
+            "   {:?} from first to last byte; received {:.3} x the body: {per_path:?}",
+            last - first,
+            total as f64 / len as f64
+        );
+    }
     len as f64 * 8.0 / (last - first).as_secs_f64() / 1e6
 }
 
@@ -95,20 +114,35 @@ fn scenario(i: usize) -> Option<String> {
         .collect();
     let best = singles.iter().copied().fold(0.0, f64::max);
     let share = striped / capacity as f64;
+    let of_singles = striped / singles.iter().sum::<f64>();
     let lossless = scenario.iter().all(|p| p.2 == 0.0);
+    let floor = KNOWN_MISSES
+        .iter()
+        .find(|(k, _)| *k == i)
+        .map_or(LOSSLESS_FLOOR, |(_, f)| *f);
     println!(
-        "{i:2} {scenario:?}: striped {striped:.1} Mbit/s ({share:.3} of {capacity}), singles \
-         {singles:.1?}, vs best {:.2}",
-        striped / best
+        "{i:2} {scenario:?}: striped {striped:.1} Mbit/s ({share:.3} of {capacity}, {of_singles:.3} \
+         of the singles' sum), singles {singles:.1?}, vs best {:.2}{}",
+        striped / best,
+        if floor < LOSSLESS_FLOOR {
+            format!(" (known miss, floor {floor})")
+        } else {
+            String::new()
+        }
     );
     if striped < best {
         return Some(format!(
             "{i}: striped {striped:.1} below the best single path {best:.1}"
         ));
     }
-    if lossless && share < LOSSLESS_FLOOR {
+    if lossless && share < floor {
         return Some(format!(
-            "{i}: striped {share:.3} of capacity, below {LOSSLESS_FLOOR}"
+            "{i}: striped {share:.3} of capacity, below {floor}"
+        ));
+    }
+    if lossless && of_singles < SINGLES_FLOOR {
+        return Some(format!(
+            "{i}: striped {of_singles:.3} of the singles' sum, below {SINGLES_FLOOR}"
         ));
     }
     None

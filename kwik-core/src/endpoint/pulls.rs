@@ -243,8 +243,9 @@ impl Endpoint {
         }
     }
 
-    /// Each stripe lane's path, round trip and stream bytes delivered: path 0 and every
-    /// usable secondary path (same-peer paths carry path 0's bytes and count with it).
+    /// Each stripe lane's path, round trip and progress (QUIC STREAM frames received):
+    /// path 0 and every usable secondary path (same-peer paths carry path 0's bytes and
+    /// count with it).
     fn lane_facts(&self, s: &SessionState) -> Vec<(PathId, Duration, u64)> {
         let mut primary = (PathId::PRIMARY, Duration::ZERO, 0);
         let mut lanes = Vec::new();
@@ -252,10 +253,7 @@ impl Endpoint {
             let Some(slot) = s.paths.get(&path).and_then(|k| self.paths.get(k)) else {
                 continue;
             };
-            let (rtt, bytes) = (
-                slot.path.conn.rtt(),
-                slot.path.counters.stream_bytes_received,
-            );
+            let (rtt, bytes) = (slot.path.conn.rtt(), slot.path.conn.stats().frame_rx.stream);
             if path == PathId::PRIMARY {
                 primary.1 = rtt;
                 primary.2 += bytes;
