@@ -11,12 +11,15 @@
 //! deployment (sharing its [`GroupKey`]) to the session with [`Session::add_path`]: the
 //! client connects to them from the same endpoint and proves the join with an HMAC bound
 //! to the new connection's TLS exporter ([`join`]). The primary then hands byte ranges of
-//! its streams to any path ([`SendStream::delegate`]) or serves a whole body from every
-//! path at once ([`SendStream::stripe`], scheduled by [`stripe`]); every server writes
-//! the ranges it is given through [`Session::accept_delegation`] and
+//! its streams to one path ([`SendStream::delegate`]) or serves a whole body from every
+//! server at once ([`SendStream::stripe`]). Either way it signs a [`ticket`] that says what
+//! may be sent; the client, which sees every path, pulls the ranges under it: a plain
+//! delegation from its one server, a stripe chunk by chunk from every server over its own
+//! path, on a schedule of its own ([`stripe`]). Every server checks the ticket of each pull
+//! and writes what it is asked for through [`Session::accept_delegation`] and
 //! [`Session::delegated`]. The client checks each byte against the ranges the path owes,
-//! reassembles by offset, and reports each range done or failed (with the first missing
-//! byte), so that a dead server's ranges go to the others without losing a byte.
+//! reassembles by offset, re-pulls what a failed or stalled path owes from the others, and
+//! reports each delegation done or failed (with the first missing byte) to the primary.
 //! [`Session::add_same_peer_path`] adds another address of the primary itself: then the
 //! session's own stream frames are spread over those paths by [`scheduler`] and
 //! reinjected if one dies.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use kwik_core::join::{path_secret, proof};
 use kwik_core::ticket::TicketKey;
 use kwik_core::{
-    Bytes, Config, DelegationId, Dir, ErrorCode, Event, GroupKey, SessionHandle, Side, StreamId,
+    Config, DelegationId, Dir, ErrorCode, Event, GroupKey, SessionHandle, Side, StreamId,
     TicketError, WriteError,
 };
 use kwik_proto::control_frame::Kind;
@@ -216,7 +216,8 @@ fn a_valid_ticket_is_served() {
 #[test]
 fn altered_tickets_are_refused() {
     let good = ticket(SESSION_A, None, EXPIRY);
-    let alterations: [(&str, fn(&mut Ticket)); 8] = [
+    type Alteration = (&'static str, fn(&mut Ticket));
+    let alterations: [Alteration; 8] = [
         ("request", |t| t.request = b"GET /secret".to_vec()),
         ("range", |t| t.len *= 4),
         ("offset", |t| t.offset += 1),
@@ -310,7 +311,7 @@ fn re_pulls_beyond_the_budget_are_refused() {
     assert_eq!(refusals(&s, peer), vec![(2, TicketError::BudgetSpent)]);
     assert_eq!(app.accepted, 2);
     let before = served(&s, peer);
-    assert!(before >= 2 * LEN && before < 3 * LEN, "served {before}");
+    assert!((2 * LEN..3 * LEN).contains(&before), "served {before}");
     // Rejoining on a new connection does not reset the budget.
     let again = s.add_peer();
     join(&mut s, again, SESSION_A);

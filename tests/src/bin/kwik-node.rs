@@ -4,8 +4,9 @@
 //! kwik-node primary   --listen ADDR --dir DIR [--secondary ADDR]... [--same-peer ADDR]...
 //! kwik-node secondary --listen ADDR --dir DIR
 //! kwik-node client    --server ADDR --dir DIR --get BYTES [--paths N] [--stream|--striped]
+//!                     [--cut-after SECS]
 //! kwik-node mptcp-server --listen ADDR --dir DIR
-//! kwik-node mptcp-client --server ADDR --dir DIR --get BYTES
+//! kwik-node mptcp-client --server ADDR --dir DIR --get BYTES [--cut-after SECS]
 //! ```
 //!
 //! The `mptcp-*` modes move the same body over a Linux MPTCP socket (protocol 262), for
@@ -16,9 +17,12 @@
 //! its paths by the scheduler) rather than striped over the servers.
 //!
 //! Servers share the certificate, key and group key files in `DIR` (the primary writes
-//! them). The client prints `ready` once its paths are active, `half` when half of the
-//! body was read, and at the end one line `done bytes=.. secs=.. sha256_ok=..` followed by
-//! one `path ..` line per path.
+//! them). The client prints `ready` once its paths are active, `cut` when `--cut-after`
+//! seconds passed since the first byte (the harness then cuts a link), and at the end one
+//! line `done bytes=.. secs=.. sha256_ok=.. gap_ms=.. slow_ms=..` followed by one `path ..`
+//! line per path. `gap_ms` is the longest time the reader got no new byte and `slow_ms`
+//! the longest stretch of 100 ms windows (slid by 10 ms) under 5 Mbit/s, both from the cut
+//! (or the first byte) to the last byte.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -52,6 +56,10 @@ fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn cut_after(args: &[String]) -> Option<Duration> {
+    arg(args, "--cut-after").map(|s| Duration::from_secs_f64(s.parse().unwrap()))
 }
 
 fn args_all(args: &[String], name: &str) -> Vec<String> {
@@ -175,7 +183,80 @@ async fn run_server(
     }
 }
 
-async fn run_client(server: SocketAddr, dir: &Path, len: u64, paths: usize, stream: bool) {
+/// What a reader saw: every read with its time, and the checksums.
+struct Progress {
+    len: u64,
+    read: u64,
+    hasher: Sha256,
+    want: Sha256,
+    started: Instant,
+    first: Option<Instant>,
+    cut_after: Option<Duration>,
+    cut_at: Option<Instant>,
+    trace: Vec<(Instant, u64)>,
+}
+
+impl Progress {
+    fn new(len: u64, cut_after: Option<Duration>) -> Self {
+        Self {
+            len,
+            read: 0,
+            hasher: Sha256::new(),
+            want: Sha256::new(),
+            started: Instant::now(),
+            first: None,
+            cut_after,
+            cut_at: None,
+            trace: Vec::new(),
+        }
+    }
+
+    fn on_read(&mut self, chunk: &[u8]) {
+        let now = Instant::now();
+        self.hasher.update(chunk);
+        self.want.update(body_range(self.read, chunk.len() as u64));
+        self.read += chunk.len() as u64;
+        self.trace.push((now, self.read));
+        let first = *self.first.get_or_insert(now);
+        if let Some(after) = self.cut_after
+            && self.cut_at.is_none()
+            && now >= first + after
+        {
+            self.cut_at = Some(now);
+            println!("cut");
+        }
+    }
+
+    /// Prints the `done` line.
+    fn done(self) {
+        let secs = self.started.elapsed().as_secs_f64();
+        let ok = self.hasher.finalize() == self.want.finalize() && self.read == self.len;
+        let from = self.cut_at.or(self.first).unwrap_or(self.started);
+        let end = self.trace.last().map_or(from, |(t, _)| *t);
+        let mut gap = Duration::ZERO;
+        let mut last = from;
+        for (t, _) in self.trace.iter().filter(|(t, _)| *t > from) {
+            gap = gap.max(*t - last);
+            last = *t;
+        }
+        let slow = kwik_tests::failover::slow_stretch(&self.trace, from, end);
+        println!(
+            "done bytes={} secs={secs:.3} sha256_ok={ok} gap_ms={} slow_ms={}",
+            self.read,
+            gap.as_millis(),
+            slow.as_millis()
+        );
+    }
+}
+
+async fn run_client(
+    server: SocketAddr,
+    dir: &Path,
+    len: u64,
+    paths: usize,
+    stream: bool,
+    cut_after: Option<Duration>,
+) {
     let cert = CertificateDer::from(std::fs::read(dir.join("cert.der")).unwrap());
     let config = ClientConfig::with_root_certificates([cert], config()).unwrap();
     let client = Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).unwrap();
@@ -199,23 +280,11 @@ async fn run_client(server: SocketAddr, dir: &Path, len: u64, paths: usize, stre
         .await
         .unwrap();
     send.finish().unwrap();
-    let started = Instant::now();
-    let mut hasher = Sha256::new();
-    let mut want = Sha256::new();
-    let mut read = 0u64;
-    let mut half = false;
+    let mut progress = Progress::new(len, cut_after);
     while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
-        hasher.update(&chunk);
-        want.update(body_range(read, chunk.len() as u64));
-        read += chunk.len() as u64;
-        if !half && read >= len / 2 {
-            half = true;
-            println!("half");
-        }
+        progress.on_read(&chunk);
     }
-    let secs = started.elapsed().as_secs_f64();
-    let ok = hasher.finalize() == want.finalize() && read == len;
-    println!("done bytes={read} secs={secs:.3} sha256_ok={ok}");
+    progress.done();
     for p in session.paths() {
         println!(
             "path {} {} {:?} rtt={:?} received={}",
@@ -271,7 +340,7 @@ fn mptcp_server(listen: SocketAddr, dir: &Path) {
 }
 
 /// Fetches the body over MPTCP and prints the same `done` line as the KWIK client.
-fn mptcp_client(server: SocketAddr, len: u64) {
+fn mptcp_client(server: SocketAddr, len: u64, cut_after: Option<Duration>) {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::io::{Read, Write};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::from(262)))
@@ -281,23 +350,16 @@ fn mptcp_client(server: SocketAddr, len: u64) {
     let mut conn: std::net::TcpStream = socket.into();
     conn.write_all(format!("{len}\n").as_bytes()).unwrap();
     println!("ready");
-    let started = Instant::now();
-    let mut hasher = Sha256::new();
-    let mut want = Sha256::new();
+    let mut progress = Progress::new(len, cut_after);
     let mut buf = vec![0u8; 256 * 1024];
-    let mut read = 0u64;
-    while read < len {
+    while progress.read < len {
         let n = conn.read(&mut buf).unwrap();
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
-        want.update(body_range(read, n as u64));
-        read += n as u64;
+        progress.on_read(&buf[..n]);
     }
-    let secs = started.elapsed().as_secs_f64();
-    let ok = hasher.finalize() == want.finalize() && read == len;
-    println!("done bytes={read} secs={secs:.3} sha256_ok={ok}");
+    progress.done();
 }
 
 #[tokio::main]
@@ -327,7 +389,7 @@ async fn main() {
             let len = arg(&args, "--get").expect("--get").parse().unwrap();
             let paths = arg(&args, "--paths").map_or(0, |p| p.parse().unwrap());
             let stream = args.iter().any(|a| a == "--stream");
-            run_client(server, &dir, len, paths, stream).await;
+            run_client(server, &dir, len, paths, stream, cut_after(&args)).await;
         }
         Some("mptcp-server") => {
             let listen = arg(&args, "--listen").expect("--listen").parse().unwrap();
@@ -338,7 +400,8 @@ async fn main() {
         Some("mptcp-client") => {
             let server = arg(&args, "--server").expect("--server").parse().unwrap();
             let len = arg(&args, "--get").expect("--get").parse().unwrap();
-            tokio::task::spawn_blocking(move || mptcp_client(server, len))
+            let cut = cut_after(&args);
+            tokio::task::spawn_blocking(move || mptcp_client(server, len, cut))
                 .await
                 .unwrap();
         }
