@@ -1,5 +1,6 @@
 //! The stripe scheduler against a model of paths: each serves its chunks in order at a
-//! fixed rate, and reports reach the scheduler after a fixed delay.
+//! fixed rate, its progress observed every millisecond; and table tests of the rules with
+//! exact deadlines.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,6 +17,8 @@ struct ModelPath {
     /// Outstanding (delegation id, bytes left).
     queue: VecDeque<(u64, u64)>,
     dead: bool,
+    /// Bytes served so far: the progress the scheduler observes.
+    served: u64,
 }
 
 struct Outcome {
@@ -40,6 +43,7 @@ fn run(rates: &[f64], len: u64, kill: Option<(usize, Duration)>) -> Outcome {
             rate: *r,
             queue: VecDeque::new(),
             dead: false,
+            served: 0,
         })
         .collect();
     let ids: Vec<PathId> = paths.iter().map(|p| p.id).collect();
@@ -86,6 +90,7 @@ fn run(rates: &[f64], len: u64, kill: Option<(usize, Duration)>) -> Outcome {
                 let n = budget.min(front.1);
                 front.1 -= n;
                 budget -= n;
+                p.served += n;
                 if front.1 == 0 {
                     let (id, _) = p.queue.pop_front().unwrap_or_default();
                     held.push(chunks[&id]);
@@ -97,6 +102,9 @@ fn run(rates: &[f64], len: u64, kill: Option<(usize, Duration)>) -> Outcome {
             for q in paths.iter_mut() {
                 q.queue.retain(|(i, _)| *i != twin);
             }
+        }
+        for p in &paths {
+            stripe.observe(p.id, p.served, now);
         }
         now += step;
     }
@@ -227,4 +235,69 @@ fn a_full_window_copies_the_chunk_that_holds_it() {
     assert_eq!(plan.path, PathId(0));
     assert_eq!(Some(plan.start), lowest);
     assert!(plan.twin_of.is_some() && !plan.fresh);
+}
+
+#[test]
+fn a_stalled_path_loses_the_readers_chunk_at_once() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis(1);
+    let mut stripe = Stripe::new(0, 100 << 20, Duration::from_millis(100), 2);
+    stripe.set_paths(&[PathId(0), PathId(1)]);
+    for p in [PathId(0), PathId(1)] {
+        stripe.set_delay(p, 40 * ms);
+    }
+    let mut id = 0;
+    let mut lowest = None;
+    while let Some(plan) = stripe.plan(t0, u64::MAX, 8 << 20) {
+        if plan.start == 0 {
+            lowest = Some((id, plan.path));
+        }
+        stripe.assigned(plan, id, t0);
+        id += 1;
+    }
+    let (lowest, owner) = lowest.expect("the first chunk");
+    let other = if owner == PathId(0) {
+        PathId(1)
+    } else {
+        PathId(0)
+    };
+    // Both deliver their first bytes at 50 ms; then the owner of the reader's chunk goes
+    // silent while the other keeps delivering.
+    stripe.observe(owner, 1, t0 + 50 * ms);
+    for t in 50..=200u32 {
+        stripe.observe(other, u64::from(t), t0 + t * ms);
+    }
+    // Half the round trip (20 ms, also the floor) after its last byte.
+    assert_eq!(stripe.next_deadline(), Some(t0 + 70 * ms));
+    assert_eq!(stripe.plan(t0 + 69 * ms, 0, 8 << 20), None);
+    let plan = stripe.plan(t0 + 70 * ms, 0, 8 << 20).expect("a copy");
+    assert_eq!(
+        (plan.path, plan.start, plan.twin_of, plan.fresh),
+        (other, 0, Some(lowest), false)
+    );
+    stripe.assigned(plan, id, t0 + 70 * ms);
+    // One copy at a time: the chunk has a twin now.
+    assert_eq!(stripe.next_deadline(), None);
+}
+
+#[test]
+fn a_path_still_due_its_first_byte_is_not_stalled() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis(1);
+    let mut stripe = Stripe::new(0, 100 << 20, Duration::from_millis(100), 2);
+    stripe.set_paths(&[PathId(0), PathId(1)]);
+    stripe.set_delay(PathId(0), 300 * ms);
+    stripe.set_delay(PathId(1), 10 * ms);
+    while let Some(plan) = stripe.plan(t0, u64::MAX, 8 << 20) {
+        stripe.assigned(plan, plan.start, t0);
+    }
+    // Path 0 holds the first chunk: its first byte is due a round trip after the pull,
+    // and it stalls half a round trip later.
+    assert_eq!(stripe.next_deadline(), Some(t0 + 450 * ms));
+    // A single path has nowhere to copy to: no deadline at all.
+    let mut alone = Stripe::new(0, 1 << 20, Duration::from_millis(100), 2);
+    alone.set_paths(&[PathId(0)]);
+    let plan = alone.plan(t0, u64::MAX, 8 << 20).expect("a chunk");
+    alone.assigned(plan, 0, t0);
+    assert_eq!(alone.next_deadline(), None);
 }

@@ -226,3 +226,31 @@ pub fn slow_stretch(trace: &[(Instant, u64)], from: Instant, to: Instant) -> Dur
     }
     longest
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_stretch_spans_the_windows_under_5_mbit() {
+        // 10 Mbit/s (1250 bytes a millisecond) for 2 s, but nothing from 1.0 s to 1.3 s.
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut trace = Vec::new();
+        let mut bytes = 0;
+        for k in (0..2000u32).filter(|k| !(1000..1300).contains(k)) {
+            bytes += 1250;
+            trace.push((t0 + k * ms, bytes));
+        }
+        // Windows starting 960..=1240 ms hold under 50 ms of delivery: 960 to 1340 ms.
+        assert_eq!(
+            slow_stretch(&trace, t0, t0 + 2000 * ms),
+            Duration::from_millis(380)
+        );
+        assert_eq!(
+            slow_stretch(&trace, t0, t0 + 900 * ms),
+            Duration::ZERO,
+            "a steady 10 Mbit/s is never slow"
+        );
+    }
+}
