@@ -31,6 +31,6 @@ pub use bytes::Bytes;
 pub use kwik_core::{
     AddPathError, ClientConfig, Config, DelegateError, DelegationId, Dir, EndpointStats, GroupKey,
     IncomingDelegation, LoadBalancing, PathError, PathId, PathInfo, PathKind, PathState, PathStats,
-    RawSendError, Role, ServerConfig, SessionStats, StreamId, VarInt,
+    RawSendError, Role, ServerConfig, SessionStats, StreamId, TicketError, VarInt,
 };
 pub use quinn_udp;

@@ -8,7 +8,7 @@ use std::task::Poll;
 use bytes::Bytes;
 use kwik_core::{
     AddPathError, DelegateError, DelegationId, Event, IncomingDelegation, PathError, PathId,
-    PathInfo, PathKind, Role,
+    PathInfo, PathKind, Role, TicketError,
 };
 
 use crate::error::{ConnectionError, WriteError};
@@ -28,10 +28,14 @@ pub enum PathEvent {
     Active(PathId),
     /// A path's health probes go unanswered.
     Degraded(PathId),
-    /// A path failed; its delegated ranges were handed back.
+    /// A path failed; what it owed was pulled elsewhere (a plain delegation: back to the
+    /// primary).
     Failed(PathId, PathError),
     /// A path is gone for good.
     Removed(PathId),
+    /// Client: the server on a path refused a pull under the primary's ticket (the range
+    /// went to the other servers, or back to the primary).
+    PullRefused(PathId, TicketError),
 }
 
 impl PathEvent {
@@ -43,6 +47,7 @@ impl PathEvent {
             Event::PathDegraded { path, .. } => Self::Degraded(*path),
             Event::PathFailed { path, error, .. } => Self::Failed(*path, error.clone()),
             Event::PathRemoved { path, .. } => Self::Removed(*path),
+            Event::PullRefused { path, error, .. } => Self::PullRefused(*path, *error),
             _ => return None,
         })
     }
@@ -51,7 +56,7 @@ impl PathEvent {
     pub fn path(&self) -> PathId {
         match self {
             Self::Added(p) | Self::Active(p) | Self::Degraded(p) | Self::Removed(p) => *p,
-            Self::Failed(p, _) => *p,
+            Self::Failed(p, _) | Self::PullRefused(p, _) => *p,
         }
     }
 }

@@ -29,7 +29,7 @@ pub use kwik_async::{
     GroupKey, Incoming, IncomingDelegation, LoadBalancing, PathError, PathEvent, PathId, PathInfo,
     PathKind, PathState, PathStats, RawSendError, ReadError, ReadExactError, ReadToEndError,
     RecvStream, Role, SendStream, ServerConfig, Session, SessionError, SessionStats, StoppedError,
-    StreamId, VarInt, WriteError,
+    StreamId, TicketError, VarInt, WriteError,
 };
 
 /// The smol / async-io [`Runtime`].

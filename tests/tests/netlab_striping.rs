@@ -5,7 +5,8 @@
 //!   the ideal (what plain QUIC gets from each link, 0.95 of its rate, before and after the
 //!   cut), the longest zero-delivery gap and the slow stretch (the longest run of 100 ms
 //!   windows under 5 Mbit/s) after the cut, next to Linux MPTCP cut the same way on the
-//!   same links ending at one multihomed server;
+//!   same links ending at one multihomed server; then the same with server 2's process
+//!   killed instead;
 //! - 64 MiB over 2/50/30, the primary on the 2 Mbit/s link.
 //!
 //! The checksums must match; the figures are wall-clock, so they are printed, not asserted.
@@ -61,6 +62,8 @@ fn can_create_namespaces() -> bool {
 struct Lab {
     script: PathBuf,
     children: Vec<Child>,
+    /// Index in `children` of the process on server [`CUT_LINK`], if it runs one.
+    victim: Option<usize>,
 }
 
 impl Lab {
@@ -83,6 +86,7 @@ impl Lab {
         Self {
             script,
             children: Vec::new(),
+            victim: None,
         }
     }
 
@@ -90,6 +94,13 @@ impl Lab {
         let mut c = Command::new(&self.script);
         c.args(host).arg(program).args(args);
         c
+    }
+
+    /// Kills the server process on [`CUT_LINK`] (SIGKILL: no close reaches the client).
+    fn kill_victim(&mut self) {
+        let child = self.victim.and_then(|i| self.children.get_mut(i));
+        let child = child.expect("a process on the victim's host");
+        child.kill().expect("kill");
     }
 
     fn cut(&self, link: usize) {
@@ -125,12 +136,22 @@ struct Run {
     paths: Vec<String>,
 }
 
-/// One scenario: the links, the body and the cut.
+/// What happens to server [`CUT_LINK`] 3 s after the first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// Its link is cut (silent death).
+    Cut,
+    /// Its process is killed.
+    Kill,
+}
+
+/// One scenario: the links, the body and the fault.
 #[derive(Debug, Clone, Copy)]
 struct Scenario {
     rates: &'static [&'static str],
     body: u64,
-    cut: bool,
+    fault: Fault,
 }
 
 impl Scenario {
@@ -141,7 +162,7 @@ impl Scenario {
     /// What plain QUIC would get from the links: 0.95 of each, the cut link until the cut.
     fn ideal_mbit(&self) -> f64 {
         let all = QUIC_SHARE * self.capacity();
-        if !self.cut {
+        if self.fault == Fault::None {
             return all;
         }
         let after = QUIC_SHARE * (self.capacity() - mbit(self.rates[CUT_LINK - 1]));
@@ -152,7 +173,7 @@ impl Scenario {
 
     fn client_args(&self) -> Vec<String> {
         let mut a = vec!["--get".into(), self.body.to_string()];
-        if self.cut {
+        if self.fault != Fault::None {
             a.push("--cut-after".into());
             a.push(CUT_AFTER_SECS.to_string());
         }
@@ -212,6 +233,9 @@ fn run(script: PathBuf, layout: Layout, scenario: Scenario) -> Run {
     }
     if layout == Layout::ThreeHosts {
         for i in [2, 3] {
+            if i == CUT_LINK {
+                lab.victim = Some(lab.children.len());
+            }
             let secondary = lab
                 .command(
                     &["server", &i.to_string()],
@@ -250,14 +274,14 @@ fn run(script: PathBuf, layout: Layout, scenario: Scenario) -> Run {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let result = collect(&mut lab, client, scenario.cut);
+    let result = collect(&mut lab, client, scenario.fault);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-/// Reads a client's report, cutting [`CUT_LINK`] when it says `cut`. A watchdog takes the
-/// lab down (killing every process) if the run hangs.
-fn collect(lab: &mut Lab, mut client: Child, cut: bool) -> Run {
+/// Reads a client's report, bringing `fault` on server [`CUT_LINK`] when it says `cut`. A
+/// watchdog takes the lab down (killing every process) if the run hangs.
+fn collect(lab: &mut Lab, mut client: Child, fault: Fault) -> Run {
     let stdout = client.stdout.take().unwrap();
     lab.children.push(client);
     let script = lab.script.clone();
@@ -278,8 +302,10 @@ fn collect(lab: &mut Lab, mut client: Child, cut: bool) -> Run {
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         if line == "cut" {
-            if cut {
-                lab.cut(CUT_LINK);
+            match fault {
+                Fault::Cut => lab.cut(CUT_LINK),
+                Fault::Kill => lab.kill_victim(),
+                Fault::None => {}
             }
         } else if let Some(rest) = line.strip_prefix("done ") {
             for kv in rest.split_whitespace() {
@@ -432,7 +458,7 @@ fn run_mptcp(script: PathBuf, scenario: Scenario) -> Option<Run> {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let result = collect(&mut lab, client, scenario.cut);
+    let result = collect(&mut lab, client, scenario.fault);
     let _ = std::fs::remove_dir_all(&dir);
     Some(result)
 }
@@ -462,9 +488,9 @@ fn report(what: &str, scenario: Scenario, r: &Run) {
         scenario.ideal_mbit(),
         r.sha_ok
     );
-    if scenario.cut {
+    if scenario.fault != Fault::None {
         println!(
-            "  after the cut: longest zero-delivery gap {} ms, slow stretch (<5 Mbit/s) {} ms",
+            "  after the fault: longest zero-delivery gap {} ms, slow stretch (<5 Mbit/s) {} ms",
             r.gap_ms, r.slow_ms
         );
     }
@@ -493,7 +519,7 @@ fn three_hosts_stripe_over_real_bottlenecks() {
             Scenario {
                 rates: &RATES,
                 body: BODY,
-                cut: false,
+                fault: Fault::None,
             },
         ),
         (
@@ -501,7 +527,15 @@ fn three_hosts_stripe_over_real_bottlenecks() {
             Scenario {
                 rates: &RATES,
                 body: CUT_BODY,
-                cut: true,
+                fault: Fault::Cut,
+            },
+        ),
+        (
+            "netlab 50/30/20, three hosts, 256 MiB, server 2 killed at 3 s",
+            Scenario {
+                rates: &RATES,
+                body: CUT_BODY,
+                fault: Fault::Kill,
             },
         ),
     ]);
@@ -514,7 +548,7 @@ fn three_hosts_with_the_primary_on_the_worst_link() {
         Scenario {
             rates: &PRIMARY_WORST,
             body: BODY,
-            cut: false,
+            fault: Fault::None,
         },
     )]);
 }
@@ -526,7 +560,7 @@ fn one_server_three_addresses() {
     let plain = Scenario {
         rates: &RATES,
         body: BODY,
-        cut: false,
+        fault: Fault::None,
     };
     let r = run(script.clone(), Layout::OneServer, plain);
     report(
@@ -548,7 +582,7 @@ fn one_server_three_addresses() {
     let cut = Scenario {
         rates: &RATES,
         body: CUT_BODY,
-        cut: true,
+        fault: Fault::Cut,
     };
     if let Some(m) = run_mptcp(script, cut) {
         report(

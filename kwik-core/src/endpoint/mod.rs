@@ -151,7 +151,8 @@ pub enum Event {
         /// The path.
         path: PathId,
     },
-    /// A path failed; its delegated ranges were handed back to the primary.
+    /// A path failed; a stripe's ranges it owed are pulled from the other servers, a plain
+    /// delegation's rest goes back to the primary.
     PathFailed {
         /// The session.
         session: SessionHandle,

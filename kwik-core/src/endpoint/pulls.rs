@@ -250,7 +250,12 @@ impl Endpoint {
         let mut primary = (PathId::PRIMARY, Duration::ZERO, 0);
         let mut lanes = Vec::new();
         for path in s.usable_paths() {
-            let Some(slot) = s.paths.get(&path).and_then(|k| self.paths.get(k)) else {
+            let Some(slot) = s
+                .paths
+                .get(&path)
+                .and_then(|k| self.paths.get(k))
+                .filter(|slot| !slot.path.closing)
+            else {
                 continue;
             };
             let (rtt, bytes) = (slot.path.conn.rtt(), slot.path.conn.stats().frame_rx.stream);
@@ -452,7 +457,7 @@ impl Endpoint {
     pub(super) fn stripe_deadline(&self) -> Option<Instant> {
         self.sessions
             .values()
-            .filter(|s| s.role == Role::Client)
+            .filter(|s| s.role == Role::Client && s.phase == Phase::Established)
             .flat_map(|s| s.held.values())
             .filter_map(|t| t.stripe.as_ref()?.next_deadline())
             .min()
@@ -465,6 +470,7 @@ impl Endpoint {
             .iter()
             .filter(|(_, s)| {
                 s.role == Role::Client
+                    && s.phase == Phase::Established
                     && s.held
                         .values()
                         .filter_map(|t| t.stripe.as_ref()?.next_deadline())
