@@ -1,10 +1,21 @@
 //! Path health: periodic probes on the control stream and the failure verdict.
 //!
-//! Policy: the client probes each path with a `Ping` every `path_health_check_interval`;
-//! the server answers with a `Pong`. A path fails when no `Pong` has arrived for
-//! `max(3 × RTT, interval × path_failure_threshold)` — the window. Since the last `Pong`
-//! can be no older than the moment a path dies, a dead path is declared failed at most one
-//! window after its death, inside the target stall of `window + RTT`.
+//! Policy: health judges liveness, not queue delay. Both ends probe each path with a `Ping`
+//! every `path_health_check_interval`, and the other end answers with a `Pong`. The path
+//! counts as alive while the peer is heard from: a `Pong`, or any authenticated packet
+//! (ACKs advancing, stream data, the peer's own probes). A `Pong` stuck behind a full
+//! queue does not matter as long as anything else gets through. A path fails when nothing
+//! was heard for `max(3 × RTT, interval × path_failure_threshold)` — the window. Since the
+//! last packet heard can be no older than the moment a path dies, a dead path is declared
+//! failed at most one window after its death, inside the target of `window + RTT`.
+//!
+//! On a lossy path a live peer can fall silent by chance: each probe round trip is lost
+//! with probability `q = 1 - (1 - p)²` at packet loss `p`, and QUIC's own probes back off.
+//! The window then holds enough probe intervals that a run of lost round trips that long
+//! happens less than once in a million windows: `n = ln(1e-6) / ln(q)` intervals, never
+//! fewer than the threshold. At 0.5 % loss that is the threshold (3); at 1 %, 4; at 10 %, 9. The loss
+//! rate is the caller's recent measurement ([`Health::observe_loss`]); on a clean path the
+//! window is exactly `max(3 × RTT, interval × threshold)`.
 //!
 //! Pure state: the caller feeds time and RTT and sends what it is told to.
 
@@ -19,9 +30,15 @@ pub struct Health {
     next_ping: Option<Instant>,
     /// Sequence number of the last probe sent.
     seq: u64,
-    /// When the peer last proved alive (a `Pong`, or the start of probing).
+    /// When the peer was last heard from (a `Pong`, any packet, or the start of
+    /// probing).
     last_pong: Option<Instant>,
+    /// Recent packet loss rate of the path, 0 to 1.
+    loss: f64,
 }
+
+/// The chance of a false failure per window the loss-aware window allows.
+const FALSE_FAILURE: f64 = 1e-6;
 
 /// What a timeout asks of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,7 +60,28 @@ impl Health {
 
     /// How long the peer may stay silent before the path fails.
     pub fn window(&self, rtt: Duration) -> Duration {
-        (rtt * 3).max(self.interval * self.threshold)
+        (rtt * 3).max(self.interval * self.intervals())
+    }
+
+    /// Probe intervals of silence that fail the path at the current loss rate.
+    fn intervals(&self) -> u32 {
+        let p = self.loss.clamp(0.0, 0.5);
+        let q = 1.0 - (1.0 - p) * (1.0 - p);
+        if q <= 0.0 {
+            return self.threshold;
+        }
+        let n = (FALSE_FAILURE.ln() / q.ln()).ceil();
+        self.threshold.max(n.min(64.0) as u32)
+    }
+
+    /// Feeds a loss sample: of `sent` packets since the last sample, `lost` were lost.
+    /// The rate is a moving average that forgets quickly (half weight a sample).
+    pub fn observe_loss(&mut self, sent: u64, lost: u64) {
+        if sent == 0 {
+            return;
+        }
+        let sample = (lost as f64 / sent as f64).min(1.0);
+        self.loss = 0.5 * self.loss + 0.5 * sample;
     }
 
     /// When [`Health::on_timeout`] must next run.
@@ -75,6 +113,13 @@ impl Health {
     /// How long the peer has been silent, while probing.
     pub fn silent_for(&self, now: Instant) -> Option<Duration> {
         self.last_pong.map(|t| now.saturating_duration_since(t))
+    }
+
+    /// The peer was heard from at `now` (a packet of its arrived), while probing.
+    pub fn on_progress(&mut self, now: Instant) {
+        if let Some(last) = &mut self.last_pong {
+            *last = (*last).max(now);
+        }
     }
 
     /// A `Pong` arrived. Answers to probes never sent are ignored.

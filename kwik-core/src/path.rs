@@ -76,6 +76,10 @@ pub(crate) struct Path {
     readable: BTreeSet<QuicStreamId>,
     pub(crate) counters: PathCounters,
     pub(crate) health: Health,
+    /// Authenticated frames heard from the peer at the last look, for health.
+    heard: u64,
+    /// Packets sent and lost at the last loss sample, for health.
+    loss_mark: (u64, u64),
     /// Bounds the control messages the peer may send.
     control_budget: TokenBucket,
     /// This side closed the connection: nothing more is read or written.
@@ -119,6 +123,8 @@ impl Path {
             readable: BTreeSet::new(),
             counters: PathCounters::default(),
             health: Health::default(),
+            heard: 0,
+            loss_mark: (0, 0),
             control_budget: TokenBucket::new(control_rate),
             closing: false,
             delegated: BTreeMap::new(),
@@ -135,6 +141,28 @@ impl Path {
         let _ = self.conn.send_stream(id).set_priority(2);
         self.control = Some(id);
         Ok(())
+    }
+
+    /// Tells health whether the peer was heard from since the last look: any frame of an
+    /// authenticated packet (ACKs, stream data, pings, datagrams) is proof of life, so a
+    /// `Pong` queued behind a full bottleneck does not fail a path that delivers.
+    pub(crate) fn note_progress(&mut self, now: std::time::Instant) {
+        let stats = self.conn.stats();
+        let rx = stats.frame_rx;
+        let heard = rx.acks + rx.stream + rx.ping + rx.datagram + rx.max_data;
+        if heard > self.heard {
+            self.heard = heard;
+            self.health.on_progress(now);
+        }
+        // Loss over at least 20 packets a sample, so that a lone loss is not a 100 % rate.
+        let (sent, lost) = (stats.path.sent_packets, stats.path.lost_packets);
+        if sent >= self.loss_mark.0 + 20 {
+            self.health.observe_loss(
+                sent - self.loss_mark.0,
+                lost.saturating_sub(self.loss_mark.1),
+            );
+            self.loss_mark = (sent, lost);
+        }
     }
 
     /// Queues one encoded control frame.

@@ -93,3 +93,41 @@ fn unsolicited_pongs_are_ignored() {
     h.on_pong(t0 + 700 * MS, 0);
     assert!(h.on_timeout(t0 + 750 * MS, rtt).failed);
 }
+
+#[test]
+fn loss_widens_the_window_and_a_clean_path_narrows_it_again() {
+    let mut h = started(Instant::now());
+    let rtt = 40 * MS;
+    assert_eq!(h.window(rtt), 750 * MS);
+    // Steady loss rates: the window holds ln(1e-6) / ln(1 - (1 - p)²) probe intervals.
+    for (percent, intervals) in [(1, 4), (10, 9)] {
+        for _ in 0..30 {
+            h.observe_loss(1000, 10 * percent);
+        }
+        assert_eq!(h.window(rtt), 250 * MS * intervals, "{percent} % loss");
+    }
+    // The loss stops: the window is back to the threshold.
+    for _ in 0..30 {
+        h.observe_loss(1000, 0);
+    }
+    assert_eq!(h.window(rtt), 750 * MS);
+    // A long RTT still rules where it is the larger.
+    assert_eq!(h.window(1000 * MS), 3000 * MS);
+}
+
+#[test]
+fn any_packet_heard_keeps_the_path_alive() {
+    let t0 = Instant::now();
+    let mut h = started(t0);
+    let rtt = 40 * MS;
+    // No Pong at all, but packets keep arriving (a Pong stuck behind a full queue).
+    for i in 1..=40u32 {
+        let t = t0 + 100 * MS * i;
+        h.on_progress(t);
+        assert!(!h.on_timeout(t, rtt).failed, "at {t:?}");
+    }
+    // Then silence: it fails one window after the last packet.
+    let last = t0 + 4000 * MS;
+    assert!(!h.on_timeout(last + 749 * MS, rtt).failed);
+    assert!(h.on_timeout(last + 750 * MS, rtt).failed);
+}

@@ -1,8 +1,9 @@
 //! Three servers stripe one 100 MiB body to a client: the SHA-256 matches, and each
 //! server's share of the bytes is within ±15 % of its share of the link capacity. The
 //! primary is out of the other servers' control loop: apart from the pulls for its own
-//! share and the health checks, the stripe costs it two control messages (the ticket and
-//! the final report), and all of them together stay under three per striped MiB.
+//! share and the health checks (both ends probe every 250 ms), the stripe costs it two
+//! control messages (the ticket and the final report), and all of them together stay under
+//! four per striped MiB.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -66,7 +67,7 @@ fn three_servers_stripe_one_body_by_capacity() {
         "control messages through the primary: {control} ({per_mib:.2} per striped MiB), of \
          which {own} pulls of its own share; the secondaries served {others} pulls"
     );
-    assert!(per_mib < 3.0, "{per_mib:.2} control messages per MiB");
+    assert!(per_mib < 4.0, "{per_mib:.2} control messages per MiB");
     assert_eq!(c.reader.bytes, len as u64);
     assert_eq!(c.reader.digest(), want);
     let per_path = c.received_per_path();

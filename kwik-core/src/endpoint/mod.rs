@@ -712,6 +712,7 @@ impl Endpoint {
                 | quinn_proto::Event::DatagramsUnblocked => {}
             }
         }
+        slot.path.note_progress(now);
         let path_id = slot.path.id;
         let session_handle = slot.session;
         if connected {
@@ -967,6 +968,13 @@ impl Endpoint {
             PathMeta::new(slot.remote, String::new(), PathState::Active),
         );
         slot.session = Some(h);
+        // Servers probe too: a dead client is noticed within the health window rather
+        // than QUIC's idle timeout.
+        slot.path.health.start(
+            now,
+            config.path_health_check_interval,
+            config.path_failure_threshold,
+        );
         slot.path.send_control(Kind::Welcome(kwik_proto::Welcome {
             version: kwik_proto::VERSION,
             session_id: id,
@@ -1006,12 +1014,12 @@ impl Endpoint {
             );
             self.dirty.insert(key);
             if let Some(h) = slot.session {
-                let client_secondary = self
-                    .sessions
-                    .get(&h)
-                    .is_some_and(|s| s.role == Role::Client && path != PathId::PRIMARY);
-                if client_secondary {
+                let role = self.sessions.get(&h).map(|s| s.role);
+                if role == Some(Role::Client) && path != PathId::PRIMARY {
                     self.secondary_failed(now, h, path, PathError::Unresponsive);
+                } else if role == Some(Role::Primary) && path != PathId::PRIMARY {
+                    // A same-peer path: the session lives on over the others.
+                    self.peer_path_lost(now, h, path);
                 } else {
                     self.close_session(h, SessionError::PathUnresponsive { path });
                     self.close_remaining_paths(now, h);

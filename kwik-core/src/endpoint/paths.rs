@@ -533,6 +533,10 @@ impl Endpoint {
             .clone()
             .ok_or_else(|| refusal("this server admits no joins"))?;
         let config = server.config.clone();
+        let (interval, threshold) = (
+            config.path_health_check_interval,
+            config.path_failure_threshold,
+        );
         if join.path_id == 0 {
             return Err(refusal("path 0 is the primary path"));
         }
@@ -576,6 +580,7 @@ impl Endpoint {
             if let Some(slot) = self.paths.get_mut(&key) {
                 slot.path.id = path;
                 slot.session = Some(h);
+                slot.path.health.start(now, interval, threshold);
                 slot.path.send_control(join_accepted());
             }
             return Ok(());
@@ -607,6 +612,7 @@ impl Endpoint {
         );
         slot.path.id = path;
         slot.session = Some(h);
+        slot.path.health.start(now, interval, threshold);
         slot.path.send_control(join_accepted());
         self.sessions.insert(h, session);
         self.events.push_back(Event::Incoming(h));
