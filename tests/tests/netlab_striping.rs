@@ -7,7 +7,9 @@
 //!   windows under 5 Mbit/s) after the cut, next to Linux MPTCP cut the same way on the
 //!   same links ending at one multihomed server; then the same with server 2's process
 //!   killed instead;
-//! - 64 MiB over 2/50/30, the primary on the 2 Mbit/s link.
+//! - 64 MiB over 2/50/30, the primary on the 2 Mbit/s link;
+//! - one server behind 1 Mbit/s (2 MB) and behind 512 kbit/s (1 MB), tbf queues kept
+//!   full: the session must live (a `Pong` stuck in the queue is no verdict).
 //!
 //! The checksums must match; the figures are wall-clock, so they are printed, not asserted.
 //! Needs root and network namespaces; where the machine cannot create them, or the netlab
@@ -30,9 +32,12 @@ const PRIMARY_WORST: [&str; 3] = ["2mbit", "50mbit", "30mbit"];
 /// The share of a link's rate plain QUIC gets (DESIGN.md: 47.5 of 50 Mbit/s).
 const QUIC_SHARE: f64 = 0.95;
 
-/// Mbit/s of a netlab rate ("50mbit").
+/// Mbit/s of a netlab rate ("50mbit", "512kbit").
 fn mbit(rate: &str) -> f64 {
-    rate.trim_end_matches("mbit").parse().unwrap_or(0.0)
+    match rate.strip_suffix("kbit") {
+        Some(k) => k.parse::<f64>().unwrap_or(0.0) / 1000.0,
+        None => rate.trim_end_matches("mbit").parse().unwrap_or(0.0),
+    }
 }
 
 fn netlab() -> Option<PathBuf> {
@@ -217,7 +222,8 @@ fn run(script: PathBuf, layout: Layout, scenario: Scenario) -> Run {
         Layout::ThreeHosts => "--secondary",
         Layout::OneServer => "--same-peer",
     };
-    for i in [2, 3] {
+    let servers = scenario.rates.len();
+    for i in 2..=servers {
         primary_args.push(flag.into());
         primary_args.push(addr(i));
     }
@@ -232,7 +238,7 @@ fn run(script: PathBuf, layout: Layout, scenario: Scenario) -> Run {
         std::thread::sleep(Duration::from_millis(20));
     }
     if layout == Layout::ThreeHosts {
-        for i in [2, 3] {
+        for i in 2..=servers {
             if i == CUT_LINK {
                 lab.victim = Some(lab.children.len());
             }
@@ -261,7 +267,7 @@ fn run(script: PathBuf, layout: Layout, scenario: Scenario) -> Run {
         "--dir".into(),
         d.clone(),
         "--paths".into(),
-        "2".into(),
+        (servers - 1).to_string(),
         if layout == Layout::OneServer {
             "--stream".into()
         } else {
@@ -551,6 +557,28 @@ fn three_hosts_with_the_primary_on_the_worst_link() {
             fault: Fault::None,
         },
     )]);
+}
+
+#[test]
+fn one_server_on_slow_links_stays_alive() {
+    three_hosts(&[
+        (
+            "netlab 1 Mbit/s, one server, 2 MB",
+            Scenario {
+                rates: &["1mbit"],
+                body: 2_000_000,
+                fault: Fault::None,
+            },
+        ),
+        (
+            "netlab 512 kbit/s, one server, 1 MB",
+            Scenario {
+                rates: &["512kbit"],
+                body: 1_000_000,
+                fault: Fault::None,
+            },
+        ),
+    ]);
 }
 
 #[test]
