@@ -373,7 +373,9 @@ impl ServerConfig {
         })
     }
 
-    /// Sets the most sessions held at once (default 4096); connections beyond are refused.
+    /// Sets the most sessions held at once (default 4096), each counted once however many
+    /// paths it has; connections not yet part of a session count one each. New
+    /// connections beyond are refused.
     pub fn max_sessions(&mut self, n: usize) -> &mut Self {
         self.max_sessions = n;
         self

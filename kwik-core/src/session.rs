@@ -320,6 +320,24 @@ impl SessionState {
         path == PathId::PRIMARY || self.metas.get(&path).is_some_and(|m| m.same_peer)
     }
 
+    /// Forgets the oldest removed paths beyond `max_paths_per_session` of them, so that a
+    /// primary cycling `AddPath` and `RemovePath` cannot grow the list (the newest removed
+    /// ones stay visible in `paths()`).
+    pub(crate) fn purge_removed(&mut self) {
+        let removed: Vec<PathId> = self
+            .metas
+            .iter()
+            .filter(|(_, m)| m.state == PathState::Removed)
+            .map(|(id, _)| *id)
+            .collect();
+        let excess = removed
+            .len()
+            .saturating_sub(self.config.max_paths_per_session as usize);
+        for id in removed.into_iter().take(excess) {
+            self.metas.remove(&id);
+        }
+    }
+
     /// Sets a path's state; returns whether it changed.
     pub(crate) fn set_state(&mut self, path: PathId, state: PathState) -> bool {
         match self.metas.get_mut(&path) {

@@ -208,6 +208,9 @@ pub(crate) struct StreamCounters {
     pub(crate) opened_remote: u64,
     pub(crate) bytes_written: u64,
     pub(crate) bytes_read: u64,
+    /// Bytes reassembly copied to merge small segments, and map entries it visited.
+    pub(crate) reassembly_copied: u64,
+    pub(crate) reassembly_visited: u64,
 }
 
 /// All logical streams of one session.
@@ -459,6 +462,9 @@ impl Streams {
                 }
                 s.acked = s.acked.max(offset);
                 s.trim_retained();
+                if s.has_frame() {
+                    self.sendable.insert(id);
+                }
                 if s.state == SendState::FinSent && s.acked == s.offset {
                     self.events.push_back(StreamEvent::Finished(id));
                     self.send.remove(&id);
@@ -565,14 +571,18 @@ impl Streams {
         }
         let before = r.contiguous;
         r.insert(offset, data);
-        if r.segments.len() > self.max_gaps {
-            r.compact();
-            if r.gaps() > self.max_gaps {
-                return Err(violation(
-                    ErrorCode::ReassemblyLimit,
-                    format!("{id}: more than {} gaps", self.max_gaps),
-                ));
-            }
+        if r.gap_count > self.max_gaps {
+            return Err(violation(
+                ErrorCode::ReassemblyLimit,
+                format!("{id}: more than {} gaps", self.max_gaps),
+            ));
+        }
+        if r.segments.len() > self.max_gaps.max(r.compact_at) {
+            let (copied, visited) = r.compact();
+            // The next compaction waits until the map doubles: amortised O(1) per frame.
+            r.compact_at = 2 * r.segments.len();
+            self.counters.reassembly_copied += copied;
+            self.counters.reassembly_visited += visited;
         }
         let complete = r.final_size == Some(r.contiguous);
         if r.contiguous > before || (complete && fin_new) {
@@ -615,6 +625,7 @@ impl Streams {
         self.data_consumed += final_size - r.read;
         r.read = final_size;
         r.segments.clear();
+        r.gap_count = 0;
         if r.stopped {
             self.recv.remove(&id);
             self.maybe_free(id);
@@ -851,6 +862,7 @@ impl Streams {
         }
         r.stopped = true;
         r.segments.clear();
+        r.gap_count = 0;
         let consumed = r.end - r.read;
         r.read = r.end;
         self.data_consumed += consumed;
@@ -943,6 +955,7 @@ impl Streams {
         id: StreamId,
         max: usize,
     ) -> Option<(u64, Vec<Bytes>, bool)> {
+        let retain_limit = self.retain_limit();
         let s = self.send.get_mut(&id)?;
         s.apply_skips();
         if !s.has_frame() {
@@ -981,6 +994,19 @@ impl Streams {
         let max = match s.skips.front() {
             Some(&(pos, _)) => max.min((pos - offset) as usize),
             None => max,
+        };
+        // Retained bytes are capped: a peer that grants credit but never acknowledges
+        // (`DATA_ACK`) stalls this stream, not the writer's memory.
+        let max = if self.retain {
+            let held = offset.saturating_sub(s.acked);
+            let room = retain_limit.saturating_sub(held);
+            if room == 0 && s.queued > 0 {
+                self.sendable.remove(&id);
+                return None;
+            }
+            max.min(usize::try_from(room).unwrap_or(usize::MAX))
+        } else {
+            max
         };
         let mut room = max;
         while room > 0 {
@@ -1143,6 +1169,22 @@ impl Streams {
     /// How far the application read `id`; `None` when its receive half is gone.
     pub(crate) fn read_offset(&self, id: StreamId) -> Option<u64> {
         self.recv.get(&id).map(|r| r.read)
+    }
+
+    /// Most bytes one stream keeps framed and unacknowledged while retaining: the local
+    /// stream window (at least 64 KiB). At the cap the stream waits for `DATA_ACK`.
+    pub(crate) fn retain_limit(&self) -> u64 {
+        self.stream_window.max(64 * 1024)
+    }
+
+    /// Bytes retained for reinjection, in all streams.
+    #[cfg(test)]
+    pub(crate) fn retained_bytes(&self) -> u64 {
+        self.send
+            .values()
+            .flat_map(|s| s.retained.iter())
+            .map(|(_, b)| b.len() as u64)
+            .sum()
     }
 
     /// Keeps framed bytes until the peer acknowledges them (several paths to the peer).

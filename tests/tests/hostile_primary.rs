@@ -310,6 +310,22 @@ fn a_thousand_add_paths_open_at_most_the_path_limit_at_the_add_path_rate() {
     assert!(unanswered.is_empty(), "no answer for {unanswered:?}");
     assert_eq!(removed.len(), attempts.len(), "one dial per path kept");
     assert!(failed.is_disjoint(&removed));
+    // The client forgot all but the newest removed paths: the list does not grow with
+    // the primary's churn.
+    let listed = h.sim.nodes[h.client]
+        .endpoint
+        .session(h.session)
+        .unwrap()
+        .paths()
+        .len();
+    println!(
+        "the client lists {listed} paths after {} removals",
+        removed.len()
+    );
+    assert!(
+        listed <= 2 * config.max_paths_per_session as usize,
+        "{listed} paths listed"
+    );
 }
 
 /// `targets[i]` is refused (`false`) or dialed (`true`) by a client whose primary is at

@@ -414,7 +414,11 @@ impl Endpoint {
             return;
         };
         let remote = incoming.remote_address();
-        if self.paths.len() >= server.max_sessions {
+        // Sessions, not connections: a session with several paths counts once; a
+        // connection that has no session yet (handshake, Hello or Join pending) counts as
+        // one, so half-open connections cannot get around the limit.
+        let pending = self.paths.values().filter(|s| s.session.is_none()).count();
+        if self.sessions.len() + pending >= server.max_sessions {
             buf.clear();
             let t = self.quic.refuse(incoming, buf);
             self.queue_response(t, buf);

@@ -105,6 +105,9 @@ impl Endpoint {
             }
             Role::Secondary => return false,
         }
+        if let Some(s) = self.sessions.get_mut(&h) {
+            s.purge_removed();
+        }
         self.path_event(h, path, PathState::Removed, "");
         true
     }
@@ -156,6 +159,10 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return Ok(());
         };
+        if path != PathId::PRIMARY && path.0 < s.next_path_id && !s.metas.contains_key(&path) {
+            // A path removed long ago and forgotten (`purge_removed`): a late report.
+            return Ok(());
+        }
         if path == PathId::PRIMARY || !s.metas.contains_key(&path) {
             return Err(ProtocolError::new(
                 ErrorCode::UnexpectedControlMessage,
@@ -184,6 +191,9 @@ impl Endpoint {
                 self.reinject(now, h);
             }
             self.path_event(h, path, state, &status.reason);
+            if let Some(s) = self.sessions.get_mut(&h) {
+                s.purge_removed();
+            }
         }
         Ok(())
     }
@@ -464,6 +474,9 @@ impl Endpoint {
                 self.close_path(now, h, path, "not recovered");
                 self.report_status(h, path, PathState::Removed, "not recovered");
                 self.path_event(h, path, PathState::Removed, "");
+                if let Some(s) = self.sessions.get_mut(&h) {
+                    s.purge_removed();
+                }
                 continue;
             }
             m.next_retry = Some(now + retry);

@@ -64,7 +64,10 @@ impl Endpoint {
             }
             return Ok(());
         }
-        if s.last_ticket.is_some_and(|last| t.id <= last) || s.held.len() >= MAX_DELEGATIONS {
+        if s.last_ticket.is_some_and(|last| t.id <= last)
+            || s.held.len() >= MAX_DELEGATIONS
+            || s.owed.len() >= MAX_DELEGATIONS
+        {
             return Err(delegation_error(
                 "delegation id reused or too many delegations",
             ));
@@ -211,6 +214,11 @@ impl Endpoint {
             let max_chunk =
                 (window / (2 * depth * paths.len().max(1) as u64)).clamp(MIN_CHUNK, MAX_CHUNK);
             for _ in 0..MAX_PULLS_PER_ROUND {
+                // Pulls settled but not yet passed by the reader stay in `owed`: a reader
+                // that stops reading stops the pulls at the cap.
+                if s.owed.len() + pulls.len() >= MAX_DELEGATIONS {
+                    break;
+                }
                 let credit = limit.saturating_sub(stripe.next_fresh());
                 let Some(plan) = stripe.plan(now, credit, max_chunk) else {
                     break;

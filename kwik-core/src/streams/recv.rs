@@ -25,7 +25,17 @@ pub(super) struct Recv {
     pub(super) stopped: bool,
     /// A `Readable` event is outstanding.
     pub(super) notified: bool,
+    /// Compact when `segments` holds more entries than this.
+    pub(super) compact_at: usize,
+    /// Segments that start past the end of the one before them (or past `read`): the
+    /// gaps a reader waits on, kept up to date by every insertion.
+    pub(super) gap_count: usize,
 }
+
+/// Segments at least this long are never copied by compaction: only runs of smaller ones
+/// are merged, so each byte is copied at most about `KEEP / max_gaps + 1` times however
+/// the peer cuts its frames.
+const KEEP: usize = 4096;
 
 impl Recv {
     pub(super) fn new(max_data: u64) -> Self {
@@ -40,7 +50,27 @@ impl Recv {
             reset: None,
             stopped: false,
             notified: false,
+            compact_at: 0,
+            gap_count: 0,
         }
+    }
+
+    /// Inserts `data` at `a` into a hole (it overlaps no segment), keeping `gap_count`.
+    fn put(&mut self, a: u64, data: Bytes) {
+        let b = a + data.len() as u64;
+        let prev_end = self
+            .segments
+            .range(..a)
+            .next_back()
+            .map_or(self.read, |(s, d)| s + d.len() as u64)
+            .max(self.read);
+        let next = self.segments.range(b..).next().map(|(s, _)| *s);
+        self.gap_count += usize::from(a > prev_end);
+        if let Some(n) = next {
+            self.gap_count += usize::from(n > b);
+            self.gap_count -= usize::from(n > prev_end);
+        }
+        self.segments.insert(a, data);
     }
 
     /// The first offset in `[start, end)` neither read nor held.
@@ -79,13 +109,13 @@ impl Recv {
                 .map(|(&s, b)| (s, b.len()));
             match next {
                 None => {
-                    self.segments.insert(offset, data);
+                    self.put(offset, data);
                     break;
                 }
                 Some((start, len)) => {
                     let before = data.split_to((start - offset) as usize);
                     if !before.is_empty() {
-                        self.segments.insert(offset, before);
+                        self.put(offset, before);
                     }
                     let skip = (len).min(data.len());
                     let _ = data.split_to(skip);
@@ -102,7 +132,9 @@ impl Recv {
         }
     }
 
-    /// Separate runs of buffered bytes beyond the contiguous prefix.
+    /// Separate runs of buffered bytes beyond the contiguous prefix, counted by walking
+    /// every segment (tests compare it with `gap_count`).
+    #[cfg(test)]
     pub(super) fn gaps(&self) -> usize {
         let mut gaps = 0;
         let mut prev_end = self.contiguous;
@@ -115,27 +147,54 @@ impl Recv {
         gaps
     }
 
-    /// Merges adjacent segments by copying, so that many tiny frames cost one entry.
-    pub(super) fn compact(&mut self) {
+    /// Merges runs of adjacent small segments by copying, so that many tiny frames cost
+    /// one entry; segments of [`KEEP`] bytes or more stay as they are. Returns the bytes
+    /// copied and the entries visited.
+    pub(super) fn compact(&mut self) -> (u64, u64) {
+        let mut copied = 0u64;
+        let visited = self.segments.len() as u64;
         let mut merged: BTreeMap<u64, Bytes> = BTreeMap::new();
-        let mut run: Option<(u64, Vec<u8>)> = None;
+        // A run of small adjacent segments: its start, and its pieces until a second one
+        // makes copying worth it.
+        let mut run: Option<(u64, u64, Vec<Bytes>)> = None;
+        let flush = |run: Option<(u64, u64, Vec<Bytes>)>,
+                     merged: &mut BTreeMap<u64, Bytes>,
+                     copied: &mut u64| {
+            let Some((start, _, pieces)) = run else {
+                return;
+            };
+            if let [one] = pieces.as_slice() {
+                merged.insert(start, one.clone());
+                return;
+            }
+            let mut buf = Vec::with_capacity(pieces.iter().map(Bytes::len).sum());
+            for p in &pieces {
+                buf.extend_from_slice(p);
+            }
+            *copied += buf.len() as u64;
+            merged.insert(start, Bytes::from(buf));
+        };
         for (start, data) in std::mem::take(&mut self.segments) {
+            if data.len() >= KEEP {
+                flush(run.take(), &mut merged, &mut copied);
+                merged.insert(start, data);
+                continue;
+            }
             match &mut run {
-                Some((run_start, buf)) if *run_start + buf.len() as u64 == start => {
-                    buf.extend_from_slice(&data)
+                Some((_, end, pieces)) if *end == start => {
+                    *end += data.len() as u64;
+                    pieces.push(data);
                 }
                 _ => {
-                    if let Some((s, buf)) = run.take() {
-                        merged.insert(s, Bytes::from(buf));
-                    }
-                    run = Some((start, data.to_vec()));
+                    flush(run.take(), &mut merged, &mut copied);
+                    let end = start + data.len() as u64;
+                    run = Some((start, end, vec![data]));
                 }
             }
         }
-        if let Some((s, buf)) = run {
-            merged.insert(s, Bytes::from(buf));
-        }
+        flush(run, &mut merged, &mut copied);
         self.segments = merged;
+        (copied, visited)
     }
 
     /// Whether everything up to the final size has been read.

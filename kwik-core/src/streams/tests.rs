@@ -629,6 +629,88 @@ fn many_tiny_adjacent_segments_are_compacted_not_refused() {
     }
 }
 
+/// Reassembly work for `w` one-byte frames after a withheld first byte: (bytes copied,
+/// entries visited) by compaction.
+fn tiny_frame_work(w: u64) -> (u64, u64) {
+    let big = lim(1 << 30, 1 << 30, 16, 16);
+    let mut s = side(Side::Server, big, big, 1024);
+    for i in 1..=w {
+        s.on_frame(data(cuni(0), i..i + 1, false)).unwrap();
+    }
+    let r = &s.recv[&cuni(0)];
+    assert!(r.segments.len() <= 2 * 1024 + 1 + (w as usize) / 4096);
+    (s.counters.reassembly_copied, s.counters.reassembly_visited)
+}
+
+#[test]
+fn the_gap_count_kept_on_insertion_matches_a_full_walk() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for round in 0..50 {
+        let mut s = side(Side::Server, roomy(), roomy(), 100_000);
+        for _ in 0..400 {
+            let start = rng.random_range(0..3000u64);
+            let len = rng.random_range(1..40u64);
+            s.on_frame(data(cuni(0), start..start + len, false))
+                .unwrap();
+            if rng.random_range(0..10) == 0 {
+                let _ = s.read(cuni(0), rng.random_range(1..200));
+            }
+            let r = &s.recv[&cuni(0)];
+            assert_eq!(r.gap_count, r.gaps(), "round {round}");
+        }
+    }
+}
+
+#[test]
+fn compaction_work_grows_linearly_with_the_bytes() {
+    // The hostile pattern: byte 0 withheld, then one-byte frames. Copying the whole buffer
+    // at each compaction made this O(W² / max_gaps).
+    let (c1, v1) = tiny_frame_work(100_000);
+    let (c10, v10) = tiny_frame_work(1_000_000);
+    println!("100 kB: {c1} bytes copied, {v1} entries visited; 1 MB: {c10}, {v10}");
+    // At most a few copies of each byte and a few visits per frame, and ten times the bytes
+    // cost about ten times the work.
+    assert!(c10 <= 8 * 1_000_000, "{c10} bytes copied for 1 MB");
+    assert!(v10 <= 8 * 1_000_000, "{v10} entries visited for 1 MB");
+    assert!(c10 <= 12 * c1, "copies grew from {c1} to {c10}");
+    assert!(v10 <= 12 * v1, "visits grew from {v1} to {v10}");
+}
+
+#[test]
+fn a_peer_that_never_acknowledges_pins_at_most_the_retain_limit() {
+    let window = 256 * 1024;
+    let local = lim(1 << 30, window, 16, 16);
+    let mut s = side(Side::Client, local, lim(1 << 30, 1 << 30, 16, 16), 16);
+    s.set_retain(true);
+    let id = s.open(Dir::Uni).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    for _ in 0..8 {
+        assert_eq!(s.write(id, &chunk), Ok(1 << 20));
+    }
+    let frame_all = |s: &mut Streams| {
+        let mut framed = 0u64;
+        while let Some((_, pieces, _)) = s.poll_data(id, 16 * 1024) {
+            framed += pieces.iter().map(|p| p.len() as u64).sum::<u64>();
+        }
+        framed
+    };
+    // The peer granted a gigabyte of credit but acknowledges nothing: the stream stops at
+    // the cap, and that is all the writer holds for it.
+    assert_eq!(frame_all(&mut s), window);
+    assert_eq!(s.retained_bytes(), window);
+    assert!(!s.sendable().any(|x| x == id), "it waits for DATA_ACK");
+    // An acknowledgement of half lets half as much again go out.
+    s.on_frame(Frame::DataAck {
+        id,
+        offset: window / 2,
+    })
+    .unwrap();
+    assert!(s.sendable().any(|x| x == id));
+    assert_eq!(frame_all(&mut s), window / 2);
+    assert_eq!(s.retained_bytes(), window);
+}
+
 // --- final size --------------------------------------------------------------------------
 
 #[test]
