@@ -78,6 +78,8 @@ pub(crate) struct Path {
     pub(crate) health: Health,
     /// Authenticated frames heard from the peer at the last look, for health.
     heard: u64,
+    /// The streams' release count at the last look (see `release`).
+    release_epoch: u64,
     /// Packets sent and lost at the last loss sample, for health.
     loss_mark: (u64, u64),
     /// Bounds the control messages the peer may send.
@@ -124,6 +126,7 @@ impl Path {
             counters: PathCounters::default(),
             health: Health::default(),
             heard: 0,
+            release_epoch: 0,
             loss_mark: (0, 0),
             control_budget: TokenBucket::new(control_rate),
             closing: false,
@@ -562,11 +565,20 @@ impl Path {
 
     /// Frees the carrier slots of streams that stopped sending.
     fn release(&mut self, streams: &mut Streams) {
-        for id in streams.take_released() {
-            if let Some(c) = self.assignment.remove(&id) {
-                self.carriers[c].streams -= 1;
-            }
+        // Every path to the peer frees its own slots: a shared list of released streams
+        // would free them on whichever path drained it first, and leak on the others.
+        if streams.release_epoch() == self.release_epoch {
+            return;
         }
+        self.release_epoch = streams.release_epoch();
+        let carriers = &mut self.carriers;
+        self.assignment.retain(|id, c| {
+            let keep = streams.holds_carrier(*id);
+            if !keep {
+                carriers[*c].streams -= 1;
+            }
+            keep
+        });
     }
 
     /// The carrier of `id`, assigning one (and opening a QUIC stream) if needed.
@@ -602,6 +614,11 @@ impl Path {
     /// Carriers open for writing.
     pub(crate) fn carrier_count(&self) -> usize {
         self.carriers.len()
+    }
+
+    /// Logical streams holding a carrier slot on this path.
+    pub(crate) fn assigned_streams(&self) -> usize {
+        self.assignment.len()
     }
 
     /// Closes the QUIC connection over a KWIK protocol error.

@@ -55,6 +55,8 @@ pub struct PathStats {
     pub frames_received: u64,
     /// Carriers this side opened.
     pub carriers: usize,
+    /// Logical streams holding a carrier slot on this path.
+    pub carrier_streams: usize,
     /// Raw datagrams sent on this path.
     pub raw_sent: u64,
     /// Raw datagrams received on this path.

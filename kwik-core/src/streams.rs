@@ -244,8 +244,10 @@ pub(crate) struct Streams {
     signals: Signals,
     /// Streams with bytes or a fin to frame.
     sendable: BTreeSet<StreamId>,
-    /// Streams whose send side has released its carrier slot.
-    released: Vec<StreamId>,
+    /// Counts the streams whose sending ended: every path to the peer frees the carrier
+    /// slots it gave them when the count moves (each path on its own, see
+    /// [`Streams::holds_carrier`]).
+    release_epoch: u64,
     events: VecDeque<StreamEvent>,
     pub(crate) counters: StreamCounters,
     /// Keep framed bytes until acknowledged, to send them again if a path dies.
@@ -287,7 +289,7 @@ impl Streams {
             data_consumed: 0,
             signals: Signals::default(),
             sendable: BTreeSet::new(),
-            released: Vec::new(),
+            release_epoch: 0,
             events: VecDeque::new(),
             counters: StreamCounters::default(),
             retain: false,
@@ -765,7 +767,7 @@ impl Streams {
             final_size,
         });
         self.sendable.remove(&id);
-        self.released.push(id);
+        self.release_epoch += 1;
         if s.stopped.is_none() {
             self.send.remove(&id);
         }
@@ -944,9 +946,17 @@ impl Streams {
         self.sendable.iter().copied()
     }
 
-    /// Streams whose sending ended since the last call: their carrier slots are free.
-    pub(crate) fn take_released(&mut self) -> Vec<StreamId> {
-        std::mem::take(&mut self.released)
+    /// Moves each time a stream's sending ends (its fin framed, or reset).
+    pub(crate) fn release_epoch(&self) -> u64 {
+        self.release_epoch
+    }
+
+    /// Whether `id` still needs a carrier slot: it has bytes or a fin to frame, now or
+    /// after a reinjection.
+    pub(crate) fn holds_carrier(&self, id: StreamId) -> bool {
+        self.send.get(&id).is_some_and(|s| {
+            matches!(s.state, SendState::Open | SendState::Finishing) || s.has_frame()
+        })
     }
 
     /// Frames up to `max` bytes of `id`: returns the offset, the payload pieces and fin.
@@ -1042,7 +1052,7 @@ impl Streams {
             && s.fin_allowed();
         if fin {
             s.state = SendState::FinSent;
-            self.released.push(id);
+            self.release_epoch += 1;
         }
         if !s.has_frame() {
             self.sendable.remove(&id);

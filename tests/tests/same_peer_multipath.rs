@@ -238,3 +238,103 @@ fn a_path_cut_midway_is_survived_by_reinjection() {
     }
     let _ = Bytes::new();
 }
+
+/// Many short streams over two paths to the same server: each path frees the carrier
+/// slots of the streams that finished on it. (A shared list of finished streams used to be
+/// drained by one path, so the other path's slots were never freed.)
+#[test]
+fn carrier_slots_are_freed_on_every_path() {
+    let link = LinkConfig::default()
+        .rate_mbit(20)
+        .delay_ms(10)
+        .queue_ms(50);
+    let mut w = world(9, LoadBalancing::RoundRobin, [link, link]);
+    let second = addr([10, 0, 2, 1], 4433);
+    let mut server_session = None;
+    assert!(w.sim.run_until(Duration::from_secs(5), |sim| {
+        for e in sim.take_events(w.server) {
+            if let Event::Incoming(h) = e {
+                server_session = Some(h);
+            }
+        }
+        server_session.is_some()
+    }));
+    let sh = server_session.unwrap();
+    let now = w.sim.now();
+    let path = w.sim.nodes[w.server]
+        .endpoint
+        .session(sh)
+        .unwrap()
+        .add_same_peer_path(now, second, "localhost", PathKind::SamePeer)
+        .unwrap();
+    assert!(w.sim.run_until(Duration::from_secs(5), |sim| {
+        sim.take_events(w.server)
+            .iter()
+            .any(|e| matches!(e, Event::PathActive { path: p, .. } if *p == path))
+    }));
+    const STREAMS: usize = 600;
+    let body = Bytes::from(vec![0x42u8; 2048]);
+    let (server, client, h) = (w.server, w.client, w.session);
+    let mut opened = 0;
+    let mut finished = 0;
+    let mut open: Vec<StreamId> = Vec::new();
+    let mut peak = 0;
+    let done = w.sim.run_until(Duration::from_secs(120), |sim| {
+        let mut s = sim.nodes[server].endpoint.session(sh).unwrap();
+        while opened < STREAMS {
+            let Some(id) = s.open(Dir::Uni) else { break };
+            let mut send = s.send_stream(id);
+            let mut chunk = body.clone();
+            send.write_chunks(std::slice::from_mut(&mut chunk)).unwrap();
+            send.finish().unwrap();
+            opened += 1;
+        }
+        let stats = s.stats();
+        peak = stats
+            .paths
+            .iter()
+            .map(|p| p.carrier_streams)
+            .sum::<usize>()
+            .max(peak);
+        sim.take_events(server);
+        sim.take_events(client);
+        let mut c = sim.nodes[client].endpoint.session(h).unwrap();
+        while let Some(id) = c.accept(Dir::Uni) {
+            open.push(id);
+        }
+        open.retain(|id| {
+            loop {
+                match c.recv_stream(*id).read(usize::MAX) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        finished += 1;
+                        return false;
+                    }
+                    Err(_) => return true,
+                }
+            }
+        });
+        finished == STREAMS
+    });
+    assert!(done, "{finished} of {STREAMS} streams finished");
+    // Let the last fins and acknowledgements settle, then one more write frees the slots.
+    w.sim.run_for(Duration::from_secs(1));
+    let mut s = w.sim.nodes[server].endpoint.session(sh).unwrap();
+    let extra = s.open(Dir::Uni).unwrap();
+    s.send_stream(extra).finish().unwrap();
+    w.sim.run_for(Duration::from_secs(1));
+    let stats = w.sim.nodes[server].endpoint.session(sh).unwrap().stats();
+    let per_path: Vec<(PathId, usize, u64)> = stats
+        .paths
+        .iter()
+        .map(|p| (p.id, p.carrier_streams, p.frames_sent))
+        .collect();
+    println!(
+        "{STREAMS} streams: peak {peak} slots in use; at the end (path, slots, frames) {per_path:?}"
+    );
+    assert_eq!(per_path.len(), 2);
+    for (p, slots, frames) in &per_path {
+        assert!(*frames > 0, "{p} carried frames");
+        assert_eq!(*slots, 0, "{p} still holds {slots} slots");
+    }
+}

@@ -620,6 +620,7 @@ impl Endpoint {
                     frames_sent: slot.path.counters.frames_sent,
                     frames_received: slot.path.counters.frames_received,
                     carriers: slot.path.carrier_count(),
+                    carrier_streams: slot.path.assigned_streams(),
                     raw_sent: slot.path.counters.raw_sent,
                     raw_received: slot.path.counters.raw_received,
                     stream_bytes_received: slot.path.counters.stream_bytes_received,
