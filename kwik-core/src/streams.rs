@@ -1085,6 +1085,9 @@ impl Streams {
             return Err(WriteError::ClosedStream);
         };
         let offset = s.written();
+        if offset.saturating_add(len) > varint::MAX {
+            return Err(WriteError::ClosedStream);
+        }
         s.skips.push_back((offset, len));
         s.apply_skips();
         self.data_written = self.data_written.saturating_add(len);

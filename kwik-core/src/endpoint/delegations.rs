@@ -404,7 +404,8 @@ fn check_can_delegate(s: &SessionState, len: u64) -> Result<(), DelegateError> {
     if s.error.is_some() {
         return Err(DelegateError::SessionLost);
     }
-    if len == 0 || !s.config.aggregation_enabled {
+    // No stream offset may pass 2^62 (QUIC's varint limit).
+    if len == 0 || len > crate::varint::MAX / 2 || !s.config.aggregation_enabled {
         return Err(DelegateError::Invalid);
     }
     Ok(())
