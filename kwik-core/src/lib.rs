@@ -24,6 +24,23 @@
 //! session's own stream frames are spread over those paths by [`scheduler`] and
 //! reinjected if one dies.
 //!
+//! # Limits on what a peer can make this side hold
+//!
+//! | state | grows with | bound |
+//! |---|---|---|
+//! | sessions of a server | connections | `ServerConfig::max_sessions`, counting sessions and connections not yet in one |
+//! | paths of a session | `AddPath` | `max_paths_per_session` live, as many removed (older ones are forgotten); `add_path_rate` |
+//! | logical streams | peer opens | `max_concurrent_bidi_streams`, `max_concurrent_uni_streams` |
+//! | received, unread bytes | peer data | `stream_receive_window` per stream, `receive_window` per session (plus the length of each stripe the primary announced, pulled no further than the stream window) |
+//! | reassembly entries per stream | out-of-order frames | `max_reassembly_gaps` gaps (else `ReassemblyLimit`); runs of small segments merged with work linear in the bytes |
+//! | retained bytes (same-peer multipath) | unacknowledged writes | the stream window per stream; at the cap the stream waits for `DATA_ACK` |
+//! | control messages | peer control frames | `max_control_messages_per_sec` (else `ControlRate`); frames of at most [`control::MAX_CONTROL_FRAME`] bytes; 64 KiB of answers queued for a peer that does not read |
+//! | carriers (QUIC streams) per path | peer opens | `max_carriers_per_path` + 1 (QUIC's own stream limit) |
+//! | raw datagrams queued | peer datagrams | [`RAW_QUEUE_LIMIT`], then dropped |
+//! | tickets held, pulls owed (client) | primary `Delegate`s, pulls | [`MAX_DELEGATIONS`] each (else `Delegation`) |
+//! | pulls served (any server) | client `Pull`s | [`MAX_DELEGATIONS`] (else a `Limit` refusal), each within its ticket's budget |
+//! | ticket budgets (any server) | tickets served | [`ticket::MAX_BUDGET_ENTRIES`], forgotten at expiry |
+//!
 //! # Contract
 //!
 //! This crate is a pure state machine in the style of quinn-proto:

@@ -370,6 +370,11 @@ impl Path {
         pull: Pull,
         copies: Option<&mut Vec<Bytes>>,
     ) -> PathResult<()> {
+        // A connection still in its handshake cannot open streams yet: what it would take
+        // (credit updates above all) waits in the session for a path that can send.
+        if self.conn.is_handshaking() {
+            return Ok(());
+        }
         self.write_signals(streams)?;
         self.flush_copies()?;
         // Frames already taken go out first, whether or not more are taken.
@@ -396,18 +401,32 @@ impl Path {
         // The signal carrier opens before any data carrier: the peer's limit on QUIC streams
         // follows its own carrier limit, which may be below ours, and data carriers must not
         // use up the stream it needs.
-        if self.signal.id.is_none() && (!buf.is_empty() || streams.sendable().next().is_some()) {
-            let id = self.conn.streams().open(Dir::Uni).ok_or_else(|| {
-                ProtocolError::new(ErrorCode::StreamLimit, "peer allows no carrier")
-            })?;
-            // Credit updates must not queue behind bulk data.
-            let _ = self.conn.send_stream(id).set_priority(1);
-            self.signal.id = Some(id);
+        if (!buf.is_empty() || streams.sendable().next().is_some()) && !self.open_signal() {
+            return Err(ProtocolError::new(
+                ErrorCode::StreamLimit,
+                "peer allows no carrier",
+            ));
         }
         if !buf.is_empty() {
             self.signal.pending.push_back(buf.freeze());
         }
         flush(&mut self.conn, &mut self.signal)
+    }
+
+    /// Opens the signal carrier if it is not open yet; returns whether it is. Every other
+    /// carrier (data, copies, delegated ranges) opens only after it, so that none of them
+    /// can use up the QUIC stream it needs.
+    fn open_signal(&mut self) -> bool {
+        if self.signal.id.is_some() {
+            return true;
+        }
+        let Some(id) = self.conn.streams().open(Dir::Uni) else {
+            return false;
+        };
+        // Credit updates must not queue behind bulk data.
+        let _ = self.conn.send_stream(id).set_priority(1);
+        self.signal.id = Some(id);
+        true
     }
 
     fn write_data(
@@ -479,6 +498,9 @@ impl Path {
             return Ok(());
         }
         if self.copy.id.is_none() {
+            if !self.open_signal() {
+                return Ok(());
+            }
             let Some(id) = self.conn.streams().open(Dir::Uni) else {
                 return Ok(());
             };
@@ -505,12 +527,16 @@ impl Path {
             let Some(out) = outgoing.get_mut(&id) else {
                 continue;
             };
+            let opening = self.delegated.get(&id).is_none_or(|c| c.id.is_none());
+            if opening && out.queue.is_empty() {
+                continue;
+            }
+            // Out of QUIC streams: try again when the peer grants more.
+            if opening && !self.open_signal() {
+                break;
+            }
             let carrier = self.delegated.entry(id).or_default();
             if carrier.id.is_none() {
-                if out.queue.is_empty() {
-                    continue;
-                }
-                // Out of QUIC streams: try again when the peer grants more.
                 let Some(qid) = self.conn.streams().open(Dir::Uni) else {
                     break;
                 };

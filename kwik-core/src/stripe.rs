@@ -48,8 +48,8 @@ struct Lane {
     last_done: Option<Instant>,
     /// Bytes of chunks this lane completed first.
     delivered: u64,
-    /// How long the control loop takes to hand this lane its next chunk (report to the
-    /// primary, delegation to the server, first byte back).
+    /// How long the pull loop takes to get this lane's next chunk going: its round trip
+    /// (the pull out, the first byte back).
     delay: Duration,
     /// The rate is still climbing (the last sample was well above the average): the path
     /// is in slow start and will take more than it has shown.
@@ -100,19 +100,19 @@ impl Lane {
     }
 }
 
-/// What the caller should delegate next.
+/// What the caller should pull next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
-    /// The path to delegate to.
+    /// The path to pull from.
     pub path: PathId,
     /// Range start.
     pub start: u64,
     /// Range end (exclusive).
     pub end: u64,
-    /// The range is new: reserve it in the stream first. Otherwise it is a re-delegation or
-    /// an end-game copy of reserved bytes.
+    /// The range was never pulled before. Otherwise it is a re-pull of a failed range or a
+    /// copy of an outstanding chunk.
     pub fresh: bool,
-    /// An end-game copy of this outstanding chunk.
+    /// A copy of this outstanding chunk (end game, full window or stalled path).
     pub twin_of: Option<u64>,
 }
 
@@ -244,7 +244,7 @@ impl Stripe {
         self.lanes.iter().map(|(p, l)| (*p, l.delivered))
     }
 
-    /// The next delegation to make, given the stream `credit` for new bytes and the largest
+    /// The next pull to make, given the stream `credit` for new bytes and the largest
     /// chunk the client's window allows.
     pub fn plan(&self, now: Instant, credit: u64, max_chunk: u64) -> Option<Plan> {
         if let Some(plan) = self.plan_stalled(now) {
@@ -437,7 +437,7 @@ impl Stripe {
             .map(|(p, _)| *p)
     }
 
-    /// Records that `plan` was issued as delegation `id`.
+    /// Records that `plan` was issued as pull `id`.
     pub fn assigned(&mut self, plan: Plan, id: u64, now: Instant) {
         if plan.fresh {
             self.next = plan.end;
@@ -465,7 +465,7 @@ impl Stripe {
         }
     }
 
-    /// The client holds every byte of delegation `id`. Returns the id of a twin copy that
+    /// The client holds every byte of pull `id`. Returns the id of a twin copy that
     /// is now useless, if any.
     pub fn on_done(&mut self, id: u64, now: Instant) -> Option<u64> {
         let (_, lane) = self
@@ -492,7 +492,8 @@ impl Stripe {
         Some(twin)
     }
 
-    /// Delegation `id` failed with bytes from `first_missing` undelivered.
+    /// Pull `id` failed (its path failed or refused) with bytes from `first_missing`
+    /// undelivered.
     pub fn on_failed(&mut self, id: u64, first_missing: u64) {
         for lane in self.lanes.values_mut() {
             if let Some(i) = lane.outstanding.iter().position(|c| c.id == id) {
