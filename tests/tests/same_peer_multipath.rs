@@ -63,13 +63,10 @@ struct Outcome {
     secs: f64,
 }
 
-/// The server adds its second address, then sends the body on one stream; the path to
-/// the second address is cut after `cut_after` of the body was read, if given.
-fn transfer(w: &mut World, cut_after: Option<usize>) -> Outcome {
-    let body = payload(5, BODY);
-    let want = sha256(&body);
+/// Waits for the client's session, then has the server add its second address to it;
+/// returns the server's session once the new path is active.
+fn second_path(w: &mut World) -> SessionHandle {
     let second = addr([10, 0, 2, 1], 4433);
-    // Session up, then the second path.
     let mut server_session = None;
     let ok = w.sim.run_until(Duration::from_secs(5), |sim| {
         for e in sim.take_events(w.server) {
@@ -79,7 +76,7 @@ fn transfer(w: &mut World, cut_after: Option<usize>) -> Outcome {
         }
         server_session.is_some()
     });
-    assert!(ok);
+    assert!(ok, "the session was established");
     let sh = server_session.unwrap();
     let now = w.sim.now();
     let path = w.sim.nodes[w.server]
@@ -94,6 +91,16 @@ fn transfer(w: &mut World, cut_after: Option<usize>) -> Outcome {
             .any(|e| matches!(e, Event::PathActive { path: p, .. } if *p == path))
     });
     assert!(active, "the second path became active on the server");
+    sh
+}
+
+/// The server adds its second address, then sends the body on one stream; the path to
+/// the second address is cut after `cut_after` of the body was read, if given.
+fn transfer(w: &mut World, cut_after: Option<usize>) -> Outcome {
+    let body = payload(5, BODY);
+    let want = sha256(&body);
+    let sh = second_path(w);
+    let second = addr([10, 0, 2, 1], 4433);
     let stream = w.sim.nodes[w.server]
         .endpoint
         .session(sh)
@@ -249,29 +256,7 @@ fn carrier_slots_are_freed_on_every_path() {
         .delay_ms(10)
         .queue_ms(50);
     let mut w = world(9, LoadBalancing::RoundRobin, [link, link]);
-    let second = addr([10, 0, 2, 1], 4433);
-    let mut server_session = None;
-    assert!(w.sim.run_until(Duration::from_secs(5), |sim| {
-        for e in sim.take_events(w.server) {
-            if let Event::Incoming(h) = e {
-                server_session = Some(h);
-            }
-        }
-        server_session.is_some()
-    }));
-    let sh = server_session.unwrap();
-    let now = w.sim.now();
-    let path = w.sim.nodes[w.server]
-        .endpoint
-        .session(sh)
-        .unwrap()
-        .add_same_peer_path(now, second, "localhost", PathKind::SamePeer)
-        .unwrap();
-    assert!(w.sim.run_until(Duration::from_secs(5), |sim| {
-        sim.take_events(w.server)
-            .iter()
-            .any(|e| matches!(e, Event::PathActive { path: p, .. } if *p == path))
-    }));
+    let sh = second_path(&mut w);
     const STREAMS: usize = 600;
     let body = Bytes::from(vec![0x42u8; 2048]);
     let (server, client, h) = (w.server, w.client, w.session);
