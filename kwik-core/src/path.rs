@@ -78,6 +78,8 @@ pub(crate) struct Path {
     pub(crate) health: Health,
     /// Authenticated frames heard from the peer at the last look, for health.
     heard: u64,
+    /// QUIC STREAM frames received at the last look: a stripe lane's progress.
+    pub(crate) stream_frames: u64,
     /// The streams' release count at the last look (see `release`).
     release_epoch: u64,
     /// Packets sent and lost at the last loss sample, for health.
@@ -126,6 +128,7 @@ impl Path {
             counters: PathCounters::default(),
             health: Health::default(),
             heard: 0,
+            stream_frames: 0,
             release_epoch: 0,
             loss_mark: (0, 0),
             control_budget: TokenBucket::new(control_rate),
@@ -153,6 +156,7 @@ impl Path {
         let stats = self.conn.stats();
         let rx = stats.frame_rx;
         let heard = rx.acks + rx.stream + rx.ping + rx.datagram + rx.max_data;
+        self.stream_frames = rx.stream;
         if heard > self.heard {
             self.heard = heard;
             self.health.on_progress(now);

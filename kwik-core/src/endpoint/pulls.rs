@@ -266,7 +266,8 @@ impl Endpoint {
             else {
                 continue;
             };
-            let (rtt, bytes) = (slot.path.conn.rtt(), slot.path.conn.stats().frame_rx.stream);
+            // Counted when the path was last driven: no second copy of QUIC's stats.
+            let (rtt, bytes) = (slot.path.conn.rtt(), slot.path.stream_frames);
             if path == PathId::PRIMARY {
                 primary.1 = rtt;
                 primary.2 += bytes;
