@@ -30,7 +30,7 @@
 //! |---|---|---|
 //! | sessions of a server | connections | `ServerConfig::max_sessions`, counting sessions and connections not yet in one |
 //! | paths of a session | `AddPath` | `max_paths_per_session` live, as many removed (older ones are forgotten); `add_path_rate` |
-//! | logical streams | peer opens | `max_concurrent_bidi_streams`, `max_concurrent_uni_streams` |
+//! | logical streams | peer opens | `max_concurrent_bidi_streams`, `max_concurrent_uni_streams`; streams a frame skips over get state only when named or accepted, so one frame costs the same at any limit |
 //! | received, unread bytes | peer data | `stream_receive_window` per stream, `receive_window` per session (plus the length of each stripe the primary announced, pulled no further than the stream window) |
 //! | reassembly entries per stream | out-of-order frames | `max_reassembly_gaps` gaps (else `ReassemblyLimit`); runs of small segments merged with work linear in the bytes |
 //! | retained bytes (same-peer multipath) | unacknowledged writes | the stream window per stream; at the cap the stream waits for `DATA_ACK` |

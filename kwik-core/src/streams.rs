@@ -211,6 +211,8 @@ pub(crate) struct StreamCounters {
     /// Bytes reassembly copied to merge small segments, and map entries it visited.
     pub(crate) reassembly_copied: u64,
     pub(crate) reassembly_visited: u64,
+    /// Peer streams given state (skipped ones only when first referred to).
+    pub(crate) materialized: u64,
 }
 
 /// All logical streams of one session.
@@ -229,6 +231,9 @@ pub(crate) struct Streams {
     max_remote: [u64; 2],
     /// Next peer stream index to hand to `accept`.
     next_accept: [u64; 2],
+    /// Peer streams freed before `accept` handed them out (the application stopped them by
+    /// id): not to be given state again. At most the peer stream limit.
+    freed_unaccepted: BTreeSet<StreamId>,
     /// The peer's initial MAX_STREAM_DATA for streams we send on.
     peer_stream_window: u64,
     stream_window: u64,
@@ -278,6 +283,7 @@ impl Streams {
             remote_opened: [0; 2],
             max_remote: [local.max_bidi, local.max_uni],
             next_accept: [0; 2],
+            freed_unaccepted: BTreeSet::new(),
             peer_stream_window: 0,
             stream_window: local.max_stream_data,
             receive_window: local.max_data,
@@ -338,6 +344,10 @@ impl Streams {
             return None;
         }
         let id = StreamId::new(!self.side, dir, self.next_accept[i]);
+        if self.is_unmaterialized(id) {
+            self.materialize(id);
+        }
+        self.freed_unaccepted.remove(&id);
         self.next_accept[i] += 1;
         Some(id)
     }
@@ -346,11 +356,45 @@ impl Streams {
     pub(crate) fn open_count(&self) -> usize {
         let mut ids: BTreeSet<StreamId> = self.send.keys().copied().collect();
         ids.extend(self.recv.keys().copied());
-        ids.len()
+        // Peer streams opened implicitly and not given state yet are open too.
+        let mut implicit = 0;
+        for dir in [Dir::Bi, Dir::Uni] {
+            let i = dir_index(dir);
+            let first = StreamId::new(!self.side, dir, self.next_accept[i]);
+            let end = StreamId::new(!self.side, dir, self.remote_opened[i]);
+            let with_state = ids
+                .range(first..end)
+                .chain(self.freed_unaccepted.range(first..end))
+                .filter(|id| id.dir() == dir && !self.is_local(**id))
+                .count() as u64;
+            implicit += self.remote_opened[i] - self.next_accept[i] - with_state;
+        }
+        ids.len() + implicit as usize
     }
 
     fn is_local(&self, id: StreamId) -> bool {
         id.initiator() == self.side
+    }
+
+    /// Whether `id` is a peer stream that was opened implicitly (a later one was referred
+    /// to) and has no state yet.
+    fn is_unmaterialized(&self, id: StreamId) -> bool {
+        let i = dir_index(id.dir());
+        !self.is_local(id)
+            && id.index() >= self.next_accept[i]
+            && id.index() < self.remote_opened[i]
+            && !self.recv.contains_key(&id)
+            && !self.send.contains_key(&id)
+            && !self.freed_unaccepted.contains(&id)
+    }
+
+    /// Gives the peer stream `id` its receive (and for bidirectional streams, send) state.
+    fn materialize(&mut self, id: StreamId) {
+        self.recv.insert(id, Recv::new(self.stream_window));
+        if id.dir() == Dir::Bi {
+            self.send.insert(id, Send::new(self.peer_stream_window));
+        }
+        self.counters.materialized += 1;
     }
 
     /// Makes sure a stream the peer refers to exists, opening peer streams implicitly.
@@ -374,17 +418,18 @@ impl Streams {
             ));
         }
         if id.index() < self.remote_opened[i] {
+            // A stream the peer skipped over is materialized when first referred to.
+            if self.is_unmaterialized(id) {
+                self.materialize(id);
+            }
             return Ok(true);
         }
-        for index in self.remote_opened[i]..=id.index() {
-            let new = StreamId::new(!self.side, id.dir(), index);
-            self.recv.insert(new, Recv::new(self.stream_window));
-            if id.dir() == Dir::Bi {
-                self.send.insert(new, Send::new(self.peer_stream_window));
-            }
-            self.counters.opened_remote += 1;
-        }
+        // Streams below `id` open implicitly, as in QUIC, but only their count moves: each
+        // gets its state when a frame or `accept` first needs it, so a frame that skips
+        // ahead costs the same whatever the stream limit.
+        self.counters.opened_remote += id.index() + 1 - self.remote_opened[i];
         self.remote_opened[i] = id.index() + 1;
+        self.materialize(id);
         self.events.push_back(StreamEvent::Opened(id.dir()));
         Ok(true)
     }
@@ -889,6 +934,9 @@ impl Streams {
         }
         if !self.is_local(id) {
             let i = dir_index(id.dir());
+            if id.index() >= self.next_accept[i] {
+                self.freed_unaccepted.insert(id);
+            }
             self.max_remote[i] += 1;
             self.signals.max_streams[i] = true;
         }
@@ -1176,7 +1224,7 @@ impl Streams {
         } else {
             id.index() < self.remote_opened[i]
         };
-        opened && !self.recv.contains_key(&id)
+        opened && !self.recv.contains_key(&id) && !self.is_unmaterialized(id)
     }
 
     /// How far the application read `id`; `None` when its receive half is gone.

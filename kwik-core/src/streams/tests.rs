@@ -1172,3 +1172,50 @@ fn a_fully_closed_peer_stream_returns_max_streams_credit() {
     s.on_frame(Frame::DataAck { id: own, offset: 0 }).unwrap();
     assert_eq!(signals(&mut s), []);
 }
+
+/// State entries created by one frame to the last stream a limit of `n` allows, then by
+/// accepting every stream it opened implicitly.
+fn skip_ahead_work(n: u64) -> (u64, u64, usize) {
+    let mut s = side(Side::Server, lim(1 << 20, 1 << 10, n, n), roomy(), 16);
+    s.on_frame(data(cbi(n - 1), 0..1, false)).unwrap();
+    let on_frame = s.counters.materialized;
+    let entries = s.recv.len() + s.send.len();
+    let mut accepted = 0;
+    while let Some(id) = s.accept(Dir::Bi) {
+        assert_eq!(id, cbi(accepted));
+        accepted += 1;
+    }
+    assert_eq!(accepted, n, "every skipped stream is opened, as in QUIC");
+    (on_frame, s.counters.materialized, entries)
+}
+
+#[test]
+fn a_frame_that_skips_ahead_costs_the_same_whatever_the_stream_limit() {
+    let (f1, a1, e1) = skip_ahead_work(1_000);
+    let (f10, a10, e10) = skip_ahead_work(10_000);
+    println!("limit 1000: {f1} on the frame, {a1} after accepting; 10000: {f10}, {a10}");
+    // One frame creates one stream's state (a receive and a send half), not one per
+    // skipped index; the others get theirs as the application accepts them.
+    assert_eq!((f1, e1), (1, 2));
+    assert_eq!((f10, e10), (1, 2));
+    assert_eq!((a1, a10), (1_000, 10_000));
+}
+
+#[test]
+fn a_skipped_stream_gets_its_state_when_a_frame_names_it() {
+    let mut s = side(Side::Server, roomy(), roomy(), 16);
+    s.on_frame(data(cuni(5), 0..2, true)).unwrap();
+    assert!(!s.recv_finished(cuni(2)), "a skipped stream is open, not finished");
+    s.on_frame(data(cuni(2), 0..3, true)).unwrap();
+    assert_eq!(s.counters.materialized, 2);
+    for i in 0..6 {
+        assert_eq!(s.accept(Dir::Uni), Some(cuni(i)));
+    }
+    assert_eq!(read_all(&mut s, cuni(2)), (bytes(0..3).to_vec(), Ok(None)));
+    assert_eq!(read_all(&mut s, cuni(5)), (bytes(0..2).to_vec(), Ok(None)));
+    assert!(s.recv_finished(cuni(2)));
+    // Stale bytes of a finished stream are dropped, not taken for a new stream.
+    s.on_frame(data(cuni(2), 0..3, true)).unwrap();
+    assert!(s.recv_finished(cuni(2)));
+    assert_eq!(s.accept(Dir::Uni), None);
+}
