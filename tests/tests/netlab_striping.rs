@@ -50,17 +50,57 @@ fn netlab() -> Option<PathBuf> {
     candidates.into_iter().flatten().find(|p| p.is_file())
 }
 
-fn can_create_namespaces() -> bool {
-    let probe = format!("kwikprobe{}", std::process::id());
-    let ok = Command::new("ip")
-        .args(["netns", "add", &probe])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
+/// Whether this machine can build the lab: `Err` says why not. Namespaces that fail to
+/// appear for another reason while running as root are a failure, not a reason to skip.
+fn can_create_namespaces() -> Result<(), String> {
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("kwikprobe{}x{n}", std::process::id());
+    let out = match Command::new("ip").args(["netns", "add", &probe]).output() {
+        Ok(out) => out,
+        Err(e) => return Err(format!("`ip` cannot run ({e}): iproute2 is missing")),
+    };
+    if out.status.success() {
         let _ = Command::new("ip").args(["netns", "del", &probe]).status();
+        return Ok(());
     }
-    ok
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    });
+    if !root || stderr.contains("not permitted") || stderr.contains("denied") {
+        return Err(format!("no permission for network namespaces: {}", stderr.trim()));
+    }
+    panic!("running as root, yet the probe namespace {probe} failed: {}", stderr.trim());
+}
+
+/// Holds the machine's lab: the threads of this process take [`LAB`], and processes take
+/// a lock file, waiting their turn rather than finding the lab "absent".
+struct LabTurn {
+    _thread: std::sync::MutexGuard<'static, ()>,
+    _file: std::fs::File,
+}
+
+fn take_lab() -> LabTurn {
+    let thread = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let path = std::env::temp_dir().join("kwik-netlab.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("lock file {}: {e}", path.display()));
+    if file.try_lock().is_err() {
+        println!("the lab is busy (another process holds {}); waiting", path.display());
+        file.lock().expect("waiting for the lab lock");
+    }
+    LabTurn {
+        _thread: thread,
+        _file: file,
+    }
 }
 
 /// Takes the lab down when dropped, whatever happened.
@@ -474,8 +514,8 @@ fn lab_script() -> Option<PathBuf> {
         println!("skipping: the netlab script was not found (set KWIK_NETLAB)");
         return None;
     };
-    if !can_create_namespaces() {
-        println!("skipping: this machine cannot create network namespaces (needs root)");
+    if let Err(why) = can_create_namespaces() {
+        println!("skipping: {why}");
         return None;
     }
     Some(script)
@@ -507,7 +547,7 @@ fn report(what: &str, scenario: Scenario, r: &Run) {
 
 /// Runs `scenarios` on three hosts and checks every byte arrived intact.
 fn three_hosts(scenarios: &[(&str, Scenario)]) {
-    let _lab = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _lab = take_lab();
     let Some(script) = lab_script() else { return };
     for (what, scenario) in scenarios {
         let r = run(script.clone(), Layout::ThreeHosts, *scenario);
@@ -583,7 +623,7 @@ fn one_server_on_slow_links_stays_alive() {
 
 #[test]
 fn one_server_three_addresses() {
-    let _lab = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _lab = take_lab();
     let Some(script) = lab_script() else { return };
     let plain = Scenario {
         rates: &RATES,
