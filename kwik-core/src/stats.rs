@@ -89,6 +89,11 @@ pub struct SessionStats {
     pub stream_bytes_read: u64,
     /// Raw datagrams dropped because the application did not read them in time.
     pub raw_dropped: u64,
+    /// Received stream bytes held for the application (unread, or waiting for a gap).
+    pub bytes_unread: u64,
+    /// Written stream bytes held for the peer: not yet framed, or framed and kept until
+    /// `DATA_ACK` (same-peer multipath).
+    pub bytes_unacked: u64,
     /// Per path.
     pub paths: Vec<PathStats>,
 }

@@ -1227,6 +1227,20 @@ impl Streams {
         opened && !self.recv.contains_key(&id) && !self.is_unmaterialized(id)
     }
 
+    /// Received bytes held for the application, over every stream.
+    pub(crate) fn unread_bytes(&self) -> u64 {
+        self.recv
+            .values()
+            .flat_map(|r| r.segments.values())
+            .map(|b| b.len() as u64)
+            .sum()
+    }
+
+    /// Written bytes not framed yet, over every stream.
+    pub(crate) fn unsent_bytes(&self) -> u64 {
+        self.send.values().map(|s| s.queued).sum()
+    }
+
     /// How far the application read `id`; `None` when its receive half is gone.
     pub(crate) fn read_offset(&self, id: StreamId) -> Option<u64> {
         self.recv.get(&id).map(|r| r.read)
@@ -1239,7 +1253,6 @@ impl Streams {
     }
 
     /// Bytes retained for reinjection, in all streams.
-    #[cfg(test)]
     pub(crate) fn retained_bytes(&self) -> u64 {
         self.send
             .values()

@@ -6,6 +6,7 @@
 //! - [`pair`]: the usual scenario of one server and one client on one link;
 //! - [`certs`]: self-signed certificates and configs;
 //! - [`raw`]: a bare QUIC peer for hostile scenarios;
+//! - [`peer_fuzz`]: fuzz scenarios with hostile established peers;
 //! - [`cluster`], [`failover`]: the multi-server scenarios (a client, a primary and
 //!   secondaries);
 //! - [`runtimes`]: runners for the suites run on both async runtimes;
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod failover;
 pub mod net;
 pub mod pair;
+pub mod peer_fuzz;
 pub mod raw;
 pub mod runtimes;
 pub mod sim;

@@ -18,7 +18,7 @@ use kwik_core::{
     SessionError, SessionHandle, rustls,
 };
 use kwik_proto::control_frame::Kind;
-use kwik_proto::{ControlFrame, Hello, Limits, Pong, Welcome};
+use kwik_proto::{ControlFrame, Hello, JoinResult, Limits, Pong, Welcome};
 use prost::Message;
 use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn_proto::{
@@ -78,6 +78,39 @@ pub fn frames(frames: &[Frame]) -> Vec<u8> {
 struct Outgoing {
     data: VecDeque<Bytes>,
     fin: bool,
+}
+
+/// Hands queued bytes (and fins) to QUIC as far as its credit allows; forgets streams
+/// whose every byte was taken.
+fn flush_outgoing(conn: &mut Connection, outgoing: &mut BTreeMap<StreamId, Outgoing>) {
+    let mut done = Vec::new();
+    for (&id, out) in outgoing.iter_mut() {
+        let mut stream = conn.send_stream(id);
+        while !out.data.is_empty() {
+            match stream.write_chunks(out.data.make_contiguous()) {
+                Ok(written) => {
+                    out.data.drain(..written.chunks);
+                    if written.bytes == 0 {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    // Stopped or reset: nothing more goes out on it.
+                    out.data.clear();
+                    out.fin = false;
+                }
+            }
+        }
+        if out.data.is_empty() {
+            if out.fin {
+                let _ = stream.finish();
+            }
+            done.push(id);
+        }
+    }
+    for id in done {
+        outgoing.remove(&id);
+    }
 }
 
 /// One bare quinn-proto endpoint with at most one connection, on the simulated network:
@@ -156,6 +189,8 @@ pub struct RawPeer {
     pub answer_pings: bool,
     /// Bytes received on streams the server opened (its carriers), by stream.
     pub carrier_bytes: BTreeMap<StreamId, u64>,
+    /// Every chunk received on any stream, in order, if recording (fuzz seeds).
+    pub recorded: Option<Vec<(StreamId, Bytes)>>,
     outgoing: BTreeMap<StreamId, Outgoing>,
     quic: Quic,
 }
@@ -181,6 +216,7 @@ impl RawPeer {
             read_control: true,
             answer_pings: false,
             carrier_bytes: BTreeMap::new(),
+            recorded: None,
             outgoing: BTreeMap::new(),
         }
     }
@@ -368,6 +404,9 @@ impl RawPeer {
                 continue;
             };
             while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
+                if let Some(log) = &mut self.recorded {
+                    log.push((id, chunk.bytes.clone()));
+                }
                 if Some(id) == self.control {
                     self.control_rx.push(&chunk.bytes);
                 } else {
@@ -398,30 +437,7 @@ impl RawPeer {
                 }
             }
         }
-        let mut done = Vec::new();
-        for (&id, out) in self.outgoing.iter_mut() {
-            let mut stream = conn.send_stream(id);
-            while !out.data.is_empty() {
-                match stream.write_chunks(out.data.make_contiguous()) {
-                    Ok(written) => {
-                        out.data.drain(..written.chunks);
-                        if written.bytes == 0 {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-            if out.data.is_empty() {
-                if out.fin {
-                    let _ = stream.finish();
-                }
-                done.push(id);
-            }
-        }
-        for id in done {
-            self.outgoing.remove(&id);
-        }
+        flush_outgoing(conn, &mut self.outgoing);
         while let Some(event) = conn.poll_endpoint_events() {
             if let Some(reply) = self.quic.endpoint.handle_event(*ch, event) {
                 conn.handle_event(reply);
@@ -501,7 +517,14 @@ pub struct RawServer {
     pub welcomed: bool,
     /// Connection attempts turned away because one connection was already accepted.
     pub turned_away: u64,
+    /// Whether a `Join` is answered with an accepting `JoinResult` (a raw secondary; the
+    /// proof is not checked).
+    pub accept_joins: bool,
+    /// Every chunk received on any stream, in order, if recording (fuzz seeds); streams
+    /// other than the control stream are read only while recording.
+    pub recorded: Option<Vec<(StreamId, Bytes)>>,
     control_tx: VecDeque<Bytes>,
+    outgoing: BTreeMap<StreamId, Outgoing>,
     quic: Quic,
 }
 
@@ -532,7 +555,10 @@ impl RawServer {
             answer_pings: true,
             welcomed: false,
             turned_away: 0,
+            accept_joins: false,
+            recorded: None,
             control_tx: VecDeque::new(),
+            outgoing: BTreeMap::new(),
         }
     }
 
@@ -550,6 +576,25 @@ impl RawServer {
     /// Queues raw bytes on the control stream.
     pub fn write_control(&mut self, data: impl Into<Bytes>) {
         self.control_tx.push_back(data.into());
+    }
+
+    /// Opens a QUIC stream of this server's.
+    pub fn open(&mut self, dir: Dir) -> Option<StreamId> {
+        self.conn()?.streams().open(dir)
+    }
+
+    /// Queues bytes on a stream this server opened; sent as QUIC credit allows.
+    pub fn write(&mut self, id: StreamId, data: impl Into<Bytes>) {
+        let data = data.into();
+        let out = self.outgoing.entry(id).or_default();
+        if !data.is_empty() {
+            out.data.push_back(data);
+        }
+    }
+
+    /// Finishes a stream after its queued bytes.
+    pub fn finish(&mut self, id: StreamId) {
+        self.outgoing.entry(id).or_default().fin = true;
     }
 
     /// Bytes queued on the control stream and not yet handed to QUIC.
@@ -647,7 +692,8 @@ impl RawServer {
                 conn.handle_event(reply);
             }
         }
-        let mut readable = false;
+        let mut readable = Vec::new();
+        let recording = self.recorded.is_some();
         while let Some(event) = conn.poll() {
             match event {
                 quinn_proto::Event::Connected => self.connected = true,
@@ -657,22 +703,32 @@ impl RawServer {
                 quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
                     while let Some(id) = conn.streams().accept(Dir::Bi) {
                         self.control.get_or_insert(id);
-                        readable = true;
+                        readable.push(id);
+                    }
+                }
+                quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) if recording => {
+                    while let Some(id) = conn.streams().accept(Dir::Uni) {
+                        readable.push(id);
                     }
                 }
                 quinn_proto::Event::Stream(StreamEvent::Readable { id })
-                    if Some(id) == self.control =>
+                    if Some(id) == self.control || recording =>
                 {
-                    readable = true
+                    readable.push(id)
                 }
                 _ => {}
             }
         }
-        if let (true, Some(id)) = (readable, self.control) {
+        for id in readable {
             let mut stream = conn.recv_stream(id);
             if let Ok(mut chunks) = stream.read(true) {
                 while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
-                    self.control_rx.push(&chunk.bytes);
+                    if let Some(log) = &mut self.recorded {
+                        log.push((id, chunk.bytes.clone()));
+                    }
+                    if Some(id) == self.control {
+                        self.control_rx.push(&chunk.bytes);
+                    }
                 }
                 let _ = chunks.finalize();
             }
@@ -695,6 +751,16 @@ impl RawServer {
                             let pong = Kind::Pong(Pong { seq: ping.seq });
                             self.control_tx
                                 .push_back(Bytes::from(control_frame(Some(pong))));
+                        }
+                        Kind::Join(_) if self.accept_joins && !self.welcomed => {
+                            self.welcomed = true;
+                            let joined = Kind::JoinResult(JoinResult {
+                                accepted: true,
+                                code: 0,
+                                reason: String::new(),
+                            });
+                            self.control_tx
+                                .push_front(Bytes::from(control_frame(Some(joined))));
                         }
                         _ => {}
                     }
@@ -722,6 +788,7 @@ impl RawServer {
                 }
             }
         }
+        flush_outgoing(conn, &mut self.outgoing);
         while let Some(event) = conn.poll_endpoint_events() {
             if let Some(reply) = self.quic.endpoint.handle_event(*ch, event) {
                 conn.handle_event(reply);

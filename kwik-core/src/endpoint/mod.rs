@@ -639,6 +639,8 @@ impl Endpoint {
             stream_bytes_written: c.bytes_written,
             stream_bytes_read: c.bytes_read,
             raw_dropped: s.raw_dropped,
+            bytes_unread: s.streams.unread_bytes(),
+            bytes_unacked: s.streams.unsent_bytes() + s.streams.retained_bytes(),
             paths,
         })
     }

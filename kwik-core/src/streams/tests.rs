@@ -1205,7 +1205,10 @@ fn a_frame_that_skips_ahead_costs_the_same_whatever_the_stream_limit() {
 fn a_skipped_stream_gets_its_state_when_a_frame_names_it() {
     let mut s = side(Side::Server, roomy(), roomy(), 16);
     s.on_frame(data(cuni(5), 0..2, true)).unwrap();
-    assert!(!s.recv_finished(cuni(2)), "a skipped stream is open, not finished");
+    assert!(
+        !s.recv_finished(cuni(2)),
+        "a skipped stream is open, not finished"
+    );
     s.on_frame(data(cuni(2), 0..3, true)).unwrap();
     assert_eq!(s.counters.materialized, 2);
     for i in 0..6 {
