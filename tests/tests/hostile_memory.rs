@@ -145,7 +145,7 @@ fn add_remove_growth(cycles: u32) -> i64 {
     sim.run_for(Duration::from_secs(1));
     assert!(sim.raw_servers[primary].welcomed, "the session came up");
     // Warm up: one cycle, so that first-use allocations are not counted.
-    let mut cycle = |sim: &mut Sim, path_id: u32| {
+    let cycle = |sim: &mut Sim, path_id: u32| {
         let s = &mut sim.raw_servers[primary];
         s.send_control(Kind::AddPath(AddPath {
             path_id,

@@ -7,10 +7,12 @@
 //!                     [--cut-after SECS]
 //! kwik-node mptcp-server --listen ADDR --dir DIR
 //! kwik-node mptcp-client --server ADDR --dir DIR --get BYTES [--cut-after SECS]
+//! kwik-node quinn-server --listen ADDR --dir DIR
+//! kwik-node quinn-client --server ADDR --dir DIR --get BYTES [--cut-after SECS]
 //! ```
 //!
 //! The `mptcp-*` modes move the same body over a Linux MPTCP socket (protocol 262), for
-//! comparison on the same links.
+//! comparison on the same links; the `quinn-*` modes over one plain quinn connection.
 //!
 //! `--same-peer` adds another address of the primary itself (same-peer multipath); the
 //! client's `--stream` asks for the body written on the stream by the primary (spread over
@@ -18,7 +20,9 @@
 //!
 //! Servers share the certificate, key and group key files in `DIR` (the primary writes
 //! them). The client prints `ready` once its paths are active, `cut` when `--cut-after`
-//! seconds passed since the first byte (the harness then cuts a link), and at the end one
+//! seconds passed since the first byte (the harness then cuts a link) followed by one
+//! `rtt path=.. ms=..` line per path (the smoothed RTT at the cut), `lost after_cut_ms=..
+//! error=..` if the transfer then fails, and at the end one
 //! line `done bytes=.. secs=.. sha256_ok=.. gap_ms=.. slow_ms=..` followed by one `path ..`
 //! line per path. `gap_ms` is the longest time the reader got no new byte and `slow_ms`
 //! the longest stretch of 100 ms windows (slid by 10 ms) under 5 Mbit/s, both from the cut
@@ -211,7 +215,14 @@ impl Progress {
         }
     }
 
-    fn on_read(&mut self, chunk: &[u8]) {
+    /// Prints how long after the cut the transfer failed.
+    fn lost(&self, error: &str) {
+        let since = self.cut_at.map_or(-1, |t| t.elapsed().as_millis() as i64);
+        println!("lost after_cut_ms={since} error={error}");
+    }
+
+    /// Takes one read; true when this read triggered the cut.
+    fn on_read(&mut self, chunk: &[u8]) -> bool {
         let now = Instant::now();
         self.hasher.update(chunk);
         self.want.update(body_range(self.read, chunk.len() as u64));
@@ -224,7 +235,9 @@ impl Progress {
         {
             self.cut_at = Some(now);
             println!("cut");
+            return true;
         }
+        false
     }
 
     /// Prints the `done` line.
@@ -281,8 +294,26 @@ async fn run_client(
         .unwrap();
     send.finish().unwrap();
     let mut progress = Progress::new(len, cut_after);
-    while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
-        progress.on_read(&chunk);
+    loop {
+        match recv.read_chunk(usize::MAX).await {
+            Ok(Some(chunk)) => {
+                if progress.on_read(&chunk) {
+                    // The smoothed RTT the paths had when the link was cut, queueing included.
+                    for p in session.paths() {
+                        println!(
+                            "rtt path={} ms={}",
+                            p.id.0,
+                            p.rtt.unwrap_or_default().as_millis()
+                        );
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                progress.lost(&e.to_string());
+                break;
+            }
+        }
     }
     progress.done();
     for p in session.paths() {
@@ -362,6 +393,94 @@ fn mptcp_client(server: SocketAddr, len: u64, cut_after: Option<Duration>) {
     progress.done();
 }
 
+/// A plain quinn endpoint's configs: the same certificate as the KWIK servers, the same
+/// receive windows, no KWIK in between.
+fn quinn_transport() -> std::sync::Arc<quinn::TransportConfig> {
+    let c = config();
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(quinn::VarInt::from_u64(c.stream_receive_window).unwrap());
+    t.receive_window(quinn::VarInt::from_u64(c.receive_window).unwrap());
+    std::sync::Arc::new(t)
+}
+
+/// Serves the body over plain quinn: each bidirectional stream sends a length, then gets
+/// the body.
+async fn quinn_server(listen: SocketAddr, dir: &Path) {
+    let certified = rcgen::generate_simple_self_signed(vec!["kwik.test".to_owned()]).unwrap();
+    let cert = certified.cert.der().to_vec();
+    std::fs::write(dir.join("cert.der"), &cert).unwrap();
+    let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let mut config =
+        quinn::ServerConfig::with_single_cert(vec![CertificateDer::from(cert)], key.into())
+            .unwrap();
+    config.transport_config(quinn_transport());
+    let endpoint = quinn::Endpoint::server(config, listen).unwrap();
+    std::fs::write(dir.join("ready"), b"").unwrap();
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                tokio::spawn(async move {
+                    let request = recv.read_to_end(64).await.unwrap_or_default();
+                    let len: u64 = String::from_utf8_lossy(&request)
+                        .trim()
+                        .parse()
+                        .unwrap_or(0);
+                    let mut pos = 0;
+                    while pos < len {
+                        let n = (len - pos).min(256 * 1024);
+                        if send.write_chunk(body_range(pos, n)).await.is_err() {
+                            return;
+                        }
+                        pos += n;
+                    }
+                    let _ = send.finish();
+                    let _ = send.stopped().await;
+                });
+            }
+        });
+    }
+}
+
+/// Fetches the body over plain quinn and prints the same lines as the KWIK client.
+async fn quinn_client(server: SocketAddr, dir: &Path, len: u64, cut_after: Option<Duration>) {
+    let cert = CertificateDer::from(std::fs::read(dir.join("cert.der")).unwrap());
+    let mut roots = kwik_core::rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let mut config =
+        quinn::ClientConfig::with_root_certificates(std::sync::Arc::new(roots)).unwrap();
+    config.transport_config(quinn_transport());
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).unwrap();
+    endpoint.set_default_client_config(config);
+    let conn = endpoint
+        .connect(server, "kwik.test")
+        .unwrap()
+        .await
+        .unwrap();
+    println!("ready");
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(len.to_string().as_bytes()).await.unwrap();
+    send.finish().unwrap();
+    let mut progress = Progress::new(len, cut_after);
+    loop {
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => {
+                if progress.on_read(&chunk.bytes) {
+                    println!("rtt path=0 ms={}", conn.rtt().as_millis());
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                progress.lost(&e.to_string());
+                break;
+            }
+        }
+    }
+    progress.done();
+    conn.close(0u32.into(), b"done");
+    endpoint.wait_idle().await;
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -405,6 +524,17 @@ async fn main() {
                 .await
                 .unwrap();
         }
-        _ => eprintln!("usage: kwik-node primary|secondary|client|mptcp-server|mptcp-client ..."),
+        Some("quinn-server") => {
+            let listen = arg(&args, "--listen").expect("--listen").parse().unwrap();
+            quinn_server(listen, &dir).await;
+        }
+        Some("quinn-client") => {
+            let server = arg(&args, "--server").expect("--server").parse().unwrap();
+            let len = arg(&args, "--get").expect("--get").parse().unwrap();
+            quinn_client(server, &dir, len, cut_after(&args)).await;
+        }
+        _ => eprintln!(
+            "usage: kwik-node primary|secondary|client|mptcp-server|mptcp-client|quinn-server|quinn-client ..."
+        ),
     }
 }
