@@ -37,7 +37,7 @@ pub struct Server {
 }
 
 impl Server {
-    fn poll(&mut self, ep: &mut Endpoint, events: Vec<Event>, body: &Bytes) {
+    pub(crate) fn poll(&mut self, ep: &mut Endpoint, events: Vec<Event>, body: &Bytes) {
         for event in events {
             match &event {
                 Event::Incoming(h) => {

@@ -10,6 +10,7 @@
 //! - [`cluster`], [`failover`]: the multi-server scenarios (a client, a primary and
 //!   secondaries);
 //! - [`runtimes`]: runners for the suites run on both async runtimes;
+//! - [`soak`]: many sessions, faults and hostile peers over a virtual minute;
 //! - [`app`]: small application behaviours (echo servers, bulk readers) for scenarios.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,3 +24,4 @@ pub mod peer_fuzz;
 pub mod raw;
 pub mod runtimes;
 pub mod sim;
+pub mod soak;

@@ -342,7 +342,7 @@ impl World {
                     };
                     if let Some(conn) = self.conn() {
                         match own {
-                            Some(id) if pick % 2 == 0 => {
+                            Some(id) if pick.is_multiple_of(2) => {
                                 let _ = conn.send_stream(id).reset(code);
                             }
                             _ => {
