@@ -739,7 +739,7 @@ pub fn record_honest_client() -> Vec<u8> {
 }
 
 /// What an honest KWIK server sends a client in a short session (the echo of the
-/// client's request, health checks), as a [`peer_primary`] or [`peer_secondary`] input.
+/// client's request, a 6,000-byte body on a stream it opens, health checks), as a [`peer_primary`] or [`peer_secondary`] input.
 pub fn record_honest_server() -> Vec<u8> {
     let mut sim = Sim::new(2);
     let server_addr = addr(HONEST, 4433);
@@ -753,12 +753,12 @@ pub fn record_honest_server() -> Vec<u8> {
     sim.raw[peer].recorded = Some(Vec::new());
     sim.raw[peer].answer_pings = true;
     let mut app = App::echo();
-    let mut step = |sim: &mut Sim| {
+    let step = |sim: &mut Sim, app: &mut App| {
         let events = sim.take_events(server);
         app.poll(&mut sim.nodes[server].endpoint, events);
     };
     let up = sim.run_until(Duration::from_secs(5), |sim| {
-        step(sim);
+        step(sim, &mut app);
         sim.raw[peer].connected
     });
     assert!(up, "handshake");
@@ -770,8 +770,21 @@ pub fn record_honest_server() -> Vec<u8> {
         data: Bytes::from_static(REQUEST),
     };
     sim.raw[peer].carrier(crate::raw::frames(&[request]));
+    let welcomed = sim.run_until(Duration::from_secs(2), |sim| {
+        step(sim, &mut app);
+        !app.sessions.is_empty()
+    });
+    assert!(welcomed, "the server did not take the session");
+    // The server also pushes a body of its own on a stream it opens.
+    let h = app.sessions[0];
+    let ep = &mut sim.nodes[server].endpoint;
+    let id = ep
+        .session(h)
+        .and_then(|mut s| s.open(Dir::Uni))
+        .expect("open");
+    app.send(ep, h, id, payload(5, 6000), true);
     sim.run_until(Duration::from_secs(2), |sim| {
-        step(sim);
+        step(sim, &mut app);
         false
     });
     let peer = &mut sim.raw[peer];
