@@ -395,3 +395,76 @@ fn a_public_primary_cannot_point_the_client_at_private_addresses() {
         ],
     );
 }
+
+/// A primary that delegates range after range of a stream to itself and never serves
+/// one: the client pulls each (it owes the reader those bytes), holds at most
+/// [`MAX_DELEGATIONS`] of them, and closes the session with a typed `Delegation` error
+/// when the primary asks for one more.
+#[test]
+fn a_primary_that_never_serves_its_delegations_is_capped_and_closed() {
+    use kwik_core::{ErrorCode, MAX_DELEGATIONS, SessionError, Side, StreamId};
+    use kwik_proto::{Delegate, Ticket};
+
+    let primary_addr: SocketAddr = "10.0.0.1:4433".parse().unwrap();
+    let mut h = Hostile::new(71, primary_addr, Config::default(), &[]);
+    let session_id = h.sim.raw_servers[h.primary].session_id;
+    let stream = StreamId::new(Side::Server, kwik_core::Dir::Uni, 0);
+    let ticket = |id: u64| Ticket {
+        id,
+        session_id,
+        stream: stream.0,
+        offset: id * 10,
+        len: 10,
+        expiry: WALL_CLOCK_START.as_secs() + 3600,
+        budget: 10,
+        mac: vec![0; 32],
+        ..Default::default()
+    };
+    let pulls = |h: &Hostile| {
+        h.sim.raw_servers[h.primary]
+            .received
+            .iter()
+            .filter(|k| matches!(k, Kind::Pull(_)))
+            .count()
+    };
+    for id in 0..MAX_DELEGATIONS as u64 {
+        h.sim.raw_servers[h.primary].send_control(Kind::Delegate(Delegate {
+            ticket: Some(ticket(id)),
+            refresh: false,
+        }));
+        if id % 100 == 99 {
+            // Within the client's control-message rate.
+            h.run_for(Duration::from_millis(150));
+        }
+    }
+    let pulled = h.run_until(Duration::from_secs(5), |h| pulls(h) >= MAX_DELEGATIONS);
+    assert!(
+        pulled,
+        "{} pulls for {MAX_DELEGATIONS} delegations",
+        pulls(&h)
+    );
+    h.assert_session_alive();
+    // One more, while every pull is still owed.
+    h.sim.raw_servers[h.primary].send_control(Kind::Delegate(Delegate {
+        ticket: Some(ticket(MAX_DELEGATIONS as u64)),
+        refresh: false,
+    }));
+    let closed = h.run_until(Duration::from_secs(5), |h| {
+        h.client_events
+            .iter()
+            .any(|e| matches!(e, Event::Closed { .. }))
+    });
+    assert!(closed, "the client kept the session");
+    let error = h.client_events.iter().find_map(|e| match e {
+        Event::Closed { error, .. } => Some(error.clone()),
+        _ => None,
+    });
+    match error {
+        Some(SessionError::ProtocolViolation(e)) => {
+            assert_eq!(e.code, ErrorCode::Delegation, "{e}");
+            assert!(e.reason.contains("too many delegations"), "{e}");
+        }
+        other => panic!("the session ended with {other:?}"),
+    }
+    assert_eq!(pulls(&h), MAX_DELEGATIONS, "no pull beyond the cap");
+}
