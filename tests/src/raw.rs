@@ -121,6 +121,8 @@ struct Quic {
     conn: Option<(ConnectionHandle, Connection)>,
     /// Datagrams the endpoint answered on its own.
     responses: VecDeque<Datagram>,
+    /// Bytes queued on streams this end opened (or the control stream of a client).
+    outgoing: BTreeMap<StreamId, Outgoing>,
     buf: Vec<u8>,
 }
 
@@ -131,12 +133,28 @@ impl Quic {
             endpoint,
             conn: None,
             responses: VecDeque::new(),
+            outgoing: BTreeMap::new(),
             buf: Vec::with_capacity(2048),
         }
     }
 
     fn conn(&mut self) -> Option<&mut Connection> {
         self.conn.as_mut().map(|(_, c)| c)
+    }
+
+    fn open(&mut self, dir: Dir) -> Option<StreamId> {
+        self.conn()?.streams().open(dir)
+    }
+
+    fn write(&mut self, id: StreamId, data: Bytes) {
+        let out = self.outgoing.entry(id).or_default();
+        if !data.is_empty() {
+            out.data.push_back(data);
+        }
+    }
+
+    fn finish(&mut self, id: StreamId) {
+        self.outgoing.entry(id).or_default().fin = true;
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
@@ -191,7 +209,6 @@ pub struct RawPeer {
     pub carrier_bytes: BTreeMap<StreamId, u64>,
     /// Every chunk received on any stream, in order, if recording (fuzz seeds).
     pub recorded: Option<Vec<(StreamId, Bytes)>>,
-    outgoing: BTreeMap<StreamId, Outgoing>,
     quic: Quic,
 }
 
@@ -217,7 +234,6 @@ impl RawPeer {
             answer_pings: false,
             carrier_bytes: BTreeMap::new(),
             recorded: None,
-            outgoing: BTreeMap::new(),
         }
     }
 
@@ -271,21 +287,17 @@ impl RawPeer {
 
     /// Opens a QUIC stream.
     pub fn open(&mut self, dir: Dir) -> Option<StreamId> {
-        self.conn()?.streams().open(dir)
+        self.quic.open(dir)
     }
 
     /// Queues bytes on a stream this peer opened; sent as QUIC credit allows.
     pub fn write(&mut self, id: StreamId, data: impl Into<Bytes>) {
-        let data = data.into();
-        let out = self.outgoing.entry(id).or_default();
-        if !data.is_empty() {
-            out.data.push_back(data);
-        }
+        self.quic.write(id, data.into());
     }
 
     /// Finishes a stream after its queued bytes.
     pub fn finish(&mut self, id: StreamId) {
-        self.outgoing.entry(id).or_default().fin = true;
+        self.quic.finish(id);
     }
 
     /// Opens the control stream (the first bidirectional stream) without writing to it.
@@ -421,7 +433,8 @@ impl RawPeer {
                     if let Some(control) = self.control {
                         let pong =
                             control_frame(Some(Kind::Pong(kwik_proto::Pong { seq: ping.seq })));
-                        self.outgoing
+                        self.quic
+                            .outgoing
                             .entry(control)
                             .or_default()
                             .data
@@ -437,7 +450,7 @@ impl RawPeer {
                 }
             }
         }
-        flush_outgoing(conn, &mut self.outgoing);
+        flush_outgoing(conn, &mut self.quic.outgoing);
         while let Some(event) = conn.poll_endpoint_events() {
             if let Some(reply) = self.quic.endpoint.handle_event(*ch, event) {
                 conn.handle_event(reply);
@@ -524,7 +537,6 @@ pub struct RawServer {
     /// other than the control stream are read only while recording.
     pub recorded: Option<Vec<(StreamId, Bytes)>>,
     control_tx: VecDeque<Bytes>,
-    outgoing: BTreeMap<StreamId, Outgoing>,
     quic: Quic,
 }
 
@@ -558,7 +570,6 @@ impl RawServer {
             accept_joins: false,
             recorded: None,
             control_tx: VecDeque::new(),
-            outgoing: BTreeMap::new(),
         }
     }
 
@@ -580,21 +591,17 @@ impl RawServer {
 
     /// Opens a QUIC stream of this server's.
     pub fn open(&mut self, dir: Dir) -> Option<StreamId> {
-        self.conn()?.streams().open(dir)
+        self.quic.open(dir)
     }
 
     /// Queues bytes on a stream this server opened; sent as QUIC credit allows.
     pub fn write(&mut self, id: StreamId, data: impl Into<Bytes>) {
-        let data = data.into();
-        let out = self.outgoing.entry(id).or_default();
-        if !data.is_empty() {
-            out.data.push_back(data);
-        }
+        self.quic.write(id, data.into());
     }
 
     /// Finishes a stream after its queued bytes.
     pub fn finish(&mut self, id: StreamId) {
-        self.outgoing.entry(id).or_default().fin = true;
+        self.quic.finish(id);
     }
 
     /// Bytes queued on the control stream and not yet handed to QUIC.
@@ -788,7 +795,7 @@ impl RawServer {
                 }
             }
         }
-        flush_outgoing(conn, &mut self.outgoing);
+        flush_outgoing(conn, &mut self.quic.outgoing);
         while let Some(event) = conn.poll_endpoint_events() {
             if let Some(reply) = self.quic.endpoint.handle_event(*ch, event) {
                 conn.handle_event(reply);
