@@ -20,6 +20,10 @@ use crate::runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
 const RECV_BATCHES: usize = 16;
 /// Transmits sent per driver poll before yielding.
 const SEND_BUDGET: usize = 64;
+/// Polls in a row a due timer may wait while the socket still holds datagrams: health
+/// is judged on what arrived, so a loop that wakes late reads its backlog first, but
+/// timers (loss detection, pacing) are not starved by a socket that never drains.
+const MAX_TIMER_DEFERRALS: u32 = 8;
 /// Most datagrams in one GSO send. More would exceed the 64 KiB a UDP send may carry, and
 /// quinn-udp reports that failure (EMSGSIZE) as success: the whole batch would be lost.
 const MAX_GSO_SEGMENTS: usize = 10;
@@ -268,6 +272,8 @@ struct Driver {
     send_buf: Vec<u8>,
     /// A transmit the socket was not ready for, with its payload in `send_buf`.
     pending: Option<kwik_core::Transmit>,
+    /// Polls in a row the due timer waited for the socket to drain.
+    deferred: u32,
 }
 
 impl Driver {
@@ -282,6 +288,7 @@ impl Driver {
             recv_meta: vec![quinn_udp::RecvMeta::default(); batch],
             send_buf: Vec::with_capacity(64 * 1024),
             pending: None,
+            deferred: 0,
         }
     }
 
@@ -368,9 +375,15 @@ impl Future for Driver {
         let mut state = shared.lock();
         state.driver = Some(cx.waker().clone());
         let now = shared.now();
-        let mut again = this.recv(cx, &mut state, now);
+        let backlog = this.recv(cx, &mut state, now);
+        let mut again = backlog;
         if this.deadline.is_some_and(|d| d <= now) {
-            state.engine.handle_timeout(now);
+            if backlog && this.deferred < MAX_TIMER_DEFERRALS {
+                this.deferred += 1;
+            } else {
+                this.deferred = 0;
+                state.engine.handle_timeout(now);
+            }
         }
         again |= this.send(cx, &mut state, now);
         while let Some(event) = state.engine.poll_event() {

@@ -24,6 +24,13 @@ pub struct Node {
     pub events: Vec<Event>,
     /// More addresses of the same host (a multihomed server).
     pub aliases: Vec<SocketAddr>,
+    /// The host's process is stalled (see [`Sim::freeze`]): datagrams wait in `backlog`
+    /// and its timers do not fire.
+    pub frozen: bool,
+    /// Datagrams that arrived while frozen, in order.
+    pub backlog: Vec<Datagram>,
+    /// The engine's timer when it was frozen.
+    pub frozen_deadline: Option<Instant>,
 }
 
 /// A simulated world: a network and the endpoints on it.
@@ -82,6 +89,9 @@ impl Sim {
             addr,
             events: Vec::new(),
             aliases: Vec::new(),
+            frozen: false,
+            backlog: Vec::new(),
+            frozen_deadline: None,
         });
         self.nodes.len() - 1
     }
@@ -133,6 +143,9 @@ impl Sim {
     pub fn drain(&mut self) {
         let now = self.net.now();
         for node in &mut self.nodes {
+            if node.frozen {
+                continue;
+            }
             while let Some(t) = node.endpoint.poll_transmit(now, 1, &mut self.buf) {
                 let seg = t.segment_size.unwrap_or(t.size).max(1);
                 for chunk in self.buf[..t.size].chunks(seg) {
@@ -187,16 +200,16 @@ impl Sim {
                 }
                 continue;
             };
-            let ecn = dg.ecn.and_then(EcnCodepoint::from_bits);
-            node.endpoint.handle_datagram(
-                now,
-                dg.src,
-                Some(dg.dst.ip()),
-                ecn,
-                BytesMut::from(&dg.data[..]),
-            );
+            if node.frozen {
+                node.backlog.push(dg);
+                continue;
+            }
+            feed(node, now, dg);
         }
         for node in &mut self.nodes {
+            if node.frozen {
+                continue;
+            }
             if node.endpoint.poll_timeout(now).is_some_and(|t| t <= now) {
                 node.endpoint.handle_timeout(now);
             }
@@ -215,6 +228,31 @@ impl Sim {
         true
     }
 
+    /// Stalls `node`'s process, as a starved or descheduled one: from now on datagrams to
+    /// it queue up unread and its timers do not fire, until [`Sim::thaw`].
+    pub fn freeze(&mut self, node: NodeId) {
+        let now = self.net.now();
+        let n = &mut self.nodes[node];
+        n.frozen = true;
+        n.frozen_deadline = n.endpoint.poll_timeout(now);
+    }
+
+    /// Resumes `node` now: like an event loop waking up late, it reads every datagram that
+    /// queued up, then handles its overdue timers, at one instant.
+    pub fn thaw(&mut self, node: NodeId) {
+        let now = self.net.now();
+        let n = &mut self.nodes[node];
+        n.frozen = false;
+        for dg in std::mem::take(&mut n.backlog) {
+            feed(n, now, dg);
+        }
+        // The timer the loop armed before it stalled, as an async driver keeps it.
+        if n.frozen_deadline.take().is_some_and(|t| t <= now) {
+            n.endpoint.handle_timeout(now);
+        }
+        self.drain();
+    }
+
     /// When the next thing happens: the earliest network delivery or timer.
     pub fn next_event(&mut self) -> Option<Instant> {
         self.drain();
@@ -222,6 +260,7 @@ impl Sim {
         let timer = self
             .nodes
             .iter_mut()
+            .filter(|n| !n.frozen)
             .filter_map(|n| n.endpoint.poll_timeout(now))
             .chain(self.raw.iter_mut().filter_map(RawPeer::poll_timeout))
             .chain(
@@ -278,6 +317,18 @@ pub fn drive_until<W: ?Sized>(
             return done(world);
         }
     }
+}
+
+/// Hands one datagram to a node's engine.
+fn feed(node: &mut Node, now: Instant, dg: Datagram) {
+    let ecn = dg.ecn.and_then(EcnCodepoint::from_bits);
+    node.endpoint.handle_datagram(
+        now,
+        dg.src,
+        Some(dg.dst.ip()),
+        ecn,
+        BytesMut::from(&dg.data[..]),
+    );
 }
 
 /// The address a node sends from: the alias whose IP the engine chose, else its own.

@@ -465,6 +465,9 @@ impl Endpoint {
 
     /// Advances timers to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Datagrams handed in since the last drive are proof of life: a loop that wakes
+        // late reads its backlog before its timers, and health must see that backlog.
+        self.flush(now);
         for (key, slot) in self.paths.iter_mut() {
             if slot.path.conn.poll_timeout().is_some_and(|t| t <= now) {
                 slot.path.conn.handle_timeout(now);
