@@ -8,8 +8,9 @@
 //!   request floods that never read, and readers that read 10 kB/s.
 //!
 //! Every transfer's length and SHA-256 are checked and logged (`--log`, CSV). Every
-//! 10 s a line reports the transfers, mismatches, resident memory and the sessions,
-//! connections, paths and carriers open. At the end: the RSS at 1 minute against the end
+//! 10 s a line reports the transfers, mismatches, resident memory, the live heap (a
+//! counting allocator: what the allocator keeps from the OS is not in it) and the
+//! sessions, connections, paths and carriers open. At the end: the RSS at 1 minute against the end
 //! and the peak; the run fails on any mismatch or if the end exceeds the 1-minute RSS by
 //! more than 10 %.
 //!
@@ -37,6 +38,17 @@ use kwik_examples::{
 use kwik_tokio::{Bytes, Config, Role, Session, TokioRuntime, VarInt};
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+
+/// Counts the heap, so that the report can tell live memory from what the allocator keeps.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+/// Bytes allocated and not yet freed, in KiB.
+fn live_kib() -> u64 {
+    let s = GLOBAL.stats();
+    (s.bytes_allocated.saturating_sub(s.bytes_deallocated) / 1024) as u64
+}
 
 #[derive(Parser, Clone)]
 #[command(about = "A multi-server soak on loopback with faults and hostile peers")]
@@ -614,18 +626,24 @@ async fn main() -> anyhow::Result<()> {
     };
     // Report every 10 s.
     let mut rss_at_minute = None;
+    let mut live_at_minute = None;
     let mut peak = 0;
+    let mut live_peak = 0;
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let rss = rss_kib();
+        let live = live_kib();
         peak = peak.max(rss);
+        live_peak = live_peak.max(live);
         let elapsed = start.elapsed();
         if rss_at_minute.is_none() && elapsed >= Duration::from_secs(60) {
             rss_at_minute = Some(rss);
+            live_at_minute = Some(live);
         }
         let snap = snapshot(&servers, &client_sessions);
         println!(
-            "{:>6.0} s: {} transfers ({} MiB), {} mismatches, {} session losses; rss {} MiB; \
+            "{:>6.0} s: {} transfers ({} MiB), {} mismatches, {} session losses; rss {} MiB, \
+             live heap {} MiB; \
              servers hold {} sessions, {} connections, {} carriers; clients {} live paths; \
              hostile {} started, {} closed; {} blackholes, {} restarts, {} paths re-added",
             elapsed.as_secs_f64(),
@@ -634,6 +652,7 @@ async fn main() -> anyhow::Result<()> {
             counters.mismatches.load(Ordering::Relaxed),
             counters.session_failures.load(Ordering::Relaxed),
             rss / 1024,
+            live / 1024,
             snap.sessions,
             snap.connections,
             snap.carriers,
@@ -654,16 +673,25 @@ async fn main() -> anyhow::Result<()> {
         let _ = t.await;
     }
     let rss_end = rss_kib();
+    let live_end = live_kib();
     let mismatches = counters.mismatches.load(Ordering::Relaxed);
     let at_minute = rss_at_minute.unwrap_or(rss_end);
+    let live_minute = live_at_minute.unwrap_or(live_end);
+    let change = |end: u64, base: u64| (end as f64 / base.max(1) as f64 - 1.0) * 100.0;
     println!(
-        "done: {} transfers, {mismatches} mismatches; rss at 1 min {} MiB, at the end {} MiB \
-         ({:+.1} %), peak {} MiB; transfers logged to {}",
+        "done: {} transfers, {mismatches} mismatches, {} session losses; rss at 1 min {} MiB, \
+         at the end {} MiB ({:+.1} %), peak {} MiB; live heap at 1 min {} MiB, at the end \
+         {} MiB ({:+.1} %), peak {} MiB; transfers logged to {}",
         counters.transfers.load(Ordering::Relaxed),
+        counters.session_failures.load(Ordering::Relaxed),
         at_minute / 1024,
         rss_end / 1024,
-        (rss_end as f64 / at_minute.max(1) as f64 - 1.0) * 100.0,
+        change(rss_end, at_minute),
         peak / 1024,
+        live_minute / 1024,
+        live_end / 1024,
+        change(live_end, live_minute),
+        live_peak / 1024,
         args.log.display()
     );
     ensure!(mismatches == 0, "{mismatches} transfers did not match");
