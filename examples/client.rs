@@ -8,11 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::ensure;
 use clap::Parser;
-use kwik_examples::{body_digest, bulk_config, client_config, hex, rate, read_cert};
+use kwik_examples::{BodyCheck, bulk_config, client_config, rate, read_cert};
 use kwik_tokio::VarInt;
-use sha2::{Digest, Sha256};
 
 #[derive(Parser)]
 struct Args {
@@ -44,22 +42,18 @@ async fn main() -> anyhow::Result<()> {
             send.write_all(format!("body {len}").as_bytes()).await?;
             send.finish()?;
             let started = Instant::now();
-            let mut hasher = Sha256::new();
-            let mut received = 0u64;
+            let mut check = BodyCheck::default();
             while let Some(chunk) = recv.read_chunk(usize::MAX).await? {
-                hasher.update(&chunk);
-                received += chunk.len() as u64;
+                check.update(&chunk);
             }
             let secs = started.elapsed().as_secs_f64();
-            let digest = hex(&hasher.finalize());
+            let received = check.received();
             println!(
-                "received {received} bytes in {secs:.2} s ({}), sha256 {digest}",
+                "received {received} bytes in {secs:.2} s ({})",
                 rate(received, secs)
             );
-            ensure!(
-                received == len && digest == body_digest(len),
-                "checksum mismatch"
-            );
+            check.verify(len)?;
+            println!("every byte matches the body");
             println!("checksum matches");
             for p in session.paths() {
                 println!(

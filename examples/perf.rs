@@ -1,25 +1,39 @@
-//! KWIK over one path against plain quinn 0.11, same machine, same run, loopback.
+//! KWIK against plain quinn 0.11 on loopback, same machine, same run.
 //!
-//! Prints one line per figure: `figure <name> kwik=<v> quinn=<v> ratio=<kwik/quinn>`.
-//! - `bulk_gbps`: one stream of `--bulk-mib` MiB (default 1024);
-//! - `small_streams_per_s`: `--streams` (10,000) streams each echoing 1 KiB, 256 at a time;
-//! - `rr_p99_us`: `--rr` (10,000) sequential 1 KiB request/response round trips, p99;
-//! - `small_streams_per_s_carrier1` / `_carrier4`: the same with `streams_per_carrier` 1
-//!   and 4 (the carrier trade-off), against the same quinn figure.
+//! Every figure is the median of `--reps` (9) repetitions, printed with its minimum and
+//! maximum; the two stacks alternate within each repetition, so that slow phases of the
+//! machine hit both. Each side of a connection runs on its own current-thread runtime
+//! (the server on a thread of its own, the client on the main thread), so the two stacks
+//! are measured alike.
 //!
-//! Each figure is the median of `--reps` (3) repetitions, the two stacks alternating.
+//! - `bulk_gbps`: one stream of `--bulk-mib` MiB;
+//! - `small_streams_per_s`: `--streams` streams each echoing 1 KiB, `--concurrency` at
+//!   a time (also with `streams_per_carrier` 1 and 4, against the same quinn figure);
+//! - `rr_p50_us`, `rr_p99_us`, `rr_p999_us`: sequential 1 KiB request/response round
+//!   trips, after a warm-up;
+//! - `stripe_gbps_1`, `stripe_gbps_3`: one body striped (`stripe`) by a primary alone and
+//!   by a primary with two secondaries, against `bulk_gbps` of the same run;
+//! - `limit_udp_gbps`: a plain UDP socket pair with GSO and GRO, no crypto;
+//! - `limit_aead_gbps`: AES-128-GCM (ring) sealing and opening 1,200-byte packets on one
+//!   core: the rate at which one core can both seal and open;
+//! - `cpu_ns_per_byte` (bulk) and `cpu_us_per_stream` (small streams): CPU time of the
+//!   whole process (every thread's, from /proc) per byte and per stream.
+//!
+//! `--json PATH` also writes every figure as one JSON object per line.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use kwik_core::Config;
-use kwik_examples::{client_config, self_signed, server_config};
+use kwik_core::{Config, GroupKey};
+use kwik_examples::{client_config, self_signed, serve, server_config};
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-#[derive(Parser, Clone, Copy)]
+#[derive(Parser, Clone)]
 struct Args {
     /// Size of the bulk transfer in MiB.
     #[arg(long, default_value_t = 1024)]
@@ -30,15 +44,61 @@ struct Args {
     /// Concurrency of the small streams.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
-    /// Number of request/response round trips.
-    #[arg(long, default_value_t = 10_000)]
+    /// Number of request/response round trips (after as many warm-up rounds / 10).
+    #[arg(long, default_value_t = 20_000)]
     rr: usize,
-    /// Repetitions of every measurement; the median is printed.
-    #[arg(long, default_value_t = 3)]
+    /// Repetitions of every measurement; the median is printed with min and max.
+    #[arg(long, default_value_t = 9)]
     reps: usize,
+    /// Only these figures (comma-separated prefixes: bulk, small, rr, stripe, limit).
+    #[arg(long)]
+    only: Option<String>,
+    /// Also write the figures as JSON lines here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 const MSG: usize = 1024;
+
+/// A current-thread runtime on a thread of its own, for the server side.
+struct ServerThread {
+    handle: Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    fn start() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            tx.send(rt.handle().clone()).expect("handle");
+            rt.block_on(async {
+                let _ = stopped.await;
+            });
+        });
+        Self {
+            handle: rx.recv().expect("server runtime started"),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 /// The same workload code for both stacks: their stream APIs have the same shape.
 macro_rules! workloads {
@@ -46,9 +106,14 @@ macro_rules! workloads {
         mod $name {
             use super::*;
 
-            pub(crate) async fn bulk(client: $conn, server: $conn, total: u64) -> f64 {
+            pub(crate) async fn bulk(
+                client: $conn,
+                server: $conn,
+                srv: &Handle,
+                total: u64,
+            ) -> f64 {
                 let block = Bytes::from(vec![0x5au8; 1 << 20]);
-                let reader = tokio::spawn(async move {
+                let reader = srv.spawn(async move {
                     let mut recv = server.accept_uni().await.expect("accept_uni");
                     let mut n = 0u64;
                     while let Some(len) = recv.next_chunk_len().await {
@@ -70,10 +135,11 @@ macro_rules! workloads {
             pub(crate) async fn small_streams(
                 client: $conn,
                 server: $conn,
+                srv: &Handle,
                 count: usize,
                 concurrency: usize,
             ) -> f64 {
-                let echo = tokio::spawn(async move {
+                let echo = srv.spawn(async move {
                     for _ in 0..count {
                         let (mut send, mut recv) = server.accept_bi().await.expect("accept_bi");
                         tokio::spawn(async move {
@@ -108,11 +174,17 @@ macro_rules! workloads {
                 rate
             }
 
-            pub(crate) async fn rr(client: $conn, server: $conn, rounds: usize) -> Vec<Duration> {
-                let echo = tokio::spawn(async move {
+            pub(crate) async fn rr(
+                client: $conn,
+                server: $conn,
+                srv: &Handle,
+                warmup: usize,
+                rounds: usize,
+            ) -> Vec<Duration> {
+                let echo = srv.spawn(async move {
                     let (mut send, mut recv) = server.accept_bi().await.expect("accept_bi");
                     let mut buf = vec![0u8; MSG];
-                    for _ in 0..rounds {
+                    for _ in 0..warmup + rounds {
                         recv.read_exact(&mut buf).await.expect("read");
                         send.write_all(&buf).await.expect("write");
                     }
@@ -123,11 +195,13 @@ macro_rules! workloads {
                 let request = vec![7u8; MSG];
                 let mut buf = vec![0u8; MSG];
                 let mut samples = Vec::with_capacity(rounds);
-                for _ in 0..rounds {
+                for i in 0..warmup + rounds {
                     let t = Instant::now();
                     send.write_all(&request).await.expect("write");
                     recv.read_exact(&mut buf).await.expect("read");
-                    samples.push(t.elapsed());
+                    if i >= warmup {
+                        samples.push(t.elapsed());
+                    }
                 }
                 let _server = echo.await.expect("echo");
                 samples
@@ -170,28 +244,36 @@ fn kwik_config(streams_per_carrier: u32) -> Config {
     c
 }
 
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 async fn kwik_pair(
+    srv: &Handle,
     streams_per_carrier: u32,
 ) -> anyhow::Result<(kwik_tokio::Session, kwik_tokio::Session)> {
     let (cert, key) = self_signed()?;
-    let server = kwik_tokio::Endpoint::server(
-        server_config(&cert, &key, kwik_config(streams_per_carrier))?,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )?;
+    let config = server_config(&cert, &key, kwik_config(streams_per_carrier))?;
+    let server = srv
+        .spawn(async move { kwik_tokio::Endpoint::server(config, LOOPBACK) })
+        .await??;
     let addr = server.local_addr()?;
-    let client = kwik_tokio::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    let connecting = client.connect_with(
-        client_config(&cert, kwik_config(streams_per_carrier))?,
-        addr,
-        "localhost",
-    )?;
-    let (c, s) = tokio::join!(connecting, async {
-        server.accept().await.expect("incoming").await
+    let accepted = srv.spawn(async move {
+        let session = server.accept().await.expect("incoming").await;
+        (session, server)
     });
-    Ok((c?, s?))
+    let client = kwik_tokio::Endpoint::client(LOOPBACK)?;
+    let c = client
+        .connect_with(
+            client_config(&cert, kwik_config(streams_per_carrier))?,
+            addr,
+            "localhost",
+        )?
+        .await?;
+    let (s, _server) = accepted.await?;
+    Ok((c, s?))
 }
 
-async fn quinn_pair() -> anyhow::Result<(quinn::Connection, quinn::Connection)> {
+async fn quinn_pair(srv: &Handle) -> anyhow::Result<(quinn::Connection, quinn::Connection)> {
     let (cert, key) = self_signed()?;
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(1024u32.into());
@@ -199,77 +281,358 @@ async fn quinn_pair() -> anyhow::Result<(quinn::Connection, quinn::Connection)> 
     let transport = Arc::new(transport);
     let mut server_cfg = quinn::ServerConfig::with_single_cert(vec![cert.clone()], key)?;
     server_cfg.transport_config(transport.clone());
-    let server = quinn::Endpoint::server(server_cfg, SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let server = srv
+        .spawn(async move { quinn::Endpoint::server(server_cfg, LOOPBACK) })
+        .await??;
     let addr = server.local_addr()?;
+    let accepted = srv.spawn(async move {
+        let conn = server.accept().await.expect("incoming").await;
+        (conn, server)
+    });
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert)?;
     let mut client_cfg = quinn::ClientConfig::with_root_certificates(Arc::new(roots))?;
     client_cfg.transport_config(transport);
-    let mut client = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let mut client = quinn::Endpoint::client(LOOPBACK)?;
     client.set_default_client_config(client_cfg);
-    let connecting = client.connect(addr, "localhost")?;
-    let (c, s) = tokio::join!(connecting, async {
-        server.accept().await.expect("incoming").await
-    });
-    Ok((c?, s?))
+    let c = client.connect(addr, "localhost")?.await?;
+    let (s, _server) = accepted.await?;
+    Ok((c, s?))
 }
 
-fn p99(mut samples: Vec<Duration>) -> f64 {
+/// A primary with `secondaries` secondaries on the server thread; the client stripes
+/// `total` bytes from them and counts what arrives. Returns Gbit/s.
+async fn stripe(srv: &Handle, secondaries: usize, total: u64) -> anyhow::Result<f64> {
+    let (cert, key) = self_signed()?;
+    let group = GroupKey::new([0x42; 32]);
+    let mut config = kwik_examples::bulk_config();
+    config.max_concurrent_bidi_streams = 16;
+    let mut addrs = Vec::new();
+    let mut endpoints = Vec::new();
+    for _ in 0..=secondaries {
+        let mut sc = server_config(&cert, &key, config.clone())?;
+        sc.group_key(group.clone());
+        let ep = srv
+            .spawn(async move { kwik_tokio::Endpoint::server(sc, LOOPBACK) })
+            .await??;
+        addrs.push(ep.local_addr()?);
+        endpoints.push(ep);
+    }
+    for (i, ep) in endpoints.iter().enumerate() {
+        let peers = if i == 0 {
+            addrs[1..].to_vec()
+        } else {
+            Vec::new()
+        };
+        srv.spawn(serve(ep.clone(), peers, "localhost".to_owned()));
+    }
+    let client = kwik_tokio::Endpoint::client(LOOPBACK)?;
+    let session = client
+        .connect_with(client_config(&cert, config)?, addrs[0], "localhost")?
+        .await?;
+    kwik_examples::wait_paths(&session, secondaries, Duration::from_secs(5)).await?;
+    let started = Instant::now();
+    let (mut send, mut recv) = session.open_bi().await?;
+    send.write_all(format!("body {total}").as_bytes()).await?;
+    send.finish()?;
+    let mut n = 0u64;
+    while let Some(len) = recv.next_chunk_len().await {
+        n += len as u64;
+    }
+    anyhow::ensure!(n == total, "striped {n} of {total} bytes");
+    let gbps = n as f64 * 8.0 / started.elapsed().as_secs_f64() / 1e9;
+    session.close(kwik_tokio::VarInt::from_u32(0), b"done");
+    for ep in &endpoints {
+        ep.close(kwik_tokio::VarInt::from_u32(0), b"done");
+    }
+    Ok(gbps)
+}
+
+/// Plain UDP on loopback with GSO and GRO (quinn-udp), no crypto: 1,200-byte datagrams
+/// sent in batches of 10 for about `secs`. Returns the Gbit/s received.
+fn limit_udp(secs: f64) -> anyhow::Result<f64> {
+    use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+    use std::io::IoSliceMut;
+    let rx = std::net::UdpSocket::bind(LOOPBACK)?;
+    let tx = std::net::UdpSocket::bind(LOOPBACK)?;
+    let dst = rx.local_addr()?;
+    rx.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let rx_state = UdpSocketState::new((&rx).into())?;
+    let tx_state = UdpSocketState::new((&tx).into())?;
+    let _ = rx_state.set_recv_buffer_size((&rx).into(), 8 << 20);
+    let _ = tx_state.set_send_buffer_size((&tx).into(), 8 << 20);
+    let segments = tx_state.max_gso_segments().clamp(1, 10);
+    let payload = vec![0xa5u8; 1200 * segments];
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Transmit {
+                    destination: dst,
+                    ecn: None,
+                    contents: &payload,
+                    segment_size: (segments > 1).then_some(1200),
+                    src_ip: None,
+                };
+                let _ = tx_state.send((&tx).into(), &t);
+            }
+        })
+    };
+    let gro = rx_state.gro_segments().max(1);
+    let batch = quinn_udp::BATCH_SIZE.max(1);
+    let mut bufs: Vec<Vec<u8>> = (0..batch).map(|_| vec![0u8; 1500 * gro]).collect();
+    let mut meta = vec![RecvMeta::default(); batch];
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    while started.elapsed().as_secs_f64() < secs {
+        let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        if let Ok(n) = rx_state.recv((&rx).into(), &mut slices, &mut meta) {
+            bytes += meta[..n].iter().map(|m| m.len as u64).sum::<u64>();
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sender.join();
+    Ok(bytes as f64 * 8.0 / elapsed / 1e9)
+}
+
+/// AES-128-GCM with ring on one core: (seal, open, both) in Gbit/s of 1,200-byte packets.
+fn limit_aead(secs: f64) -> anyhow::Result<(f64, f64, f64)> {
+    use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let key = LessSafeKey::new(
+        UnboundKey::new(&AES_128_GCM, &[7u8; 16]).map_err(|_| anyhow::anyhow!("aead key"))?,
+    );
+    let nonce = |i: u64| {
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&i.to_be_bytes());
+        Nonce::assume_unique_for_key(n)
+    };
+    let mut packet = vec![0x3cu8; 1200];
+    let mut sealed = Vec::new();
+    let started = Instant::now();
+    let mut i = 0u64;
+    while started.elapsed().as_secs_f64() < secs {
+        for _ in 0..1024 {
+            let tag = key
+                .seal_in_place_separate_tag(nonce(i), Aad::empty(), &mut packet)
+                .map_err(|_| anyhow::anyhow!("seal"))?;
+            if sealed.len() < 1024 {
+                let mut p = packet.clone();
+                p.extend_from_slice(tag.as_ref());
+                sealed.push((i, p));
+            }
+            i += 1;
+        }
+    }
+    let seal = (i * 1200) as f64 * 8.0 / started.elapsed().as_secs_f64() / 1e9;
+    let started = Instant::now();
+    let mut opened = 0u64;
+    while started.elapsed().as_secs_f64() < secs {
+        for (n, p) in &sealed {
+            let mut buf = p.clone();
+            key.open_in_place(nonce(*n), Aad::empty(), &mut buf)
+                .map_err(|_| anyhow::anyhow!("open"))?;
+            opened += 1;
+        }
+    }
+    let open = (opened * 1200) as f64 * 8.0 / started.elapsed().as_secs_f64() / 1e9;
+    Ok((seal, open, 1.0 / (1.0 / seal + 1.0 / open)))
+}
+
+/// CPU time of every thread of this process so far (from /proc, Linux), in ns.
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Median, min and max.
+#[derive(Clone, Copy, Default)]
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stat(mut v: Vec<f64>) -> Stat {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return Stat::default();
+    }
+    Stat {
+        median: v[v.len() / 2],
+        min: v[0],
+        max: v[v.len() - 1],
+    }
+}
+
+fn percentile(samples: &mut [Duration], per_mille: usize) -> f64 {
     samples.sort();
-    let i = (samples.len() * 99 / 100).min(samples.len().saturating_sub(1));
+    let i = (samples.len() * per_mille / 1000).min(samples.len().saturating_sub(1));
     samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
 }
 
-fn figure(name: &str, kwik: f64, quinn: f64) {
-    println!(
-        "figure {name} kwik={kwik:.3} quinn={quinn:.3} ratio={:.3}",
-        kwik / quinn
-    );
+struct Report {
+    json: Option<std::fs::File>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+impl Report {
+    fn figure(&mut self, name: &str, kwik: Stat, quinn: Option<Stat>) {
+        let ratio = quinn.map(|q| kwik.median / q.median);
+        let q = quinn.map_or(String::new(), |q| {
+            format!(" quinn={:.3} [{:.3}..{:.3}]", q.median, q.min, q.max)
+        });
+        let r = ratio.map_or(String::new(), |r| format!(" ratio={r:.3}"));
+        println!(
+            "figure {name} kwik={:.3} [{:.3}..{:.3}]{q}{r}",
+            kwik.median, kwik.min, kwik.max
+        );
+        if let Some(f) = &mut self.json {
+            let quinn = quinn.map_or("null".to_owned(), |q| {
+                format!(
+                    r#"{{"median":{},"min":{},"max":{}}}"#,
+                    q.median, q.min, q.max
+                )
+            });
+            let _ = writeln!(
+                f,
+                r#"{{"figure":"{name}","kwik":{{"median":{},"min":{},"max":{}}},"quinn":{quinn},"ratio":{}}}"#,
+                kwik.median,
+                kwik.min,
+                kwik.max,
+                ratio.map_or("null".to_owned(), |r| r.to_string())
+            );
+        }
+    }
+
+    fn single(&mut self, name: &str, value: f64, note: &str) {
+        println!("figure {name} {value:.3} {note}");
+        if let Some(f) = &mut self.json {
+            let _ = writeln!(f, r#"{{"figure":"{name}","value":{value}}}"#);
+        }
+    }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn wanted(args: &Args, figure: &str) -> bool {
+    args.only
+        .as_deref()
+        .is_none_or(|only| only.split(',').any(|p| figure.starts_with(p.trim())))
+}
+
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let total = args.bulk_mib << 20;
     let reps = args.reps.max(1);
-    // The stacks alternate within each repetition, so slow phases of the machine hit both;
-    // each figure is the median of the repetitions.
-    let (mut kwik, mut quinn) = (Vec::new(), Vec::new());
-    for _ in 0..reps {
-        let (c, s) = quinn_pair().await?;
-        quinn.push(on_quinn::bulk(c, s, total).await);
-        let (c, s) = kwik_pair(4).await?;
-        kwik.push(on_kwik::bulk(c, s, total).await);
+    let server = ServerThread::start();
+    let srv = &server.handle;
+    let mut report = Report {
+        json: args.json.as_ref().map(std::fs::File::create).transpose()?,
+    };
+    let mut bulk_kwik = 0.0;
+    if wanted(&args, "bulk") {
+        let (mut kwik, mut quinn, mut kcpu, mut qcpu) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..reps {
+            let (c, s) = quinn_pair(srv).await?;
+            let cpu = cpu_ns();
+            quinn.push(on_quinn::bulk(c, s, srv, total).await);
+            qcpu.push((cpu_ns() - cpu) as f64 / total as f64);
+            let (c, s) = kwik_pair(srv, 4).await?;
+            let cpu = cpu_ns();
+            kwik.push(on_kwik::bulk(c, s, srv, total).await);
+            kcpu.push((cpu_ns() - cpu) as f64 / total as f64);
+        }
+        let k = stat(kwik);
+        bulk_kwik = k.median;
+        report.figure("bulk_gbps", k, Some(stat(quinn)));
+        report.figure("cpu_ns_per_byte", stat(kcpu), Some(stat(qcpu)));
     }
-    figure("bulk_gbps", median(kwik), median(quinn));
-
-    let (mut kwik, mut quinn, mut kwik1) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..reps {
-        let (c, s) = quinn_pair().await?;
-        quinn.push(on_quinn::small_streams(c, s, args.streams, args.concurrency).await);
-        let (c, s) = kwik_pair(4).await?;
-        kwik.push(on_kwik::small_streams(c, s, args.streams, args.concurrency).await);
-        let (c, s) = kwik_pair(1).await?;
-        kwik1.push(on_kwik::small_streams(c, s, args.streams, args.concurrency).await);
+    if wanted(&args, "small") {
+        let (mut kwik, mut quinn, mut kwik1) = (vec![], vec![], vec![]);
+        let (mut kcpu, mut qcpu) = (vec![], vec![]);
+        let n = args.streams;
+        for _ in 0..reps {
+            let (c, s) = quinn_pair(srv).await?;
+            let cpu = cpu_ns();
+            quinn.push(on_quinn::small_streams(c, s, srv, n, args.concurrency).await);
+            qcpu.push((cpu_ns() - cpu) as f64 / 1e3 / n as f64);
+            let (c, s) = kwik_pair(srv, 4).await?;
+            let cpu = cpu_ns();
+            kwik.push(on_kwik::small_streams(c, s, srv, n, args.concurrency).await);
+            kcpu.push((cpu_ns() - cpu) as f64 / 1e3 / n as f64);
+            let (c, s) = kwik_pair(srv, 1).await?;
+            kwik1.push(on_kwik::small_streams(c, s, srv, n, args.concurrency).await);
+        }
+        let q = stat(quinn);
+        report.figure("small_streams_per_s", stat(kwik.clone()), Some(q));
+        report.figure("small_streams_per_s_carrier1", stat(kwik1), Some(q));
+        report.figure("small_streams_per_s_carrier4", stat(kwik), Some(q));
+        report.figure("cpu_us_per_stream", stat(kcpu), Some(stat(qcpu)));
     }
-    let quinn_small = median(quinn);
-    let kwik4 = median(kwik);
-    figure("small_streams_per_s", kwik4, quinn_small);
-    figure("small_streams_per_s_carrier1", median(kwik1), quinn_small);
-    figure("small_streams_per_s_carrier4", kwik4, quinn_small);
-
-    let (mut kwik, mut quinn) = (Vec::new(), Vec::new());
-    for _ in 0..reps {
-        let (c, s) = quinn_pair().await?;
-        quinn.push(p99(on_quinn::rr(c, s, args.rr).await));
-        let (c, s) = kwik_pair(4).await?;
-        kwik.push(p99(on_kwik::rr(c, s, args.rr).await));
+    if wanted(&args, "rr") {
+        let warmup = args.rr / 10;
+        let mut k = [vec![], vec![], vec![]];
+        let mut q = [vec![], vec![], vec![]];
+        for _ in 0..reps {
+            let (c, s) = quinn_pair(srv).await?;
+            let mut samples = on_quinn::rr(c, s, srv, warmup, args.rr).await;
+            for (i, p) in [500, 990, 999].into_iter().enumerate() {
+                q[i].push(percentile(&mut samples, p));
+            }
+            let (c, s) = kwik_pair(srv, 4).await?;
+            let mut samples = on_kwik::rr(c, s, srv, warmup, args.rr).await;
+            for (i, p) in [500, 990, 999].into_iter().enumerate() {
+                k[i].push(percentile(&mut samples, p));
+            }
+        }
+        for (i, name) in ["rr_p50_us", "rr_p99_us", "rr_p999_us"]
+            .into_iter()
+            .enumerate()
+        {
+            report.figure(name, stat(k[i].clone()), Some(stat(q[i].clone())));
+        }
     }
-    figure("rr_p99_us", median(kwik), median(quinn));
+    if wanted(&args, "stripe") {
+        let (mut one, mut three) = (vec![], vec![]);
+        for _ in 0..reps {
+            one.push(stripe(srv, 0, total).await?);
+            three.push(stripe(srv, 2, total).await?);
+        }
+        let (one, three) = (stat(one), stat(three));
+        report.figure("stripe_gbps_1", one, None);
+        report.figure("stripe_gbps_3", three, None);
+        if bulk_kwik > 0.0 {
+            report.single("stripe_1_over_bulk", one.median / bulk_kwik, "(floor 0.9)");
+            report.single("stripe_3_over_bulk", three.median / bulk_kwik, "");
+        }
+    }
+    if wanted(&args, "limit") {
+        let udp = stat(
+            (0..reps.min(5))
+                .map(|_| limit_udp(1.0))
+                .collect::<Result<_, _>>()?,
+        );
+        report.figure("limit_udp_gbps", udp, None);
+        let (seal, open, both) = limit_aead(1.0)?;
+        report.single("limit_aead_seal_gbps", seal, "(one core)");
+        report.single("limit_aead_open_gbps", open, "(one core)");
+        report.single("limit_aead_gbps", both, "(one core seals and opens)");
+        if bulk_kwik > 0.0 {
+            report.single("bulk_over_udp_limit", bulk_kwik / udp.median, "");
+            report.single("bulk_over_aead_limit", bulk_kwik / both, "");
+        }
+    }
     Ok(())
 }
