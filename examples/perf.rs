@@ -56,6 +56,9 @@ struct Args {
     /// Also write the figures as JSON lines here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Run only this stack's side of the bulk figure (for profiles): kwik or quinn.
+    #[arg(long)]
+    profile: Option<String>,
 }
 
 const MSG: usize = 1024;
@@ -541,6 +544,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut report = Report {
         json: args.json.as_ref().map(std::fs::File::create).transpose()?,
     };
+    if let Some(stack) = &args.profile {
+        for _ in 0..reps {
+            let gbps = if stack == "quinn" {
+                let (c, s) = quinn_pair(srv).await?;
+                on_quinn::bulk(c, s, srv, total).await
+            } else {
+                let (c, s) = kwik_pair(srv, 4).await?;
+                on_kwik::bulk(c, s, srv, total).await
+            };
+            println!("{stack} bulk {gbps:.3} Gbit/s");
+        }
+        return Ok(());
+    }
     let mut bulk_kwik = 0.0;
     if wanted(&args, "bulk") {
         let (mut kwik, mut quinn, mut kcpu, mut qcpu) = (vec![], vec![], vec![], vec![]);

@@ -16,6 +16,28 @@ pub const MAX_STREAM_FRAME_PAYLOAD: usize = 64 * 1024;
 /// Largest encoded header of any frame (type + three 8-byte varints).
 pub(crate) const MAX_HEADER: usize = 1 + 3 * 8;
 
+/// Largest head [`Frame::decode_head`] can return: four varints of up to 8 bytes each
+/// (a peer may encode even the type in 8 bytes).
+pub const MAX_HEAD: usize = 4 * 8;
+
+/// The start of a frame (see [`Frame::decode_head`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Head {
+    /// A whole frame other than `STREAM`.
+    Frame(Frame),
+    /// A `STREAM` frame's header: its payload is the next `len` bytes.
+    Stream {
+        /// The logical stream.
+        id: StreamId,
+        /// Offset of the payload's first byte.
+        offset: u64,
+        /// Payload length.
+        len: u64,
+        /// The payload ends the stream.
+        fin: bool,
+    },
+}
+
 mod kind {
     pub(super) const STREAM: u64 = 0x00;
     pub(super) const STREAM_FIN: u64 = 0x01;
@@ -114,6 +136,39 @@ impl Frame {
     /// otherwise removes the frame's bytes from `buf`. A `STREAM` payload is a zero-copy
     /// slice of `buf`.
     pub fn decode(buf: &mut Bytes) -> Result<Option<Self>, FrameError> {
+        let mut rest = buf.clone();
+        let frame = match Self::decode_head(&mut rest)? {
+            None => return Ok(None),
+            Some(Head::Frame(frame)) => frame,
+            Some(Head::Stream {
+                id,
+                offset,
+                len,
+                fin,
+            }) => {
+                if rest.len() < len as usize {
+                    return Ok(None);
+                }
+                Self::Stream {
+                    id,
+                    offset,
+                    fin,
+                    data: rest.split_to(len as usize),
+                }
+            }
+        };
+        *buf = rest;
+        Ok(Some(frame))
+    }
+
+    /// Decodes the start of the frame at the front of `buf`: a whole frame, or of a
+    /// `STREAM` frame only its header, whose payload is the next `len` bytes (which need
+    /// not have arrived). A reader can then take the payload in whatever pieces it comes
+    /// in, without gathering it.
+    ///
+    /// Returns `Ok(None)` when `buf` holds only part of the head (nothing is consumed), and
+    /// otherwise removes the head's bytes from `buf`. A head is at most [`MAX_HEAD`] bytes.
+    pub fn decode_head(buf: &mut Bytes) -> Result<Option<Head>, FrameError> {
         let mut pos = 0;
         let Some(ty) = field(buf, &mut pos) else {
             return Ok(None);
@@ -126,7 +181,7 @@ impl Frame {
                 }
             };
         }
-        let frame = match ty {
+        let head = match ty {
             kind::STREAM | kind::STREAM_FIN => {
                 let id = StreamId(next!());
                 let offset = next!();
@@ -137,49 +192,43 @@ impl Frame {
                 if offset.checked_add(len).is_none_or(|end| end > varint::MAX) {
                     return Err(FrameError::OutOfRange);
                 }
-                let end = pos + len as usize;
-                if buf.len() < end {
-                    return Ok(None);
-                }
-                let data = buf.slice(pos..end);
-                pos = end;
-                Self::Stream {
+                Head::Stream {
                     id,
                     offset,
+                    len,
                     fin: ty == kind::STREAM_FIN,
-                    data,
                 }
             }
-            kind::RESET_STREAM => Self::ResetStream {
+            kind::RESET_STREAM => Head::Frame(Self::ResetStream {
                 id: StreamId(next!()),
                 code: next!(),
                 final_size: next!(),
-            },
-            kind::STOP_SENDING => Self::StopSending {
+            }),
+            kind::STOP_SENDING => Head::Frame(Self::StopSending {
                 id: StreamId(next!()),
                 code: next!(),
-            },
-            kind::MAX_STREAM_DATA => Self::MaxStreamData {
+            }),
+            kind::MAX_STREAM_DATA => Head::Frame(Self::MaxStreamData {
                 id: StreamId(next!()),
                 max: next!(),
-            },
-            kind::MAX_DATA => Self::MaxData { max: next!() },
-            kind::MAX_STREAMS_BIDI => Self::MaxStreams {
+            }),
+            kind::MAX_DATA => Head::Frame(Self::MaxData { max: next!() }),
+            kind::MAX_STREAMS_BIDI => Head::Frame(Self::MaxStreams {
                 dir: Dir::Bi,
                 max: next!(),
-            },
-            kind::MAX_STREAMS_UNI => Self::MaxStreams {
+            }),
+            kind::MAX_STREAMS_UNI => Head::Frame(Self::MaxStreams {
                 dir: Dir::Uni,
                 max: next!(),
-            },
-            kind::DATA_ACK => Self::DataAck {
+            }),
+            kind::DATA_ACK => Head::Frame(Self::DataAck {
                 id: StreamId(next!()),
                 offset: next!(),
-            },
+            }),
             other => return Err(FrameError::UnknownType(other)),
         };
         let _ = buf.split_to(pos);
-        Ok(Some(frame))
+        Ok(Some(head))
     }
 
     /// Appends the frame's encoding to `buf`.
