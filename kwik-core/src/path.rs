@@ -832,6 +832,7 @@ fn decode_carrier(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use quinn_proto::{Dir, Side};
