@@ -32,9 +32,7 @@ use anyhow::{Context as _, ensure};
 use clap::Parser;
 use kwik_async::{AsyncTimer, AsyncUdpSocket, Runtime};
 use kwik_core::{CertificateDer, GroupKey, PathState};
-use kwik_examples::{
-    block, body_range, client_config, hex, self_signed, serve_delegations, server_config,
-};
+use kwik_examples::{BodyCheck, client_config, hex, self_signed, serve_delegations, server_config};
 use kwik_tokio::{Bytes, Config, Role, Session, TokioRuntime, VarInt};
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -271,15 +269,6 @@ fn session_config() -> Config {
     c
 }
 
-/// The SHA-256 of the first `len` bytes of the body, in hex.
-fn digest_of(block: &Bytes, len: u64) -> String {
-    let mut h = Sha256::new();
-    for piece in body_range(block, 0, len) {
-        h.update(&piece);
-    }
-    hex(&h.finalize())
-}
-
 /// One honest client: transfers until `end`, reconnecting if its session is lost.
 #[allow(clippy::too_many_arguments)]
 async fn honest(
@@ -293,7 +282,6 @@ async fn honest(
     log: Arc<Mutex<std::fs::File>>,
     sessions: Arc<Mutex<Vec<Session>>>,
 ) {
-    let block = block();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ n as u64);
     while Instant::now() < end {
         let session = match kwik_tokio::dial(primary, "localhost", config.clone()).await {
@@ -314,9 +302,8 @@ async fn honest(
             let started = Instant::now();
             let result = transfer(&session, len).await;
             let (ok, digest, got) = match &result {
-                Ok((got, digest)) => {
-                    let ok = *got == len && *digest == digest_of(&block, len);
-                    (ok, digest.clone(), *got)
+                Ok((check, digest)) => {
+                    (check.verify(len).is_ok(), digest.clone(), check.received())
                 }
                 Err(e) => (false, format!("error: {e}"), 0),
             };
@@ -343,16 +330,17 @@ async fn honest(
     }
 }
 
-/// Requests `len` bytes and reads them; returns the length read and its SHA-256.
-async fn transfer(session: &Session, len: u64) -> anyhow::Result<(u64, String)> {
+/// Requests `len` bytes and reads them, comparing each byte with the body as it arrives;
+/// returns that comparison and the SHA-256 of what arrived (for the log).
+async fn transfer(session: &Session, len: u64) -> anyhow::Result<(BodyCheck, String)> {
     let (mut send, mut recv) = session.open_bi().await?;
     send.write_all(format!("body {len}").as_bytes()).await?;
     send.finish()?;
     let mut h = Sha256::new();
-    let mut got = 0;
+    let mut check = BodyCheck::default();
     let read = async {
         while let Some(chunk) = recv.read_chunk(usize::MAX).await? {
-            got += chunk.len() as u64;
+            check.update(&chunk);
             h.update(&chunk);
         }
         Ok::<_, anyhow::Error>(())
@@ -360,7 +348,7 @@ async fn transfer(session: &Session, len: u64) -> anyhow::Result<(u64, String)> 
     tokio::time::timeout(Duration::from_secs(120), read)
         .await
         .context("a transfer took over 120 s")??;
-    Ok((got, hex(&h.finalize())))
+    Ok((check, hex(&h.finalize())))
 }
 
 /// One hostile peer of a random kind; it runs for at most 30 s.

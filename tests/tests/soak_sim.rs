@@ -18,7 +18,10 @@ fn a_virtual_minute_of_faults_and_hostile_peers() {
     };
     let r = run(cfg);
     println!("{r:#?}");
-    assert_eq!(r.mismatches, 0, "transfers with a wrong length or checksum");
+    assert_eq!(
+        r.mismatches, 0,
+        "transfers with a wrong length or a wrong byte"
+    );
     assert!(
         r.sessions_lost.is_empty(),
         "honest sessions lost: {:?}",
