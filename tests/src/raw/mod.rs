@@ -8,15 +8,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kwik_core::control::ControlDecoder;
 use kwik_core::frame::Frame;
-use kwik_core::{
-    CertificateDer, Config, EcnCodepoint, ErrorCode, Event, GroupKey, PrivateKeyDer, ProtocolError,
-    SessionError, SessionHandle, rustls,
-};
+use kwik_core::{CertificateDer, EcnCodepoint, PrivateKeyDer, rustls};
 use kwik_proto::control_frame::Kind;
 use kwik_proto::{ControlFrame, Hello, JoinResult, Limits, Pong, Welcome};
 use prost::Message;
@@ -27,8 +24,10 @@ use quinn_proto::{
 };
 
 use crate::certs::TestCert;
-use crate::net::{Datagram, LinkConfig};
-use crate::sim::{NodeId, Sim, addr};
+use crate::net::Datagram;
+
+mod session;
+pub use session::RawSession;
 
 /// A QUIC client config with the KWIK ALPN that trusts only `roots` (TLS 1.3, ring).
 pub fn client_config(roots: &[CertificateDer<'static>]) -> quinn_proto::ClientConfig {
@@ -804,232 +803,5 @@ impl RawServer {
         if conn.is_drained() {
             self.quic.conn = None;
         }
-    }
-}
-
-/// A KWIK server and a raw peer connected to it over a simulated link.
-pub struct RawSession {
-    /// The world.
-    pub sim: Sim,
-    /// The KWIK server.
-    pub server: NodeId,
-    /// The raw peer, in [`Sim::raw`].
-    pub peer: usize,
-    /// The server's session with the peer, once the peer's Hello was accepted.
-    pub session: Option<SessionHandle>,
-    /// Every event the server produced so far.
-    pub server_events: Vec<Event>,
-    /// The server's certificate, which raw peers trust.
-    root: CertificateDer<'static>,
-}
-
-impl RawSession {
-    /// A server with `config` and a raw peer that completed the QUIC handshake with it
-    /// (but sent nothing yet) over a 100 Mbit/s link with 5 ms of delay.
-    pub fn connect(seed: u64, config: Config) -> Self {
-        Self::connect_with_window(seed, config, None)
-    }
-
-    /// [`RawSession::connect`], the peer granting only `window` bytes per QUIC stream if
-    /// given (so that a peer that stops reading soon blocks the server's writes).
-    pub fn connect_with_window(seed: u64, config: Config, window: Option<u32>) -> Self {
-        Self::connect_inner(seed, config, window, None)
-    }
-
-    /// [`RawSession::connect`] to a server that holds the group key `key`, so that it
-    /// admits joins: the peer may then send a `Join` as its first control frame.
-    pub fn connect_secondary(seed: u64, config: Config, key: GroupKey) -> Self {
-        Self::connect_inner(seed, config, None, Some(key))
-    }
-
-    fn connect_inner(
-        seed: u64,
-        config: Config,
-        window: Option<u32>,
-        key: Option<GroupKey>,
-    ) -> Self {
-        let cert = TestCert::localhost();
-        let mut sim = Sim::new(seed);
-        let server_addr = addr([10, 0, 0, 1], 4433);
-        let peer_addr = addr([10, 0, 0, 66], 6666);
-        sim.net.link(
-            server_addr.ip(),
-            peer_addr.ip(),
-            LinkConfig::default().rate_mbit(100).delay_ms(5),
-        );
-        let mut server_config = cert.server(config);
-        if let Some(key) = key {
-            server_config.group_key(key);
-        }
-        let server = sim.add_node(server_addr, Some(server_config));
-        let peer = sim.add_raw(peer_addr);
-        let now = sim.now();
-        let mut quic = client_config(std::slice::from_ref(&cert.cert));
-        if let Some(window) = window {
-            let mut transport = quinn_proto::TransportConfig::default();
-            transport.stream_receive_window(window.into());
-            quic.transport_config(Arc::new(transport));
-        }
-        sim.raw[peer].connect(now, quic, server_addr, "localhost");
-        let mut this = Self {
-            sim,
-            server,
-            peer,
-            session: None,
-            server_events: Vec::new(),
-            root: cert.cert.clone(),
-        };
-        assert!(
-            this.run_until(Duration::from_secs(5), |s| s.peer().connected),
-            "QUIC handshake did not complete: {:?}",
-            this.peer().lost
-        );
-        this
-    }
-
-    /// [`RawSession::connect`], then the KWIK setup: Hello with [`default_limits`], Welcome.
-    pub fn establish(seed: u64, config: Config) -> Self {
-        Self::establish_with_window(seed, config, None)
-    }
-
-    /// [`RawSession::establish`] with [`RawSession::connect_with_window`].
-    pub fn establish_with_window(seed: u64, config: Config, window: Option<u32>) -> Self {
-        let mut this = Self::connect_with_window(seed, config, window);
-        this.peer().hello(default_limits());
-        let done = this.run_until(Duration::from_secs(5), |s| {
-            s.peer().welcome().is_some() && s.session.is_some()
-        });
-        assert!(done, "KWIK setup did not complete: {:?}", this.peer().lost);
-        this
-    }
-
-    /// Adds another raw peer, on its own link to the server, and completes its QUIC
-    /// handshake (it sends nothing yet); returns its index in [`Sim::raw`].
-    pub fn add_peer(&mut self) -> usize {
-        let index = self.sim.raw.len();
-        let peer_addr = addr([10, 0, 1, index as u8 + 1], 6666);
-        let server_addr = self.sim.nodes[self.server].addr;
-        self.sim.net.link(
-            server_addr.ip(),
-            peer_addr.ip(),
-            LinkConfig::default().rate_mbit(100).delay_ms(5),
-        );
-        let peer = self.sim.add_raw(peer_addr);
-        let now = self.sim.now();
-        let quic = client_config(std::slice::from_ref(&self.root));
-        self.sim.raw[peer].connect(now, quic, server_addr, "localhost");
-        let connected = self.run_until(Duration::from_secs(5), |s| s.sim.raw[peer].connected);
-        assert!(
-            connected,
-            "QUIC handshake did not complete: {:?}",
-            self.sim.raw[peer].lost
-        );
-        peer
-    }
-
-    /// The raw peer.
-    pub fn peer(&mut self) -> &mut RawPeer {
-        &mut self.sim.raw[self.peer]
-    }
-
-    /// The server's engine.
-    pub fn server_endpoint(&mut self) -> &mut kwik_core::Endpoint {
-        &mut self.sim.nodes[self.server].endpoint
-    }
-
-    /// Runs until `done` or `limit` of virtual time, collecting the server's events.
-    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Self) -> bool) -> bool {
-        let deadline = self.sim.now() + limit;
-        loop {
-            self.collect();
-            if done(self) {
-                return true;
-            }
-            if self.sim.now() >= deadline || !self.sim.step() {
-                self.collect();
-                return done(self);
-            }
-        }
-    }
-
-    /// Runs for exactly `d` of virtual time.
-    pub fn run_for(&mut self, d: Duration) {
-        self.sim.run_for(d);
-        self.collect();
-    }
-
-    fn collect(&mut self) {
-        let events = self.sim.take_events(self.server);
-        for e in &events {
-            if let Event::Incoming(h) = e {
-                self.session.get_or_insert(*h);
-            }
-        }
-        self.server_events.extend(events);
-    }
-
-    /// The error of the server's `Closed` event, if one arrived.
-    pub fn server_closed(&self) -> Option<&SessionError> {
-        self.server_events.iter().find_map(|e| match e {
-            Event::Closed { error, .. } => Some(error),
-            _ => None,
-        })
-    }
-
-    /// Asserts that neither side closed anything yet.
-    pub fn assert_alive(&mut self) {
-        assert_eq!(self.server_closed(), None, "server closed the session");
-        assert!(
-            self.peer().lost.is_none(),
-            "peer lost: {:?}",
-            self.peer().lost
-        );
-    }
-
-    /// Runs until the raw peer's connection is closed by the server; returns its code.
-    pub fn run_until_peer_closed(&mut self) -> Option<VarInt> {
-        let closed = self.run_until(Duration::from_secs(5), |s| s.peer().lost.is_some());
-        assert!(closed, "the server did not close the connection");
-        self.peer().close_code()
-    }
-
-    /// Asserts the server closed the session with a protocol violation `code` and the
-    /// peer saw the connection closed with that code on the wire, then that the server
-    /// forgets the session and connection.
-    pub fn assert_violation(&mut self, code: ErrorCode) {
-        let peer_code = self.run_until_peer_closed();
-        assert_eq!(
-            peer_code,
-            Some(code.to_wire()),
-            "peer saw {:?}",
-            self.peer().lost
-        );
-        match self.server_closed() {
-            Some(SessionError::ProtocolViolation(ProtocolError { code: c, .. })) => {
-                assert_eq!(*c, code, "server closed with {:?}", self.server_closed())
-            }
-            other => panic!("server session ended with {other:?}, expected {code:?}"),
-        }
-        let closes = self
-            .server_events
-            .iter()
-            .filter(|e| matches!(e, Event::Closed { .. }))
-            .count();
-        assert_eq!(closes, 1, "one Closed event");
-        assert_eq!(self.server_endpoint().stats().protocol_violations, 1);
-        self.assert_server_forgets();
-    }
-
-    /// Asserts the server drops every session and connection within a few seconds.
-    pub fn assert_server_forgets(&mut self) {
-        let idle = self.run_until(Duration::from_secs(10), |s| {
-            let ep = s.server_endpoint();
-            ep.is_idle() && ep.session_count() == 0
-        });
-        assert!(
-            idle,
-            "server still holds {:?}",
-            self.server_endpoint().stats()
-        );
     }
 }
