@@ -56,7 +56,8 @@ struct Args {
     /// Also write the figures as JSON lines here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-    /// Run only this stack's side of the bulk figure (for profiles): kwik or quinn.
+    /// Run only one stack's side of one figure, for profiles: `kwik` or `quinn`, then
+    /// optionally `-small` or `-rr` (the bulk figure otherwise).
     #[arg(long)]
     profile: Option<String>,
 }
@@ -544,16 +545,45 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut report = Report {
         json: args.json.as_ref().map(std::fs::File::create).transpose()?,
     };
-    if let Some(stack) = &args.profile {
+    if let Some(profile) = &args.profile {
+        let (stack, figure) = profile.split_once('-').unwrap_or((profile, "bulk"));
+        let quinn = match stack {
+            "quinn" => true,
+            "kwik" => false,
+            _ => anyhow::bail!("--profile: unknown stack {stack}"),
+        };
         for _ in 0..reps {
-            let gbps = if stack == "quinn" {
-                let (c, s) = quinn_pair(srv).await?;
-                on_quinn::bulk(c, s, srv, total).await
-            } else {
-                let (c, s) = kwik_pair(srv, 4).await?;
-                on_kwik::bulk(c, s, srv, total).await
+            let (n, c) = (args.streams, args.concurrency);
+            let value = match (figure, quinn) {
+                ("bulk", true) => {
+                    let (c, s) = quinn_pair(srv).await?;
+                    on_quinn::bulk(c, s, srv, total).await
+                }
+                ("bulk", false) => {
+                    let (c, s) = kwik_pair(srv, 4).await?;
+                    on_kwik::bulk(c, s, srv, total).await
+                }
+                ("small", true) => {
+                    let (cl, s) = quinn_pair(srv).await?;
+                    on_quinn::small_streams(cl, s, srv, n, c).await
+                }
+                ("small", false) => {
+                    let (cl, s) = kwik_pair(srv, 4).await?;
+                    on_kwik::small_streams(cl, s, srv, n, c).await
+                }
+                ("rr", true) => {
+                    let (cl, s) = quinn_pair(srv).await?;
+                    let mut samples = on_quinn::rr(cl, s, srv, args.rr / 10, args.rr).await;
+                    percentile(&mut samples, 990)
+                }
+                ("rr", false) => {
+                    let (cl, s) = kwik_pair(srv, 4).await?;
+                    let mut samples = on_kwik::rr(cl, s, srv, args.rr / 10, args.rr).await;
+                    percentile(&mut samples, 990)
+                }
+                _ => anyhow::bail!("--profile: unknown figure {figure}"),
             };
-            println!("{stack} bulk {gbps:.3} Gbit/s");
+            println!("{profile} {value:.3}");
         }
         return Ok(());
     }

@@ -112,6 +112,10 @@ pub(crate) struct Path {
     delegated: BTreeMap<u64, CarrierTx>,
     /// Carrier of frames copied from another path (redundant scheduling).
     copy: CarrierTx,
+    /// Reused from drive to drive, so that framing allocates nothing in steady state:
+    /// the streams with data to frame, and one frame's payload pieces.
+    sendable: Vec<StreamId>,
+    pieces: Vec<Bytes>,
 }
 
 /// How much of the session's data a path may take in one drive.
@@ -155,6 +159,8 @@ impl Path {
             closing: false,
             delegated: BTreeMap::new(),
             copy: CarrierTx::default(),
+            sendable: Vec::new(),
+            pieces: Vec::new(),
         }
     }
 
@@ -463,46 +469,73 @@ impl Path {
     ) -> PathResult<()> {
         loop {
             self.release(streams);
-            let ids: Vec<StreamId> = streams.sendable().collect();
-            if ids.is_empty() {
-                return Ok(());
-            }
-            let mut progress = false;
-            for id in ids {
-                if limit == 0 {
-                    return Ok(());
-                }
-                let Some(c) = self.carrier_for(id, per_carrier, max_carriers) else {
-                    continue;
-                };
-                let carrier = &mut self.carriers[c];
-                flush(&mut self.conn, carrier)?;
-                if !carrier.pending.is_empty() {
-                    continue;
-                }
-                let Some((offset, pieces, fin)) = streams.poll_data(id, FRAME_PAYLOAD) else {
-                    continue;
-                };
-                let len: usize = pieces.iter().map(Bytes::len).sum();
-                let mut header = BytesMut::with_capacity(MAX_HEADER);
-                frame::encode_stream_header(id, offset, len, fin, &mut header);
-                let header = header.freeze();
-                if let Some(copies) = copies.as_deref_mut() {
-                    copies.push(header.clone());
-                    copies.extend(pieces.iter().cloned());
-                }
-                carrier.pending.push_back(header);
-                carrier.pending.extend(pieces);
-                self.counters.frames_sent += 1;
-                self.counters.stream_bytes_sent += len as u64;
-                flush(&mut self.conn, carrier)?;
-                progress = true;
-                limit -= 1;
-            }
-            if !progress {
+            let mut ids = std::mem::take(&mut self.sendable);
+            ids.clear();
+            ids.extend(streams.sendable());
+            let result = self.write_frames(
+                streams,
+                &ids,
+                per_carrier,
+                max_carriers,
+                &mut limit,
+                copies.as_deref_mut(),
+            );
+            self.sendable = ids;
+            if !result? {
                 return Ok(());
             }
         }
+    }
+
+    /// One round of [`Self::write_data`] over `ids`: frames at most one frame per stream.
+    /// Returns whether anything was framed (and `limit` is not used up).
+    fn write_frames(
+        &mut self,
+        streams: &mut Streams,
+        ids: &[StreamId],
+        per_carrier: usize,
+        max_carriers: usize,
+        limit: &mut usize,
+        mut copies: Option<&mut Vec<Bytes>>,
+    ) -> PathResult<bool> {
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        let mut progress = false;
+        for &id in ids {
+            if *limit == 0 {
+                return Ok(false);
+            }
+            let Some(c) = self.carrier_for(id, per_carrier, max_carriers) else {
+                continue;
+            };
+            let carrier = &mut self.carriers[c];
+            flush(&mut self.conn, carrier)?;
+            if !carrier.pending.is_empty() {
+                continue;
+            }
+            let pieces = &mut self.pieces;
+            pieces.clear();
+            let Some((offset, fin)) = streams.poll_data_into(id, FRAME_PAYLOAD, pieces) else {
+                continue;
+            };
+            let len: usize = pieces.iter().map(Bytes::len).sum();
+            let mut header = BytesMut::with_capacity(MAX_HEADER);
+            frame::encode_stream_header(id, offset, len, fin, &mut header);
+            let header = header.freeze();
+            if let Some(copies) = copies.as_deref_mut() {
+                copies.push(header.clone());
+                copies.extend(pieces.iter().cloned());
+            }
+            carrier.pending.push_back(header);
+            carrier.pending.extend(pieces.drain(..));
+            self.counters.frames_sent += 1;
+            self.counters.stream_bytes_sent += len as u64;
+            flush(&mut self.conn, carrier)?;
+            progress = true;
+            *limit -= 1;
+        }
+        Ok(progress)
     }
 
     /// Queues frames another path sent, to send them here too (redundant scheduling).

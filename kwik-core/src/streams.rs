@@ -85,7 +85,7 @@ fn dir_index(dir: Dir) -> usize {
 
 /// Largest payload this side puts in one `STREAM` frame: a trade-off between per-frame
 /// overhead and how long one stream can hold a carrier.
-pub(crate) const FRAME_PAYLOAD: usize = 16 * 1024;
+pub(crate) const FRAME_PAYLOAD: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SendState {
@@ -624,7 +624,7 @@ impl Streams {
                 format!("{id}: more than {} gaps", self.max_gaps),
             ));
         }
-        if r.segments.len() > self.max_gaps.max(r.compact_at) {
+        if r.wants_compaction(self.max_gaps) {
             let (copied, visited) = r.compact();
             // The next compaction waits until the map doubles: amortised O(1) per frame.
             r.compact_at = 2 * r.segments.len();
@@ -671,8 +671,7 @@ impl Streams {
         // Unread bytes will never be read: release their credit.
         self.data_consumed += final_size - r.read;
         r.read = final_size;
-        r.segments.clear();
-        r.gap_count = 0;
+        r.clear();
         if r.stopped {
             self.recv.remove(&id);
             self.maybe_free(id);
@@ -878,6 +877,7 @@ impl Streams {
             head
         };
         let n = data.len() as u64;
+        r.held -= n;
         r.read += n;
         self.data_consumed += n;
         self.counters.bytes_read += n;
@@ -908,8 +908,7 @@ impl Streams {
             return Err(ClosedStream);
         }
         r.stopped = true;
-        r.segments.clear();
-        r.gap_count = 0;
+        r.clear();
         let consumed = r.end - r.read;
         r.read = r.end;
         self.data_consumed += consumed;
@@ -1008,11 +1007,26 @@ impl Streams {
     }
 
     /// Frames up to `max` bytes of `id`: returns the offset, the payload pieces and fin.
+    #[cfg(test)]
     pub(crate) fn poll_data(
         &mut self,
         id: StreamId,
         max: usize,
     ) -> Option<(u64, Vec<Bytes>, bool)> {
+        let mut pieces = Vec::new();
+        let (offset, fin) = self.poll_data_into(id, max, &mut pieces)?;
+        Some((offset, pieces, fin))
+    }
+
+    /// Frames up to `max` bytes of `id`: appends the payload pieces to `pieces` (which the
+    /// caller reuses from frame to frame) and returns the offset and fin.
+    pub(crate) fn poll_data_into(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        pieces: &mut Vec<Bytes>,
+    ) -> Option<(u64, bool)> {
+        let first = pieces.len();
         let retain_limit = self.retain_limit();
         let s = self.send.get_mut(&id)?;
         s.apply_skips();
@@ -1037,7 +1051,8 @@ impl Streams {
             if !s.has_frame() {
                 self.sendable.remove(&id);
             }
-            return Some((offset, vec![data], fin));
+            pieces.push(data);
+            return Some((offset, fin));
         }
         if s.refin && s.queued == 0 {
             s.refin = false;
@@ -1045,10 +1060,9 @@ impl Streams {
             if !s.has_frame() {
                 self.sendable.remove(&id);
             }
-            return Some((offset, Vec::new(), true));
+            return Some((offset, true));
         }
         let offset = s.offset;
-        let mut pieces = Vec::new();
         let max = match s.skips.front() {
             Some(&(pos, _)) => max.min((pos - offset) as usize),
             None => max,
@@ -1084,7 +1098,7 @@ impl Streams {
         let n = (max - room) as u64;
         if self.retain {
             let mut at = offset;
-            for piece in &pieces {
+            for piece in &pieces[first..] {
                 s.retained.push_back((at, piece.clone()));
                 at += piece.len() as u64;
             }
@@ -1105,7 +1119,7 @@ impl Streams {
         if !s.has_frame() {
             self.sendable.remove(&id);
         }
-        Some((offset, pieces, fin))
+        Some((offset, fin))
     }
 
     /// Reserves the next `len` bytes of `id` for another writer (a delegation): returns

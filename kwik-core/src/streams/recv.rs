@@ -30,12 +30,20 @@ pub(super) struct Recv {
     /// Segments that start past the end of the one before them (or past `read`): the
     /// gaps a reader waits on, kept up to date by every insertion.
     pub(super) gap_count: usize,
+    /// Bytes held in `segments`.
+    pub(super) held: u64,
 }
 
 /// Segments at least this long are never copied by compaction: only runs of smaller ones
 /// are merged, so each byte is copied at most about `KEEP / max_gaps + 1` times however
 /// the peer cuts its frames.
 const KEEP: usize = 4096;
+
+/// Compaction waits while segments hold this many bytes on average. Every segment is a
+/// slice of the datagram it arrived in, so segments of a packet's size (in-order data a
+/// reader has not taken yet) pin little more than they hold, and copying them would only
+/// cost; tiny ones pin a datagram each for a few bytes.
+const SMALL_AVERAGE: u64 = 512;
 
 impl Recv {
     pub(super) fn new(max_data: u64) -> Self {
@@ -52,6 +60,7 @@ impl Recv {
             notified: false,
             compact_at: 0,
             gap_count: 0,
+            held: 0,
         }
     }
 
@@ -70,6 +79,7 @@ impl Recv {
             self.gap_count += usize::from(n > b);
             self.gap_count -= usize::from(n > prev_end);
         }
+        self.held += data.len() as u64;
         self.segments.insert(a, data);
     }
 
@@ -91,6 +101,25 @@ impl Recv {
             let skip = (self.read - offset).min(data.len() as u64) as usize;
             let _ = data.split_to(skip);
             offset += skip as u64;
+        }
+        if data.is_empty() {
+            return;
+        }
+        // In-order arrival, the common case: past every held byte, so it overlaps nothing
+        // and only the last segment decides whether it opens a gap.
+        let held_end = self
+            .segments
+            .last_key_value()
+            .map_or(self.read, |(s, d)| s + d.len() as u64)
+            .max(self.read);
+        if offset >= held_end {
+            self.gap_count += usize::from(offset > held_end);
+            if offset == self.contiguous {
+                self.contiguous = offset + data.len() as u64;
+            }
+            self.held += data.len() as u64;
+            self.segments.insert(offset, data);
+            return;
         }
         if let Some((&start, held)) = self.segments.range(..=offset).next_back() {
             let held_end = start + held.len() as u64;
@@ -195,6 +224,19 @@ impl Recv {
         flush(run, &mut merged, &mut copied);
         self.segments = merged;
         (copied, visited)
+    }
+
+    /// Whether the segments are many and small enough on average to be worth compacting.
+    pub(super) fn wants_compaction(&self, max_gaps: usize) -> bool {
+        let n = self.segments.len();
+        n > max_gaps.max(self.compact_at) && self.held < n as u64 * SMALL_AVERAGE
+    }
+
+    /// Drops every held byte.
+    pub(super) fn clear(&mut self) {
+        self.segments.clear();
+        self.held = 0;
+        self.gap_count = 0;
     }
 
     /// Whether everything up to the final size has been read.
