@@ -10,6 +10,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::BytesMut;
+use rustc_hash::FxHashMap;
+
 use kwik_core::{DelegationId, Dir, EcnCodepoint, Event, SessionError, SessionHandle, StreamId};
 
 use crate::multi::{PATH_EVENT_BACKLOG, PathEvent};
@@ -38,9 +40,9 @@ pub(crate) struct SessionWaiters {
     pub(crate) closed: Vec<Waker>,
     pub(crate) accept: [Vec<Waker>; 2],
     pub(crate) open: [Vec<Waker>; 2],
-    pub(crate) readers: BTreeMap<StreamId, Waker>,
-    pub(crate) writers: BTreeMap<StreamId, Waker>,
-    pub(crate) stopped: BTreeMap<StreamId, Waker>,
+    pub(crate) readers: FxHashMap<StreamId, Waker>,
+    pub(crate) writers: FxHashMap<StreamId, Waker>,
+    pub(crate) stopped: FxHashMap<StreamId, Waker>,
     pub(crate) raw: Vec<Waker>,
     pub(crate) delegations: Vec<Waker>,
     pub(crate) delegation_writers: BTreeMap<DelegationId, Waker>,
@@ -373,7 +375,13 @@ impl Future for Driver {
         let this = &mut *self;
         let shared = this.shared.clone();
         let mut state = shared.lock();
-        state.driver = Some(cx.waker().clone());
+        if !state
+            .driver
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.driver = Some(cx.waker().clone());
+        }
         let now = shared.now();
         let backlog = this.recv(cx, &mut state, now);
         let mut again = backlog;

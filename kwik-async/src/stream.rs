@@ -293,13 +293,24 @@ impl RecvStream {
     }
 
     /// Reads the whole stream, failing if it is longer than `size_limit`.
+    ///
+    /// The chunks are gathered first and copied once into a vector of the exact size.
     pub async fn read_to_end(&mut self, size_limit: usize) -> Result<Vec<u8>, ReadToEndError> {
-        let mut out = Vec::new();
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
         while let Some(chunk) = self.read_chunk(usize::MAX).await? {
-            if out.len() + chunk.len() > size_limit {
+            len += chunk.len();
+            if len > size_limit {
                 return Err(ReadToEndError::TooLong);
             }
-            out.extend_from_slice(&chunk);
+            chunks.push(chunk);
+        }
+        if let [one] = chunks.as_slice() {
+            return Ok(one.to_vec());
+        }
+        let mut out = Vec::with_capacity(len);
+        for chunk in &chunks {
+            out.extend_from_slice(chunk);
         }
         Ok(out)
     }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{Connection, Dir, StreamId as QuicStreamId, VarInt};
+use rustc_hash::FxHashMap;
 
 use crate::control::{ControlDecoder, MAX_CONTROL_FRAME};
 use crate::delegation::Outgoing;
@@ -91,7 +92,7 @@ pub(crate) struct Path {
     /// Carrier of flow-control and signalling frames, written ahead of data.
     signal: CarrierTx,
     carriers: Vec<CarrierTx>,
-    assignment: BTreeMap<StreamId, usize>,
+    assignment: FxHashMap<StreamId, usize>,
     rx: BTreeMap<QuicStreamId, CarrierRx>,
     readable: BTreeSet<QuicStreamId>,
     pub(crate) counters: PathCounters,
@@ -116,6 +117,9 @@ pub(crate) struct Path {
     /// the streams with data to frame, and one frame's payload pieces.
     sendable: Vec<StreamId>,
     pieces: Vec<Bytes>,
+    /// Frame heads are cut from this buffer, so that they share an allocation (see
+    /// [`stream_header`]).
+    headers: BytesMut,
 }
 
 /// How much of the session's data a path may take in one drive.
@@ -146,7 +150,7 @@ impl Path {
             control_tx: Vec::new(),
             signal: CarrierTx::default(),
             carriers: Vec::new(),
-            assignment: BTreeMap::new(),
+            assignment: FxHashMap::default(),
             rx: BTreeMap::new(),
             readable: BTreeSet::new(),
             counters: PathCounters::default(),
@@ -161,6 +165,7 @@ impl Path {
             copy: CarrierTx::default(),
             sendable: Vec::new(),
             pieces: Vec::new(),
+            headers: BytesMut::new(),
         }
     }
 
@@ -520,9 +525,7 @@ impl Path {
                 continue;
             };
             let len: usize = pieces.iter().map(Bytes::len).sum();
-            let mut header = BytesMut::with_capacity(MAX_HEADER);
-            frame::encode_stream_header(id, offset, len, fin, &mut header);
-            let header = header.freeze();
+            let header = stream_header(&mut self.headers, id, offset, len, fin);
             if let Some(copies) = copies.as_deref_mut() {
                 copies.push(header.clone());
                 copies.extend(pieces.iter().cloned());
@@ -615,9 +618,8 @@ impl Path {
                     break;
                 };
                 let len: usize = pieces.iter().map(Bytes::len).sum();
-                let mut header = BytesMut::with_capacity(MAX_HEADER);
-                frame::encode_stream_header(out.stream, offset, len, false, &mut header);
-                carrier.pending.push_back(header.freeze());
+                let header = stream_header(&mut self.headers, out.stream, offset, len, false);
+                carrier.pending.push_back(header);
                 carrier.pending.extend(pieces);
                 self.counters.frames_sent += 1;
                 self.counters.stream_bytes_sent += len as u64;
@@ -650,18 +652,30 @@ impl Path {
     fn release(&mut self, streams: &mut Streams) {
         // Every path to the peer frees its own slots: a shared list of released streams
         // would free them on whichever path drained it first, and leak on the others.
-        if streams.release_epoch() == self.release_epoch {
+        let epoch = streams.release_epoch();
+        if epoch == self.release_epoch {
             return;
         }
-        self.release_epoch = streams.release_epoch();
         let carriers = &mut self.carriers;
-        self.assignment.retain(|id, c| {
-            let keep = streams.holds_carrier(*id);
-            if !keep {
-                carriers[*c].streams -= 1;
+        match streams.released_since(self.release_epoch) {
+            Some(released) => {
+                for id in released {
+                    if !streams.holds_carrier(id)
+                        && let Some(c) = self.assignment.remove(&id)
+                    {
+                        carriers[c].streams -= 1;
+                    }
+                }
             }
-            keep
-        });
+            None => self.assignment.retain(|id, c| {
+                let keep = streams.holds_carrier(*id);
+                if !keep {
+                    carriers[*c].streams -= 1;
+                }
+                keep
+            }),
+        }
+        self.release_epoch = epoch;
     }
 
     /// The carrier of `id`, assigning one (and opening a QUIC stream) if needed.
@@ -737,6 +751,21 @@ impl Path {
 }
 
 /// Writes as much of `carrier`'s pending bytes as QUIC takes now.
+/// Bytes of frame heads one allocation holds: some 150 heads.
+const HEADER_ARENA: usize = 4096;
+
+/// Encodes a STREAM frame head into `arena` and cuts it off. Heads share the arena's
+/// allocation, which is reclaimed once QUIC dropped every head cut from it (or replaced by
+/// a new one while some are still unacknowledged): one allocation per some 150 frames
+/// instead of one per frame.
+fn stream_header(arena: &mut BytesMut, id: StreamId, offset: u64, len: usize, fin: bool) -> Bytes {
+    if arena.capacity() < MAX_HEADER {
+        arena.reserve(HEADER_ARENA);
+    }
+    frame::encode_stream_header(id, offset, len, fin, arena);
+    arena.split().freeze()
+}
+
 fn flush(conn: &mut Connection, carrier: &mut CarrierTx) -> PathResult<()> {
     let Some(id) = carrier.id else {
         return Ok(());

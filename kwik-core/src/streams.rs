@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use rustc_hash::FxHashMap;
+
 use bytes::Bytes;
 use quinn_proto::{Dir, Side, VarInt};
 
@@ -86,6 +88,18 @@ fn dir_index(dir: Dir) -> usize {
 /// Largest payload this side puts in one `STREAM` frame: a trade-off between per-frame
 /// overhead and how long one stream can hold a carrier.
 pub(crate) const FRAME_PAYLOAD: usize = 64 * 1024;
+
+/// Releases the log keeps: a path that falls further behind rescans its carrier slots.
+const RELEASE_LOG: usize = 4096;
+
+/// Appends `id` to the release log, dropping the oldest entry beyond [`RELEASE_LOG`].
+fn log_release(log: &mut VecDeque<StreamId>, base: &mut u64, id: StreamId) {
+    log.push_back(id);
+    if log.len() > RELEASE_LOG {
+        log.pop_front();
+        *base += 1;
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SendState {
@@ -219,8 +233,10 @@ pub(crate) struct StreamCounters {
 #[derive(Debug)]
 pub(crate) struct Streams {
     side: Side,
-    send: BTreeMap<StreamId, Send>,
-    recv: BTreeMap<StreamId, Recv>,
+    /// Hashed, not ordered: streams come and go at the rate of requests, and a B-tree
+    /// shifts these large values on every insertion and removal.
+    send: FxHashMap<StreamId, Send>,
+    recv: FxHashMap<StreamId, Recv>,
     /// Streams opened by us, per direction.
     opened: [u64; 2],
     /// The peer's limit on `opened`.
@@ -249,10 +265,11 @@ pub(crate) struct Streams {
     signals: Signals,
     /// Streams with bytes or a fin to frame.
     sendable: BTreeSet<StreamId>,
-    /// Counts the streams whose sending ended: every path to the peer frees the carrier
-    /// slots it gave them when the count moves (each path on its own, see
-    /// [`Streams::holds_carrier`]).
-    release_epoch: u64,
+    /// The streams whose sending ended (fin framed, or reset), in order: entry `i` is
+    /// release number `released_base + i`. Every path to the peer frees the carrier slots
+    /// it gave them from a cursor of its own (see [`Streams::released_since`]).
+    released: VecDeque<StreamId>,
+    released_base: u64,
     events: VecDeque<StreamEvent>,
     pub(crate) counters: StreamCounters,
     /// Keep framed bytes until acknowledged, to send them again if a path dies.
@@ -276,8 +293,8 @@ impl Streams {
     pub(crate) fn new(side: Side, local: Limits, max_gaps: usize) -> Self {
         Self {
             side,
-            send: BTreeMap::new(),
-            recv: BTreeMap::new(),
+            send: FxHashMap::default(),
+            recv: FxHashMap::default(),
             opened: [0; 2],
             peer_max_streams: [0; 2],
             remote_opened: [0; 2],
@@ -295,7 +312,8 @@ impl Streams {
             data_consumed: 0,
             signals: Signals::default(),
             sendable: BTreeSet::new(),
-            release_epoch: 0,
+            released: VecDeque::new(),
+            released_base: 0,
             events: VecDeque::new(),
             counters: StreamCounters::default(),
             retain: false,
@@ -811,7 +829,7 @@ impl Streams {
             final_size,
         });
         self.sendable.remove(&id);
-        self.release_epoch += 1;
+        log_release(&mut self.released, &mut self.released_base, id);
         if s.stopped.is_none() {
             self.send.remove(&id);
         }
@@ -995,7 +1013,15 @@ impl Streams {
 
     /// Moves each time a stream's sending ends (its fin framed, or reset).
     pub(crate) fn release_epoch(&self) -> u64 {
-        self.release_epoch
+        self.released_base + self.released.len() as u64
+    }
+
+    /// The streams released since `epoch` (an earlier [`Self::release_epoch`]), or `None`
+    /// if the log no longer reaches back that far: the caller must check every stream it
+    /// holds with [`Self::holds_carrier`].
+    pub(crate) fn released_since(&self, epoch: u64) -> Option<impl Iterator<Item = StreamId>> {
+        let skip = usize::try_from(epoch.checked_sub(self.released_base)?).ok()?;
+        Some(self.released.iter().skip(skip).copied())
     }
 
     /// Whether `id` still needs a carrier slot: it has bytes or a fin to frame, now or
@@ -1114,7 +1140,7 @@ impl Streams {
             && s.fin_allowed();
         if fin {
             s.state = SendState::FinSent;
-            self.release_epoch += 1;
+            log_release(&mut self.released, &mut self.released_base, id);
         }
         if !s.has_frame() {
             self.sendable.remove(&id);

@@ -1245,3 +1245,28 @@ fn a_skipped_stream_gets_its_state_when_a_frame_names_it() {
     assert!(s.recv_finished(cuni(2)));
     assert_eq!(s.accept(Dir::Uni), None);
 }
+
+#[test]
+fn the_release_log_names_each_ended_stream_once_and_says_when_it_no_longer_reaches_back() {
+    let mut s = side(Side::Client, roomy(), lim(1 << 40, 1 << 20, 0, 1 << 20), 16);
+    let mut ended = Vec::new();
+    for _ in 0..RELEASE_LOG + 10 {
+        let id = s.open(Dir::Uni).unwrap();
+        s.write(id, b"x").unwrap();
+        s.finish(id).unwrap();
+        assert!(s.poll_data(id, 100).unwrap().2, "the fin is framed");
+        ended.push(id);
+    }
+    let epoch = s.release_epoch();
+    assert_eq!(epoch, ended.len() as u64);
+    let tail: Vec<StreamId> = s.released_since(epoch - 3).unwrap().collect();
+    assert_eq!(tail, ended[ended.len() - 3..]);
+    assert_eq!(s.released_since(epoch).unwrap().count(), 0);
+    assert!(
+        s.released_since(5).is_none(),
+        "a cursor older than the log must rescan"
+    );
+    let oldest = epoch - RELEASE_LOG as u64;
+    assert_eq!(s.released_since(oldest).unwrap().count(), RELEASE_LOG);
+    assert!(s.released_since(oldest - 1).is_none());
+}
