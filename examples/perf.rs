@@ -8,7 +8,8 @@
 //!
 //! - `bulk_gbps`: one stream of `--bulk-mib` MiB;
 //! - `small_streams_per_s`: `--streams` streams each echoing 1 KiB, `--concurrency` at
-//!   a time (also with `streams_per_carrier` 1 and 4, against the same quinn figure);
+//!   a time, with the default `streams_per_carrier` (also with 1, 4, 16 and 64, against
+//!   the same quinn figure);
 //! - `rr_p50_us`, `rr_p99_us`, `rr_p999_us`: sequential 1 KiB request/response round
 //!   trips, after a warm-up;
 //! - `stripe_gbps_1`, `stripe_gbps_3`: one body striped (`stripe`) by a primary alone and
@@ -19,7 +20,9 @@
 //! - `cpu_ns_per_byte` (bulk) and `cpu_us_per_stream` (small streams): CPU time of the
 //!   whole process (every thread's, from /proc) per byte and per stream.
 //!
-//! `--json PATH` also writes every figure as one JSON object per line.
+//! `paired` beside a ratio is the median of the per-repetition ratios: each KWIK run
+//! against the quinn run next to it, so that a slow phase of the machine hits both sides of
+//! a pair. `--json PATH` also writes every figure as one JSON object per line.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -60,9 +63,15 @@ struct Args {
     /// optionally `-small` or `-rr` (the bulk figure otherwise).
     #[arg(long)]
     profile: Option<String>,
+    /// Logical streams per carrier for KWIK's figures (the library's default otherwise).
+    #[arg(long)]
+    streams_per_carrier: Option<u32>,
 }
 
 const MSG: usize = 1024;
+
+/// Streams per carrier the small-stream figure is also measured with, beside the default.
+const SHARING: [u32; 4] = [1, 4, 16, 64];
 
 /// A current-thread runtime on a thread of its own, for the server side.
 struct ServerThread {
@@ -239,6 +248,12 @@ impl NextChunk for quinn::RecvStream {
 
 workloads!(on_kwik, kwik_tokio::Session);
 workloads!(on_quinn, quinn::Connection);
+
+/// Logical streams per carrier: as asked, else the library's default.
+fn sharing(args: &Args) -> u32 {
+    args.streams_per_carrier
+        .unwrap_or(Config::default().streams_per_carrier)
+}
 
 fn kwik_config(streams_per_carrier: u32) -> Config {
     let mut c = Config::default();
@@ -487,14 +502,23 @@ struct Report {
 }
 
 impl Report {
-    fn figure(&mut self, name: &str, kwik: Stat, quinn: Option<Stat>) {
+    /// Prints a figure from its repetitions: KWIK's median, min and max, quinn's, the ratio
+    /// of the medians and the median of the per-repetition ratios (each KWIK repetition
+    /// against the quinn one beside it, which cancels the machine's slow phases). Returns
+    /// KWIK's statistics.
+    fn figure(&mut self, name: &str, kwik: &[f64], quinn: Option<&[f64]>) -> Stat {
+        let paired = quinn
+            .filter(|q| q.len() == kwik.len())
+            .map(|q| stat(kwik.iter().zip(q).map(|(k, q)| k / q).collect()).median);
+        let (kwik, quinn) = (stat(kwik.to_vec()), quinn.map(|q| stat(q.to_vec())));
         let ratio = quinn.map(|q| kwik.median / q.median);
         let q = quinn.map_or(String::new(), |q| {
             format!(" quinn={:.3} [{:.3}..{:.3}]", q.median, q.min, q.max)
         });
         let r = ratio.map_or(String::new(), |r| format!(" ratio={r:.3}"));
+        let pr = paired.map_or(String::new(), |r| format!(" paired={r:.3}"));
         println!(
-            "figure {name} kwik={:.3} [{:.3}..{:.3}]{q}{r}",
+            "figure {name} kwik={:.3} [{:.3}..{:.3}]{q}{r}{pr}",
             kwik.median, kwik.min, kwik.max
         );
         if let Some(f) = &mut self.json {
@@ -504,15 +528,18 @@ impl Report {
                     q.median, q.min, q.max
                 )
             });
+            let none = || "null".to_owned();
             let _ = writeln!(
                 f,
-                r#"{{"figure":"{name}","kwik":{{"median":{},"min":{},"max":{}}},"quinn":{quinn},"ratio":{}}}"#,
+                r#"{{"figure":"{name}","kwik":{{"median":{},"min":{},"max":{}}},"quinn":{quinn},"ratio":{},"paired_ratio":{}}}"#,
                 kwik.median,
                 kwik.min,
                 kwik.max,
-                ratio.map_or("null".to_owned(), |r| r.to_string())
+                ratio.map_or_else(none, |r| r.to_string()),
+                paired.map_or_else(none, |r| r.to_string())
             );
         }
+        kwik
     }
 
     fn single(&mut self, name: &str, value: f64, note: &str) {
@@ -560,7 +587,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     on_quinn::bulk(c, s, srv, total).await
                 }
                 ("bulk", false) => {
-                    let (c, s) = kwik_pair(srv, 4).await?;
+                    let (c, s) = kwik_pair(srv, sharing(&args)).await?;
                     on_kwik::bulk(c, s, srv, total).await
                 }
                 ("small", true) => {
@@ -568,7 +595,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     on_quinn::small_streams(cl, s, srv, n, c).await
                 }
                 ("small", false) => {
-                    let (cl, s) = kwik_pair(srv, 4).await?;
+                    let (cl, s) = kwik_pair(srv, sharing(&args)).await?;
                     on_kwik::small_streams(cl, s, srv, n, c).await
                 }
                 ("rr", true) => {
@@ -577,7 +604,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     percentile(&mut samples, 990)
                 }
                 ("rr", false) => {
-                    let (cl, s) = kwik_pair(srv, 4).await?;
+                    let (cl, s) = kwik_pair(srv, sharing(&args)).await?;
                     let mut samples = on_kwik::rr(cl, s, srv, args.rr / 10, args.rr).await;
                     percentile(&mut samples, 990)
                 }
@@ -595,37 +622,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let cpu = cpu_ns();
             quinn.push(on_quinn::bulk(c, s, srv, total).await);
             qcpu.push((cpu_ns() - cpu) as f64 / total as f64);
-            let (c, s) = kwik_pair(srv, 4).await?;
+            let (c, s) = kwik_pair(srv, sharing(&args)).await?;
             let cpu = cpu_ns();
             kwik.push(on_kwik::bulk(c, s, srv, total).await);
             kcpu.push((cpu_ns() - cpu) as f64 / total as f64);
         }
-        let k = stat(kwik);
-        bulk_kwik = k.median;
-        report.figure("bulk_gbps", k, Some(stat(quinn)));
-        report.figure("cpu_ns_per_byte", stat(kcpu), Some(stat(qcpu)));
+        bulk_kwik = report.figure("bulk_gbps", &kwik, Some(&quinn)).median;
+        report.figure("cpu_ns_per_byte", &kcpu, Some(&qcpu));
     }
     if wanted(&args, "small") {
-        let (mut kwik, mut quinn, mut kwik1) = (vec![], vec![], vec![]);
+        let (mut kwik, mut quinn) = (vec![], vec![]);
         let (mut kcpu, mut qcpu) = (vec![], vec![]);
+        let mut shared: Vec<Vec<f64>> = vec![vec![]; SHARING.len()];
         let n = args.streams;
         for _ in 0..reps {
             let (c, s) = quinn_pair(srv).await?;
             let cpu = cpu_ns();
             quinn.push(on_quinn::small_streams(c, s, srv, n, args.concurrency).await);
             qcpu.push((cpu_ns() - cpu) as f64 / 1e3 / n as f64);
-            let (c, s) = kwik_pair(srv, 4).await?;
+            let (c, s) = kwik_pair(srv, sharing(&args)).await?;
             let cpu = cpu_ns();
             kwik.push(on_kwik::small_streams(c, s, srv, n, args.concurrency).await);
             kcpu.push((cpu_ns() - cpu) as f64 / 1e3 / n as f64);
-            let (c, s) = kwik_pair(srv, 1).await?;
-            kwik1.push(on_kwik::small_streams(c, s, srv, n, args.concurrency).await);
+            for (per_carrier, rates) in SHARING.iter().zip(&mut shared) {
+                let (c, s) = kwik_pair(srv, *per_carrier).await?;
+                rates.push(on_kwik::small_streams(c, s, srv, n, args.concurrency).await);
+            }
         }
-        let q = stat(quinn);
-        report.figure("small_streams_per_s", stat(kwik.clone()), Some(q));
-        report.figure("small_streams_per_s_carrier1", stat(kwik1), Some(q));
-        report.figure("small_streams_per_s_carrier4", stat(kwik), Some(q));
-        report.figure("cpu_us_per_stream", stat(kcpu), Some(stat(qcpu)));
+        report.figure("small_streams_per_s", &kwik, Some(&quinn));
+        for (per_carrier, rates) in SHARING.iter().zip(shared) {
+            let name = format!("small_streams_per_s_carrier{per_carrier}");
+            report.figure(&name, &rates, Some(&quinn));
+        }
+        report.figure("cpu_us_per_stream", &kcpu, Some(&qcpu));
     }
     if wanted(&args, "rr") {
         let warmup = args.rr / 10;
@@ -637,7 +666,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             for (i, p) in [500, 990, 999].into_iter().enumerate() {
                 q[i].push(percentile(&mut samples, p));
             }
-            let (c, s) = kwik_pair(srv, 4).await?;
+            let (c, s) = kwik_pair(srv, sharing(&args)).await?;
             let mut samples = on_kwik::rr(c, s, srv, warmup, args.rr).await;
             for (i, p) in [500, 990, 999].into_iter().enumerate() {
                 k[i].push(percentile(&mut samples, p));
@@ -647,7 +676,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .into_iter()
             .enumerate()
         {
-            report.figure(name, stat(k[i].clone()), Some(stat(q[i].clone())));
+            report.figure(name, &k[i], Some(&q[i]));
         }
     }
     if wanted(&args, "stripe") {
@@ -656,21 +685,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             one.push(stripe(srv, 0, total).await?);
             three.push(stripe(srv, 2, total).await?);
         }
-        let (one, three) = (stat(one), stat(three));
-        report.figure("stripe_gbps_1", one, None);
-        report.figure("stripe_gbps_3", three, None);
+        let one = report.figure("stripe_gbps_1", &one, None);
+        let three = report.figure("stripe_gbps_3", &three, None);
         if bulk_kwik > 0.0 {
             report.single("stripe_1_over_bulk", one.median / bulk_kwik, "(floor 0.9)");
             report.single("stripe_3_over_bulk", three.median / bulk_kwik, "");
         }
     }
     if wanted(&args, "limit") {
-        let udp = stat(
-            (0..reps.min(5))
-                .map(|_| limit_udp(1.0))
-                .collect::<Result<_, _>>()?,
-        );
-        report.figure("limit_udp_gbps", udp, None);
+        let udp: Vec<f64> = (0..reps.min(5))
+            .map(|_| limit_udp(1.0))
+            .collect::<Result<_, _>>()?;
+        let udp = report.figure("limit_udp_gbps", &udp, None);
         let (seal, open, both) = limit_aead(1.0)?;
         report.single("limit_aead_seal_gbps", seal, "(one core)");
         report.single("limit_aead_open_gbps", open, "(one core)");

@@ -296,23 +296,27 @@ impl RecvStream {
     ///
     /// The chunks are gathered first and copied once into a vector of the exact size.
     pub async fn read_to_end(&mut self, size_limit: usize) -> Result<Vec<u8>, ReadToEndError> {
-        let mut chunks: Vec<Bytes> = Vec::new();
+        // A body that arrives in one chunk (the common case for small messages) is copied
+        // once into a vector of its size; later chunks are appended.
+        let mut first: Option<Bytes> = None;
+        let mut out: Vec<u8> = Vec::new();
         let mut len = 0usize;
         while let Some(chunk) = self.read_chunk(usize::MAX).await? {
             len += chunk.len();
             if len > size_limit {
                 return Err(ReadToEndError::TooLong);
             }
-            chunks.push(chunk);
+            if let Some(f) = first.take() {
+                out.reserve(f.len() + chunk.len());
+                out.extend_from_slice(&f);
+            }
+            if out.is_empty() {
+                first = Some(chunk);
+            } else {
+                out.extend_from_slice(&chunk);
+            }
         }
-        if let [one] = chunks.as_slice() {
-            return Ok(one.to_vec());
-        }
-        let mut out = Vec::with_capacity(len);
-        for chunk in &chunks {
-            out.extend_from_slice(chunk);
-        }
-        Ok(out)
+        Ok(first.map_or(out, |f| f.to_vec()))
     }
 
     /// Stops reading: the peer is asked to stop sending with `code`.
