@@ -12,9 +12,12 @@ use std::time::Instant;
 use bytes::BytesMut;
 use rustc_hash::FxHashMap;
 
-use kwik_core::{DelegationId, Dir, EcnCodepoint, Event, SessionError, SessionHandle, StreamId};
+use kwik_core::{
+    DelegationId, Dir, EcnCodepoint, Event, SessionError, SessionHandle, SessionStats, StreamId,
+};
 
 use crate::multi::{PATH_EVENT_BACKLOG, PathEvent};
+use crate::observe::{TRANSFER_EVENT_BACKLOG, TransferEvent};
 
 use crate::runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
 
@@ -48,6 +51,11 @@ pub(crate) struct SessionWaiters {
     pub(crate) delegation_writers: BTreeMap<DelegationId, Waker>,
     pub(crate) path_events: VecDeque<PathEvent>,
     pub(crate) path_waiters: Vec<Waker>,
+    /// The latest metrics snapshot nobody took yet.
+    pub(crate) metrics: Option<Box<SessionStats>>,
+    pub(crate) metrics_waiters: Vec<Waker>,
+    pub(crate) transfer_events: VecDeque<TransferEvent>,
+    pub(crate) transfer_waiters: Vec<Waker>,
     /// Session handles alive in the application (sessions and streams).
     pub(crate) refs: usize,
 }
@@ -70,6 +78,8 @@ impl SessionWaiters {
         wakers.append(&mut self.delegations);
         wakers.extend(std::mem::take(&mut self.delegation_writers).into_values());
         wakers.append(&mut self.path_waiters);
+        wakers.append(&mut self.metrics_waiters);
+        wakers.append(&mut self.transfer_waiters);
         for w in wakers {
             w.wake();
         }
@@ -214,6 +224,27 @@ impl State {
                 }
                 w.path_events.push_back(pe);
                 for w in w.path_waiters.drain(..) {
+                    w.wake();
+                }
+            }
+            ref e @ (Event::DelegationFinished { session, .. }
+            | Event::StripeFinished { session, .. }) => {
+                let Some(te) = TransferEvent::from_event(e) else {
+                    return;
+                };
+                let w = self.waiters(session);
+                if w.transfer_events.len() >= TRANSFER_EVENT_BACKLOG {
+                    w.transfer_events.pop_front();
+                }
+                w.transfer_events.push_back(te);
+                for w in w.transfer_waiters.drain(..) {
+                    w.wake();
+                }
+            }
+            Event::Metrics { session, stats } => {
+                let w = self.waiters(session);
+                w.metrics = Some(stats);
+                for w in w.metrics_waiters.drain(..) {
                     w.wake();
                 }
             }

@@ -13,6 +13,7 @@ mod driver;
 mod endpoint;
 mod error;
 mod multi;
+mod observe;
 mod runtime;
 mod session;
 mod stream;
@@ -23,14 +24,16 @@ pub use error::{
     ReadToEndError, SessionError, StoppedError, WriteError,
 };
 pub use multi::{DelegationWriter, PathEvent};
+pub use observe::TransferEvent;
 pub use runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
 pub use session::Session;
 pub use stream::{RecvStream, SendStream};
 
 pub use bytes::Bytes;
 pub use kwik_core::{
-    AddPathError, ClientConfig, Config, DelegateError, DelegationId, Dir, EndpointStats, GroupKey,
-    IncomingDelegation, LoadBalancing, PathError, PathId, PathInfo, PathKind, PathState, PathStats,
-    RawSendError, Role, ServerConfig, SessionStats, StreamId, TicketError, VarInt,
+    AddPathError, ClientConfig, Config, DelegateError, DelegationId, DelegationOutcome, Dir,
+    EndpointStats, GroupKey, IncomingDelegation, LoadBalancing, PathError, PathId, PathInfo,
+    PathKind, PathState, PathStats, RawSendError, Role, ServerConfig, SessionStats, StreamId,
+    TicketError, VarInt,
 };
 pub use quinn_udp;

@@ -25,11 +25,12 @@ use kwik_async::{AsyncTimer, AsyncUdpSocket, Runtime};
 
 pub use kwik_async::{
     Accept, AddPathError, Bytes, ClientConfig, ClosedStream, Config, ConnectError, Connecting,
-    ConnectionError, DelegateError, DelegationId, DelegationWriter, DialError, Dir, EndpointStats,
-    GroupKey, Incoming, IncomingDelegation, LoadBalancing, PathError, PathEvent, PathId, PathInfo,
-    PathKind, PathState, PathStats, RawSendError, ReadError, ReadExactError, ReadToEndError,
-    RecvStream, Role, SendStream, ServerConfig, Session, SessionError, SessionStats, StoppedError,
-    StreamId, TicketError, VarInt, WriteError,
+    ConnectionError, DelegateError, DelegationId, DelegationOutcome, DelegationWriter, DialError,
+    Dir, EndpointStats, GroupKey, Incoming, IncomingDelegation, LoadBalancing, PathError,
+    PathEvent, PathId, PathInfo, PathKind, PathState, PathStats, RawSendError, ReadError,
+    ReadExactError, ReadToEndError, RecvStream, Role, SendStream, ServerConfig, Session,
+    SessionError, SessionStats, StoppedError, StreamId, TicketError, TransferEvent, VarInt,
+    WriteError,
 };
 
 /// The smol / async-io [`Runtime`].

@@ -1,6 +1,7 @@
 //! The demo scenario over real loopback sockets, on both runtimes: a primary and two
 //! secondaries on 127.0.0.1 stripe one body to a client; one secondary's endpoint closes
-//! when half of it was read; the body completes and its SHA-256 matches.
+//! when half of it was read; the body completes and its SHA-256 matches, and the primary
+//! learns that its stripe finished.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -9,7 +10,8 @@ use std::time::Duration;
 use futures::future::{Either, select};
 use futures::stream::{FuturesUnordered, StreamExt};
 use kwik_async::{
-    Bytes, ClientConfig, Endpoint, GroupKey, PathEvent, Role, ServerConfig, Session, VarInt,
+    Bytes, ClientConfig, Endpoint, GroupKey, PathEvent, Role, ServerConfig, Session, TransferEvent,
+    VarInt,
 };
 use kwik_core::Config;
 use kwik_tests::app::{payload, sha256};
@@ -52,11 +54,23 @@ async fn serve_session(session: Session, body: Bytes) {
         if session.role() != Role::Primary {
             return;
         }
+        let mut striped = None;
         while let Ok((mut send, mut recv)) = session.accept_bi().await {
             let request = recv.read_to_end(64).await.unwrap();
+            if request == b"finished?" {
+                // The client read every byte: the stripe's end reaches this side too.
+                let event = session.transfer_event().await.unwrap();
+                let stripe = striped.expect("a stripe before the question");
+                assert_eq!(event, TransferEvent::StripeFinished { stripe });
+                send.write_all(b"yes").await.unwrap();
+                send.finish().unwrap();
+                continue;
+            }
             assert_eq!(request, b"body");
-            send.stripe(Bytes::from_static(b"body"), body.len() as u64)
+            let stripe = send
+                .stripe(Bytes::from_static(b"body"), body.len() as u64)
                 .unwrap();
+            striped = Some(stripe);
             send.finish().unwrap();
         }
     };
@@ -126,6 +140,10 @@ async fn scenario(servers: Vec<Endpoint>, client: Endpoint, cfg: ClientConfig) {
             }
         }
         let digest: [u8; 32] = hasher.finalize().into();
+        let (mut send, mut recv) = session.open_bi().await.unwrap();
+        send.write_all(b"finished?").await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(recv.read_to_end(8).await.unwrap(), b"yes");
         let paths = session.paths();
         session.close(VarInt::from_u32(0), b"done");
         (read, digest, paths)

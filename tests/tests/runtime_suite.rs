@@ -1,6 +1,6 @@
 //! One behavioural suite over real loopback sockets, run against both runtimes:
-//! echo, 100 concurrent streams, a 256 MiB transfer with a matching checksum, and typed
-//! session errors after a close.
+//! echo, 100 concurrent streams, a 256 MiB transfer with a matching checksum, periodic
+//! metrics snapshots, and typed session errors after a close.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -181,6 +181,49 @@ async fn raw_datagrams(server: Endpoint, client: Endpoint, cfg: ClientConfig) {
     assert_eq!(client_session.stats().paths[0].raw_sent, 20);
 }
 
+/// A client with periodic metrics sends 4 MiB: its snapshots arrive while the session
+/// lives, count the bytes as they go, and end with the session's error.
+async fn metrics_snapshots(server: Endpoint, client: Endpoint, cfg: ClientConfig) {
+    const TOTAL: u64 = 4 << 20;
+    let addr = server.local_addr().unwrap();
+    let srv = async {
+        let session = accept(&server).await;
+        let mut recv = session.accept_uni().await.expect("accept_uni");
+        let data = recv.read_to_end(TOTAL as usize).await.expect("read");
+        (data.len() as u64, session)
+    };
+    let cli = async {
+        let session = connect(&client, addr, cfg).await;
+        let mut send = session.open_uni().await.expect("open_uni");
+        send.write_all(&vec![3u8; TOTAL as usize])
+            .await
+            .expect("write");
+        send.finish().expect("finish");
+        // Snapshots come every 20 ms; a few hundred is seconds of waiting for the count.
+        let mut snapshots = 0;
+        let mut last = 0;
+        while last < TOTAL && snapshots < 500 {
+            let m = session.metrics().await.expect("metrics");
+            assert!(m.stream_bytes_written >= last, "the count never goes back");
+            assert_eq!(m.paths.len(), 1, "one path in every snapshot");
+            last = m.stream_bytes_written;
+            snapshots += 1;
+        }
+        assert_eq!(
+            last, TOTAL,
+            "{snapshots} snapshots never counted every byte"
+        );
+        session
+    };
+    let ((read, _server_session), session) = zip(srv, cli).await;
+    assert_eq!(read, TOTAL);
+    session.close(VarInt::from_u32(0), b"done");
+    assert!(
+        session.metrics().await.is_err(),
+        "a closed session yields no more snapshots"
+    );
+}
+
 trait StoppedOrTimeout {
     async fn stopped_or_timeout(&mut self);
 }
@@ -238,6 +281,18 @@ macro_rules! suite {
                 $run(async {
                     let (s, c, cfg) = endpoints(&cert);
                     raw_datagrams(s, c, cfg).await
+                });
+            }
+
+            #[test]
+            fn metrics_snapshots_reach_the_application() {
+                let cert = TestCert::localhost();
+                let mut with_metrics = config();
+                with_metrics.metrics_enabled = true;
+                with_metrics.metrics_interval = std::time::Duration::from_millis(20);
+                $run(async {
+                    let (s, c, _) = endpoints(&cert);
+                    metrics_snapshots(s, c, cert.client(with_metrics)).await
                 });
             }
 
