@@ -4,13 +4,15 @@
 //! `cargo run --example client -- --server 127.0.0.1:4433 --cert kwik-cert.der hello`
 //! `cargo run --example client -- --server 127.0.0.1:4433 --get 268435456`
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::Parser;
 use kwik_examples::{BodyCheck, bulk_config, client_config, rate, read_cert};
-use kwik_tokio::VarInt;
+use kwik_tokio::{PathEvent, PathId, VarInt};
 
 #[derive(Parser)]
 struct Args {
@@ -36,6 +38,21 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = client_config(&read_cert(&args.cert)?, bulk_config())?;
     let session = kwik_tokio::dial(args.server, &args.server_name, config).await?;
+    // Why each failed path failed, as it happens and again in the summary.
+    let failures: Arc<Mutex<BTreeMap<PathId, String>>> = Arc::default();
+    tokio::spawn({
+        let (session, failures) = (session.clone(), failures.clone());
+        async move {
+            while let Ok(event) = session.path_event().await {
+                if let PathEvent::Failed(path, error) = event {
+                    eprintln!("{path} failed: {error}");
+                    if let Ok(mut f) = failures.lock() {
+                        f.insert(path, error.to_string());
+                    }
+                }
+            }
+        }
+    });
     let (mut send, mut recv) = session.open_bi().await?;
     match args.get {
         Some(len) => {
@@ -55,13 +72,17 @@ async fn main() -> anyhow::Result<()> {
             check.verify(len)?;
             println!("every byte matches the body");
             println!("checksum matches");
+            let failures = failures.lock().map(|f| f.clone()).unwrap_or_default();
             for p in session.paths() {
+                let why = failures
+                    .get(&p.id)
+                    .map_or(String::new(), |e| format!(" ({e})"));
                 println!(
-                    "  {} {} {:?} rtt {:?} received {} B",
+                    "  {} {} {:?}{why} rtt {} received {} B",
                     p.id,
                     p.address,
                     p.state,
-                    p.rtt.unwrap_or_default(),
+                    p.rtt.map_or("-".to_owned(), |r| format!("{r:.1?}")),
                     p.bytes_received
                 );
             }

@@ -120,6 +120,9 @@ pub(crate) struct PathMeta {
     /// Client: a connecting path that has not joined by then fails (QUIC's own handshake
     /// can outlast the idle timeout, its timer restarting with every packet).
     pub(crate) join_deadline: Option<Instant>,
+    /// This side's figures for the path when its connection went away: what a failed or
+    /// removed path carried stays in the session's stats.
+    pub(crate) last: Option<Box<crate::stats::PathStats>>,
 }
 
 impl PathMeta {
@@ -139,6 +142,7 @@ impl PathMeta {
             same_peer: false,
             backup: false,
             join_deadline: None,
+            last: None,
         }
     }
 }

@@ -145,10 +145,11 @@ async fn scenario(servers: Vec<Endpoint>, client: Endpoint, cfg: ClientConfig) {
         send.finish().unwrap();
         assert_eq!(recv.read_to_end(8).await.unwrap(), b"yes");
         let paths = session.paths();
+        let stats = session.stats();
         session.close(VarInt::from_u32(0), b"done");
-        (read, digest, paths)
+        (read, digest, paths, stats)
     };
-    let (read, digest, paths) = match select(Box::pin(download), Box::pin(serving)).await {
+    let (read, digest, paths, stats) = match select(Box::pin(download), Box::pin(serving)).await {
         Either::Left((out, _)) => out,
         Either::Right(_) => panic!("the servers stopped first"),
     };
@@ -156,6 +157,18 @@ async fn scenario(servers: Vec<Endpoint>, client: Endpoint, cfg: ClientConfig) {
     assert_eq!(read, BODY);
     assert_eq!(digest, want);
     assert_eq!(paths.len(), 3);
+    // The closed server's path keeps what it carried before it went.
+    let gone = paths
+        .iter()
+        .find(|p| p.address == addrs[2])
+        .expect("the closed server's path is listed");
+    assert!(gone.bytes_received > 0, "{gone:?}");
+    let kept = stats
+        .paths
+        .iter()
+        .find(|p| p.id == gone.id)
+        .expect("the closed server's path stays in the stats");
+    assert!(kept.stream_bytes_received > 0, "{kept:?}");
 }
 
 macro_rules! suite {

@@ -604,35 +604,23 @@ impl Endpoint {
 
     fn session_stats(&self, h: SessionHandle) -> Option<SessionStats> {
         let s = self.sessions.get(&h)?;
-        let paths = s
+        // Live paths, then those whose connection the session let go of: closing, or gone
+        // with their last figures kept.
+        let mut paths: Vec<PathStats> = s
             .paths
-            .iter()
-            .filter_map(|(id, key)| {
-                let slot = self.paths.get(key)?;
-                let q = slot.path.conn.stats();
-                Some(PathStats {
-                    id: *id,
-                    remote: slot.remote,
-                    rtt: slot.path.conn.rtt(),
-                    cwnd: q.path.cwnd,
-                    bytes_sent: q.udp_tx.bytes,
-                    bytes_received: q.udp_rx.bytes,
-                    datagrams_sent: q.udp_tx.datagrams,
-                    datagrams_received: q.udp_rx.datagrams,
-                    lost_packets: q.path.lost_packets,
-                    frames_sent: slot.path.counters.frames_sent,
-                    frames_received: slot.path.counters.frames_received,
-                    carriers: slot.path.carrier_count(),
-                    carrier_streams: slot.path.assigned_streams(),
-                    raw_sent: slot.path.counters.raw_sent,
-                    raw_received: slot.path.counters.raw_received,
-                    stream_bytes_received: slot.path.counters.stream_bytes_received,
-                    stream_bytes_sent: slot.path.counters.stream_bytes_sent,
-                    control_sent: slot.path.counters.control_sent,
-                    control_received: slot.path.counters.control_received,
-                })
-            })
+            .values()
+            .filter_map(|key| self.paths.get(key).map(slot_stats))
             .collect();
+        paths.extend(
+            s.metas
+                .iter()
+                .filter(|(id, _)| !s.paths.contains_key(id))
+                .filter_map(|(id, m)| match self.path_slot(h, *id) {
+                    Some(slot) => Some(slot_stats(slot)),
+                    None => m.last.as_deref().cloned(),
+                }),
+        );
+        paths.sort_by_key(|p| p.id);
         let c = s.streams.counters;
         Some(SessionStats {
             session_id: s.id,
@@ -646,6 +634,19 @@ impl Endpoint {
             bytes_unacked: s.streams.unsent_bytes() + s.streams.retained_bytes(),
             paths,
         })
+    }
+
+    /// The connection of `path` in session `h`, also while it closes after the session
+    /// let go of it (a failed or removed path drains for a few round trips).
+    fn path_slot(&self, h: SessionHandle, path: PathId) -> Option<&PathSlot> {
+        let s = self.sessions.get(&h)?;
+        match s.paths.get(&path) {
+            Some(key) => self.paths.get(key),
+            None => self
+                .paths
+                .values()
+                .find(|slot| slot.session == Some(h) && slot.path.id == path),
+        }
     }
 
     /// Drives every path that has work: QUIC events, reads, writes, endpoint events.
@@ -677,8 +678,17 @@ impl Endpoint {
             }
         }
         if slot.path.conn.is_drained() {
-            let slot = self.paths.remove(&key);
-            if let Some(h) = slot.and_then(|s| s.session) {
+            let Some(slot) = self.paths.remove(&key) else {
+                return;
+            };
+            if let Some(h) = slot.session {
+                if let Some(m) = self
+                    .sessions
+                    .get_mut(&h)
+                    .and_then(|s| s.metas.get_mut(&slot.path.id))
+                {
+                    m.last = Some(Box::new(slot_stats(&slot)));
+                }
                 self.path_gone(h, key);
             }
         }
@@ -1159,5 +1169,31 @@ fn stream_event(session: SessionHandle, e: StreamEvent) -> Event {
             code,
         },
         StreamEvent::Available(dir) => Event::StreamAvailable { session, dir },
+    }
+}
+
+/// This side's figures for one path's connection.
+fn slot_stats(slot: &PathSlot) -> PathStats {
+    let q = slot.path.conn.stats();
+    PathStats {
+        id: slot.path.id,
+        remote: slot.remote,
+        rtt: slot.path.conn.rtt(),
+        cwnd: q.path.cwnd,
+        bytes_sent: q.udp_tx.bytes,
+        bytes_received: q.udp_rx.bytes,
+        datagrams_sent: q.udp_tx.datagrams,
+        datagrams_received: q.udp_rx.datagrams,
+        lost_packets: q.path.lost_packets,
+        frames_sent: slot.path.counters.frames_sent,
+        frames_received: slot.path.counters.frames_received,
+        carriers: slot.path.carrier_count(),
+        carrier_streams: slot.path.assigned_streams(),
+        raw_sent: slot.path.counters.raw_sent,
+        raw_received: slot.path.counters.raw_received,
+        stream_bytes_received: slot.path.counters.stream_bytes_received,
+        stream_bytes_sent: slot.path.counters.stream_bytes_sent,
+        control_sent: slot.path.counters.control_sent,
+        control_received: slot.path.counters.control_received,
     }
 }

@@ -119,18 +119,18 @@ impl Endpoint {
         s.metas
             .iter()
             .map(|(id, m)| {
-                let conn = s
-                    .paths
-                    .get(id)
-                    .and_then(|k| self.paths.get(k))
+                let conn = self
+                    .path_slot(h, *id)
                     .map(|slot| (slot.path.conn.rtt(), slot.path.conn.stats()));
-                let (rtt, sent, received) = match conn {
+                let (rtt, sent, received) = match (conn, m.last.as_deref()) {
                     // A connection still being set up has only QUIC's initial guess.
-                    Some((rtt, q)) if m.state.is_usable() => {
+                    (Some((rtt, q)), _) if m.state.is_usable() => {
                         (Some(rtt), q.udp_tx.bytes, q.udp_rx.bytes)
                     }
-                    Some((_, q)) => (m.reported_rtt, q.udp_tx.bytes, q.udp_rx.bytes),
-                    None => (m.reported_rtt, m.delivered, 0),
+                    (Some((_, q)), _) => (m.reported_rtt, q.udp_tx.bytes, q.udp_rx.bytes),
+                    // Gone: what it carried while it lived.
+                    (None, Some(last)) => (m.reported_rtt, last.bytes_sent, last.bytes_received),
+                    (None, None) => (m.reported_rtt, m.delivered, 0),
                 };
                 PathInfo {
                     id: *id,
