@@ -16,6 +16,10 @@ use kwik_tokio::{PathEvent, PathId, VarInt};
 
 #[derive(Parser)]
 struct Args {
+    /// Log filter: error, warn, info, debug, trace, or directives such as kwik_core=debug
+    /// (RUST_LOG wins when set).
+    #[arg(long, default_value = "warn")]
+    log_level: String,
     /// The server to dial.
     #[arg(long, default_value = "127.0.0.1:4433")]
     server: SocketAddr,
@@ -36,6 +40,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    kwik_examples::init_logging(&args.log_level)?;
     let config = client_config(&read_cert(&args.cert)?, bulk_config())?;
     let session = kwik_tokio::dial(args.server, &args.server_name, config).await?;
     // Why each failed path failed, as it happens and again in the summary.

@@ -1,5 +1,5 @@
-//! The KWIK demo: one client session fed by three servers on loopback. No arguments; ends
-//! by itself.
+//! The KWIK demo: one client session fed by three servers on loopback. Ends by itself;
+//! `--log-level info` (or `debug`) shows the engine's own account of it.
 //!
 //! A primary and two secondaries share a group key. The client dials the primary, which
 //! joins both secondaries to the session and stripes one 512 MiB body over all three
@@ -23,8 +23,18 @@ use kwik_tokio::{Endpoint, PathEvent, PathId, VarInt};
 
 const BODY: u64 = 512 << 20;
 
+#[derive(clap::Parser)]
+struct Args {
+    /// Log filter: error, warn, info, debug, trace, or directives such as kwik_core=debug
+    /// (RUST_LOG wins when set).
+    #[arg(long, default_value = "warn")]
+    log_level: String,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args = <Args as clap::Parser>::parse();
+    kwik_examples::init_logging(&args.log_level)?;
     let (cert, key) = self_signed()?;
     let group = GroupKey::new(rand_key());
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));

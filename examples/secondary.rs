@@ -15,6 +15,10 @@ use kwik_examples::{bulk_config, read_cert, read_key, serve, server_config};
 
 #[derive(Parser)]
 struct Args {
+    /// Log filter: error, warn, info, debug, trace, or directives such as kwik_core=debug
+    /// (RUST_LOG wins when set).
+    #[arg(long, default_value = "info")]
+    log_level: String,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4434")]
     listen: SocketAddr,
@@ -32,6 +36,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    kwik_examples::init_logging(&args.log_level)?;
     let group = GroupKey::from_hex(&args.group_key).context("group key: 64 hex digits")?;
     let mut config = server_config(
         &read_cert(&args.cert)?,

@@ -16,6 +16,10 @@ use kwik_examples::{bulk_config, hex, self_signed, serve, server_config};
 
 #[derive(Parser)]
 struct Args {
+    /// Log filter: error, warn, info, debug, trace, or directives such as kwik_core=debug
+    /// (RUST_LOG wins when set).
+    #[arg(long, default_value = "info")]
+    log_level: String,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4433")]
     listen: SocketAddr,
@@ -40,6 +44,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    kwik_examples::init_logging(&args.log_level)?;
     let (cert, key) = self_signed()?;
     std::fs::write(&args.cert_out, cert.as_ref())?;
     std::fs::write(&args.key_out, key.secret_der())?;

@@ -12,6 +12,23 @@ use kwik_core::{
 };
 use kwik_tokio::{Endpoint, PathEvent, Role, Session};
 
+/// Installs the log output of every example: `level` is the `--log-level` flag (`error`,
+/// `warn`, `info`, `debug`, `trace`, or filter directives such as `kwik_core=debug`);
+/// `RUST_LOG`, when set, wins. Logs go to standard error.
+pub fn init_logging(level: &str) -> anyhow::Result<()> {
+    let directives = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| !f.is_empty())
+        .unwrap_or_else(|| level.to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .with_context(|| format!("bad log filter {directives:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}
+
 /// A self-signed certificate for `localhost` and `127.0.0.1`, with its key.
 pub fn self_signed() -> anyhow::Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
     let certified =

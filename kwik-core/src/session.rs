@@ -161,6 +161,9 @@ pub(crate) enum Phase {
 
 #[derive(Debug)]
 pub(crate) struct SessionState {
+    /// `session{handle, id, role, peer}`: the parent of its paths' spans, entered around
+    /// engine work for the session as a whole.
+    pub(crate) span: tracing::Span,
     pub(crate) side: Side,
     pub(crate) id: u64,
     pub(crate) phase: Phase,
@@ -256,7 +259,17 @@ impl SessionState {
         let streams = Streams::new(side, local_limits(&config), config.max_reassembly_gaps);
         let add_path_budget =
             TokenBucket::with_burst(config.add_path_rate, config.max_paths_per_session);
+        // A root: a server's session starts while its first connection's span is entered.
+        let span = tracing::info_span!(
+            parent: None,
+            "session",
+            handle = tracing::field::Empty,
+            id = tracing::field::Empty,
+            role = tracing::field::Empty,
+            peer = %remote,
+        );
         Self {
+            span,
             side,
             id,
             phase: Phase::Handshaking,
@@ -286,6 +299,22 @@ impl SessionState {
             outgoing: BTreeMap::new(),
             incoming: VecDeque::new(),
             writer_path: PathId::PRIMARY,
+        }
+    }
+
+    /// Records the session's handle and role in its span (once, when it is created).
+    pub(crate) fn label_span(&self, h: SessionHandle) {
+        self.span.record("handle", h.0);
+        self.span.record("role", tracing::field::debug(self.role));
+        self.record_id();
+    }
+
+    /// Records the session id in its span once it is known (a client learns it from the
+    /// primary's Welcome).
+    pub(crate) fn record_id(&self) {
+        if self.id != 0 {
+            let id = format_args!("{:#018x}", self.id);
+            self.span.record("id", tracing::field::display(id));
         }
     }
 

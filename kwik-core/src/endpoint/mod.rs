@@ -283,6 +283,41 @@ struct PathSlot {
     session: Option<SessionHandle>,
     remote: SocketAddr,
     side: Side,
+    /// `path{session, path, remote, kind}`, entered while the engine drives this
+    /// connection; a child of the session's span where the session came first.
+    span: tracing::Span,
+}
+
+/// The span of one path's connection: `kind` is `primary`, `secondary` or `same-peer`. A
+/// server's incoming connection (`path: None`) learns its session, path and kind from its
+/// first control message (see [`label_path_span`]).
+fn path_span(
+    parent: Option<&tracing::Span>,
+    path: Option<PathId>,
+    remote: SocketAddr,
+    kind: &str,
+) -> tracing::Span {
+    let parent = parent.and_then(|p| p.id());
+    let span = tracing::info_span!(
+        parent: parent,
+        "path",
+        session = tracing::field::Empty,
+        path = tracing::field::Empty,
+        remote = %remote,
+        kind = tracing::field::Empty,
+    );
+    if let Some(path) = path {
+        span.record("path", tracing::field::display(path));
+        span.record("kind", kind);
+    }
+    span
+}
+
+/// Records the session and path an incoming connection turned out to carry.
+fn label_path_span(span: &tracing::Span, h: SessionHandle, path: PathId, kind: &str) {
+    span.record("session", h.0);
+    span.record("path", tracing::field::display(path));
+    span.record("kind", kind);
 }
 
 impl Endpoint {
@@ -348,6 +383,13 @@ impl Endpoint {
             .connect(now, config.quic.clone(), remote, server_name)?;
         let handle = self.new_session_handle();
         let mut session = SessionState::new(Side::Client, 0, config.config.clone(), remote);
+        session.label_span(handle);
+        let span = path_span(
+            Some(&session.span),
+            Some(PathId::PRIMARY),
+            remote,
+            "primary",
+        );
         session.paths.insert(PathId::PRIMARY, ch.0);
         session.dial = Some(config.quic.clone());
         session.metas.insert(
@@ -366,6 +408,7 @@ impl Endpoint {
                 session: Some(handle),
                 remote,
                 side: Side::Client,
+                span,
             },
         );
         self.dirty.insert(ch.0);
@@ -435,6 +478,7 @@ impl Endpoint {
                         session: None,
                         remote,
                         side: Side::Server,
+                        span: path_span(None, None, remote, ""),
                     },
                 );
                 self.dirty.insert(ch.0);
@@ -660,6 +704,8 @@ impl Endpoint {
         let Some(slot) = self.paths.get_mut(&key) else {
             return;
         };
+        let span = slot.span.clone();
+        let _entered = span.enter();
         let ch = ConnectionHandle(key);
         while let Some(event) = slot.path.conn.poll_endpoint_events() {
             if let Some(reply) = self.quic.handle_event(ch, event) {
@@ -915,6 +961,8 @@ impl Endpoint {
                 if session.config.metrics_enabled {
                     session.next_metrics = Some(now + session.config.metrics_interval);
                 }
+                session.record_id();
+                tracing::info!(parent: &session.span, "session established");
                 self.events.push_back(Event::Connected(h));
             }
             ControlOutcome::PeerClosed { code, reason } => {
@@ -988,6 +1036,9 @@ impl Endpoint {
             PathMeta::new(slot.remote, String::new(), PathState::Active),
         );
         slot.session = Some(h);
+        session.label_span(h);
+        label_path_span(&slot.span, h, PathId::PRIMARY, "primary");
+        tracing::info!(parent: &session.span, "session accepted");
         // Servers probe too: a dead client is noticed within the health window rather
         // than QUIC's idle timeout.
         slot.path.health.start(
@@ -1027,7 +1078,7 @@ impl Endpoint {
                 continue;
             };
             let path = slot.path.id;
-            tracing::debug!(%path, "path stopped answering health checks");
+            tracing::warn!(parent: &slot.span, "path stopped answering health checks");
             slot.path.close_with(
                 now,
                 &ProtocolError::new(ErrorCode::PathUnresponsive, "no answer to health checks"),
@@ -1057,7 +1108,17 @@ impl Endpoint {
 
     /// The peer on path `key` broke the protocol: close what it belongs to.
     fn violation(&mut self, now: Instant, key: usize, error: ProtocolError) {
-        tracing::debug!(%error, "protocol violation");
+        match self.paths.get(&key) {
+            Some(slot) => tracing::warn!(
+                parent: &slot.span,
+                code = ?error.code,
+                reason = %error.reason,
+                "protocol violation"
+            ),
+            None => {
+                tracing::warn!(code = ?error.code, reason = %error.reason, "protocol violation")
+            }
+        }
         self.stats.protocol_violations += 1;
         let session = self.paths.get(&key).and_then(|s| s.session);
         let path = self.paths.get(&key).map_or(PathId::PRIMARY, |s| s.path.id);
@@ -1100,6 +1161,7 @@ impl Endpoint {
             return;
         }
         s.phase = Phase::Closed;
+        tracing::info!(parent: &s.span, %error, "session closed");
         s.error = Some(error.clone());
         s.next_metrics = None;
         self.events.push_back(Event::Closed { session: h, error });

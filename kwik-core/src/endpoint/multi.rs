@@ -149,6 +149,14 @@ impl Endpoint {
         state: PathState,
         reason: &str,
     ) {
+        if let Some(s) = self.sessions.get(&h) {
+            match state {
+                PathState::Failed => {
+                    tracing::warn!(parent: &s.span, %path, ?state, reason, "path state")
+                }
+                _ => tracing::info!(parent: &s.span, %path, ?state, "path state"),
+            }
+        }
         self.events.push_back(match state {
             PathState::Connecting => Event::PathAdded { session: h, path },
             PathState::Active => Event::PathActive { session: h, path },

@@ -269,6 +269,12 @@ impl Endpoint {
         let dial = s.dial.clone().ok_or("no client config")?;
         let rate = s.config.max_control_messages_per_sec;
         let (address, name) = (meta.address, meta.server_name.clone());
+        let kind = if meta.same_peer {
+            "same-peer"
+        } else {
+            "secondary"
+        };
+        let span = super::path_span(Some(&s.span), Some(path), address, kind);
         let (ch, conn) = self
             .quic
             .connect(now, dial, address, &name)
@@ -280,6 +286,7 @@ impl Endpoint {
                 session: Some(h),
                 remote: address,
                 side: Side::Client,
+                span,
             },
         );
         if let Some(s) = self.sessions.get_mut(&h) {
@@ -431,7 +438,12 @@ impl Endpoint {
                 m.next_retry = Some(now);
             }
         }
-        tracing::debug!(%path, %reason, "secondary path failed");
+        tracing::info!(
+            parent: &s.span,
+            %path,
+            %reason,
+            "secondary path failed: what it owed goes to the other paths"
+        );
         if self.sessions.get(&h).is_some_and(|s| s.is_peer_path(path)) {
             // A path to the primary itself: its frames in flight are sent again.
             self.reinject(now, h);
@@ -625,6 +637,9 @@ impl Endpoint {
         );
         slot.path.id = path;
         slot.session = Some(h);
+        session.label_span(h);
+        super::label_path_span(&slot.span, h, path, "secondary");
+        tracing::info!(parent: &session.span, %path, "joined as a secondary");
         slot.path.health.start(now, interval, threshold);
         slot.path.send_control(join_accepted());
         self.sessions.insert(h, session);
