@@ -29,6 +29,10 @@ struct Args {
     /// (RUST_LOG wins when set).
     #[arg(long, default_value = "warn")]
     log_level: String,
+    /// Also draw each path's goodput over time, with the moment the secondary was shut
+    /// down, as an SVG file here.
+    #[arg(long)]
+    svg: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -103,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let mut next_draw = started;
     let mut check = BodyCheck::default();
     let mut killed = None;
+    let mut samples: Vec<(f64, BTreeMap<PathId, u64>)> = Vec::new();
     while let Some(chunk) = recv.read_chunk(usize::MAX).await? {
         check.update(&chunk);
         let received = check.received();
@@ -115,10 +120,12 @@ async fn main() -> anyhow::Result<()> {
         if Instant::now() >= next_draw {
             next_draw += Duration::from_millis(100);
             draw(&session, &multi, &style, &mut bars, &mut last, started);
+            samples.push((started.elapsed().as_secs_f64(), last.clone()));
             total.set_position(received);
         }
     }
     draw(&session, &multi, &style, &mut bars, &mut last, started);
+    samples.push((started.elapsed().as_secs_f64(), last.clone()));
     total.set_position(check.received());
     total.finish();
     for bar in bars.values() {
@@ -160,9 +167,56 @@ async fn main() -> anyhow::Result<()> {
             p.id, p.remote, p.lost_packets, p.frames_received, p.carriers
         );
     }
+    if let Some(svg) = &args.svg {
+        let names: BTreeMap<PathId, String> = session
+            .paths()
+            .into_iter()
+            .map(|p| {
+                let role = if p.is_primary { " (primary)" } else { "" };
+                (p.id, format!("{} {}{role}", p.id, p.address))
+            })
+            .collect();
+        let series = goodput_series(&samples, &names);
+        let failure = killed.map(|k| {
+            (
+                k.duration_since(started).as_secs_f64(),
+                "secondary shut down",
+            )
+        });
+        let title = format!("{} MiB from three servers over loopback", BODY >> 20);
+        kwik_examples::plot::goodput_svg(svg, &title, &series, failure)?;
+        println!("goodput per path drawn in {}", svg.display());
+    }
     session.close(VarInt::from_u32(0), b"done");
     client.wait_idle().await;
     Ok(())
+}
+
+/// Each path's goodput (Mbit/s of stream bytes) over a window of three samples.
+fn goodput_series(
+    samples: &[(f64, BTreeMap<PathId, u64>)],
+    names: &BTreeMap<PathId, String>,
+) -> Vec<kwik_examples::plot::Series> {
+    const WINDOW: usize = 3;
+    names
+        .iter()
+        .map(|(id, label)| {
+            let points = samples
+                .windows(WINDOW + 1)
+                .map(|w| {
+                    let (t0, a) = &w[0];
+                    let (t1, b) = &w[WINDOW];
+                    let bytes = |m: &BTreeMap<PathId, u64>| m.get(id).copied().unwrap_or(0);
+                    let mbit = (bytes(b) - bytes(a)) as f64 * 8.0 / (t1 - t0).max(1e-6) / 1e6;
+                    (*t1, mbit)
+                })
+                .collect();
+            kwik_examples::plot::Series {
+                label: label.clone(),
+                points,
+            }
+        })
+        .collect()
 }
 
 /// Updates one progress bar per path from the session's stats.

@@ -63,6 +63,9 @@ struct Args {
     /// optionally `-small` or `-rr` (the bulk figure otherwise).
     #[arg(long)]
     profile: Option<String>,
+    /// Also draw KWIK ÷ quinn for every figure as an SVG file here.
+    #[arg(long)]
+    svg: Option<std::path::PathBuf>,
     /// Logical streams per carrier for KWIK's figures (the library's default otherwise).
     #[arg(long)]
     streams_per_carrier: Option<u32>,
@@ -499,6 +502,8 @@ fn percentile(samples: &mut [Duration], per_mille: usize) -> f64 {
 
 struct Report {
     json: Option<std::fs::File>,
+    /// Every figure's KWIK ÷ quinn ratio, for the picture.
+    ratios: Vec<(String, f64)>,
 }
 
 impl Report {
@@ -512,6 +517,9 @@ impl Report {
             .map(|q| stat(kwik.iter().zip(q).map(|(k, q)| k / q).collect()).median);
         let (kwik, quinn) = (stat(kwik.to_vec()), quinn.map(|q| stat(q.to_vec())));
         let ratio = quinn.map(|q| kwik.median / q.median);
+        if let Some(r) = ratio {
+            self.ratios.push((name.to_owned(), r));
+        }
         let q = quinn.map_or(String::new(), |q| {
             format!(" quinn={:.3} [{:.3}..{:.3}]", q.median, q.min, q.max)
         });
@@ -571,6 +579,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let srv = &server.handle;
     let mut report = Report {
         json: args.json.as_ref().map(std::fs::File::create).transpose()?,
+        ratios: Vec::new(),
     };
     if let Some(profile) = &args.profile {
         let (stack, figure) = profile.split_once('-').unwrap_or((profile, "bulk"));
@@ -705,6 +714,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             report.single("bulk_over_udp_limit", bulk_kwik / udp.median, "");
             report.single("bulk_over_aead_limit", bulk_kwik / both, "");
         }
+    }
+    if let Some(svg) = &args.svg {
+        let title = format!("KWIK ÷ quinn, median of {reps} alternating runs on loopback");
+        kwik_examples::plot::ratios_svg(svg, &title, &report.ratios)?;
+        println!("ratios drawn in {}", svg.display());
     }
     Ok(())
 }

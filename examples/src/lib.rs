@@ -1,6 +1,8 @@
 //! Shared set-up of the example programs: certificates, configs, and the body server the
 //! multi-server examples use.
 
+pub mod plot;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;

@@ -71,6 +71,29 @@ pub struct PathStats {
     pub control_received: u64,
 }
 
+impl PathStats {
+    /// Adds the counts of the path's earlier connections (a failed path that reconnects
+    /// keeps what it carried before); the gauges (rtt, cwnd, carriers) stay this one's.
+    pub(crate) fn with_earlier(mut self, earlier: Option<&Self>) -> Self {
+        if let Some(e) = earlier {
+            self.bytes_sent += e.bytes_sent;
+            self.bytes_received += e.bytes_received;
+            self.datagrams_sent += e.datagrams_sent;
+            self.datagrams_received += e.datagrams_received;
+            self.lost_packets += e.lost_packets;
+            self.frames_sent += e.frames_sent;
+            self.frames_received += e.frames_received;
+            self.raw_sent += e.raw_sent;
+            self.raw_received += e.raw_received;
+            self.stream_bytes_received += e.stream_bytes_received;
+            self.stream_bytes_sent += e.stream_bytes_sent;
+            self.control_sent += e.control_sent;
+            self.control_received += e.control_received;
+        }
+        self
+    }
+}
+
 /// Counters of one session.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -650,17 +650,21 @@ impl Endpoint {
         let s = self.sessions.get(&h)?;
         // Live paths, then those whose connection the session let go of: closing, or gone
         // with their last figures kept.
+        let earlier = |id: &PathId| s.metas.get(id).and_then(|m| m.last.as_deref());
         let mut paths: Vec<PathStats> = s
             .paths
-            .values()
-            .filter_map(|key| self.paths.get(key).map(slot_stats))
+            .iter()
+            .filter_map(|(id, key)| {
+                let slot = self.paths.get(key)?;
+                Some(slot_stats(slot).with_earlier(earlier(id)))
+            })
             .collect();
         paths.extend(
             s.metas
                 .iter()
                 .filter(|(id, _)| !s.paths.contains_key(id))
                 .filter_map(|(id, m)| match self.path_slot(h, *id) {
-                    Some(slot) => Some(slot_stats(slot)),
+                    Some(slot) => Some(slot_stats(slot).with_earlier(m.last.as_deref())),
                     None => m.last.as_deref().cloned(),
                 }),
         );
@@ -733,7 +737,8 @@ impl Endpoint {
                     .get_mut(&h)
                     .and_then(|s| s.metas.get_mut(&slot.path.id))
                 {
-                    m.last = Some(Box::new(slot_stats(&slot)));
+                    let all = slot_stats(&slot).with_earlier(m.last.as_deref());
+                    m.last = Some(Box::new(all));
                 }
                 self.path_gone(h, key);
             }

@@ -122,13 +122,24 @@ impl Endpoint {
                 let conn = self
                     .path_slot(h, *id)
                     .map(|slot| (slot.path.conn.rtt(), slot.path.conn.stats()));
+                // What the path's earlier connections carried (a failed path that
+                // reconnects keeps it).
+                let (sent_before, received_before) = m
+                    .last
+                    .as_deref()
+                    .map_or((0, 0), |l| (l.bytes_sent, l.bytes_received));
                 let (rtt, sent, received) = match (conn, m.last.as_deref()) {
                     // A connection still being set up has only QUIC's initial guess.
-                    (Some((rtt, q)), _) if m.state.is_usable() => {
-                        (Some(rtt), q.udp_tx.bytes, q.udp_rx.bytes)
-                    }
-                    (Some((_, q)), _) => (m.reported_rtt, q.udp_tx.bytes, q.udp_rx.bytes),
-                    // Gone: what it carried while it lived.
+                    (Some((rtt, q)), _) if m.state.is_usable() => (
+                        Some(rtt),
+                        q.udp_tx.bytes + sent_before,
+                        q.udp_rx.bytes + received_before,
+                    ),
+                    (Some((_, q)), _) => (
+                        m.reported_rtt,
+                        q.udp_tx.bytes + sent_before,
+                        q.udp_rx.bytes + received_before,
+                    ),
                     (None, Some(last)) => (m.reported_rtt, last.bytes_sent, last.bytes_received),
                     (None, None) => (m.reported_rtt, m.delivered, 0),
                 };
