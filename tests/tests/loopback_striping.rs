@@ -1,7 +1,8 @@
 //! The demo scenario over real loopback sockets, on both runtimes: a primary and two
 //! secondaries on 127.0.0.1 stripe one body to a client; one secondary's endpoint closes
 //! when half of it was read; the body completes and its SHA-256 matches, and the primary
-//! learns that its stripe finished.
+//! learns that its stripe finished. Then the primary delegates the body's first MiB to
+//! the secondary that is left, and learns that this delegation finished too.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -10,8 +11,8 @@ use std::time::Duration;
 use futures::future::{Either, select};
 use futures::stream::{FuturesUnordered, StreamExt};
 use kwik_async::{
-    Bytes, ClientConfig, Endpoint, GroupKey, PathEvent, Role, ServerConfig, Session, TransferEvent,
-    VarInt,
+    Bytes, ClientConfig, DelegationOutcome, Endpoint, GroupKey, PathEvent, PathState, Role,
+    ServerConfig, Session, TransferEvent, VarInt,
 };
 use kwik_core::Config;
 use kwik_tests::app::{payload, sha256};
@@ -20,6 +21,8 @@ use kwik_tests::runtimes::tokio_run;
 use sha2::{Digest, Sha256};
 
 const BODY: usize = 64 << 20;
+/// Bytes of the body delegated to one secondary after the stripe.
+const DELEGATED: usize = 1 << 20;
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -54,15 +57,33 @@ async fn serve_session(session: Session, body: Bytes) {
         if session.role() != Role::Primary {
             return;
         }
-        let mut striped = None;
+        // The end of the last transfer handed out, as the primary should hear of it.
+        let mut expected = None;
         while let Ok((mut send, mut recv)) = session.accept_bi().await {
             let request = recv.read_to_end(64).await.unwrap();
             if request == b"finished?" {
-                // The client read every byte: the stripe's end reaches this side too.
+                // The client read every byte: the transfer's end reaches this side too.
                 let event = session.transfer_event().await.unwrap();
-                let stripe = striped.expect("a stripe before the question");
-                assert_eq!(event, TransferEvent::StripeFinished { stripe });
+                assert_eq!(Some(event), expected.take());
                 send.write_all(b"yes").await.unwrap();
+                send.finish().unwrap();
+                continue;
+            }
+            if request == b"delegate" {
+                // A plain delegation of the body's start to a secondary still up.
+                let path = session
+                    .paths()
+                    .into_iter()
+                    .find(|p| !p.is_primary && p.state == PathState::Active)
+                    .expect("an active secondary")
+                    .id;
+                let delegation = send
+                    .delegate(path, Bytes::from_static(b"body"), DELEGATED as u64)
+                    .unwrap();
+                expected = Some(TransferEvent::DelegationFinished {
+                    delegation,
+                    outcome: DelegationOutcome::Done,
+                });
                 send.finish().unwrap();
                 continue;
             }
@@ -70,7 +91,7 @@ async fn serve_session(session: Session, body: Bytes) {
             let stripe = send
                 .stripe(Bytes::from_static(b"body"), body.len() as u64)
                 .unwrap();
-            striped = Some(stripe);
+            expected = Some(TransferEvent::StripeFinished { stripe });
             send.finish().unwrap();
         }
     };
@@ -140,10 +161,23 @@ async fn scenario(servers: Vec<Endpoint>, client: Endpoint, cfg: ClientConfig) {
             }
         }
         let digest: [u8; 32] = hasher.finalize().into();
+        let finished = || async {
+            let (mut send, mut recv) = session.open_bi().await.unwrap();
+            send.write_all(b"finished?").await.unwrap();
+            send.finish().unwrap();
+            assert_eq!(recv.read_to_end(8).await.unwrap(), b"yes");
+        };
+        finished().await;
+        // Then a plain delegation to the secondary that is left.
         let (mut send, mut recv) = session.open_bi().await.unwrap();
-        send.write_all(b"finished?").await.unwrap();
+        send.write_all(b"delegate").await.unwrap();
         send.finish().unwrap();
-        assert_eq!(recv.read_to_end(8).await.unwrap(), b"yes");
+        let delegated = recv.read_to_end(DELEGATED).await.unwrap();
+        assert!(
+            delegated == body[..DELEGATED],
+            "the delegated range differs"
+        );
+        finished().await;
         let paths = session.paths();
         let stats = session.stats();
         session.close(VarInt::from_u32(0), b"done");
