@@ -688,13 +688,19 @@ impl Endpoint {
     /// let go of it (a failed or removed path drains for a few round trips).
     fn path_slot(&self, h: SessionHandle, path: PathId) -> Option<&PathSlot> {
         let s = self.sessions.get(&h)?;
-        match s.paths.get(&path) {
-            Some(key) => self.paths.get(key),
-            None => self
-                .paths
-                .values()
-                .find(|slot| slot.session == Some(h) && slot.path.id == path),
+        if let Some(key) = s.paths.get(&path) {
+            return self.paths.get(key);
         }
+        // A primary has no connection of its own to a secondary (only to itself, by a
+        // same-peer path): no scan of every connection for those, so that a server with
+        // many sessions answers `stats` without one.
+        let own = s.role != Role::Primary || s.metas.get(&path).is_some_and(|m| m.same_peer);
+        if !own {
+            return None;
+        }
+        self.paths
+            .values()
+            .find(|slot| slot.session == Some(h) && slot.path.id == path)
     }
 
     /// Drives every path that has work: QUIC events, reads, writes, endpoint events.
