@@ -49,13 +49,10 @@ pub(crate) struct SessionWaiters {
     pub(crate) raw: Vec<Waker>,
     pub(crate) delegations: Vec<Waker>,
     pub(crate) delegation_writers: BTreeMap<DelegationId, Waker>,
-    pub(crate) path_events: VecDeque<PathEvent>,
-    pub(crate) path_waiters: Vec<Waker>,
-    /// The latest metrics snapshot nobody took yet.
-    pub(crate) metrics: Option<Box<SessionStats>>,
-    pub(crate) metrics_waiters: Vec<Waker>,
-    pub(crate) transfer_events: VecDeque<TransferEvent>,
-    pub(crate) transfer_waiters: Vec<Waker>,
+    pub(crate) path_events: Backlog<PathEvent>,
+    /// The latest metrics snapshot nobody took yet (a backlog of one).
+    pub(crate) metrics: Backlog<Box<SessionStats>>,
+    pub(crate) transfer_events: Backlog<TransferEvent>,
     /// Session handles alive in the application (sessions and streams).
     pub(crate) refs: usize,
 }
@@ -77,10 +74,40 @@ impl SessionWaiters {
         wakers.append(&mut self.raw);
         wakers.append(&mut self.delegations);
         wakers.extend(std::mem::take(&mut self.delegation_writers).into_values());
-        wakers.append(&mut self.path_waiters);
-        wakers.append(&mut self.metrics_waiters);
-        wakers.append(&mut self.transfer_waiters);
+        wakers.append(&mut self.path_events.waiters);
+        wakers.append(&mut self.metrics.waiters);
+        wakers.append(&mut self.transfer_events.waiters);
         for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// What a session keeps for the application to take, oldest dropped beyond a cap, and the
+/// tasks waiting for it.
+#[derive(Debug)]
+pub(crate) struct Backlog<T> {
+    pub(crate) items: VecDeque<T>,
+    pub(crate) waiters: Vec<Waker>,
+}
+
+impl<T> Default for Backlog<T> {
+    fn default() -> Self {
+        Self {
+            items: VecDeque::new(),
+            waiters: Vec::new(),
+        }
+    }
+}
+
+impl<T> Backlog<T> {
+    /// Adds `item`, dropping the oldest beyond `cap`, and wakes every waiter.
+    fn push(&mut self, item: T, cap: usize) {
+        if self.items.len() >= cap.max(1) {
+            self.items.pop_front();
+        }
+        self.items.push_back(item);
+        for w in self.waiters.drain(..) {
             w.wake();
         }
     }
@@ -218,14 +245,9 @@ impl State {
                 let Some(pe) = PathEvent::from_event(e) else {
                     return;
                 };
-                let w = self.waiters(session);
-                if w.path_events.len() >= PATH_EVENT_BACKLOG {
-                    w.path_events.pop_front();
-                }
-                w.path_events.push_back(pe);
-                for w in w.path_waiters.drain(..) {
-                    w.wake();
-                }
+                self.waiters(session)
+                    .path_events
+                    .push(pe, PATH_EVENT_BACKLOG);
             }
             ref e @ (Event::DelegationFinished { session, .. }
             | Event::StripeFinished { session, .. }) => {
@@ -233,20 +255,10 @@ impl State {
                     return;
                 };
                 let w = self.waiters(session);
-                if w.transfer_events.len() >= TRANSFER_EVENT_BACKLOG {
-                    w.transfer_events.pop_front();
-                }
-                w.transfer_events.push_back(te);
-                for w in w.transfer_waiters.drain(..) {
-                    w.wake();
-                }
+                w.transfer_events.push(te, TRANSFER_EVENT_BACKLOG);
             }
             Event::Metrics { session, stats } => {
-                let w = self.waiters(session);
-                w.metrics = Some(stats);
-                for w in w.metrics_waiters.drain(..) {
-                    w.wake();
-                }
+                self.waiters(session).metrics.push(stats, 1);
             }
             _ => {}
         }

@@ -130,21 +130,7 @@ impl Session {
 
     /// The next path event of this session.
     pub async fn path_event(&self) -> Result<PathEvent, ConnectionError> {
-        poll_fn(|cx| {
-            let mut state = self.shared().lock();
-            if let Some(e) = state.waiters(self.handle()).path_events.pop_front() {
-                return Poll::Ready(Ok(e));
-            }
-            if let Some(e) = state.session_error(self.handle()) {
-                return Poll::Ready(Err(e));
-            }
-            state
-                .waiters(self.handle())
-                .path_waiters
-                .push(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.poll_backlog(cx, false, |w| &mut w.path_events)).await
     }
 
     /// The next range this server was delegated, with the writer that must deliver

@@ -2,10 +2,11 @@
 //! snapshot and the end of the delegations and stripes it issued.
 
 use std::future::poll_fn;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use kwik_core::{DelegationId, DelegationOutcome, Event, SessionStats};
 
+use crate::driver::{Backlog, SessionWaiters};
 use crate::error::ConnectionError;
 use crate::session::Session;
 
@@ -54,43 +55,42 @@ impl Session {
     /// The next periodic metrics snapshot of this session and each of its paths (with
     /// `Config::metrics_enabled`, one every `Config::metrics_interval`). Latest wins: a
     /// snapshot nobody took is replaced by the next one, so a slow consumer sees fresh
-    /// figures rather than a backlog. Once the session has ended it yields its error. Without `metrics_enabled` it waits until the session
-    /// closes; [`Session::stats`] answers on demand either way.
+    /// figures rather than a backlog. Once the session has ended it yields its error.
+    /// Without `metrics_enabled` it waits until the session closes; [`Session::stats`] answers on demand either way.
     pub async fn metrics(&self) -> Result<SessionStats, ConnectionError> {
-        poll_fn(|cx| {
-            let mut state = self.shared().lock();
-            // A snapshot taken before the session ended is stale once it has.
-            if let Some(e) = state.session_error(self.handle()) {
-                return Poll::Ready(Err(e));
-            }
-            if let Some(stats) = state.waiters(self.handle()).metrics.take() {
-                return Poll::Ready(Ok(*stats));
-            }
-            state
-                .waiters(self.handle())
-                .metrics_waiters
-                .push(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
+        // A snapshot taken before the session ended is stale once it has.
+        let stats = poll_fn(|cx| self.poll_backlog(cx, true, |w| &mut w.metrics)).await?;
+        Ok(*stats)
     }
 
     /// Primary: the next delegation or stripe of this session that ended.
     pub async fn transfer_event(&self) -> Result<TransferEvent, ConnectionError> {
-        poll_fn(|cx| {
-            let mut state = self.shared().lock();
-            if let Some(e) = state.waiters(self.handle()).transfer_events.pop_front() {
-                return Poll::Ready(Ok(e));
-            }
-            if let Some(e) = state.session_error(self.handle()) {
-                return Poll::Ready(Err(e));
-            }
-            state
-                .waiters(self.handle())
-                .transfer_waiters
-                .push(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.poll_backlog(cx, false, |w| &mut w.transfer_events)).await
+    }
+
+    /// The oldest item of one of the session's backlogs, or the session's error: before
+    /// any item if `error_first` (the items are stale once the session ended), else once
+    /// the backlog is empty.
+    pub(crate) fn poll_backlog<T>(
+        &self,
+        cx: &mut Context<'_>,
+        error_first: bool,
+        backlog: impl Fn(&mut SessionWaiters) -> &mut Backlog<T>,
+    ) -> Poll<Result<T, ConnectionError>> {
+        let mut state = self.shared().lock();
+        let error = |state: &mut crate::driver::State| state.session_error(self.handle());
+        if error_first && let Some(e) = error(&mut state) {
+            return Poll::Ready(Err(e));
+        }
+        if let Some(item) = backlog(state.waiters(self.handle())).items.pop_front() {
+            return Poll::Ready(Ok(item));
+        }
+        if let Some(e) = error(&mut state) {
+            return Poll::Ready(Err(e));
+        }
+        backlog(state.waiters(self.handle()))
+            .waiters
+            .push(cx.waker().clone());
+        Poll::Pending
     }
 }
