@@ -69,6 +69,11 @@ struct Args {
     /// Logical streams per carrier for KWIK's figures (the library's default otherwise).
     #[arg(long)]
     streams_per_carrier: Option<u32>,
+    /// Record KWIK's metrics into a Prometheus recorder, rendered every 5 s as a scrape
+    /// would, to measure what they cost (built with the `metrics` feature, the default;
+    /// without this flag they go nowhere).
+    #[arg(long)]
+    metrics: bool,
 }
 
 const MSG: usize = 1024;
@@ -558,6 +563,25 @@ impl Report {
     }
 }
 
+/// Installs a Prometheus recorder and renders it every 5 s on a thread of its own.
+#[cfg(feature = "metrics")]
+fn record_metrics() -> anyhow::Result<()> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(5));
+            handle.run_upkeep();
+            std::hint::black_box(handle.render());
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(feature = "metrics"))]
+fn record_metrics() -> anyhow::Result<()> {
+    anyhow::bail!("--metrics: built without the `metrics` feature")
+}
+
 fn wanted(args: &Args, figure: &str) -> bool {
     args.only
         .as_deref()
@@ -566,6 +590,18 @@ fn wanted(args: &Args, figure: &str) -> bool {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    println!(
+        "metrics feature {}, recorder {}",
+        if cfg!(feature = "metrics") {
+            "on"
+        } else {
+            "off"
+        },
+        if args.metrics { "on" } else { "off" }
+    );
+    if args.metrics {
+        record_metrics()?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

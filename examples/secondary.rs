@@ -19,6 +19,9 @@ struct Args {
     /// (RUST_LOG wins when set).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Serve Prometheus metrics at this address (`curl http://ADDR/metrics`).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4434")]
     listen: SocketAddr,
@@ -37,6 +40,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     kwik_examples::init_logging(&args.log_level)?;
+    if let Some(addr) = args.metrics {
+        kwik_examples::serve_metrics(addr)?;
+        println!("metrics at http://{addr}/metrics");
+    }
     let group = GroupKey::from_hex(&args.group_key).context("group key: 64 hex digits")?;
     let mut config = server_config(
         &read_cert(&args.cert)?,

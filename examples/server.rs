@@ -20,6 +20,9 @@ struct Args {
     /// (RUST_LOG wins when set).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Serve Prometheus metrics at this address (`curl http://ADDR/metrics`).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4433")]
     listen: SocketAddr,
@@ -45,6 +48,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     kwik_examples::init_logging(&args.log_level)?;
+    if let Some(addr) = args.metrics {
+        kwik_examples::serve_metrics(addr)?;
+        println!("metrics at http://{addr}/metrics");
+    }
     let (cert, key) = self_signed()?;
     std::fs::write(&args.cert_out, cert.as_ref())?;
     std::fs::write(&args.key_out, key.secret_der())?;

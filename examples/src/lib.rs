@@ -31,6 +31,23 @@ pub fn init_logging(level: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
 
+/// Serves the metrics of every endpoint in this process at `http://ADDR/` in the
+/// Prometheus text format (any path answers). Call it inside a tokio runtime, before the
+/// endpoints start.
+#[cfg(feature = "metrics")]
+pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("cannot serve metrics at {addr}"))
+}
+
+/// Without the `metrics` feature there is nothing to serve.
+#[cfg(not(feature = "metrics"))]
+pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
+    anyhow::bail!("cannot serve metrics at {addr}: built without the `metrics` feature")
+}
+
 /// A self-signed certificate for `localhost` and `127.0.0.1`, with its key.
 pub fn self_signed() -> anyhow::Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
     let certified =

@@ -113,6 +113,14 @@ impl<T> Backlog<T> {
     }
 }
 
+/// Adds the waker of the task in `cx` to `wakers`, once: a task that polls fresh futures
+/// in a loop (a `select` over `accept`) does not pile up copies between two events.
+pub(crate) fn register(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
+    if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+        wakers.push(cx.waker().clone());
+    }
+}
+
 pub(crate) fn dir_index(dir: Dir) -> usize {
     match dir {
         Dir::Bi => 0,
@@ -131,6 +139,8 @@ pub(crate) struct State {
     /// No more `Endpoint` handles: stop accepting, end the driver once idle.
     pub(crate) endpoint_dropped: bool,
     pub(crate) idle_waiters: Vec<Waker>,
+    #[cfg(feature = "metrics")]
+    telemetry: crate::telemetry::Telemetry,
 }
 
 impl State {
@@ -156,7 +166,23 @@ impl State {
         }
     }
 
+    /// Samples the engine's counters when due; while the endpoint has work, the driver
+    /// also wakes for the next sample.
+    #[cfg(feature = "metrics")]
+    fn sample_metrics(&mut self, now: Instant, engine: Option<Instant>) -> Option<Instant> {
+        let Some(engine) = engine else {
+            self.telemetry.idle(&mut self.engine, now);
+            return None;
+        };
+        if self.telemetry.deadline(now) <= now {
+            self.telemetry.sample(&mut self.engine, now);
+        }
+        Some(engine.min(self.telemetry.deadline(now)))
+    }
+
     fn dispatch(&mut self, event: Event) {
+        #[cfg(feature = "metrics")]
+        self.telemetry.on_event(&mut self.engine, &event);
         match event {
             Event::Connected(h) => {
                 let w = self.waiters(h);
@@ -288,6 +314,8 @@ impl Shared {
                 driver: None,
                 endpoint_dropped: false,
                 idle_waiters: Vec::new(),
+                #[cfg(feature = "metrics")]
+                telemetry: crate::telemetry::Telemetry::new(),
             }),
             runtime: runtime.clone(),
             socket,
@@ -440,7 +468,10 @@ impl Future for Driver {
         while let Some(event) = state.engine.poll_event() {
             state.dispatch(event);
         }
-        match state.engine.poll_timeout(now) {
+        let deadline = state.engine.poll_timeout(now);
+        #[cfg(feature = "metrics")]
+        let deadline = state.sample_metrics(now, deadline);
+        match deadline {
             Some(deadline) => {
                 let timer = this
                     .timer

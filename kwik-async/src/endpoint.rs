@@ -174,7 +174,7 @@ impl Endpoint {
             if state.engine.is_idle() {
                 return Poll::Ready(());
             }
-            state.idle_waiters.push(cx.waker().clone());
+            crate::driver::register(&mut state.idle_waiters, cx);
             Poll::Pending
         })
         .await
@@ -207,7 +207,7 @@ impl Future for Accept<'_> {
         if state.endpoint_dropped {
             return Poll::Ready(None);
         }
-        state.accept_waiters.push(cx.waker().clone());
+        crate::driver::register(&mut state.accept_waiters, cx);
         Poll::Pending
     }
 }

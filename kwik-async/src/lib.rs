@@ -17,6 +17,8 @@ mod observe;
 mod runtime;
 mod session;
 mod stream;
+#[cfg(feature = "metrics")]
+mod telemetry;
 
 pub use endpoint::{Accept, Connecting, Endpoint, Incoming, dial_with};
 pub use error::{

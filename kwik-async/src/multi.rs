@@ -150,10 +150,7 @@ impl Session {
             if let Some(e) = state.session_error(self.handle()) {
                 return Poll::Ready(Err(e));
             }
-            state
-                .waiters(self.handle())
-                .delegations
-                .push(cx.waker().clone());
+            crate::driver::register(&mut state.waiters(self.handle()).delegations, cx);
             Poll::Pending
         })
         .await?;

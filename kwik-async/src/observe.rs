@@ -88,9 +88,7 @@ impl Session {
         if let Some(e) = error(&mut state) {
             return Poll::Ready(Err(e));
         }
-        backlog(state.waiters(self.handle()))
-            .waiters
-            .push(cx.waker().clone());
+        crate::driver::register(&mut backlog(state.waiters(self.handle())).waiters, cx);
         Poll::Pending
     }
 }

@@ -75,7 +75,7 @@ impl Session {
         match opened {
             Some(id) => Poll::Ready(Ok(id)),
             None => {
-                state.waiters(self.handle()).open[dir_index(dir)].push(cx.waker().clone());
+                crate::driver::register(&mut state.waiters(self.handle()).open[dir_index(dir)], cx);
                 Poll::Pending
             }
         }
@@ -97,7 +97,7 @@ impl Session {
         if let Some(e) = state.session_error(self.handle()) {
             return Poll::Ready(Err(e));
         }
-        state.waiters(self.handle()).accept[dir_index(dir)].push(cx.waker().clone());
+        crate::driver::register(&mut state.waiters(self.handle()).accept[dir_index(dir)], cx);
         Poll::Pending
     }
 
@@ -155,7 +155,7 @@ impl Session {
             if state.engine.session(self.handle()).is_none() {
                 return Poll::Ready(ConnectionError::LocallyClosed);
             }
-            state.waiters(self.handle()).closed.push(cx.waker().clone());
+            crate::driver::register(&mut state.waiters(self.handle()).closed, cx);
             Poll::Pending
         })
         .await
@@ -238,7 +238,7 @@ impl Session {
             if let Some(e) = state.session_error(self.handle()) {
                 return Poll::Ready(Err(e));
             }
-            state.waiters(self.handle()).raw.push(cx.waker().clone());
+            crate::driver::register(&mut state.waiters(self.handle()).raw, cx);
             Poll::Pending
         })
         .await

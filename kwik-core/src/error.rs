@@ -53,7 +53,8 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    const ALL: [Self; 18] = [
+    /// Every code, in wire order.
+    pub const ALL: [Self; 18] = [
         Self::Internal,
         Self::FrameEncoding,
         Self::FlowControl,
@@ -73,6 +74,30 @@ impl ErrorCode {
         Self::JoinRefused,
         Self::Delegation,
     ];
+
+    /// A short snake_case name, for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Internal => "internal",
+            Self::FrameEncoding => "frame_encoding",
+            Self::FlowControl => "flow_control",
+            Self::StreamLimit => "stream_limit",
+            Self::StreamState => "stream_state",
+            Self::FinalSize => "final_size",
+            Self::ControlFrameTooLarge => "control_frame_too_large",
+            Self::ControlDecode => "control_decode",
+            Self::UnknownControlMessage => "unknown_control_message",
+            Self::UnexpectedControlMessage => "unexpected_control_message",
+            Self::VersionMismatch => "version_mismatch",
+            Self::ReassemblyLimit => "reassembly_limit",
+            Self::UnexpectedStream => "unexpected_stream",
+            Self::Handshake => "handshake",
+            Self::PathUnresponsive => "path_unresponsive",
+            Self::ControlRate => "control_rate",
+            Self::JoinRefused => "join_refused",
+            Self::Delegation => "delegation",
+        }
+    }
 
     /// The QUIC application error code for this KWIK error.
     pub fn to_wire(self) -> VarInt {

@@ -80,6 +80,8 @@ pub struct PathInfo {
     pub address: SocketAddr,
     /// Whether it is the primary path.
     pub is_primary: bool,
+    /// Whether it leads to the primary server at another address (same-peer multipath).
+    pub same_peer: bool,
     /// Its state.
     pub state: PathState,
     /// Smoothed RTT: measured on this side's own connections, as the client reported it

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::error::ErrorCode;
 use crate::path::PathId;
 
 /// Endpoint-wide counters.
@@ -25,6 +26,33 @@ pub struct EndpointStats {
     pub protocol_violations: u64,
     /// Pulls this server refused (bad, foreign, expired or spent tickets, or limits).
     pub pulls_refused: u64,
+    /// Client: stripe chunks pulled from a server (copies included).
+    pub stripe_chunks: u64,
+    /// Client: stripe chunks pulled a second time from another server, because the first
+    /// one stalled or in the end game.
+    pub stripe_copies: u64,
+    /// Client: ranges a failed or refusing path owed, handed to another path (a stripe's
+    /// chunk) or back to the primary (a plain delegation's rest).
+    pub failovers: u64,
+    /// Protocol violations by code, in [`ErrorCode::ALL`] order.
+    violations_by_code: [u64; ErrorCode::ALL.len()],
+}
+
+impl EndpointStats {
+    /// Paths closed because the peer broke the protocol with `code`.
+    pub fn protocol_violations_of(&self, code: ErrorCode) -> u64 {
+        ErrorCode::ALL
+            .iter()
+            .position(|c| *c == code)
+            .map_or(0, |i| self.violations_by_code[i])
+    }
+
+    pub(crate) fn count_violation(&mut self, code: ErrorCode) {
+        self.protocol_violations += 1;
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.violations_by_code[i] += 1;
+        }
+    }
 }
 
 /// Counters of one path.

@@ -91,6 +91,10 @@ fn frames_before_the_hello_close_with_handshake() {
     );
     // No session was ever set up, so none is reported closed.
     assert!(s.server_events.is_empty(), "{:?}", s.server_events);
-    assert_eq!(s.server_endpoint().stats().protocol_violations, 1);
+    let stats = s.server_endpoint().stats();
+    assert_eq!(stats.protocol_violations, 1);
+    // Counted by code too (the metrics' `code` label).
+    assert_eq!(stats.protocol_violations_of(ErrorCode::Handshake), 1);
+    assert_eq!(stats.protocol_violations_of(ErrorCode::FrameEncoding), 0);
     s.assert_server_forgets();
 }

@@ -108,7 +108,13 @@ fn assert_refused(s: &mut RawSession, peer: usize, case: &str) {
         "{case}: {:?}",
         s.server_events
     );
-    assert_eq!(s.server_endpoint().stats().protocol_violations, 1, "{case}");
+    let stats = s.server_endpoint().stats();
+    assert_eq!(stats.protocol_violations, 1, "{case}");
+    assert_eq!(
+        stats.protocol_violations_of(ErrorCode::JoinRefused),
+        1,
+        "{case}"
+    );
 }
 
 /// One raw peer sends `join` (and a carrier) to a fresh secondary; it must be refused.

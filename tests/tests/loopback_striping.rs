@@ -2,10 +2,13 @@
 //! secondaries on 127.0.0.1 stripe one body to a client; one secondary's endpoint closes
 //! when half of it was read; the body completes and its SHA-256 matches, and the primary
 //! learns that its stripe finished. Then the primary delegates the body's first MiB to
-//! the secondary that is left, and learns that this delegation finished too.
+//! the secondary that is left, and learns that this delegation finished too. A test
+//! recorder installed for the `metrics` facade sees each of these happen.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::future::{Either, select};
@@ -18,7 +21,56 @@ use kwik_core::Config;
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
 use kwik_tests::runtimes::tokio_run;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use sha2::{Digest, Sha256};
+
+/// The process-wide test recorder, and the lock that keeps the two runtimes' scenarios
+/// from reading each other's counts (a snapshot resets them).
+static RECORDER: OnceLock<Snapshotter> = OnceLock::new();
+static METRICS: Mutex<()> = Mutex::new(());
+
+fn recorder() -> &'static Snapshotter {
+    RECORDER.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().expect("no other recorder");
+        snapshotter
+    })
+}
+
+/// Counter totals and histogram sample counts, by name and sorted `key=value` labels.
+fn recorded() -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for (key, _, _, value) in recorder().snapshot().into_vec() {
+        let mut labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        labels.sort();
+        let name = format!("{}{{{}}}", key.key().name(), labels.join(","));
+        let n = match value {
+            DebugValue::Counter(n) => n,
+            DebugValue::Histogram(samples) => samples.len() as u64,
+            DebugValue::Gauge(_) => continue,
+        };
+        *out.entry(name).or_default() += n;
+    }
+    out
+}
+
+/// The sum of the series of `name` whose labels include every one of `labels`.
+fn total(m: &HashMap<String, u64>, name: &str, labels: &[&str]) -> u64 {
+    m.iter()
+        .filter(|(k, _)| {
+            k.split_once('{').is_some_and(|(n, rest)| {
+                let set: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
+                n == name && labels.iter().all(|l| set.contains(l))
+            })
+        })
+        .map(|(_, v)| *v)
+        .sum()
+}
 
 const BODY: usize = 64 << 20;
 /// Bytes of the body delegated to one secondary after the stripe.
@@ -102,7 +154,12 @@ async fn serve_session(session: Session, body: Bytes) {
 async fn serve(server: Endpoint, secondaries: Vec<SocketAddr>, body: Bytes) {
     let mut sessions = FuturesUnordered::new();
     loop {
-        let next = select(Box::pin(server.accept()), sessions.next()).await;
+        // An empty set of sessions is ready at once (with none): then only accept.
+        let next = if sessions.is_empty() {
+            Either::Left((server.accept().await, sessions.next()))
+        } else {
+            select(Box::pin(server.accept()), sessions.next()).await
+        };
         match next {
             Either::Left((Some(incoming), _)) => {
                 let Ok(session) = incoming.await else {
@@ -181,6 +238,8 @@ async fn scenario(servers: Vec<Endpoint>, client: Endpoint, cfg: ClientConfig) {
         let paths = session.paths();
         let stats = session.stats();
         session.close(VarInt::from_u32(0), b"done");
+        // Every connection of the client closed: its last counts were recorded.
+        client.wait_idle().await;
         (read, digest, paths, stats)
     };
     let (read, digest, paths, stats) = match select(Box::pin(download), Box::pin(serving)).await {
@@ -203,6 +262,40 @@ async fn scenario(servers: Vec<Endpoint>, client: Endpoint, cfg: ClientConfig) {
         .find(|p| p.id == gone.id)
         .expect("the closed server's path stays in the stats");
     assert!(kept.stream_bytes_received > 0, "{kept:?}");
+
+    // What the metrics facade heard, from the client and the three servers.
+    let m = recorded();
+    let mut names: Vec<_> = m.iter().collect();
+    names.sort();
+    println!("recorded: {names:?}");
+    for (role, n) in [("client", 1), ("primary", 1), ("secondary", 2)] {
+        let opened = total(&m, "kwik_sessions_opened_total", &[&format!("role={role}")]);
+        assert!(opened >= n, "{role}: {opened}");
+    }
+    let closed = total(&m, "kwik_sessions_closed_total", &["role=client"]);
+    assert_eq!(closed, 1);
+    assert!(total(&m, "kwik_path_failures_total", &[]) >= 1);
+    assert!(total(&m, "kwik_path_events_total", &["event=failed"]) >= 1);
+    assert!(total(&m, "kwik_failovers_total", &[]) >= 1);
+    assert!(total(&m, "kwik_stripe_chunks_total", &[]) >= 3);
+    assert_eq!(total(&m, "kwik_stripes_finished_total", &[]), 1);
+    assert_eq!(
+        total(&m, "kwik_delegations_finished_total", &["outcome=done"]),
+        1
+    );
+    let secondary_rx = total(
+        &m,
+        "kwik_path_stream_bytes_total",
+        &["kind=secondary", "direction=rx"],
+    );
+    assert!(secondary_rx > 0);
+    let rx = total(&m, "kwik_path_stream_bytes_total", &["direction=rx"]);
+    assert!(rx >= BODY as u64, "{rx}");
+    assert!(total(&m, "kwik_udp_bytes_total", &["direction=rx"]) >= BODY as u64);
+    assert!(total(&m, "kwik_path_rtt_seconds", &["kind=primary"]) >= 1);
+    assert!(total(&m, "kwik_path_cwnd_bytes", &["kind=secondary"]) >= 1);
+    assert!(total(&m, "kwik_control_messages_total", &["direction=tx"]) > 0);
+    assert_eq!(total(&m, "kwik_protocol_violations_total", &[]), 0);
 }
 
 macro_rules! suite {
@@ -212,6 +305,9 @@ macro_rules! suite {
 
             #[test]
             fn three_servers_one_closed_midway() {
+                let _alone = METRICS.lock().unwrap_or_else(|e| e.into_inner());
+                // Counts of earlier runs go.
+                recorder().snapshot();
                 let cert = TestCert::localhost();
                 $run(async {
                     let servers = (0..3)

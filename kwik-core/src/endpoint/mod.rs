@@ -634,6 +634,11 @@ impl Endpoint {
         self.sessions.len()
     }
 
+    /// The handles of every session held, in order.
+    pub fn session_handles(&self) -> impl Iterator<Item = SessionHandle> + '_ {
+        self.sessions.keys().copied()
+    }
+
     /// Endpoint-wide counters.
     pub fn stats(&self) -> EndpointStats {
         let mut s = self.stats;
@@ -1074,7 +1079,7 @@ impl Endpoint {
                 tracing::warn!(code = ?error.code, reason = %error.reason, "protocol violation")
             }
         }
-        self.stats.protocol_violations += 1;
+        self.stats.count_violation(error.code);
         let session = self.paths.get(&key).and_then(|s| s.session);
         let path = self.paths.get(&key).map_or(PathId::PRIMARY, |s| s.path.id);
         if let Some(h) = session

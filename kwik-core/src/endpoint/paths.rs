@@ -147,6 +147,7 @@ impl Endpoint {
                     id: *id,
                     address: m.address,
                     is_primary: *id == PathId::PRIMARY,
+                    same_peer: m.same_peer,
                     state: m.state,
                     rtt,
                     bytes_sent: sent,

@@ -226,6 +226,8 @@ impl Endpoint {
                 let id = s.next_pull;
                 s.next_pull += 1;
                 stripe.assigned(plan, id, now);
+                self.stats.stripe_chunks += 1;
+                self.stats.stripe_copies += u64::from(plan.twin_of.is_some());
                 pulls.push((*tid, id, plan));
             }
             if stripe.is_complete() {
@@ -244,6 +246,7 @@ impl Endpoint {
         for (tid, id, start) in unsent {
             if let Some(stripe) = s.held.get_mut(&tid).and_then(|t| t.stripe.as_mut()) {
                 stripe.on_failed(id, start);
+                self.stats.failovers += 1;
             }
         }
         for tid in finished {
@@ -410,7 +413,10 @@ impl Endpoint {
         for (id, tid, missing, end) in failed {
             match s.held.get_mut(&tid).map(|t| t.stripe.as_mut()) {
                 Some(Some(stripe)) => match missing {
-                    Some(first) => stripe.on_failed(id, first),
+                    Some(first) => {
+                        stripe.on_failed(id, first);
+                        self.stats.failovers += 1;
+                    }
                     None => {
                         stripe.on_done(id, now);
                     }
@@ -420,6 +426,7 @@ impl Endpoint {
             }
         }
         for (tid, missing, end) in plain {
+            self.stats.failovers += u64::from(missing.is_some());
             self.settle_plain(h, tid, missing, end);
         }
         self.pull_stripes(now, h);
