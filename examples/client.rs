@@ -3,12 +3,14 @@
 //!
 //! `cargo run --example client -- --server 127.0.0.1:4433 --cert kwik-cert.der hello`
 //! `cargo run --example client -- --server 127.0.0.1:4433 --get 268435456`
+//! `cargo run --example client --features qlog -- --get 268435456 --qlog qlog/` also
+//! writes a qlog file per path and one of KWIK's events (see the README).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use kwik_examples::{BodyCheck, bulk_config, client_config, rate, read_cert};
@@ -20,6 +22,9 @@ struct Args {
     /// (RUST_LOG wins when set).
     #[arg(long, default_value = "warn")]
     log_level: String,
+    /// Write qlog files into this directory (built with `--features qlog`).
+    #[arg(long)]
+    qlog: Option<PathBuf>,
     /// The server to dial.
     #[arg(long, default_value = "127.0.0.1:4433")]
     server: SocketAddr,
@@ -42,7 +47,15 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     kwik_examples::init_logging(&args.log_level)?;
     let config = client_config(&read_cert(&args.cert)?, bulk_config())?;
-    let session = kwik_tokio::dial(args.server, &args.server_name, config).await?;
+    let local = match args.server {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    };
+    let endpoint = kwik_tokio::Endpoint::client(local)?;
+    kwik_examples::qlog_into(&endpoint, args.qlog.as_deref())?;
+    let session = endpoint
+        .connect_with(config, args.server, &args.server_name)?
+        .await?;
     // Why each failed path failed, as it happens and again in the summary.
     let failures: Arc<Mutex<BTreeMap<PathId, String>>> = Arc::default();
     tokio::spawn({
@@ -100,5 +113,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     session.close(VarInt::from_u32(0), b"bye");
+    // The close reaches the server, and the qlog files are complete, once the connections
+    // drained.
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     Ok(())
 }

@@ -22,6 +22,9 @@ struct Args {
     /// Serve Prometheus metrics at this address (`curl http://ADDR/metrics`).
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Write qlog files into this directory (built with `--features qlog`).
+    #[arg(long)]
+    qlog: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4434")]
     listen: SocketAddr,
@@ -52,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     config.group_key(group);
     let server = kwik_tokio::listen(args.listen, config)?;
+    kwik_examples::qlog_into(&server, args.qlog.as_deref())?;
     println!("secondary listening on {}", server.local_addr()?);
     serve(server, Vec::new(), String::new()).await;
     Ok(())

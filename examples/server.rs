@@ -23,6 +23,9 @@ struct Args {
     /// Serve Prometheus metrics at this address (`curl http://ADDR/metrics`).
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Write qlog files into this directory (built with `--features qlog`).
+    #[arg(long)]
+    qlog: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4433")]
     listen: SocketAddr,
@@ -67,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = server_config(&cert, &key, bulk_config())?;
     config.group_key(group);
     let server = kwik_tokio::listen(args.listen, config)?;
+    kwik_examples::qlog_into(&server, args.qlog.as_deref())?;
     println!(
         "listening on {}, certificate in {}, key in {}, group key {group_hex}",
         server.local_addr()?,

@@ -48,6 +48,30 @@ pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
     anyhow::bail!("cannot serve metrics at {addr}: built without the `metrics` feature")
 }
 
+/// Writes the qlog of `endpoint`'s connections and sessions into `dir`, if given.
+#[cfg(feature = "qlog")]
+pub fn qlog_into(endpoint: &Endpoint, dir: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(dir) = dir {
+        endpoint
+            .set_qlog_dir(dir)
+            .with_context(|| format!("cannot write qlog into {}", dir.display()))?;
+        println!("qlog into {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Without the `qlog` feature there is nothing to write.
+#[cfg(not(feature = "qlog"))]
+pub fn qlog_into(_endpoint: &Endpoint, dir: Option<&Path>) -> anyhow::Result<()> {
+    match dir {
+        Some(dir) => anyhow::bail!(
+            "cannot write qlog into {}: built without the `qlog` feature (add --features qlog)",
+            dir.display()
+        ),
+        None => Ok(()),
+    }
+}
+
 /// A self-signed certificate for `localhost` and `127.0.0.1`, with its key.
 pub fn self_signed() -> anyhow::Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
     let certified =

@@ -141,6 +141,9 @@ pub(crate) struct State {
     pub(crate) idle_waiters: Vec<Waker>,
     #[cfg(feature = "metrics")]
     telemetry: crate::telemetry::Telemetry,
+    /// KWIK's events of each session, once `Endpoint::set_qlog_dir` was called.
+    #[cfg(feature = "qlog")]
+    pub(crate) qlog: Option<crate::qlog::EventLog>,
 }
 
 impl State {
@@ -183,6 +186,10 @@ impl State {
     fn dispatch(&mut self, event: Event) {
         #[cfg(feature = "metrics")]
         self.telemetry.on_event(&mut self.engine, &event);
+        #[cfg(feature = "qlog")]
+        if let Some(log) = &mut self.qlog {
+            log.on_event(&mut self.engine, &event);
+        }
         match event {
             Event::Connected(h) => {
                 let w = self.waiters(h);
@@ -316,6 +323,8 @@ impl Shared {
                 idle_waiters: Vec::new(),
                 #[cfg(feature = "metrics")]
                 telemetry: crate::telemetry::Telemetry::new(),
+                #[cfg(feature = "qlog")]
+                qlog: None,
             }),
             runtime: runtime.clone(),
             socket,

@@ -167,6 +167,18 @@ impl Endpoint {
         state.wake_driver();
     }
 
+    /// Writes qlog into `dir` (created if missing) from now on: one file per QUIC
+    /// connection of every path, named by session and path, and one file of KWIK's own
+    /// events per session. A file is complete once its connection has drained.
+    #[cfg(feature = "qlog")]
+    pub fn set_qlog_dir(&self, dir: impl AsRef<std::path::Path>) -> io::Result<()> {
+        let qlog = crate::qlog::QlogDir::new(dir.as_ref())?;
+        let mut state = self.inner.shared.lock();
+        state.engine.set_qlog(Some(qlog.clone()));
+        state.qlog = Some(crate::qlog::EventLog::new(qlog));
+        Ok(())
+    }
+
     /// Waits until every connection closed and drained.
     pub async fn wait_idle(&self) {
         std::future::poll_fn(|cx| {

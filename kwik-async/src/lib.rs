@@ -14,6 +14,8 @@ mod endpoint;
 mod error;
 mod multi;
 mod observe;
+#[cfg(feature = "qlog")]
+mod qlog;
 mod runtime;
 mod session;
 mod stream;

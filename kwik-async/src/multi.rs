@@ -71,6 +71,13 @@ impl Session {
             .map_or(Role::Client, |s| s.role())
     }
 
+    /// The session's id, the same on every server and the client (0 until a client's
+    /// session is established). Logs, spans and qlog file names carry it.
+    pub fn id(&self) -> u64 {
+        let mut state = self.shared().lock();
+        state.engine.session(self.handle()).map_or(0, |s| s.id())
+    }
+
     /// Primary: asks the client to connect to the server at `address` (verified as
     /// `server_name`) and join it to this session. The server config needs the group key.
     /// [`Session::path_event`] reports when the path is active.

@@ -90,7 +90,7 @@ impl Gauges {
         };
         for role in [Role::Client, Role::Primary, Role::Secondary] {
             let i = role_index(role);
-            let g = gauge!("kwik_sessions", "role" => role_name(role));
+            let g = gauge!("kwik_sessions", "role" => role.name());
             moved(g, self.roles[i], was.roles[i]);
         }
         for (i, state) in STATES.iter().enumerate() {
@@ -132,7 +132,7 @@ impl Telemetry {
             Event::Connected(h) | Event::Incoming(h) => {
                 let role = engine.session(*h).map_or(Role::Client, |s| s.role());
                 if self.sessions.insert(*h, role).is_none() {
-                    counter!("kwik_sessions_opened_total", "role" => role_name(role)).increment(1);
+                    counter!("kwik_sessions_opened_total", "role" => role.name()).increment(1);
                 }
             }
             Event::Closed { session, error } => {
@@ -144,7 +144,7 @@ impl Telemetry {
                 };
                 counter!(
                     "kwik_sessions_closed_total",
-                    "role" => role_name(role),
+                    "role" => role.name(),
                     "reason" => close_reason(error),
                 )
                 .increment(1);
@@ -369,10 +369,6 @@ fn role_index(role: Role) -> usize {
         Role::Primary => 1,
         Role::Secondary => 2,
     }
-}
-
-fn role_name(role: Role) -> &'static str {
-    ["client", "primary", "secondary"][role_index(role)]
 }
 
 fn path_kind(primary: bool, same_peer: bool) -> &'static str {

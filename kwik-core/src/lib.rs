@@ -80,6 +80,8 @@ pub use config::{
     ALPN, ClientConfig, Config, ConfigError, LoadBalancing, ServerConfig, SetupError,
 };
 pub use delegation::{DelegateError, DelegationId, DelegationOutcome, IncomingDelegation};
+#[cfg(feature = "qlog")]
+pub use endpoint::QlogFactory;
 pub use endpoint::{
     AddPathError, ConnectError, Delegated, Endpoint, EndpointConfig, Event, MAX_DELEGATIONS,
     PathKind, RecvStream, SendStream, Session, Transmit,

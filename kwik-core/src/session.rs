@@ -27,6 +27,17 @@ pub enum Role {
     Secondary,
 }
 
+impl Role {
+    /// `client`, `primary` or `secondary`, for logs, metric labels and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Primary => "primary",
+            Self::Secondary => "secondary",
+        }
+    }
+}
+
 /// Where a path is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PathState {

@@ -42,10 +42,13 @@ mod handles;
 mod multi;
 mod paths;
 mod pulls;
+mod qlog;
 mod stats;
 
 pub use handles::{Delegated, RecvStream, SendStream, Session};
 pub use multi::{AddPathError, MAX_DELEGATIONS, PathKind};
+#[cfg(feature = "qlog")]
+pub use qlog::QlogFactory;
 
 /// A datagram to send. The payload is in the buffer passed to [`Endpoint::poll_transmit`].
 #[derive(Debug, Clone, Copy)]
@@ -257,6 +260,8 @@ pub struct Endpoint {
     /// Where the next `poll_transmit` starts, for fairness between paths.
     transmit_cursor: usize,
     rng: ChaCha20Rng,
+    #[cfg(feature = "qlog")]
+    qlog: qlog::Qlog,
     buf: Vec<u8>,
     stats: EndpointStats,
     /// The latest time an input carried, for work done while polling events.
@@ -345,6 +350,8 @@ impl Endpoint {
             dirty: BTreeSet::new(),
             transmit_cursor: 0,
             rng,
+            #[cfg(feature = "qlog")]
+            qlog: qlog::Qlog::default(),
             buf: Vec::new(),
             stats: EndpointStats::default(),
             last_now: None,
@@ -379,9 +386,8 @@ impl Endpoint {
         remote: SocketAddr,
         server_name: &str,
     ) -> Result<SessionHandle, ConnectError> {
-        let (ch, conn) = self
-            .quic
-            .connect(now, config.quic.clone(), remote, server_name)?;
+        let (dial, token) = self.dial_config(&config.quic, &config.config, remote);
+        let (ch, conn) = self.quic.connect(now, dial, remote, server_name)?;
         let handle = self.new_session_handle();
         let mut session = SessionState::new(Side::Client, 0, config.config.clone(), remote);
         session.label_span(handle);
@@ -412,6 +418,7 @@ impl Endpoint {
                 span,
             },
         );
+        self.qlog_bind(ch.0, token);
         self.dirty.insert(ch.0);
         Ok(handle)
     }
@@ -470,8 +477,10 @@ impl Endpoint {
         }
         let control_rate = server.config.max_control_messages_per_sec;
         buf.clear();
-        match self.quic.accept(incoming, now, buf, None) {
+        let (accept, token) = self.accept_config(remote);
+        match self.quic.accept(incoming, now, buf, accept) {
             Ok((ch, conn)) => {
+                self.qlog_bind(ch.0, token);
                 self.paths.insert(
                     ch.0,
                     PathSlot {
@@ -686,6 +695,7 @@ impl Endpoint {
             let Some(slot) = self.paths.remove(&key) else {
                 return;
             };
+            self.qlog_forget(key);
             if let Some(h) = slot.session {
                 if let Some(m) = self
                     .sessions
@@ -924,6 +934,7 @@ impl Endpoint {
                 session.record_id();
                 tracing::info!(parent: &session.span, "session established");
                 self.events.push_back(Event::Connected(h));
+                self.qlog_label(key, h, PathId::PRIMARY, "primary");
             }
             ControlOutcome::PeerClosed { code, reason } => {
                 let code = VarInt::from_u64(code).unwrap_or(VarInt::MAX);
@@ -1013,6 +1024,7 @@ impl Endpoint {
         }));
         self.sessions.insert(h, session);
         self.events.push_back(Event::Incoming(h));
+        self.qlog_label(key, h, PathId::PRIMARY, "primary");
         Ok(())
     }
 

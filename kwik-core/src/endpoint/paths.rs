@@ -287,10 +287,13 @@ impl Endpoint {
             "secondary"
         };
         let span = super::path_span(Some(&s.span), Some(path), address, kind);
+        let (dial, token) = self.dial_config(&dial, &s.config, address);
         let (ch, conn) = self
             .quic
             .connect(now, dial, address, &name)
             .map_err(|_| "cannot connect")?;
+        self.qlog_bind(ch.0, token);
+        self.qlog_label(ch.0, h, path, kind);
         self.paths.insert(
             ch.0,
             PathSlot {
@@ -656,6 +659,7 @@ impl Endpoint {
         slot.path.send_control(join_accepted());
         self.sessions.insert(h, session);
         self.events.push_back(Event::Incoming(h));
+        self.qlog_label(key, h, path, "secondary");
         Ok(())
     }
 
