@@ -109,6 +109,13 @@ impl kwik_core::QlogFactory for QlogDir {
             tracing::warn!(from = %from.display(), error = %e, "cannot rename a qlog file");
         }
     }
+
+    fn unlabelled(&self, token: u64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&token);
+    }
 }
 
 /// KWIK's events of every session of one endpoint, one JSON-SEQ file per session.

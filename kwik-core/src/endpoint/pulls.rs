@@ -236,6 +236,15 @@ impl Endpoint {
         }
         let mut unsent = Vec::new();
         for (tid, id, plan) in pulls {
+            tracing::debug!(
+                ticket = tid,
+                pull = id,
+                path = %plan.path,
+                start = plan.start,
+                end = plan.end,
+                copy_of = plan.twin_of,
+                "stripe chunk pulled"
+            );
             if !self.send_pull(h, plan.path, tid, id, plan.start, plan.end) {
                 unsent.push((tid, id, plan.start));
             }
@@ -243,8 +252,10 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
+        let span = s.span.clone();
         for (tid, id, start) in unsent {
             if let Some(stripe) = s.held.get_mut(&tid).and_then(|t| t.stripe.as_mut()) {
+                tracing::info!(parent: &span, ticket = tid, pull = id, start, "pull not sent: range handed to another path");
                 stripe.on_failed(id, start);
                 self.stats.failovers += 1;
             }
@@ -409,11 +420,19 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
+        let span = s.span.clone();
         let mut plain = Vec::new();
         for (id, tid, missing, end) in failed {
             match s.held.get_mut(&tid).map(|t| t.stripe.as_mut()) {
                 Some(Some(stripe)) => match missing {
                     Some(first) => {
+                        tracing::info!(
+                            parent: &span,
+                            ticket = tid,
+                            pull = id,
+                            first_missing = first,
+                            "failover: the rest of a stripe chunk goes to another path"
+                        );
                         stripe.on_failed(id, first);
                         self.stats.failovers += 1;
                     }
@@ -426,6 +445,15 @@ impl Endpoint {
             }
         }
         for (tid, missing, end) in plain {
+            if let Some(first) = missing {
+                tracing::info!(
+                    parent: &span,
+                    ticket = tid,
+                    first_missing = first,
+                    end,
+                    "failover: the rest of a delegation goes back to the primary"
+                );
+            }
             self.stats.failovers += u64::from(missing.is_some());
             self.settle_plain(h, tid, missing, end);
         }

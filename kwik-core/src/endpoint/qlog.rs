@@ -32,6 +32,10 @@ pub trait QlogFactory: Send + Sync + std::fmt::Debug {
     /// The connection of `token` carries `path` (`kind`: primary, secondary or same-peer)
     /// of the session with id `session`, in which this side is `role`.
     fn labelled(&self, token: u64, session: u64, role: crate::Role, path: PathId, kind: &str);
+
+    /// The connection of `token` is gone without ever carrying a session (a refused join,
+    /// a failed handshake): forget what was kept to label it.
+    fn unlabelled(&self, token: u64);
 }
 
 /// The installed factory and the token of every connection it gave a stream to.
@@ -128,7 +132,9 @@ impl Endpoint {
     /// Connection `key` is gone.
     pub(super) fn qlog_forget(&mut self, key: usize) {
         #[cfg(feature = "qlog")]
-        self.qlog.tokens.remove(&key);
+        if let (Some(token), Some(factory)) = (self.qlog.tokens.remove(&key), &self.qlog.factory) {
+            factory.unlabelled(token);
+        }
         let _ = key;
     }
 }
