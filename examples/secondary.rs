@@ -11,20 +11,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use kwik_core::GroupKey;
-use kwik_examples::{bulk_config, read_cert, read_key, serve, server_config};
+use kwik_examples::{ServerOps, bulk_config, read_cert, read_key, serve, server_config};
 
 #[derive(Parser)]
 struct Args {
-    /// Log filter: error, warn, info, debug, trace, or directives such as kwik_core=debug
-    /// (RUST_LOG wins when set).
-    #[arg(long, default_value = "info")]
-    log_level: String,
-    /// Serve Prometheus metrics at this address (`curl http://ADDR/metrics`).
-    #[arg(long)]
-    metrics: Option<SocketAddr>,
-    /// Write qlog files into this directory (built with `--features qlog`).
-    #[arg(long)]
-    qlog: Option<PathBuf>,
+    #[command(flatten)]
+    ops: ServerOps,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4434")]
     listen: SocketAddr,
@@ -42,11 +34,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    kwik_examples::init_logging(&args.log_level)?;
-    if let Some(addr) = args.metrics {
-        kwik_examples::serve_metrics(addr)?;
-        println!("metrics at http://{addr}/metrics");
-    }
+    args.ops.start()?;
     let group = GroupKey::from_hex(&args.group_key).context("group key: 64 hex digits")?;
     let mut config = server_config(
         &read_cert(&args.cert)?,
@@ -55,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     config.group_key(group);
     let server = kwik_tokio::listen(args.listen, config)?;
-    kwik_examples::qlog_into(&server, args.qlog.as_deref())?;
+    args.ops.qlog_into(&server)?;
     println!("secondary listening on {}", server.local_addr()?);
     serve(server, Vec::new(), String::new()).await;
     Ok(())

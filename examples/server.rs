@@ -12,20 +12,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use kwik_core::GroupKey;
-use kwik_examples::{bulk_config, hex, self_signed, serve, server_config};
+use kwik_examples::{ServerOps, bulk_config, hex, self_signed, serve, server_config};
 
 #[derive(Parser)]
 struct Args {
-    /// Log filter: error, warn, info, debug, trace, or directives such as kwik_core=debug
-    /// (RUST_LOG wins when set).
-    #[arg(long, default_value = "info")]
-    log_level: String,
-    /// Serve Prometheus metrics at this address (`curl http://ADDR/metrics`).
-    #[arg(long)]
-    metrics: Option<SocketAddr>,
-    /// Write qlog files into this directory (built with `--features qlog`).
-    #[arg(long)]
-    qlog: Option<PathBuf>,
+    #[command(flatten)]
+    ops: ServerOps,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4433")]
     listen: SocketAddr,
@@ -50,11 +42,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    kwik_examples::init_logging(&args.log_level)?;
-    if let Some(addr) = args.metrics {
-        kwik_examples::serve_metrics(addr)?;
-        println!("metrics at http://{addr}/metrics");
-    }
+    args.ops.start()?;
     let (cert, key) = self_signed()?;
     std::fs::write(&args.cert_out, cert.as_ref())?;
     std::fs::write(&args.key_out, key.secret_der())?;
@@ -70,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = server_config(&cert, &key, bulk_config())?;
     config.group_key(group);
     let server = kwik_tokio::listen(args.listen, config)?;
-    kwik_examples::qlog_into(&server, args.qlog.as_deref())?;
+    args.ops.qlog_into(&server)?;
     println!(
         "listening on {}, certificate in {}, key in {}, group key {group_hex}",
         server.local_addr()?,

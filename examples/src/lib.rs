@@ -72,6 +72,40 @@ pub fn qlog_into(_endpoint: &Endpoint, dir: Option<&Path>) -> anyhow::Result<()>
     }
 }
 
+// The operations flags of the `server` and `secondary` examples (a plain comment: a doc
+// comment would become their `--help` text).
+#[derive(clap::Args)]
+pub struct ServerOps {
+    /// Log filter: error, warn, info, debug, trace, or directives such as kwik_core=debug
+    /// (RUST_LOG wins when set).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Serve Prometheus metrics at this address (`curl http://ADDR/metrics`).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Write qlog files into this directory (built with `--features qlog`).
+    #[arg(long)]
+    qlog: Option<std::path::PathBuf>,
+}
+
+impl ServerOps {
+    /// Installs the logger and, if asked, the metrics endpoint (inside a tokio runtime,
+    /// before the endpoint starts).
+    pub fn start(&self) -> anyhow::Result<()> {
+        init_logging(&self.log_level)?;
+        if let Some(addr) = self.metrics {
+            serve_metrics(addr)?;
+            println!("metrics at http://{addr}/metrics");
+        }
+        Ok(())
+    }
+
+    /// Writes `endpoint`'s qlog if asked.
+    pub fn qlog_into(&self, endpoint: &Endpoint) -> anyhow::Result<()> {
+        qlog_into(endpoint, self.qlog.as_deref())
+    }
+}
+
 /// A self-signed certificate for `localhost` and `127.0.0.1`, with its key.
 pub fn self_signed() -> anyhow::Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
     let certified =

@@ -38,8 +38,8 @@ use metrics::{counter, gauge, histogram};
 use rustc_hash::FxHashMap;
 
 use kwik_core::{
-    DelegationOutcome, EndpointStats, ErrorCode, Event, PathError, PathId, PathState, Role,
-    SessionError, SessionHandle,
+    DelegationOutcome, EndpointStats, ErrorCode, Event, PathError, PathId, PathInfo, PathState,
+    Role, SessionError, SessionHandle,
 };
 
 /// How often the engine's counters are sampled.
@@ -183,14 +183,13 @@ impl Telemetry {
             ..Gauges::default()
         };
         for &h in &handles {
-            let Some(s) = engine.session(h) else {
+            let Some((role, paths)) = self.sample_session(engine, h) else {
                 continue;
             };
-            gauges.roles[role_index(s.role())] += 1;
-            for p in s.paths() {
+            gauges.roles[role_index(role)] += 1;
+            for p in paths {
                 gauges.states[state_index(p.state)] += 1;
             }
-            self.sample_session(engine, h);
         }
         if gauges != self.gauges {
             gauges.apply(&self.gauges);
@@ -215,36 +214,46 @@ impl Telemetry {
     fn sample_endpoint(&mut self, now: EndpointStats) {
         let was = std::mem::replace(&mut self.endpoint, now);
         let delta = |n: u64, w: u64| n.saturating_sub(w);
-        add(
-            "kwik_udp_datagrams_total",
-            "direction",
-            TX,
-            delta(now.datagrams_sent, was.datagrams_sent),
-        );
-        add(
-            "kwik_udp_datagrams_total",
-            "direction",
-            RX,
-            delta(now.datagrams_received, was.datagrams_received),
-        );
-        add(
-            "kwik_udp_bytes_total",
-            "direction",
-            TX,
-            delta(now.bytes_sent, was.bytes_sent),
-        );
-        add(
-            "kwik_udp_bytes_total",
-            "direction",
-            RX,
-            delta(now.bytes_received, was.bytes_received),
-        );
-        add(
-            "kwik_pulls_refused_total",
-            "side",
-            "served",
-            delta(now.pulls_refused, was.pulls_refused),
-        );
+        let labelled = [
+            (
+                "kwik_udp_datagrams_total",
+                "direction",
+                TX,
+                now.datagrams_sent,
+                was.datagrams_sent,
+            ),
+            (
+                "kwik_udp_datagrams_total",
+                "direction",
+                RX,
+                now.datagrams_received,
+                was.datagrams_received,
+            ),
+            (
+                "kwik_udp_bytes_total",
+                "direction",
+                TX,
+                now.bytes_sent,
+                was.bytes_sent,
+            ),
+            (
+                "kwik_udp_bytes_total",
+                "direction",
+                RX,
+                now.bytes_received,
+                was.bytes_received,
+            ),
+            (
+                "kwik_pulls_refused_total",
+                "side",
+                "served",
+                now.pulls_refused,
+                was.pulls_refused,
+            ),
+        ];
+        for (name, label, value, n, w) in labelled {
+            add(name, label, value, delta(n, w));
+        }
         let plain = [
             (
                 "kwik_stripe_chunks_total",
@@ -274,21 +283,22 @@ impl Telemetry {
         }
     }
 
-    /// Records the counters of every path of session `h` since they were last recorded.
-    fn sample_session(&mut self, engine: &mut kwik_core::Endpoint, h: SessionHandle) {
-        let Some(s) = engine.session(h) else {
-            return;
-        };
-        let kinds: Vec<(PathId, &'static str)> = s
-            .paths()
-            .iter()
-            .map(|p| (p.id, path_kind(p.is_primary, p.same_peer)))
-            .collect();
+    /// Records the counters of every path of session `h` since they were last recorded;
+    /// returns the session's role and paths.
+    fn sample_session(
+        &mut self,
+        engine: &mut kwik_core::Endpoint,
+        h: SessionHandle,
+    ) -> Option<(Role, Vec<PathInfo>)> {
+        let s = engine.session(h)?;
+        let (role, paths) = (s.role(), s.paths());
         for p in s.stats().paths {
-            let kind = kinds
+            let kind = paths
                 .iter()
-                .find(|(id, _)| *id == p.id)
-                .map_or(path_kind(p.id == PathId::PRIMARY, false), |(_, k)| k);
+                .find(|i| i.id == p.id)
+                .map_or(path_kind(p.id == PathId::PRIMARY, false), |i| {
+                    path_kind(i.is_primary, i.same_peer)
+                });
             let now = Recorded {
                 bytes: [p.bytes_received, p.bytes_sent],
                 packets: [p.datagrams_received, p.datagrams_sent],
@@ -332,6 +342,7 @@ impl Telemetry {
                 histogram!("kwik_path_cwnd_bytes", "kind" => kind).record(p.cwnd as f64);
             }
         }
+        Some((role, paths))
     }
 }
 
