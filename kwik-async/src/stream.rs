@@ -225,14 +225,14 @@ impl RecvStream {
                 kwik_core::SessionError::LocallyClosed,
             )),
         };
+        // Most reads owe the peer nothing (no credit update yet): the driver sleeps on.
+        if matches!(result, Ok(_)) && state.engine.needs_drive() {
+            state.wake_driver();
+        }
         match result {
-            Ok(Some(chunk)) => {
-                state.wake_driver();
-                Poll::Ready(Ok(Some(chunk)))
-            }
+            Ok(Some(chunk)) => Poll::Ready(Ok(Some(chunk))),
             Ok(None) => {
                 self.done = true;
-                state.wake_driver();
                 Poll::Ready(Ok(None))
             }
             Err(kwik_core::ReadError::Blocked) => {

@@ -4,7 +4,7 @@
 //! the control stream, data-plane frames in and out of carriers. It owns no logical stream
 //! state; that lives in the session's [`Streams`].
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{Connection, Dir, StreamId as QuicStreamId, VarInt};
@@ -51,6 +51,8 @@ struct CarrierRx {
     /// The `STREAM` frame whose payload is being read: it is passed on in the pieces it
     /// arrives in, never gathered.
     payload: Option<Payload>,
+    /// Listed in [`Path::readable`].
+    listed: bool,
 }
 
 /// The rest of a `STREAM` frame's payload.
@@ -93,8 +95,11 @@ pub(crate) struct Path {
     signal: CarrierTx,
     carriers: Vec<CarrierTx>,
     assignment: FxHashMap<StreamId, usize>,
-    rx: BTreeMap<QuicStreamId, CarrierRx>,
-    readable: BTreeSet<QuicStreamId>,
+    rx: FxHashMap<QuicStreamId, CarrierRx>,
+    /// Carriers QUIC reported readable, each listed once (see [`CarrierRx::listed`]).
+    readable: Vec<QuicStreamId>,
+    /// QUIC reported the control stream readable.
+    control_readable: bool,
     pub(crate) counters: PathCounters,
     pub(crate) health: Health,
     /// Authenticated frames heard from the peer at the last look, for health.
@@ -117,6 +122,8 @@ pub(crate) struct Path {
     /// the streams with data to frame, and one frame's payload pieces.
     sendable: Vec<StreamId>,
     pieces: Vec<Bytes>,
+    /// The chunks one carrier read returned, reused likewise.
+    rx_pieces: Vec<Bytes>,
     /// Frame heads are cut from this buffer, so that they share an allocation (see
     /// [`stream_header`]).
     headers: BytesMut,
@@ -151,8 +158,9 @@ impl Path {
             signal: CarrierTx::default(),
             carriers: Vec::new(),
             assignment: FxHashMap::default(),
-            rx: BTreeMap::new(),
-            readable: BTreeSet::new(),
+            rx: FxHashMap::default(),
+            readable: Vec::new(),
+            control_readable: false,
             counters: PathCounters::default(),
             health: Health::default(),
             heard: 0,
@@ -165,6 +173,7 @@ impl Path {
             copy: CarrierTx::default(),
             sendable: Vec::new(),
             pieces: Vec::new(),
+            rx_pieces: Vec::new(),
             headers: BytesMut::new(),
         }
     }
@@ -221,17 +230,26 @@ impl Path {
             }
             let _ = self.conn.send_stream(id).set_priority(2);
             self.control = Some(id);
-            self.readable.insert(id);
+            self.control_readable = true;
         }
         while let Some(id) = self.conn.streams().accept(Dir::Uni) {
             self.rx.insert(id, CarrierRx::default());
-            self.readable.insert(id);
+            self.mark_readable(id);
         }
         Ok(())
     }
 
+    /// Notes that QUIC has bytes for `id`: the control stream or a carrier taken by
+    /// [`Self::accept_streams`] (other streams are not read).
     pub(crate) fn mark_readable(&mut self, id: QuicStreamId) {
-        self.readable.insert(id);
+        if Some(id) == self.control {
+            self.control_readable = true;
+        } else if let Some(carrier) = self.rx.get_mut(&id)
+            && !carrier.listed
+        {
+            carrier.listed = true;
+            self.readable.push(id);
+        }
     }
 
     /// Reads the control stream: whole messages, in order.
@@ -243,7 +261,7 @@ impl Path {
         let Some(id) = self.control else {
             return Ok(out);
         };
-        if !self.readable.remove(&id) {
+        if !std::mem::take(&mut self.control_readable) {
             return Ok(out);
         }
         let mut stream = self.conn.recv_stream(id);
@@ -315,20 +333,31 @@ impl Path {
         &mut self,
         mut on_frame: impl FnMut(Frame) -> PathResult<()>,
     ) -> PathResult<()> {
-        let ids: Vec<QuicStreamId> = std::mem::take(&mut self.readable).into_iter().collect();
-        for id in ids {
-            if Some(id) == self.control {
-                self.readable.insert(id);
-                continue;
-            }
+        let mut ids = std::mem::take(&mut self.readable);
+        let result = self.read_listed(&ids, &mut on_frame);
+        // The list's allocation serves the next drive (nothing lists carriers while they
+        // are read).
+        ids.clear();
+        self.readable = ids;
+        result
+    }
+
+    fn read_listed(
+        &mut self,
+        ids: &[QuicStreamId],
+        on_frame: &mut impl FnMut(Frame) -> PathResult<()>,
+    ) -> PathResult<()> {
+        let pieces = &mut self.rx_pieces;
+        for &id in ids {
             let Some(carrier) = self.rx.get_mut(&id) else {
                 continue;
             };
+            carrier.listed = false;
             let mut stream = self.conn.recv_stream(id);
             let Ok(mut chunks) = stream.read(true) else {
                 continue;
             };
-            let mut pieces = Vec::new();
+            pieces.clear();
             let mut finished = false;
             let mut reset = false;
             loop {
@@ -346,8 +375,8 @@ impl Path {
                 }
             }
             let _ = chunks.finalize();
-            for piece in pieces {
-                self.counters.frames_received += decode_carrier(carrier, piece, &mut on_frame)?;
+            for piece in pieces.drain(..) {
+                self.counters.frames_received += decode_carrier(carrier, piece, &mut *on_frame)?;
             }
             if reset {
                 // A writer abandoned the carrier (a cancelled delegation): the frames it
@@ -747,6 +776,7 @@ impl Path {
         self.copy.pending.clear();
         self.rx.clear();
         self.readable.clear();
+        self.control_readable = false;
     }
 }
 

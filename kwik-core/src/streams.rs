@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use bytes::Bytes;
 use quinn_proto::{Dir, Side, VarInt};
@@ -18,6 +18,8 @@ use crate::varint;
 mod recv;
 
 use recv::Recv;
+
+type FxIndexSet<T> = indexmap::IndexSet<T, FxBuildHasher>;
 
 /// A logical stream id: bit 0 is the initiator (0 client), bit 1 the direction (0 bidi),
 /// the rest the index, as in QUIC.
@@ -263,8 +265,9 @@ pub(crate) struct Streams {
     data_received: u64,
     data_consumed: u64,
     signals: Signals,
-    /// Streams with bytes or a fin to frame.
-    sendable: BTreeSet<StreamId>,
+    /// Streams with bytes or a fin to frame. Hashed with a dense order: a stream enters
+    /// and leaves it with every write, and a B-tree allocates and rebalances nodes for that.
+    sendable: FxIndexSet<StreamId>,
     /// The streams whose sending ended (fin framed, or reset), in order: entry `i` is
     /// release number `released_base + i`. Every path to the peer frees the carrier slots
     /// it gave them from a cursor of its own (see [`Streams::released_since`]).
@@ -311,7 +314,7 @@ impl Streams {
             data_received: 0,
             data_consumed: 0,
             signals: Signals::default(),
-            sendable: BTreeSet::new(),
+            sendable: FxIndexSet::default(),
             released: VecDeque::new(),
             released_base: 0,
             events: VecDeque::new(),
@@ -828,7 +831,7 @@ impl Streams {
             code: code.into_inner(),
             final_size,
         });
-        self.sendable.remove(&id);
+        self.sendable.swap_remove(&id);
         log_release(&mut self.released, &mut self.released_base, id);
         if s.stopped.is_none() {
             self.send.remove(&id);
@@ -959,6 +962,16 @@ impl Streams {
         }
     }
 
+    /// Whether a flow-control or signalling frame is owed to the peer.
+    pub(crate) fn has_signal(&self) -> bool {
+        let s = &self.signals;
+        !s.once.is_empty()
+            || s.max_data
+            || s.max_streams.contains(&true)
+            || !s.max_stream_data.is_empty()
+            || !s.data_ack.is_empty()
+    }
+
     /// The next flow-control or signalling frame owed to the peer.
     pub(crate) fn poll_signal(&mut self) -> Option<Frame> {
         if let Some(f) = self.signals.once.pop_front() {
@@ -1006,7 +1019,7 @@ impl Streams {
         None
     }
 
-    /// Streams that have something to frame, in id order.
+    /// Streams that have something to frame, about in the order they became so.
     pub(crate) fn sendable(&self) -> impl Iterator<Item = StreamId> + '_ {
         self.sendable.iter().copied()
     }
@@ -1057,7 +1070,7 @@ impl Streams {
         let s = self.send.get_mut(&id)?;
         s.apply_skips();
         if !s.has_frame() {
-            self.sendable.remove(&id);
+            self.sendable.swap_remove(&id);
             return None;
         }
         if let Some((offset, mut data)) = s.resend.pop_front() {
@@ -1075,7 +1088,7 @@ impl Streams {
                 s.retained.push_back((offset, data.clone()));
             }
             if !s.has_frame() {
-                self.sendable.remove(&id);
+                self.sendable.swap_remove(&id);
             }
             pieces.push(data);
             return Some((offset, fin));
@@ -1084,7 +1097,7 @@ impl Streams {
             s.refin = false;
             let offset = s.offset;
             if !s.has_frame() {
-                self.sendable.remove(&id);
+                self.sendable.swap_remove(&id);
             }
             return Some((offset, true));
         }
@@ -1099,7 +1112,7 @@ impl Streams {
             let held = offset.saturating_sub(s.acked);
             let room = retain_limit.saturating_sub(held);
             if room == 0 && s.queued > 0 {
-                self.sendable.remove(&id);
+                self.sendable.swap_remove(&id);
                 return None;
             }
             max.min(usize::try_from(room).unwrap_or(usize::MAX))
@@ -1143,7 +1156,7 @@ impl Streams {
             log_release(&mut self.released, &mut self.released_base, id);
         }
         if !s.has_frame() {
-            self.sendable.remove(&id);
+            self.sendable.swap_remove(&id);
         }
         Some((offset, fin))
     }

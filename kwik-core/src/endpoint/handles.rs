@@ -440,7 +440,9 @@ impl RecvStream<'_> {
         if let (Err(ReadError::Blocked), Some(e)) = (&r, &s.error) {
             return Err(ReadError::SessionLost(e.clone()));
         }
-        if r.is_ok() {
+        // A read only needs the paths driven when it owes the peer credit or a freed
+        // stream, or when pulls follow the reader (delegated and striped ranges).
+        if r.is_ok() && (s.streams.has_signal() || !s.owed.is_empty() || !s.held.is_empty()) {
             self.endpoint.mark_dirty(self.handle);
         }
         r

@@ -656,6 +656,12 @@ impl Endpoint {
         s
     }
 
+    /// Whether commands left paths to drive: an event loop that did not wake for
+    /// anything else need only call [`Endpoint::poll_transmit`] when this is true.
+    pub fn needs_drive(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// Whether no connection remains (every one closed and drained).
     pub fn is_idle(&self) -> bool {
         self.paths.is_empty()
