@@ -5,7 +5,7 @@
 //! a carrier become frames, and [`FrameError`] is the only error it returns: the session
 //! turns it into [`ErrorCode::FrameEncoding`](crate::ErrorCode::FrameEncoding).
 
-use bytes::{BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes};
 
 use crate::varint;
 use crate::{Dir, StreamId};
@@ -169,6 +169,16 @@ impl Frame {
     /// Returns `Ok(None)` when `buf` holds only part of the head (nothing is consumed), and
     /// otherwise removes the head's bytes from `buf`. A head is at most [`MAX_HEAD`] bytes.
     pub fn decode_head(buf: &mut Bytes) -> Result<Option<Head>, FrameError> {
+        let decoded = Self::parse_head(buf)?;
+        if let Some((_, used)) = decoded {
+            buf.advance(used);
+        }
+        Ok(decoded.map(|(head, _)| head))
+    }
+
+    /// [`Frame::decode_head`] on a slice: the head and how many bytes it took, or `None`
+    /// when `buf` holds only part of it.
+    pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, FrameError> {
         let mut pos = 0;
         let Some(ty) = field(buf, &mut pos) else {
             return Ok(None);
@@ -227,8 +237,7 @@ impl Frame {
             }),
             other => return Err(FrameError::UnknownType(other)),
         };
-        let _ = buf.split_to(pos);
-        Ok(Some(head))
+        Ok(Some((head, pos)))
     }
 
     /// Appends the frame's encoding to `buf`.

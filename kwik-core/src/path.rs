@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use quinn_proto::{Connection, Dir, StreamId as QuicStreamId, VarInt};
 use rustc_hash::FxHashMap;
 
@@ -859,17 +859,16 @@ fn decode_carrier(
         }
         // The head: from this piece alone, or after the bytes kept from the last one.
         let kept = carrier.partial.len();
-        let mut window = if kept == 0 {
-            piece.clone()
+        let window: &[u8] = if kept == 0 {
+            &piece
         } else {
             let take = piece.len().min(frame::MAX_HEAD);
             carrier.partial.extend_from_slice(&piece[..take]);
-            Bytes::copy_from_slice(&carrier.partial)
+            &carrier.partial
         };
-        let before = window.len();
-        let head = Frame::decode_head(&mut window)
+        let head = Frame::parse_head(window)
             .map_err(|e| ProtocolError::new(ErrorCode::FrameEncoding, e.to_string()))?;
-        let Some(head) = head else {
+        let Some((head, head_len)) = head else {
             if kept == 0 {
                 carrier.partial.extend_from_slice(&piece);
             }
@@ -883,8 +882,7 @@ fn decode_carrier(
             break;
         };
         // Kept bytes never hold a whole head, so the head ends inside this piece.
-        let used = before - window.len() - kept;
-        let _ = piece.split_to(used);
+        piece.advance(head_len - kept);
         carrier.partial.clear();
         match head {
             frame::Head::Frame(frame) => {
