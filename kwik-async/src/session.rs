@@ -101,34 +101,65 @@ impl Session {
         Poll::Pending
     }
 
+    /// The poll form of [`Session::open_bi`], for layers built on poll functions.
+    pub fn poll_open_bi(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(SendStream, RecvStream), ConnectionError>> {
+        self.poll_open(cx, Dir::Bi).map_ok(|id| {
+            (
+                SendStream::new(self.inner.clone(), id),
+                RecvStream::new(self.inner.clone(), id),
+            )
+        })
+    }
+
+    /// The poll form of [`Session::open_uni`].
+    pub fn poll_open_uni(&self, cx: &mut Context<'_>) -> Poll<Result<SendStream, ConnectionError>> {
+        self.poll_open(cx, Dir::Uni)
+            .map_ok(|id| SendStream::new(self.inner.clone(), id))
+    }
+
+    /// The poll form of [`Session::accept_bi`].
+    pub fn poll_accept_bi(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(SendStream, RecvStream), ConnectionError>> {
+        self.poll_accept(cx, Dir::Bi).map_ok(|id| {
+            (
+                SendStream::new(self.inner.clone(), id),
+                RecvStream::new(self.inner.clone(), id),
+            )
+        })
+    }
+
+    /// The poll form of [`Session::accept_uni`].
+    pub fn poll_accept_uni(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<RecvStream, ConnectionError>> {
+        self.poll_accept(cx, Dir::Uni)
+            .map_ok(|id| RecvStream::new(self.inner.clone(), id))
+    }
+
     /// Opens a bidirectional stream, waiting for the peer's stream limit if needed.
     pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
-        let id = std::future::poll_fn(|cx| self.poll_open(cx, Dir::Bi)).await?;
-        Ok((
-            SendStream::new(self.inner.clone(), id),
-            RecvStream::new(self.inner.clone(), id),
-        ))
+        std::future::poll_fn(|cx| self.poll_open_bi(cx)).await
     }
 
     /// Opens a unidirectional stream.
     pub async fn open_uni(&self) -> Result<SendStream, ConnectionError> {
-        let id = std::future::poll_fn(|cx| self.poll_open(cx, Dir::Uni)).await?;
-        Ok(SendStream::new(self.inner.clone(), id))
+        std::future::poll_fn(|cx| self.poll_open_uni(cx)).await
     }
 
     /// The next bidirectional stream the peer opened.
     pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
-        let id = std::future::poll_fn(|cx| self.poll_accept(cx, Dir::Bi)).await?;
-        Ok((
-            SendStream::new(self.inner.clone(), id),
-            RecvStream::new(self.inner.clone(), id),
-        ))
+        std::future::poll_fn(|cx| self.poll_accept_bi(cx)).await
     }
 
     /// The next unidirectional stream the peer opened.
     pub async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
-        let id = std::future::poll_fn(|cx| self.poll_accept(cx, Dir::Uni)).await?;
-        Ok(RecvStream::new(self.inner.clone(), id))
+        std::future::poll_fn(|cx| self.poll_accept_uni(cx)).await
     }
 
     /// Closes the session on every path with `code` and `reason`.

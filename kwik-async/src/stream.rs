@@ -72,9 +72,18 @@ impl SendStream {
         }
     }
 
+    /// The poll form of [`SendStream::write`], for layers built on poll functions.
+    pub fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<Result<usize, WriteError>> {
+        self.poll_write_with(cx, |s| s.write(buf))
+    }
+
     /// Writes some of `buf`, waiting for flow-control credit; returns how much.
     pub async fn write(&mut self, buf: &[u8]) -> Result<usize, WriteError> {
-        poll_fn(|cx| self.poll_write_with(cx, |s| s.write(buf))).await
+        poll_fn(|cx| self.poll_send(cx, buf)).await
     }
 
     /// Writes all of `buf`.
@@ -226,7 +235,7 @@ impl RecvStream {
             )),
         };
         // Most reads owe the peer nothing (no credit update yet): the driver sleeps on.
-        if matches!(result, Ok(_)) && state.engine.needs_drive() {
+        if result.is_ok() && state.engine.needs_drive() {
             state.wake_driver();
         }
         match result {
@@ -251,9 +260,18 @@ impl RecvStream {
         }
     }
 
+    /// The poll form of [`RecvStream::read_chunk`], for layers built on poll functions.
+    pub fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<Option<Bytes>, ReadError>> {
+        self.poll_chunk(cx, max)
+    }
+
     /// Reads the next chunk of at most `max` bytes, without copying; `None` at the end.
     pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
-        poll_fn(|cx| self.poll_chunk(cx, max)).await
+        poll_fn(|cx| self.poll_read_chunk(cx, max)).await
     }
 
     pub(crate) fn poll_read_buf(

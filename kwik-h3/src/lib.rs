@@ -1,0 +1,408 @@
+//! HTTP/3 over a KWIK session.
+//!
+//! The [`h3`] crate is written against a handful of QUIC transport traits
+//! ([`h3::quic::Connection`], [`h3::quic::OpenStreams`], [`h3::quic::SendStream`],
+//! [`h3::quic::SendStreamUnframed`], [`h3::quic::RecvStream`], [`h3::quic::BidiStream`]).
+//! This crate implements them over [`kwik_async::Session`] and its streams, so h3's client
+//! and server run unchanged on a KWIK session: its control stream, QPACK streams, request
+//! streams and GOAWAY all travel as KWIK logical streams, whose ids follow QUIC's numbering.
+//!
+//! The session types are those of `kwik-async`, which `kwik-tokio` and `kwik-smol` share,
+//! so this crate works on either runtime.
+//!
+//! This is HTTP/3 semantics over a KWIK session, not HTTP/3 over plain QUIC: the peer must
+//! speak KWIK (its control stream, carriers and logical streams), so a stock HTTP/3 client
+//! or a browser cannot connect to a server built on this crate.
+//!
+//! Errors keep their codes: a session the peer closed with an application code reaches h3
+//! as [`ConnectionErrorIncoming::ApplicationClose`] with that code, a reset or stopped
+//! stream as [`StreamErrorIncoming::StreamTerminated`] with the peer's code.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming, StreamId, WriteBuf};
+use kwik_async::{ReadError, Session, SessionError, VarInt, WriteError};
+
+pub use h3;
+
+/// A KWIK session as an h3 QUIC connection.
+#[derive(Debug)]
+pub struct Connection {
+    session: Session,
+}
+
+impl Connection {
+    /// Wraps `session` for h3.
+    pub fn new(session: Session) -> Self {
+        Self { session }
+    }
+
+    /// The session underneath.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl<B: Buf> quic::Connection<B> for Connection {
+    type RecvStream = RecvStream;
+    type OpenStreams = OpenStreams;
+
+    fn poll_accept_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::RecvStream, ConnectionErrorIncoming>> {
+        self.session
+            .poll_accept_uni(cx)
+            .map_ok(RecvStream::new)
+            .map_err(connection_error)
+    }
+
+    fn poll_accept_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::BidiStream, ConnectionErrorIncoming>> {
+        self.session
+            .poll_accept_bi(cx)
+            .map_ok(BidiStream::new)
+            .map_err(connection_error)
+    }
+
+    fn opener(&self) -> Self::OpenStreams {
+        OpenStreams {
+            session: self.session.clone(),
+        }
+    }
+}
+
+impl<B: Buf> quic::OpenStreams<B> for Connection {
+    type BidiStream = BidiStream<B>;
+    type SendStream = SendStream<B>;
+
+    fn poll_open_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
+        open_bidi(&self.session, cx)
+    }
+
+    fn poll_open_send(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
+        open_send(&self.session, cx)
+    }
+
+    fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
+        close(&self.session, code, reason);
+    }
+}
+
+/// Opens streams on a session; h3 keeps one beside the connection.
+#[derive(Debug, Clone)]
+pub struct OpenStreams {
+    session: Session,
+}
+
+impl<B: Buf> quic::OpenStreams<B> for OpenStreams {
+    type BidiStream = BidiStream<B>;
+    type SendStream = SendStream<B>;
+
+    fn poll_open_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
+        open_bidi(&self.session, cx)
+    }
+
+    fn poll_open_send(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
+        open_send(&self.session, cx)
+    }
+
+    fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
+        close(&self.session, code, reason);
+    }
+}
+
+fn open_bidi<B: Buf>(
+    session: &Session,
+    cx: &mut Context<'_>,
+) -> Poll<Result<BidiStream<B>, StreamErrorIncoming>> {
+    session
+        .poll_open_bi(cx)
+        .map_ok(BidiStream::new)
+        .map_err(stream_connection_error)
+}
+
+fn open_send<B: Buf>(
+    session: &Session,
+    cx: &mut Context<'_>,
+) -> Poll<Result<SendStream<B>, StreamErrorIncoming>> {
+    session
+        .poll_open_uni(cx)
+        .map_ok(SendStream::new)
+        .map_err(stream_connection_error)
+}
+
+fn close(session: &Session, code: h3::error::Code, reason: &[u8]) {
+    session.close(
+        VarInt::from_u64(code.value()).unwrap_or(VarInt::MAX),
+        reason,
+    );
+}
+
+/// A bidirectional request stream: both halves, which h3 may split.
+#[derive(Debug)]
+pub struct BidiStream<B: Buf> {
+    send: SendStream<B>,
+    recv: RecvStream,
+}
+
+impl<B: Buf> BidiStream<B> {
+    fn new((send, recv): (kwik_async::SendStream, kwik_async::RecvStream)) -> Self {
+        Self {
+            send: SendStream::new(send),
+            recv: RecvStream::new(recv),
+        }
+    }
+}
+
+impl<B: Buf> quic::BidiStream<B> for BidiStream<B> {
+    type SendStream = SendStream<B>;
+    type RecvStream = RecvStream;
+
+    fn split(self) -> (Self::SendStream, Self::RecvStream) {
+        (self.send, self.recv)
+    }
+}
+
+impl<B: Buf> quic::RecvStream for BidiStream<B> {
+    type Buf = Bytes;
+
+    fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Self::Buf>, StreamErrorIncoming>> {
+        self.recv.poll_data(cx)
+    }
+
+    fn stop_sending(&mut self, error_code: u64) {
+        self.recv.stop_sending(error_code);
+    }
+
+    fn recv_id(&self) -> StreamId {
+        self.recv.recv_id()
+    }
+}
+
+impl<B: Buf> quic::SendStream<B> for BidiStream<B> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn send_data<T: Into<WriteBuf<B>>>(&mut self, data: T) -> Result<(), StreamErrorIncoming> {
+        self.send.send_data(data)
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        self.send.poll_finish(cx)
+    }
+
+    fn reset(&mut self, reset_code: u64) {
+        self.send.reset(reset_code);
+    }
+
+    fn send_id(&self) -> StreamId {
+        self.send.send_id()
+    }
+}
+
+impl<B: Buf> quic::SendStreamUnframed<B> for BidiStream<B> {
+    fn poll_send<D: Buf>(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut D,
+    ) -> Poll<Result<usize, StreamErrorIncoming>> {
+        self.send.poll_send(cx, buf)
+    }
+}
+
+/// The receive half of a logical stream, for h3.
+#[derive(Debug)]
+pub struct RecvStream {
+    stream: kwik_async::RecvStream,
+}
+
+impl RecvStream {
+    fn new(stream: kwik_async::RecvStream) -> Self {
+        Self { stream }
+    }
+}
+
+impl quic::RecvStream for RecvStream {
+    type Buf = Bytes;
+
+    fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Self::Buf>, StreamErrorIncoming>> {
+        self.stream
+            .poll_read_chunk(cx, usize::MAX)
+            .map_err(read_error)
+    }
+
+    fn stop_sending(&mut self, error_code: u64) {
+        // Stopping a stream that already ended (or was stopped) has nothing left to do.
+        let _ = self
+            .stream
+            .stop(VarInt::from_u64(error_code).unwrap_or(VarInt::MAX));
+    }
+
+    fn recv_id(&self) -> StreamId {
+        stream_id(self.stream.id())
+    }
+}
+
+/// The send half of a logical stream, for h3: it holds the one buffer h3 hands it until
+/// the stream has taken all of it.
+pub struct SendStream<B: Buf> {
+    stream: kwik_async::SendStream,
+    writing: Option<WriteBuf<B>>,
+}
+
+impl<B: Buf> std::fmt::Debug for SendStream<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendStream")
+            .field("stream", &self.stream)
+            .field(
+                "unsent",
+                &self.writing.as_ref().map_or(0, |w| w.remaining()),
+            )
+            .finish()
+    }
+}
+
+impl<B: Buf> SendStream<B> {
+    fn new(stream: kwik_async::SendStream) -> Self {
+        Self {
+            stream,
+            writing: None,
+        }
+    }
+}
+
+impl<B: Buf> quic::SendStream<B> for SendStream<B> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        if let Some(data) = &mut self.writing {
+            while data.has_remaining() {
+                let n = ready!(self.stream.poll_send(cx, data.chunk())).map_err(write_error)?;
+                data.advance(n);
+            }
+        }
+        self.writing = None;
+        Poll::Ready(Ok(()))
+    }
+
+    fn send_data<T: Into<WriteBuf<B>>>(&mut self, data: T) -> Result<(), StreamErrorIncoming> {
+        if self.writing.is_some() {
+            // h3 waits for `poll_ready` between two buffers; anything else is a bug in the
+            // layer above, reported as h3 expects (it closes with H3_INTERNAL_ERROR).
+            return Err(StreamErrorIncoming::ConnectionErrorIncoming {
+                connection_error: ConnectionErrorIncoming::InternalError(
+                    "send_data before the previous buffer was sent".into(),
+                ),
+            });
+        }
+        self.writing = Some(data.into());
+        Ok(())
+    }
+
+    fn poll_finish(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        Poll::Ready(
+            self.stream
+                .finish()
+                .map_err(|e| StreamErrorIncoming::Unknown(Box::new(e))),
+        )
+    }
+
+    fn reset(&mut self, reset_code: u64) {
+        // A stream already finished or reset cannot be reset again; nothing is lost.
+        let _ = self
+            .stream
+            .reset(VarInt::from_u64(reset_code).unwrap_or(VarInt::MAX));
+    }
+
+    fn send_id(&self) -> StreamId {
+        stream_id(self.stream.id())
+    }
+}
+
+impl<B: Buf> quic::SendStreamUnframed<B> for SendStream<B> {
+    fn poll_send<D: Buf>(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut D,
+    ) -> Poll<Result<usize, StreamErrorIncoming>> {
+        if self.writing.is_some() {
+            return Poll::Ready(Err(StreamErrorIncoming::ConnectionErrorIncoming {
+                connection_error: ConnectionErrorIncoming::InternalError(
+                    "poll_send before the framed buffer was sent".into(),
+                ),
+            }));
+        }
+        let n = ready!(self.stream.poll_send(cx, buf.chunk())).map_err(write_error)?;
+        buf.advance(n);
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// KWIK stream ids follow QUIC's numbering, so they are h3's ids as they are.
+fn stream_id(id: kwik_async::StreamId) -> StreamId {
+    // Every KWIK id is below 2^62: the engine refuses larger ones from the peer and never
+    // opens that many itself.
+    StreamId::try_from(id.0).unwrap_or_else(|_| unreachable!("stream id {id} above 2^62"))
+}
+
+/// What h3 needs to know of a session's end: the peer application's code, a timeout, or
+/// anything else as it is.
+fn connection_error(e: SessionError) -> ConnectionErrorIncoming {
+    match e {
+        SessionError::ApplicationClosed { code, .. } => ConnectionErrorIncoming::ApplicationClose {
+            error_code: code.into_inner(),
+        },
+        SessionError::TimedOut => ConnectionErrorIncoming::Timeout,
+        other => ConnectionErrorIncoming::Undefined(Arc::new(other)),
+    }
+}
+
+fn stream_connection_error(e: SessionError) -> StreamErrorIncoming {
+    StreamErrorIncoming::ConnectionErrorIncoming {
+        connection_error: connection_error(e),
+    }
+}
+
+fn read_error(e: ReadError) -> StreamErrorIncoming {
+    match e {
+        ReadError::Reset(code) => StreamErrorIncoming::StreamTerminated {
+            error_code: code.into_inner(),
+        },
+        ReadError::ConnectionLost(e) => stream_connection_error(e),
+        other => StreamErrorIncoming::Unknown(Box::new(other)),
+    }
+}
+
+fn write_error(e: WriteError) -> StreamErrorIncoming {
+    match e {
+        WriteError::Stopped(code) => StreamErrorIncoming::StreamTerminated {
+            error_code: code.into_inner(),
+        },
+        WriteError::ConnectionLost(e) => stream_connection_error(e),
+        other => StreamErrorIncoming::Unknown(Box::new(other)),
+    }
+}

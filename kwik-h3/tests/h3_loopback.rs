@@ -1,0 +1,257 @@
+//! h3's own client and server, unchanged, over KWIK sessions on loopback, on both runtimes:
+//! GETs of 0 B, 1 B and 1 MiB bodies, a POST echoed back with trailers, 100 concurrent
+//! requests, and a request the client stops.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_lite::future::zip;
+use h3::error::Code;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use kwik_async::Session;
+use kwik_core::Config;
+use kwik_tests::app::{payload, sha256};
+use kwik_tests::certs::TestCert;
+use kwik_tests::runtimes::tokio_run;
+
+type ServerConn = h3::server::Connection<kwik_h3::Connection, Bytes>;
+type RequestStream = h3::server::RequestStream<kwik_h3::BidiStream<Bytes>, Bytes>;
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.max_concurrent_bidi_streams = 128;
+    c
+}
+
+/// The body `GET /bytes/N` answers with.
+fn body(len: usize) -> Bytes {
+    payload(len as u64, len)
+}
+
+/// Serves `GET /bytes/N` (N pattern bytes), `POST /echo` (the body back, with a trailer
+/// carrying its length) and `GET /hang` (headers, then nothing until stopped).
+async fn handle(mut stream: RequestStream, req: Request<()>) {
+    let path = req.uri().path().to_owned();
+    if req.method() == Method::POST && path == "/echo" {
+        let mut got = BytesMut::new();
+        while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+            got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        stream
+            .send_response(Response::builder().status(StatusCode::OK).body(()).unwrap())
+            .await
+            .unwrap();
+        let len = got.len();
+        if len > 0 {
+            stream.send_data(got.freeze()).await.unwrap();
+        }
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-echoed-bytes", HeaderValue::from(len));
+        stream.send_trailers(trailers).await.unwrap();
+        return;
+    }
+    if path == "/hang" {
+        stream
+            .send_response(Response::builder().status(StatusCode::OK).body(()).unwrap())
+            .await
+            .unwrap();
+        // The client stops reading: the next write fails with its code.
+        let chunk = Bytes::from(vec![0u8; 64 * 1024]);
+        loop {
+            if let Err(e) = stream.send_data(chunk.clone()).await {
+                assert!(
+                    e.to_string().contains("H3_REQUEST_CANCELLED"),
+                    "stopped with the client's code: {e}"
+                );
+                return;
+            }
+        }
+    }
+    let Some(len) = path
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        stream
+            .send_response(
+                Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .body(())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        stream.finish().await.unwrap();
+        return;
+    };
+    stream
+        .send_response(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-length", len)
+                .body(())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let data = body(len);
+    for piece in data.chunks(256 * 1024) {
+        stream.send_data(data.slice_ref(piece)).await.unwrap();
+    }
+    stream.finish().await.unwrap();
+}
+
+/// Accepts requests until the client goes away, each handled on its own task.
+async fn serve(session: Session, spawn: fn(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>)) {
+    let mut conn: ServerConn = h3::server::Connection::new(kwik_h3::Connection::new(session))
+        .await
+        .unwrap();
+    loop {
+        match conn.accept().await {
+            Ok(Some(resolver)) => spawn(Box::pin(async move {
+                let (req, stream) = resolver.resolve_request().await.unwrap();
+                handle(stream, req).await;
+            })),
+            Ok(None) => return,
+            Err(e) => {
+                assert!(e.is_h3_no_error(), "server connection ended with {e}");
+                return;
+            }
+        }
+    }
+}
+
+type Sender = h3::client::SendRequest<kwik_h3::OpenStreams, Bytes>;
+
+/// GETs `path` and returns the status and the body.
+async fn get(send: &mut Sender, path: &str) -> (StatusCode, Bytes) {
+    let req = Request::get(format!("https://localhost{path}"))
+        .body(())
+        .unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    stream.finish().await.unwrap();
+    let resp = stream.recv_response().await.unwrap();
+    let mut got = BytesMut::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    (resp.status(), got.freeze())
+}
+
+async fn client_suite(session: Session) {
+    let (mut driver, mut send) = h3::client::new(kwik_h3::Connection::new(session.clone()))
+        .await
+        .unwrap();
+    let drive = async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await };
+    let requests = async move {
+        for len in [0usize, 1, 1 << 20] {
+            let (status, got) = get(&mut send, &format!("/bytes/{len}")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(got.len(), len, "GET /bytes/{len}");
+            assert_eq!(
+                sha256(&got),
+                sha256(&body(len)),
+                "GET /bytes/{len} checksum"
+            );
+        }
+        let (status, _) = get(&mut send, "/nothing").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // POST: the body comes back, and the trailer counts it.
+        for len in [0usize, 1, 1 << 20] {
+            let sent = payload(7, len);
+            let req = Request::post("https://localhost/echo").body(()).unwrap();
+            let mut stream = send.send_request(req).await.unwrap();
+            if len > 0 {
+                stream.send_data(sent.clone()).await.unwrap();
+            }
+            stream.finish().await.unwrap();
+            let resp = stream.recv_response().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let mut got = BytesMut::new();
+            while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+                got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+            }
+            assert_eq!(sha256(&got), sha256(&sent), "POST of {len} bytes echoed");
+            let trailers = stream.recv_trailers().await.unwrap().expect("trailers");
+            assert_eq!(trailers["x-echoed-bytes"], len.to_string().as_str());
+        }
+
+        // 100 requests at once, each answered whole.
+        let mut all = Vec::new();
+        for i in 0..100usize {
+            let mut send = send.clone();
+            all.push(async move {
+                let len = 1000 + i;
+                let (status, got) = get(&mut send, &format!("/bytes/{len}")).await;
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!(got, body(len), "concurrent GET {i}");
+            });
+        }
+        futures::future::join_all(all).await;
+
+        // A response the client stops reading: the server sees H3_REQUEST_CANCELLED,
+        // and the session serves the next request as before.
+        let req = Request::get("https://localhost/hang").body(()).unwrap();
+        let mut stream = send.send_request(req).await.unwrap();
+        stream.finish().await.unwrap();
+        let resp = stream.recv_response().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        stream.stop_sending(Code::H3_REQUEST_CANCELLED);
+        drop(stream);
+        let (status, got) = get(&mut send, "/bytes/5").await;
+        assert_eq!((status, got.len()), (StatusCode::OK, 5));
+        drop(send);
+    };
+    let (closed, ()) = zip(drive, requests).await;
+    assert!(
+        closed.is_h3_no_error(),
+        "client connection ended with {closed}"
+    );
+}
+
+macro_rules! suite {
+    ($name:ident, $endpoint:ty, $run:expr, $spawn:expr) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn h3_runs_unchanged_over_a_session() {
+                let cert = TestCert::localhost();
+                $run(async {
+                    let server = <$endpoint>::server(cert.server(config()), loopback()).unwrap();
+                    let client = <$endpoint>::client(loopback()).unwrap();
+                    let addr = server.local_addr().unwrap();
+                    let srv = async {
+                        let session = server.accept().await.unwrap().await.unwrap();
+                        serve(session, $spawn).await;
+                    };
+                    let cli = async {
+                        let session = client
+                            .connect_with(cert.client(config()), addr, "localhost")
+                            .unwrap()
+                            .await
+                            .unwrap();
+                        client_suite(session).await;
+                    };
+                    zip(srv, cli).await;
+                });
+            }
+        }
+    };
+}
+
+fn tokio_spawn(f: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) {
+    tokio::spawn(f);
+}
+
+fn smol_spawn(f: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) {
+    smol::spawn(f).detach();
+}
+
+suite!(on_tokio, kwik_tokio::Endpoint, tokio_run, tokio_spawn);
+suite!(on_smol, kwik_smol::Endpoint, smol::block_on, smol_spawn);
