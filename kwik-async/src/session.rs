@@ -221,6 +221,16 @@ impl Session {
             .unwrap_or_default()
     }
 
+    /// The application protocol the server chose from the client's offer (ALPN's role
+    /// inside KWIK, see [`kwik_core::Config::app_protocols`]); `None` if it chose none.
+    pub fn app_protocol(&self) -> Option<Bytes> {
+        let mut state = self.inner.shared.lock();
+        state
+            .engine
+            .session(self.handle())
+            .and_then(|s| s.app_protocol())
+    }
+
     /// The session id the server assigned.
     pub fn session_id(&self) -> u64 {
         let mut state = self.inner.shared.lock();

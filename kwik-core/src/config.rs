@@ -8,8 +8,10 @@ use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::error::{ErrorCode, ProtocolError};
 use crate::join::GroupKey;
 use crate::varint;
+use bytes::Bytes;
 
 /// The ALPN protocol identifier of KWIK version 1.
 pub const ALPN: &[u8] = b"kwik/1";
@@ -100,6 +102,41 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// QUIC keep-alive interval; `None` sends none. Default `None`.
     pub keep_alive_interval: Option<Duration>,
+    /// Application protocols this side speaks over the session, most preferred first, named
+    /// as ALPN names them (`b"h3"` for HTTP/3); at most 16 of 1 to 255 bytes. A client
+    /// offers them in its Hello. A server with a list picks the first of its own that the
+    /// client offered, and refuses a client that offered none of them
+    /// (`ErrorCode::NoApplicationProtocol`); a server without one picks none. Either side
+    /// reads the choice from its session. Default: empty.
+    pub app_protocols: Vec<Vec<u8>>,
+}
+
+/// Most application protocols a side may name (see [`Config::app_protocols`]).
+pub(crate) const MAX_APP_PROTOCOLS: usize = 16;
+
+/// The server's choice among the application protocols a client offered: the first of its
+/// own list the client named (its preference wins, as with ALPN), none when it has no list,
+/// and a refusal when the client named none of them.
+pub(crate) fn choose_app_protocol(
+    ours: &[Vec<u8>],
+    offered: &[Vec<u8>],
+) -> Result<Option<Bytes>, ProtocolError> {
+    if ours.is_empty() {
+        return Ok(None);
+    }
+    if offered.len() > MAX_APP_PROTOCOLS {
+        return Err(ProtocolError::new(
+            ErrorCode::Handshake,
+            "client offered too many application protocols",
+        ));
+    }
+    match ours.iter().find(|p| offered.contains(p)) {
+        Some(p) => Ok(Some(Bytes::copy_from_slice(p))),
+        None => Err(ProtocolError::new(
+            ErrorCode::NoApplicationProtocol,
+            "no application protocol in common",
+        )),
+    }
 }
 
 impl Default for Config {
@@ -129,6 +166,7 @@ impl Default for Config {
             max_control_messages_per_sec: 1000,
             idle_timeout: Duration::from_secs(30),
             keep_alive_interval: None,
+            app_protocols: Vec::new(),
         }
     }
 }
@@ -154,6 +192,15 @@ fn check(ok: bool, field: &'static str, reason: &'static str) -> Result<(), Conf
 impl Config {
     /// Checks every field against its valid range.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            self.app_protocols.len() <= MAX_APP_PROTOCOLS
+                && self
+                    .app_protocols
+                    .iter()
+                    .all(|p| (1..=255).contains(&p.len())),
+            "app_protocols",
+            "must be at most 16 names of 1..=255 bytes",
+        )?;
         check(
             (1..=64).contains(&self.max_paths_per_session),
             "max_paths_per_session",
@@ -395,20 +442,41 @@ impl ServerConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_picks_its_own_preference_among_what_the_client_offered() {
+        let names = |l: &[&str]| l.iter().map(|n| n.as_bytes().to_vec()).collect::<Vec<_>>();
+        let chosen = choose_app_protocol(&names(&["h3", "echo"]), &names(&["echo", "h3"]));
+        assert_eq!(chosen.unwrap().as_deref(), Some(&b"h3"[..]));
+        assert_eq!(choose_app_protocol(&[], &names(&["h3"])).unwrap(), None);
+        let refused = choose_app_protocol(&names(&["h3"]), &names(&["echo"])).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::NoApplicationProtocol);
+        let refused = choose_app_protocol(&names(&["h3"]), &[]).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::NoApplicationProtocol);
+        let flood = vec![b"x".to_vec(); MAX_APP_PROTOCOLS + 1];
+        let refused = choose_app_protocol(&names(&["h3"]), &flood).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Handshake);
+    }
 
     #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         assert_eq!(Config::default().validate(), Ok(()));
         type Case = (fn(&mut Config), &'static str);
-        let cases: [Case; 6] = [
+        let cases: [Case; 8] = [
             (|c| c.streams_per_carrier = 0, "streams_per_carrier"),
             (|c| c.max_paths_per_session = 0, "max_paths_per_session"),
             (|c| c.path_failure_threshold = 0, "path_failure_threshold"),
             (|c| c.stream_receive_window = 10, "stream_receive_window"),
             (|c| c.receive_window = 2048, "receive_window"),
             (|c| c.idle_timeout = Duration::ZERO, "idle_timeout"),
+            (|c| c.app_protocols = vec![Vec::new()], "app_protocols"),
+            (
+                |c| c.app_protocols = vec![b"h3".to_vec(); 17],
+                "app_protocols",
+            ),
         ];
         for (mutate, field) in cases {
             let mut c = Config::default();

@@ -116,6 +116,7 @@ mod tests {
                     max_uni_streams: 100,
                     max_paths: 8,
                 }),
+                app_protocols: vec![b"h3".to_vec()],
             }),
             Kind::Ping(Ping { seq: 7 }),
             Kind::Ping(Ping { seq: u64::MAX }),

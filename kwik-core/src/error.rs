@@ -50,11 +50,14 @@ pub enum ErrorCode {
     JoinRefused = 17,
     /// A server sent bytes it was not delegated, or a delegation broke the rules.
     Delegation = 18,
+    /// The server speaks none of the application protocols the client offered (or chose
+    /// one it did not offer).
+    NoApplicationProtocol = 19,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::Internal,
         Self::FrameEncoding,
         Self::FlowControl,
@@ -73,6 +76,7 @@ impl ErrorCode {
         Self::ControlRate,
         Self::JoinRefused,
         Self::Delegation,
+        Self::NoApplicationProtocol,
     ];
 
     /// A short snake_case name, for logs and metric labels.
@@ -96,6 +100,7 @@ impl ErrorCode {
             Self::ControlRate => "control_rate",
             Self::JoinRefused => "join_refused",
             Self::Delegation => "delegation",
+            Self::NoApplicationProtocol => "no_application_protocol",
         }
     }
 

@@ -217,6 +217,8 @@ pub(crate) struct SessionState {
     pub(crate) incoming: VecDeque<IncomingDelegation>,
     /// The path this side writes delegated ranges on.
     pub(crate) writer_path: PathId,
+    /// The application protocol the server chose (see `Config::app_protocols`).
+    pub(crate) app_protocol: Option<Bytes>,
 }
 
 /// Most raw datagrams a session holds for the application; beyond, new ones are dropped, as
@@ -299,6 +301,7 @@ impl SessionState {
                 Side::Server => Role::Primary,
             },
             metas: BTreeMap::new(),
+            app_protocol: None,
             next_path_id: 1,
             add_path_budget,
             dial: None,
@@ -423,6 +426,20 @@ impl SessionState {
                         format!("server speaks version {}", welcome.version),
                     ));
                 }
+                if !welcome.app_protocol.is_empty()
+                    && !self
+                        .config
+                        .app_protocols
+                        .iter()
+                        .any(|p| p[..] == welcome.app_protocol[..])
+                {
+                    return Err(ProtocolError::new(
+                        ErrorCode::NoApplicationProtocol,
+                        "server chose an application protocol this client did not offer",
+                    ));
+                }
+                self.app_protocol =
+                    (!welcome.app_protocol.is_empty()).then(|| Bytes::from(welcome.app_protocol));
                 self.id = welcome.session_id;
                 self.streams
                     .set_peer_limits(limits_from_wire(welcome.limits));

@@ -219,11 +219,13 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
         Kind::Hello(kwik_proto::Hello {
             version: 1,
             limits: Some(limits),
+            ..Default::default()
         }),
         Kind::Welcome(kwik_proto::Welcome {
             version: 1,
             session_id: 0x1234_5678_9abc,
             limits: Some(limits),
+            ..Default::default()
         }),
         Kind::Join(kwik_proto::Join {
             session_id: 42,

@@ -14,6 +14,11 @@
 //! speak KWIK (its control stream, carriers and logical streams), so a stock HTTP/3 client
 //! or a browser cannot connect to a server built on this crate.
 //!
+//! Both sides name HTTP/3 in [`kwik_async::Config::app_protocols`] ([`ALPN`]), as TLS's
+//! ALPN would: a server that lists only [`ALPN`] refuses a session that does not offer it
+//! with `ErrorCode::NoApplicationProtocol`, before any stream exists, and
+//! [`kwik_async::Session::app_protocol`] tells either side what was chosen.
+//!
 //! Errors keep their codes: a session the peer closed with an application code reaches h3
 //! as [`ConnectionErrorIncoming::ApplicationClose`] with that code, a reset or stopped
 //! stream as [`StreamErrorIncoming::StreamTerminated`] with the peer's code.
@@ -28,6 +33,9 @@ use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming, StreamId, Wri
 use kwik_async::{ReadError, Session, SessionError, VarInt, WriteError};
 
 pub use h3;
+
+/// The application protocol name of HTTP/3 over a KWIK session, as ALPN names HTTP/3.
+pub const ALPN: &[u8] = b"h3";
 
 /// A KWIK session as an h3 QUIC connection.
 #[derive(Debug)]

@@ -1,6 +1,7 @@
 //! h3's own client and server, unchanged, over KWIK sessions on loopback, on both runtimes:
 //! GETs of 0 B, 1 B and 1 MiB bodies, a POST echoed back with trailers, 100 concurrent
-//! requests, and a request the client stops.
+//! requests, and a request the client stops; and a client that does not offer HTTP/3
+//! refused by an HTTP/3 server with a typed error.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -9,8 +10,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::future::zip;
 use h3::error::Code;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use kwik_async::Session;
-use kwik_core::Config;
+use kwik_async::{Session, SessionError};
+use kwik_core::{Config, ErrorCode};
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
 use kwik_tests::runtimes::tokio_run;
@@ -25,6 +26,7 @@ fn loopback() -> SocketAddr {
 fn config() -> Config {
     let mut c = Config::default();
     c.max_concurrent_bidi_streams = 128;
+    c.app_protocols = vec![kwik_h3::ALPN.to_vec()];
     c
 }
 
@@ -228,6 +230,7 @@ macro_rules! suite {
                     let addr = server.local_addr().unwrap();
                     let srv = async {
                         let session = server.accept().await.unwrap().await.unwrap();
+                        assert_eq!(session.app_protocol().as_deref(), Some(kwik_h3::ALPN));
                         serve(session, $spawn).await;
                     };
                     let cli = async {
@@ -236,9 +239,46 @@ macro_rules! suite {
                             .unwrap()
                             .await
                             .unwrap();
+                        assert_eq!(session.app_protocol().as_deref(), Some(kwik_h3::ALPN));
                         client_suite(session).await;
                     };
                     zip(srv, cli).await;
+                });
+            }
+
+            #[test]
+            fn a_session_that_is_not_http3_is_refused() {
+                let cert = TestCert::localhost();
+                $run(async {
+                    let server = <$endpoint>::server(cert.server(config()), loopback()).unwrap();
+                    let client = <$endpoint>::client(loopback()).unwrap();
+                    let mut other = config();
+                    other.app_protocols = vec![b"kwik-echo".to_vec()];
+                    let refused = client
+                        .connect_with(
+                            cert.client(other),
+                            server.local_addr().unwrap(),
+                            "localhost",
+                        )
+                        .unwrap()
+                        .await
+                        .unwrap_err();
+                    assert!(
+                        matches!(
+                            refused,
+                            SessionError::PeerProtocolError {
+                                code: ErrorCode::NoApplicationProtocol,
+                                ..
+                            }
+                        ),
+                        "{refused:?}"
+                    );
+                    let stats = server.stats();
+                    assert_eq!(stats.sessions, 0, "the server holds no session");
+                    assert_eq!(
+                        stats.protocol_violations_of(ErrorCode::NoApplicationProtocol),
+                        1
+                    );
                 });
             }
         }

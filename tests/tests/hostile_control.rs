@@ -106,6 +106,7 @@ fn second_hello_closes_with_unexpected_control_message() {
         .write_control(control_frame(Some(Kind::Hello(Hello {
             version: kwik_proto::VERSION,
             limits: Some(default_limits()),
+            ..Hello::default()
         }))));
     s.assert_violation(ErrorCode::UnexpectedControlMessage);
 }
@@ -132,6 +133,7 @@ fn hello_of_another_version_closes_with_version_mismatch() {
         .write_control(control_frame(Some(Kind::Hello(Hello {
             version: kwik_proto::VERSION + 1,
             limits: Some(default_limits()),
+            ..Hello::default()
         }))));
     assert_eq!(
         s.run_until_peer_closed(),

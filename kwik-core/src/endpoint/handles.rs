@@ -46,6 +46,12 @@ impl Session<'_> {
         self.state().map_or(0, |s| s.id)
     }
 
+    /// The application protocol the server chose from the client's offer (see
+    /// [`crate::Config::app_protocols`]); `None` if it chose none or setup is not done.
+    pub fn app_protocol(&self) -> Option<Bytes> {
+        self.state().and_then(|s| s.app_protocol.clone())
+    }
+
     /// The primary path's remote address.
     pub fn remote_address(&self) -> Option<SocketAddr> {
         self.state().map(|s| s.remote)

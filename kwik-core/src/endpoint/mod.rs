@@ -764,6 +764,7 @@ impl Endpoint {
                     Kind::Hello(kwik_proto::Hello {
                         version: kwik_proto::VERSION,
                         limits: Some(limits_to_wire(local_limits(&s.config), &s.config)),
+                        app_protocols: s.config.app_protocols.clone(),
                     })
                 })
             } else {
@@ -993,6 +994,8 @@ impl Endpoint {
                 format!("client speaks version {}", hello.version),
             ));
         }
+        let app_protocol =
+            crate::config::choose_app_protocol(&config.app_protocols, &hello.app_protocols)?;
         let Some(slot) = self.paths.get_mut(&key) else {
             return Ok(());
         };
@@ -1004,6 +1007,7 @@ impl Endpoint {
             .streams
             .set_peer_limits(limits_from_wire(hello.limits));
         session.phase = Phase::Established;
+        session.app_protocol = app_protocol.clone();
         if config.metrics_enabled {
             session.next_metrics = Some(now + config.metrics_interval);
         }
@@ -1027,6 +1031,7 @@ impl Endpoint {
             version: kwik_proto::VERSION,
             session_id: id,
             limits: Some(limits_to_wire(local_limits(&config), &config)),
+            app_protocol: app_protocol.map(Vec::from).unwrap_or_default(),
         }));
         self.sessions.insert(h, session);
         self.events.push_back(Event::Incoming(h));

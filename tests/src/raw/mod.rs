@@ -312,6 +312,7 @@ impl RawPeer {
         let hello = Kind::Hello(Hello {
             version: kwik_proto::VERSION,
             limits: Some(limits),
+            ..Hello::default()
         });
         self.write(id, control_frame(Some(hello)));
     }
@@ -749,6 +750,7 @@ impl RawServer {
                                 version: kwik_proto::VERSION,
                                 session_id: self.session_id,
                                 limits: Some(self.limits),
+                                ..Welcome::default()
                             });
                             self.control_tx
                                 .push_front(Bytes::from(control_frame(Some(welcome))));
