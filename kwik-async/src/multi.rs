@@ -11,7 +11,7 @@ use kwik_core::{
     PathInfo, PathKind, Role, TicketError,
 };
 
-use crate::error::{ConnectionError, WriteError};
+use crate::error::{ClosedStream, ConnectionError, WriteError};
 use crate::session::{Session, SessionRef};
 use crate::stream::SendStream;
 
@@ -235,6 +235,19 @@ impl DelegationWriter {
     /// Writes all of `buf`.
     pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), WriteError> {
         self.write_chunk(Bytes::copy_from_slice(buf)).await
+    }
+
+    /// Refuses the range instead of writing it, when this server's copy of the content does
+    /// not match the request: the client pulls it from another server (see
+    /// [`kwik_core::Delegated::refuse`]). Only before the first byte is written.
+    pub fn refuse(self) -> Result<(), ClosedStream> {
+        let mut state = self.session.shared.lock();
+        let r = match state.engine.session(self.session.handle) {
+            Some(mut s) => s.delegated(self.id).refuse(),
+            None => Err(ClosedStream),
+        };
+        state.wake_driver();
+        r
     }
 }
 

@@ -133,6 +133,8 @@ pub(crate) struct Outgoing {
     /// The ticket the pull was made under, for refunds of what is never sent.
     pub(crate) ticket: u64,
     pub(crate) stream: StreamId,
+    /// The first offset of the range.
+    pub(crate) start: u64,
     pub(crate) end: u64,
     /// Next offset the application writes.
     pub(crate) written: u64,
@@ -148,6 +150,7 @@ impl Outgoing {
         Self {
             ticket,
             stream,
+            start,
             end,
             written: start,
             framed: start,

@@ -119,6 +119,10 @@ pub enum TicketError {
     /// The stream is not one this server may send on.
     #[error("stream not sendable")]
     BadStream,
+    /// The server's application refused the range: its copy of the content does not
+    /// match the request (see `Delegated::refuse`).
+    #[error("content refused by the server's application")]
+    Content,
     /// The server named a refusal this side does not know.
     #[error("refused for an unknown reason")]
     Unknown,
@@ -137,6 +141,7 @@ impl TicketError {
             Self::BudgetSpent => C::BudgetSpent,
             Self::Limit => C::Limit,
             Self::BadStream => C::BadStream,
+            Self::Content => C::Content,
             Self::Unknown => C::Unspecified,
         }
     }
@@ -153,6 +158,7 @@ impl TicketError {
             Ok(C::BudgetSpent) => Self::BudgetSpent,
             Ok(C::Limit) => Self::Limit,
             Ok(C::BadStream) => Self::BadStream,
+            Ok(C::Content) => Self::Content,
             Ok(C::Unspecified) | Err(_) => Self::Unknown,
         }
     }

@@ -25,7 +25,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
@@ -34,6 +35,12 @@ use kwik_async::{ReadError, Session, SessionError, VarInt, WriteError};
 
 pub use h3;
 
+mod stripe;
+use stripe::Registry;
+pub use stripe::{
+    Content, MalformedRequest, Spawn, StripeError, StripedRequest, Striper, serve_stripes,
+};
+
 /// The application protocol name of HTTP/3 over a KWIK session, as ALPN names HTTP/3.
 pub const ALPN: &[u8] = b"h3";
 
@@ -41,12 +48,25 @@ pub const ALPN: &[u8] = b"h3";
 #[derive(Debug)]
 pub struct Connection {
     session: Session,
+    /// The send halves of the request streams this side accepted, for [`Striper`].
+    registry: Arc<Registry>,
 }
 
 impl Connection {
     /// Wraps `session` for h3.
     pub fn new(session: Session) -> Self {
-        Self { session }
+        Self {
+            session,
+            registry: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Sends striped responses on the request streams this connection accepts (server
+    /// side). Take it before handing the connection to h3.
+    pub fn striper(&self) -> Striper {
+        Striper {
+            registry: self.registry.clone(),
+        }
     }
 
     /// The session underneath.
@@ -73,9 +93,14 @@ impl<B: Buf> quic::Connection<B> for Connection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, ConnectionErrorIncoming>> {
+        let registry = &self.registry;
         self.session
             .poll_accept_bi(cx)
-            .map_ok(BidiStream::new)
+            .map_ok(|halves| {
+                let mut stream = BidiStream::new(halves);
+                stream.send.register(registry);
+                stream
+            })
             .map_err(connection_error)
     }
 
@@ -278,16 +303,19 @@ impl quic::RecvStream for RecvStream {
 }
 
 /// The send half of a logical stream, for h3: it holds the one buffer h3 hands it until
-/// the stream has taken all of it.
+/// the stream has taken all of it. A request stream's half is shared with the
+/// connection's [`Striper`], which writes striped bodies on it.
 pub struct SendStream<B: Buf> {
-    stream: kwik_async::SendStream,
+    stream: Arc<Mutex<kwik_async::SendStream>>,
+    id: u64,
     writing: Option<WriteBuf<B>>,
+    registry: Option<Arc<Registry>>,
 }
 
 impl<B: Buf> std::fmt::Debug for SendStream<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendStream")
-            .field("stream", &self.stream)
+            .field("id", &self.id)
             .field(
                 "unsent",
                 &self.writing.as_ref().map_or(0, |w| w.remaining()),
@@ -299,8 +327,34 @@ impl<B: Buf> std::fmt::Debug for SendStream<B> {
 impl<B: Buf> SendStream<B> {
     fn new(stream: kwik_async::SendStream) -> Self {
         Self {
-            stream,
+            id: stream.id().0,
+            stream: Arc::new(Mutex::new(stream)),
             writing: None,
+            registry: None,
+        }
+    }
+
+    fn register(&mut self, registry: &Arc<Registry>) {
+        registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(self.id, Arc::downgrade(&self.stream));
+        self.registry = Some(registry.clone());
+    }
+
+    fn stream(&self) -> MutexGuard<'_, kwik_async::SendStream> {
+        // A panic while holding the lock leaves the stream as consistent as any write.
+        self.stream.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<B: Buf> Drop for SendStream<B> {
+    fn drop(&mut self) {
+        if let Some(registry) = &self.registry {
+            registry
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&self.id);
         }
     }
 }
@@ -308,8 +362,9 @@ impl<B: Buf> SendStream<B> {
 impl<B: Buf> quic::SendStream<B> for SendStream<B> {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
         if let Some(data) = &mut self.writing {
+            let mut stream = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
             while data.has_remaining() {
-                let n = ready!(self.stream.poll_send(cx, data.chunk())).map_err(write_error)?;
+                let n = ready!(stream.poll_send(cx, data.chunk())).map_err(write_error)?;
                 data.advance(n);
             }
         }
@@ -333,7 +388,7 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
 
     fn poll_finish(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
         Poll::Ready(
-            self.stream
+            self.stream()
                 .finish()
                 .map_err(|e| StreamErrorIncoming::Unknown(Box::new(e))),
         )
@@ -342,12 +397,12 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
     fn reset(&mut self, reset_code: u64) {
         // A stream already finished or reset cannot be reset again; nothing is lost.
         let _ = self
-            .stream
+            .stream()
             .reset(VarInt::from_u64(reset_code).unwrap_or(VarInt::MAX));
     }
 
     fn send_id(&self) -> StreamId {
-        stream_id(self.stream.id())
+        stream_id(kwik_async::StreamId(self.id))
     }
 }
 
@@ -364,7 +419,7 @@ impl<B: Buf> quic::SendStreamUnframed<B> for SendStream<B> {
                 ),
             }));
         }
-        let n = ready!(self.stream.poll_send(cx, buf.chunk())).map_err(write_error)?;
+        let n = ready!(self.stream().poll_send(cx, buf.chunk())).map_err(write_error)?;
         buf.advance(n);
         Poll::Ready(Ok(n))
     }

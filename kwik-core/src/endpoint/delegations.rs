@@ -308,6 +308,34 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Any server: the application refuses delegation `id` before writing any of it; the
+    /// client hears `PullRefused` (`TicketError::Content`) and pulls the range elsewhere.
+    pub(super) fn refuse_outgoing(&mut self, h: SessionHandle, id: u64) -> bool {
+        let Some(s) = self.sessions.get(&h) else {
+            return false;
+        };
+        let Some(out) = s.outgoing.get(&id) else {
+            return false;
+        };
+        if out.written != out.start {
+            return false;
+        }
+        let (session_id, ticket, unsent, path) =
+            (s.id, out.ticket, out.end - out.start, s.writer_path);
+        self.budgets.refund(session_id, ticket, unsent);
+        self.cancel_outgoing(h, id);
+        self.stats.pulls_refused += 1;
+        self.send_on(
+            h,
+            path,
+            Kind::PullRefused(kwik_proto::PullRefused {
+                id,
+                code: TicketError::Content.to_wire() as i32,
+            }),
+        );
+        true
+    }
+
     /// Any server: the client no longer needs pull `id`; what was not sent is refunded.
     pub(super) fn on_pull_cancel(&mut self, h: SessionHandle, id: u64) {
         let Some(s) = self.sessions.get(&h) else {

@@ -268,6 +268,19 @@ impl Delegated<'_> {
             .ok_or(WriteError::ClosedStream)
     }
 
+    /// Refuses the range instead of writing it, when this server's copy of the content
+    /// does not match the request: the client hears `PullRefused` with
+    /// [`TicketError::Content`](crate::TicketError::Content) and pulls the range from
+    /// another server. Only before the first byte is written (`ClosedStream` after).
+    pub fn refuse(&mut self) -> Result<(), ClosedStream> {
+        if self.endpoint.refuse_outgoing(self.handle, self.id.0) {
+            self.endpoint.mark_dirty(self.handle);
+            Ok(())
+        } else {
+            Err(ClosedStream)
+        }
+    }
+
     /// Bytes still owed, queued ones excluded.
     pub fn remaining(&mut self) -> u64 {
         self.outgoing().map_or(0, |o| o.end - o.written)
