@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use futures::future::{Either, select};
 use http::{Request, Response, StatusCode};
 use kwik_async::{GroupKey, PathEvent, Role, ServerConfig, Session};
@@ -14,8 +14,7 @@ use kwik_h3::{Content, StripedRequest};
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
 use kwik_tests::runtimes::tokio_run;
-
-const BODY: usize = 16 << 20;
+use sha2::{Digest, Sha256};
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -99,85 +98,145 @@ async fn serve(server: kwik_tokio::Endpoint, secondaries: Vec<SocketAddr>, copy:
     }
 }
 
+/// What the client saw of one striped GET of `/file`.
+struct Outcome {
+    len: usize,
+    digest: [u8; 32],
+    paths: Vec<kwik_async::PathInfo>,
+    addrs: Vec<SocketAddr>,
+    servers: Vec<kwik_tokio::Endpoint>,
+}
+
+/// Three servers with these copies of `/file` (the first is the primary); the client GETs
+/// it over HTTP/3, hashing the body as it comes. With `kill`, that server's endpoint is
+/// closed once half the body has arrived.
+async fn striped_get(copies: [Bytes; 3], kill: Option<usize>) -> Outcome {
+    let cert = TestCert::localhost();
+    let body = copies[0].len();
+    let servers: Vec<kwik_tokio::Endpoint> = (0..3)
+        .map(|_| kwik_tokio::Endpoint::server(server_config(&cert), loopback()).unwrap())
+        .collect();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.local_addr().unwrap()).collect();
+    for (i, s) in servers.iter().enumerate() {
+        let secondaries = if i == 0 {
+            addrs[1..].to_vec()
+        } else {
+            Vec::new()
+        };
+        tokio::spawn(serve(s.clone(), secondaries, copies[i].clone()));
+    }
+    let client = kwik_tokio::Endpoint::client(loopback()).unwrap();
+    let session = client
+        .connect_with(cert.client(config()), addrs[0], "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let mut active = 0;
+    while active < 2 {
+        if let PathEvent::Active(_) = session.path_event().await.unwrap() {
+            active += 1;
+        }
+    }
+    let (mut driver, mut send) = h3::client::new(kwik_h3::Connection::new(session.clone()))
+        .await
+        .unwrap();
+    let drive = std::future::poll_fn(|cx| driver.poll_close(cx));
+    let victim = kill.map(|i| servers[i].clone());
+    let get = async {
+        let req = Request::get("https://localhost/file").body(()).unwrap();
+        let mut stream = send.send_request(req).await.unwrap();
+        stream.finish().await.unwrap();
+        let resp = stream.recv_response().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut hasher = Sha256::new();
+        let mut len = 0;
+        while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+            while chunk.has_remaining() {
+                let piece = chunk.chunk();
+                hasher.update(piece);
+                len += piece.len();
+                let n = piece.len();
+                chunk.advance(n);
+            }
+            if len >= body / 2
+                && let Some(v) = &victim
+            {
+                v.close(kwik_async::VarInt::from_u32(0), b"shutting down");
+            }
+        }
+        assert!(stream.recv_trailers().await.unwrap().is_none());
+        (len, <[u8; 32]>::from(hasher.finalize()))
+    };
+    let (len, digest) = match select(Box::pin(get), Box::pin(drive)).await {
+        Either::Left((got, _)) => got,
+        Either::Right((e, _)) => panic!("h3 connection ended first: {e}"),
+    };
+    let paths = session.paths();
+    drop(send);
+    session.close(kwik_async::VarInt::from_u32(0x100), b"done");
+    client.wait_idle().await;
+    Outcome {
+        len,
+        digest,
+        paths,
+        addrs,
+        servers,
+    }
+}
+
+impl Outcome {
+    fn from(&self, server: usize) -> u64 {
+        self.paths
+            .iter()
+            .find(|p| p.address == self.addrs[server])
+            .map_or(0, |p| p.bytes_received)
+    }
+}
+
 #[test]
 fn a_striped_get_arrives_whole_and_a_stale_copy_is_refused() {
-    let cert = TestCert::localhost();
     tokio_run(async {
-        let file = payload(21, BODY);
+        let file = payload(21, 16 << 20);
         let mut stale = file.to_vec();
-        stale[BODY / 2] ^= 1;
-        let copies = [file.clone(), file.clone(), Bytes::from(stale)];
-        let servers: Vec<kwik_tokio::Endpoint> = (0..3)
-            .map(|_| kwik_tokio::Endpoint::server(server_config(&cert), loopback()).unwrap())
-            .collect();
-        let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.local_addr().unwrap()).collect();
-        for (i, s) in servers.iter().enumerate() {
-            let secondaries = if i == 0 {
-                addrs[1..].to_vec()
-            } else {
-                Vec::new()
-            };
-            tokio::spawn(serve(s.clone(), secondaries, copies[i].clone()));
-        }
-        let client = kwik_tokio::Endpoint::client(loopback()).unwrap();
-        let session = client
-            .connect_with(cert.client(config()), addrs[0], "localhost")
-            .unwrap()
-            .await
-            .unwrap();
-        let mut active = 0;
-        while active < 2 {
-            if let PathEvent::Active(_) = session.path_event().await.unwrap() {
-                active += 1;
-            }
-        }
-        let (mut driver, mut send) = h3::client::new(kwik_h3::Connection::new(session.clone()))
-            .await
-            .unwrap();
-        let drive = std::future::poll_fn(|cx| driver.poll_close(cx));
-        let get = async {
-            let req = Request::get("https://localhost/file").body(()).unwrap();
-            let mut stream = send.send_request(req).await.unwrap();
-            stream.finish().await.unwrap();
-            let resp = stream.recv_response().await.unwrap();
-            assert_eq!(resp.status(), StatusCode::OK);
-            let mut got = BytesMut::with_capacity(BODY);
-            while let Some(mut chunk) = stream.recv_data().await.unwrap() {
-                got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-            }
-            assert!(stream.recv_trailers().await.unwrap().is_none());
-            got.freeze()
-        };
-        let got = match select(Box::pin(get), Box::pin(drive)).await {
-            Either::Left((got, _)) => got,
-            Either::Right((e, _)) => panic!("h3 connection ended first: {e}"),
-        };
-        assert_eq!(got.len(), BODY);
-        assert!(sha256(&got) == sha256(&file), "the body checksum differs");
-        let paths = session.paths();
-        println!("paths {paths:#?}");
-        let from = |addr: SocketAddr| {
-            paths
-                .iter()
-                .find(|p| p.address == addr)
-                .map_or(0, |p| p.bytes_received)
-        };
+        stale[file.len() / 2] ^= 1;
+        let out = striped_get([file.clone(), file.clone(), Bytes::from(stale)], None).await;
+        println!("paths {:#?}", out.paths);
+        assert_eq!(out.len, file.len());
+        assert!(out.digest == sha256(&file), "the body checksum differs");
+        assert!(out.from(1) > 1 << 20, "the fresh secondary served a share");
         assert!(
-            from(addrs[1]) > 1 << 20,
-            "the fresh secondary served a share"
-        );
-        assert!(
-            from(addrs[2]) < 1 << 20,
+            out.from(2) < 1 << 20,
             "the stale secondary served none of the body: {} bytes",
-            from(addrs[2])
+            out.from(2)
         );
         assert!(
-            servers[2].stats().pulls_refused >= 1,
+            out.servers[2].stats().pulls_refused >= 1,
             "the stale copy refused"
         );
-        assert_eq!(servers[1].stats().pulls_refused, 0);
-        drop(send);
-        session.close(kwik_async::VarInt::from_u32(0x100), b"done");
-        client.wait_idle().await;
+        assert_eq!(out.servers[1].stats().pulls_refused, 0);
+    });
+}
+
+#[test]
+fn a_striped_get_of_256_mib_survives_a_secondary_dying_at_half() {
+    tokio_run(async {
+        let file = payload(22, 256 << 20);
+        let started = std::time::Instant::now();
+        let out = striped_get([file.clone(), file.clone(), file.clone()], Some(2)).await;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "256 MiB striped GET in {secs:.2} s ({:.0} Mbit/s); from primary {} B, secondary 1 {} B, \
+             secondary 2 (closed at half) {} B",
+            out.len as f64 * 8.0 / secs / 1e6,
+            out.from(0),
+            out.from(1),
+            out.from(2)
+        );
+        assert_eq!(out.len, file.len());
+        assert!(out.digest == sha256(&file), "the body checksum differs");
+        assert!(
+            out.from(1) > 0 && out.from(2) > 0,
+            "every server served a share"
+        );
     });
 }
