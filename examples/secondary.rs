@@ -4,6 +4,9 @@
 //! `cargo run --example secondary -- --listen 127.0.0.1:4434 --cert kwik-cert.der \
 //!  --key kwik-key.der --group-key <64 hex digits>` (the `server` example writes the
 //! certificate, the key and the group key).
+//!
+//! With `--root DIR` it serves the striped HTTP/3 bodies of `h3_server` from its own copy
+//! of the files instead, refusing any whose copy differs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +14,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use kwik_core::GroupKey;
+use kwik_examples::files::{Files, spawn};
 use kwik_examples::{ServerOps, bulk_config, read_cert, read_key, serve, server_config};
+use kwik_h3::StripedRequest;
 
 #[derive(Parser)]
 struct Args {
@@ -29,6 +34,9 @@ struct Args {
     /// The group key shared with the primary, as 64 hexadecimal digits.
     #[arg(long)]
     group_key: String,
+    /// Serve `h3_server`'s striped bodies from the files under this directory.
+    #[arg(long)]
+    root: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -45,6 +53,18 @@ async fn main() -> anyhow::Result<()> {
     let server = kwik_tokio::listen(args.listen, config)?;
     args.ops.qlog_into(&server)?;
     println!("secondary listening on {}", server.local_addr()?);
-    serve(server, Vec::new(), String::new()).await;
+    let Some(root) = args.root else {
+        serve(server, Vec::new(), String::new()).await;
+        return Ok(());
+    };
+    let files = Files::new(root);
+    while let Some(incoming) = server.accept().await {
+        let Ok(session) = incoming.await else {
+            continue;
+        };
+        let files = files.clone();
+        let find = move |r: &StripedRequest| files.get(&r.path);
+        tokio::spawn(kwik_h3::serve_stripes(session, find, spawn));
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Shared set-up of the example programs: certificates, configs, and the body server the
 //! multi-server examples use.
 
+pub mod files;
 pub mod plot;
 
 use std::net::SocketAddr;
