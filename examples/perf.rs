@@ -12,6 +12,8 @@
 //!   the same quinn figure);
 //! - `rr_p50_us`, `rr_p99_us`, `rr_p999_us`: sequential 1 KiB request/response round
 //!   trips, after a warm-up;
+//! - `h3_gets_per_s`: `--h3-gets` HTTP/3 GETs of 1 KiB, `--concurrency` at a time, h3's
+//!   client and server over `kwik-h3` against the same over `h3-quinn` and plain quinn;
 //! - `stripe_gbps_1`, `stripe_gbps_3`: one body striped (`stripe`) by a primary alone and
 //!   by a primary with two secondaries, against `bulk_gbps` of the same run;
 //! - `limit_udp_gbps`: a plain UDP socket pair with GSO and GRO, no crypto;
@@ -47,13 +49,16 @@ struct Args {
     /// Concurrency of the small streams.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Number of HTTP/3 GETs for the h3 figure.
+    #[arg(long, default_value_t = 10_000)]
+    h3_gets: usize,
     /// Number of request/response round trips (after as many warm-up rounds / 10).
     #[arg(long, default_value_t = 20_000)]
     rr: usize,
     /// Repetitions of every measurement; the median is printed with min and max.
     #[arg(long, default_value_t = 9)]
     reps: usize,
-    /// Only these figures (comma-separated prefixes: bulk, small, rr, stripe, limit).
+    /// Only these figures (comma-separated prefixes: bulk, small, rr, h3, stripe, limit).
     #[arg(long)]
     only: Option<String>,
     /// Also write the figures as JSON lines here.
@@ -256,6 +261,78 @@ impl NextChunk for quinn::RecvStream {
 
 workloads!(on_kwik, kwik_tokio::Session);
 workloads!(on_quinn, quinn::Connection);
+
+/// The same h3 code over both stacks.
+macro_rules! h3_workload {
+    ($name:ident, $conn:ty) => {
+        /// `count` GETs of 1 KiB, `concurrency` at a time, from h3's client to h3's server;
+        /// GETs per second.
+        async fn $name(
+            client: $conn,
+            server: $conn,
+            srv: &Handle,
+            count: usize,
+            concurrency: usize,
+        ) -> f64 {
+            let body = Bytes::from(vec![0x61u8; MSG]);
+            let serving = srv.spawn(async move {
+                let mut conn: h3::server::Connection<$conn, Bytes> =
+                    h3::server::Connection::new(server)
+                        .await
+                        .expect("h3 server");
+                while let Ok(Some(resolver)) = conn.accept().await {
+                    let body = body.clone();
+                    tokio::spawn(async move {
+                        let (_, mut stream) = resolver.resolve_request().await.expect("request");
+                        let resp = http::Response::builder()
+                            .status(200)
+                            .body(())
+                            .expect("response");
+                        stream.send_response(resp).await.expect("send_response");
+                        stream.send_data(body).await.expect("send_data");
+                        stream.finish().await.expect("finish");
+                    });
+                }
+            });
+            let (mut driver, send) = h3::client::new(client).await.expect("h3 client");
+            let driving = tokio::spawn(async move {
+                let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+            });
+            let limit = Arc::new(Semaphore::new(concurrency));
+            let started = Instant::now();
+            let mut tasks = Vec::with_capacity(count);
+            for _ in 0..count {
+                let permit = limit.clone().acquire_owned().await.expect("semaphore");
+                let mut send = send.clone();
+                tasks.push(tokio::spawn(async move {
+                    let req = http::Request::get("https://localhost/1k")
+                        .body(())
+                        .expect("request");
+                    let mut stream = send.send_request(req).await.expect("send_request");
+                    stream.finish().await.expect("finish");
+                    stream.recv_response().await.expect("response");
+                    let mut n = 0;
+                    while let Some(chunk) = stream.recv_data().await.expect("data") {
+                        n += bytes::Buf::remaining(&chunk);
+                    }
+                    assert_eq!(n, MSG);
+                    drop(permit);
+                }));
+            }
+            for t in tasks {
+                t.await.expect("GET task");
+            }
+            let rate = count as f64 / started.elapsed().as_secs_f64();
+            drop(send);
+            let _ = driving.await;
+            let _ = serving.await;
+            rate
+        }
+    };
+}
+
+h3_workload!(h3_on_kwik, kwik_h3::Connection);
+h3_workload!(h3_on_quinn, h3_quinn::Connection);
 
 /// Logical streams per carrier: as asked, else the library's default.
 fn sharing(args: &Args) -> u32 {
@@ -723,6 +800,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         {
             report.figure(name, &k[i], Some(&q[i]));
         }
+    }
+    if wanted(&args, "h3") {
+        let (mut kwik, mut quinn) = (vec![], vec![]);
+        for _ in 0..reps {
+            let (c, s) = quinn_pair(srv).await?;
+            let (c, s) = (h3_quinn::Connection::new(c), h3_quinn::Connection::new(s));
+            quinn.push(h3_on_quinn(c, s, srv, args.h3_gets, args.concurrency).await);
+            let (c, s) = kwik_pair(srv, sharing(&args)).await?;
+            let (c, s) = (kwik_h3::Connection::new(c), kwik_h3::Connection::new(s));
+            kwik.push(h3_on_kwik(c, s, srv, args.h3_gets, args.concurrency).await);
+        }
+        report.figure("h3_gets_per_s", &kwik, Some(&quinn));
     }
     if wanted(&args, "stripe") {
         let (mut one, mut three) = (vec![], vec![]);
