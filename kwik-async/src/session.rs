@@ -267,22 +267,27 @@ impl Session {
 
     /// The next raw datagram, with the path it came on.
     pub async fn read_raw(&self) -> Result<(PathId, Bytes), ConnectionError> {
-        std::future::poll_fn(|cx| {
-            let mut state = self.inner.shared.lock();
-            if let Some(d) = state
-                .engine
-                .session(self.handle())
-                .and_then(|mut s| s.read_raw())
-            {
-                return Poll::Ready(Ok(d));
-            }
-            if let Some(e) = state.session_error(self.handle()) {
-                return Poll::Ready(Err(e));
-            }
-            crate::driver::register(&mut state.waiters(self.handle()).raw, cx);
-            Poll::Pending
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_read_raw(cx)).await
+    }
+
+    /// The poll form of [`Session::read_raw`].
+    pub fn poll_read_raw(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(PathId, Bytes), ConnectionError>> {
+        let mut state = self.inner.shared.lock();
+        if let Some(d) = state
+            .engine
+            .session(self.handle())
+            .and_then(|mut s| s.read_raw())
+        {
+            return Poll::Ready(Ok(d));
+        }
+        if let Some(e) = state.session_error(self.handle()) {
+            return Poll::Ready(Err(e));
+        }
+        crate::driver::register(&mut state.waiters(self.handle()).raw, cx);
+        Poll::Pending
     }
 
     /// Stats of the session and each path.

@@ -35,7 +35,10 @@ use kwik_async::{ReadError, Session, SessionError, VarInt, WriteError};
 
 pub use h3;
 
+mod datagram;
 mod stripe;
+pub use datagram::{RecvDatagramHandler, SendDatagramHandler};
+pub use h3_datagram;
 use stripe::Registry;
 pub use stripe::{
     Content, MalformedRequest, Spawn, StripeError, StripedRequest, Striper, serve_stripes,
@@ -50,6 +53,8 @@ pub struct Connection {
     session: Session,
     /// The send halves of the request streams this side accepted, for [`Striper`].
     registry: Arc<Registry>,
+    /// The path HTTP datagrams are sent on.
+    datagram_path: kwik_async::PathId,
 }
 
 impl Connection {
@@ -58,7 +63,15 @@ impl Connection {
         Self {
             session,
             registry: Arc::new(Mutex::new(HashMap::new())),
+            datagram_path: kwik_async::PathId::PRIMARY,
         }
+    }
+
+    /// Sends HTTP datagrams on `path` instead of the primary path (a path to the same
+    /// server: `Session::add_same_peer_path`, or the path of the server that handles them).
+    pub fn with_datagram_path(mut self, path: kwik_async::PathId) -> Self {
+        self.datagram_path = path;
+        self
     }
 
     /// Sends striped responses on the request streams this connection accepts (server
@@ -434,7 +447,7 @@ fn stream_id(id: kwik_async::StreamId) -> StreamId {
 
 /// What h3 needs to know of a session's end: the peer application's code, a timeout, or
 /// anything else as it is.
-fn connection_error(e: SessionError) -> ConnectionErrorIncoming {
+pub(crate) fn connection_error(e: SessionError) -> ConnectionErrorIncoming {
     match e {
         SessionError::ApplicationClosed { code, .. } => ConnectionErrorIncoming::ApplicationClose {
             error_code: code.into_inner(),
