@@ -52,6 +52,8 @@ pub(crate) struct SessionWaiters {
     pub(crate) writers: FxHashMap<StreamId, Waker>,
     pub(crate) stopped: FxHashMap<StreamId, Waker>,
     pub(crate) raw: Vec<Waker>,
+    /// Senders of raw datagrams waiting for room in a path's send buffer.
+    pub(crate) raw_send: Vec<Waker>,
     pub(crate) delegations: Vec<Waker>,
     pub(crate) delegation_writers: BTreeMap<DelegationId, Waker>,
     pub(crate) path_events: Backlog<PathEvent>,
@@ -77,6 +79,7 @@ impl SessionWaiters {
         wakers.extend(std::mem::take(&mut self.writers).into_values());
         wakers.extend(std::mem::take(&mut self.stopped).into_values());
         wakers.append(&mut self.raw);
+        wakers.append(&mut self.raw_send);
         wakers.append(&mut self.delegations);
         wakers.extend(std::mem::take(&mut self.delegation_writers).into_values());
         wakers.append(&mut self.path_events.waiters);
@@ -246,6 +249,11 @@ impl State {
                     w.wake();
                 }
             }
+            Event::RawWritable { session, .. } => {
+                for w in self.waiters(session).raw_send.drain(..) {
+                    w.wake();
+                }
+            }
             Event::StreamFinished { session, stream } => {
                 if let Some(w) = self.waiters(session).stopped.remove(&stream) {
                     w.wake();
@@ -283,9 +291,12 @@ impl State {
                 let Some(pe) = PathEvent::from_event(e) else {
                     return;
                 };
-                self.waiters(session)
-                    .path_events
-                    .push(pe, PATH_EVENT_BACKLOG);
+                let waiters = self.waiters(session);
+                // A path that changed may have taken its blocked datagrams with it.
+                for w in waiters.raw_send.drain(..) {
+                    w.wake();
+                }
+                waiters.path_events.push(pe, PATH_EVENT_BACKLOG);
             }
             ref e @ (Event::DelegationFinished { session, .. }
             | Event::StripeFinished { session, .. }) => {

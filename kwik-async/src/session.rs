@@ -259,6 +259,47 @@ impl Session {
         r
     }
 
+    /// Sends `data` as one unreliable datagram on `path`, waiting while the path's send
+    /// buffer is full instead of pushing older datagrams out as [`Session::send_raw`] does.
+    pub async fn send_raw_wait(&self, path: PathId, data: Bytes) -> Result<(), RawSendError> {
+        let mut data = Some(data);
+        std::future::poll_fn(|cx| self.poll_send_raw(cx, path, &mut data)).await
+    }
+
+    /// The poll form of [`Session::send_raw_wait`]: sends the datagram in `data` and takes
+    /// it, or leaves it there and returns `Pending` until the path has room.
+    pub fn poll_send_raw(
+        &self,
+        cx: &mut Context<'_>,
+        path: PathId,
+        data: &mut Option<Bytes>,
+    ) -> Poll<Result<(), RawSendError>> {
+        let Some(d) = data.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut state = self.inner.shared.lock();
+        let r = match state.engine.session(self.handle()) {
+            Some(mut s) => s.try_send_raw(path, d),
+            None => Err(RawSendError::SessionLost(
+                state
+                    .session_error(self.handle())
+                    .unwrap_or(ConnectionError::LocallyClosed),
+            )),
+        };
+        match r {
+            Ok(()) => {
+                state.wake_driver();
+                Poll::Ready(Ok(()))
+            }
+            Err(RawSendError::Blocked(d)) => {
+                *data = Some(d);
+                crate::driver::register(&mut state.waiters(self.handle()).raw_send, cx);
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
     /// The largest raw datagram `path` carries now, if it carries any.
     pub fn max_raw_size(&self, path: PathId) -> Option<usize> {
         let mut state = self.inner.shared.lock();

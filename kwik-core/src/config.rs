@@ -16,6 +16,9 @@ use bytes::Bytes;
 /// The ALPN protocol identifier of KWIK version 1.
 pub const ALPN: &[u8] = b"kwik/1";
 
+/// The largest UDP payload a path's datagrams take (quinn-proto's default ceiling).
+const MAX_UDP_PAYLOAD: u16 = 1452;
+
 /// How a writer spreads frames over several paths to the same peer.
 ///
 /// With one path per peer every strategy behaves the same.
@@ -95,6 +98,10 @@ pub struct Config {
     pub receive_window: u64,
     /// Separate out-of-order ranges one stream may buffer. Default 1024.
     pub max_reassembly_gaps: usize,
+    /// Raw datagrams received and not yet read that a session holds; more are dropped
+    /// (`SessionStats::raw_dropped`). Datagrams have no flow control: a reader that falls
+    /// behind a burst loses what does not fit. Default [`crate::RAW_QUEUE_LIMIT`] (1024).
+    pub raw_receive_queue: usize,
     /// Control messages the peer may send per second on one path, in bursts of as many.
     /// More closes the session with `ErrorCode::ControlRate`. Default 1000.
     pub max_control_messages_per_sec: u32,
@@ -163,6 +170,7 @@ impl Default for Config {
             stream_receive_window: 4 << 20,
             receive_window: 32 << 20,
             max_reassembly_gaps: 1024,
+            raw_receive_queue: crate::RAW_QUEUE_LIMIT,
             max_control_messages_per_sec: 1000,
             idle_timeout: Duration::from_secs(30),
             keep_alive_interval: None,
@@ -200,6 +208,11 @@ impl Config {
                     .all(|p| (1..=255).contains(&p.len())),
             "app_protocols",
             "must be at most 16 names of 1..=255 bytes",
+        )?;
+        check(
+            (1..=1 << 20).contains(&self.raw_receive_queue),
+            "raw_receive_queue",
+            "must be 1..=1048576",
         )?;
         check(
             (1..=64).contains(&self.max_paths_per_session),
@@ -295,6 +308,9 @@ impl Config {
     }
 
     /// The QUIC transport parameters of every path of a session with this config.
+    ///
+    /// QUIC's datagram receive buffer holds `raw_receive_queue` datagrams of up to
+    /// `MAX_UDP_PAYLOAD` bytes, at least 1 MiB.
     pub(crate) fn transport(&self) -> TransportConfig {
         let mut t = TransportConfig::default();
         // The control stream is the only bidirectional QUIC stream.
@@ -309,7 +325,13 @@ impl Config {
         t.send_window(window.saturating_mul(2));
         t.max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok());
         t.keep_alive_interval(self.keep_alive_interval);
-        t.datagram_receive_buffer_size(Some(1 << 20));
+        // Raw datagrams wait in QUIC's buffer until the next drive moves them to the
+        // session's queue; between two drives a burst may fill the whole queue.
+        t.datagram_receive_buffer_size(Some(
+            self.raw_receive_queue
+                .saturating_mul(usize::from(MAX_UDP_PAYLOAD))
+                .max(1 << 20),
+        ));
         t
     }
 }

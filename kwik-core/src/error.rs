@@ -298,6 +298,9 @@ pub enum RawSendError {
     /// The peer does not accept datagrams.
     #[error("peer does not accept datagrams")]
     UnsupportedByPeer,
+    /// The path's send buffer is full: the datagram, handed back by `try_send_raw`.
+    #[error("the path's datagram send buffer is full")]
+    Blocked(bytes::Bytes),
     /// The session is gone.
     #[error("session lost: {0}")]
     SessionLost(SessionError),

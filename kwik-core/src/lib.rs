@@ -36,7 +36,7 @@
 //! | retained bytes (same-peer multipath) | unacknowledged writes | the stream window per stream; at the cap the stream waits for `DATA_ACK` |
 //! | control messages | peer control frames | `max_control_messages_per_sec` (else `ControlRate`); frames of at most [`control::MAX_CONTROL_FRAME`] bytes; 64 KiB of answers queued for a peer that does not read |
 //! | carriers (QUIC streams) per path | peer opens | `max_carriers_per_path` + 1 (QUIC's own stream limit) |
-//! | raw datagrams queued | peer datagrams | [`RAW_QUEUE_LIMIT`], then dropped |
+//! | raw datagrams queued | peer datagrams | `Config::raw_receive_queue` (default [`RAW_QUEUE_LIMIT`]), then dropped |
 //! | tickets held, pulls owed (client) | primary `Delegate`s, pulls | [`MAX_DELEGATIONS`] each (else `Delegation`) |
 //! | pulls served (any server) | client `Pull`s | [`MAX_DELEGATIONS`] (else a `Limit` refusal), each within its ticket's budget |
 //! | ticket budgets (any server) | tickets served | [`ticket::MAX_BUDGET_ENTRIES`], forgotten at expiry |

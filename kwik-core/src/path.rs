@@ -77,6 +77,7 @@ pub(crate) struct PathCounters {
     pub(crate) frames_sent: u64,
     pub(crate) frames_received: u64,
     pub(crate) raw_sent: u64,
+    pub(crate) raw_displaced: u64,
     pub(crate) raw_received: u64,
     pub(crate) stream_bytes_received: u64,
     pub(crate) stream_bytes_sent: u64,

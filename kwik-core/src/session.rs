@@ -221,8 +221,8 @@ pub(crate) struct SessionState {
     pub(crate) app_protocol: Option<Bytes>,
 }
 
-/// Most raw datagrams a session holds for the application; beyond, new ones are dropped, as
-/// a full socket buffer would.
+/// The default of `Config::raw_receive_queue`: most raw datagrams a session holds for the
+/// application; beyond, new ones are dropped, as a full socket buffer would.
 pub const RAW_QUEUE_LIMIT: usize = 1024;
 
 /// What a control message asks the endpoint to do beyond the session's own state.
@@ -404,7 +404,7 @@ impl SessionState {
         let mut any = false;
         while let Some(data) = path.conn.datagrams().recv() {
             path.counters.raw_received += 1;
-            if self.raw.len() >= RAW_QUEUE_LIMIT {
+            if self.raw.len() >= self.config.raw_receive_queue {
                 self.raw_dropped += 1;
                 continue;
             }

@@ -87,6 +87,9 @@ pub struct PathStats {
     pub carrier_streams: usize,
     /// Raw datagrams sent on this path.
     pub raw_sent: u64,
+    /// Raw datagrams sent with `send_raw` while the path's send buffer was full: each
+    /// pushed the oldest queued datagrams out, unsent.
+    pub raw_displaced: u64,
     /// Raw datagrams received on this path.
     pub raw_received: u64,
     /// Logical stream payload bytes received on this path (duplicates included).
@@ -112,6 +115,7 @@ impl PathStats {
             self.frames_sent += e.frames_sent;
             self.frames_received += e.frames_received;
             self.raw_sent += e.raw_sent;
+            self.raw_displaced += e.raw_displaced;
             self.raw_received += e.raw_received;
             self.stream_bytes_received += e.stream_bytes_received;
             self.stream_bytes_sent += e.stream_bytes_sent;

@@ -129,3 +129,62 @@ fn an_unread_flood_is_bounded() {
     );
     assert!(stats.raw_dropped > 0);
 }
+
+#[test]
+fn a_full_send_buffer_hands_back_or_displaces_and_says_when_there_is_room() {
+    let link = LinkConfig::default().rate_mbit(10).delay_ms(10);
+    let (mut p, mut server_app, mut client_app, _) = established(link);
+    let h = p.session;
+    // Without the network running, the path's send buffer fills.
+    let mut queued = 0;
+    let blocked = loop {
+        let data = Bytes::from(vec![queued as u8; 1000]);
+        match p
+            .client_endpoint()
+            .session(h)
+            .unwrap()
+            .try_send_raw(PathId::PRIMARY, data.clone())
+        {
+            Ok(()) => queued += 1,
+            Err(RawSendError::Blocked(back)) => {
+                assert_eq!(back, data, "the datagram comes back whole");
+                break back;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(queued < 100_000, "the buffer never filled");
+    };
+    assert!(queued > 100, "{queued} queued before the buffer was full");
+    let stats = p.client_endpoint().session(h).unwrap().stats();
+    assert_eq!(
+        (stats.paths[0].raw_sent, stats.paths[0].raw_displaced),
+        (queued, 0)
+    );
+
+    // `send_raw` pushes the oldest out instead, and counts it.
+    p.client_endpoint()
+        .session(h)
+        .unwrap()
+        .send_raw(PathId::PRIMARY, blocked)
+        .unwrap();
+    let stats = p.client_endpoint().session(h).unwrap().stats();
+    assert_eq!(stats.paths[0].raw_displaced, 1);
+
+    // Sending drains the buffer; the path says so once.
+    let mut writable = 0;
+    p.sim.run_for(Duration::from_millis(200));
+    p.poll_watching(&mut server_app, &mut client_app, |e, _| {
+        if matches!(e, kwik_core::Event::RawWritable { session, path: PathId::PRIMARY } if *session == h)
+        {
+            writable += 1;
+        }
+    });
+    assert_eq!(writable, 1);
+    assert_eq!(
+        p.client_endpoint()
+            .session(h)
+            .unwrap()
+            .try_send_raw(PathId::PRIMARY, Bytes::from_static(b"again")),
+        Ok(())
+    );
+}

@@ -123,8 +123,23 @@ impl Session<'_> {
 
     /// Sends `data` as one unreliable QUIC datagram on `path`, and only there.
     ///
-    /// Datagrams that find the send buffer full replace the oldest queued ones.
+    /// Datagrams that find the send buffer full replace the oldest queued ones; the path's
+    /// `raw_displaced` counts each send that did. [`Self::try_send_raw`] hands the datagram
+    /// back instead.
     pub fn send_raw(&mut self, path: PathId, data: Bytes) -> Result<(), RawSendError> {
+        self.raw_send(path, data, true)
+    }
+
+    /// Sends `data` as one unreliable QUIC datagram on `path` if its send buffer has room;
+    /// otherwise returns it in [`RawSendError::Blocked`], and a [`Event::RawWritable`] for
+    /// the path follows once there is room.
+    ///
+    /// [`Event::RawWritable`]: crate::Event::RawWritable
+    pub fn try_send_raw(&mut self, path: PathId, data: Bytes) -> Result<(), RawSendError> {
+        self.raw_send(path, data, false)
+    }
+
+    fn raw_send(&mut self, path: PathId, data: Bytes, displace: bool) -> Result<(), RawSendError> {
         let state = self
             .state()
             .ok_or(RawSendError::SessionLost(SessionError::LocallyClosed))?;
@@ -143,7 +158,8 @@ impl Session<'_> {
         let size = data.len();
         let mut datagrams = slot.path.conn.datagrams();
         let max = datagrams.max_size();
-        match datagrams.send(data, true) {
+        let full = datagrams.send_buffer_space() < size;
+        match datagrams.send(data, displace) {
             Ok(()) => {}
             Err(quinn_proto::SendDatagramError::TooLarge) => {
                 return Err(RawSendError::TooLarge { size, max });
@@ -154,8 +170,12 @@ impl Session<'_> {
             Err(quinn_proto::SendDatagramError::Disabled) => {
                 return Err(RawSendError::TooLarge { size, max: None });
             }
-            // With `drop` set, a full buffer drops the oldest datagram instead.
-            Err(quinn_proto::SendDatagramError::Blocked(_)) => {}
+            Err(quinn_proto::SendDatagramError::Blocked(data)) => {
+                return Err(RawSendError::Blocked(data));
+            }
+        }
+        if full {
+            slot.path.counters.raw_displaced += 1;
         }
         slot.path.counters.raw_sent += 1;
         self.endpoint.dirty.insert(key);

@@ -133,6 +133,14 @@ pub enum Event {
         /// The session.
         session: SessionHandle,
     },
+    /// A path whose raw datagram buffer was full (a `try_send_raw` got its datagram back)
+    /// has room again.
+    RawWritable {
+        /// The session.
+        session: SessionHandle,
+        /// The path.
+        path: PathId,
+    },
     /// A path was added to the session (primary: by `add_path`; client: at the primary's
     /// request); it is connecting.
     PathAdded {
@@ -738,6 +746,7 @@ impl Endpoint {
         let server = slot.side == Side::Server;
         let mut lost = None;
         let mut connected = false;
+        let mut raw_writable = false;
         while let Some(event) = slot.path.conn.poll() {
             match event {
                 quinn_proto::Event::Connected => connected = !server,
@@ -748,15 +757,21 @@ impl Endpoint {
                 quinn_proto::Event::Stream(quinn_proto::StreamEvent::Readable { id }) => {
                     slot.path.mark_readable(id);
                 }
+                quinn_proto::Event::DatagramsUnblocked => raw_writable = true,
                 quinn_proto::Event::Stream(_)
                 | quinn_proto::Event::HandshakeDataReady
-                | quinn_proto::Event::DatagramReceived
-                | quinn_proto::Event::DatagramsUnblocked => {}
+                | quinn_proto::Event::DatagramReceived => {}
             }
         }
         slot.path.note_progress(now);
         let path_id = slot.path.id;
         let session_handle = slot.session;
+        if let (true, Some(session)) = (raw_writable, session_handle) {
+            self.events.push_back(Event::RawWritable {
+                session,
+                path: path_id,
+            });
+        }
         if connected {
             slot.path.open_control()?;
             let first = if path_id == PathId::PRIMARY {

@@ -83,6 +83,7 @@ pub(super) fn slot_stats(slot: &PathSlot) -> PathStats {
         carriers: slot.path.carrier_count(),
         carrier_streams: slot.path.assigned_streams(),
         raw_sent: slot.path.counters.raw_sent,
+        raw_displaced: slot.path.counters.raw_displaced,
         raw_received: slot.path.counters.raw_received,
         stream_bytes_received: slot.path.counters.stream_bytes_received,
         stream_bytes_sent: slot.path.counters.stream_bytes_sent,
