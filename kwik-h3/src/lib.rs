@@ -26,7 +26,7 @@
 #![warn(missing_docs)]
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
@@ -35,11 +35,14 @@ use kwik_async::{ReadError, Session, SessionError, VarInt, WriteError};
 
 pub use h3;
 
+mod capsule;
 mod datagram;
 mod stripe;
+mod varint;
+pub mod webtransport;
+pub use capsule::{CapsuleError, Closed, MAX_CLOSE_REASON};
 pub use datagram::{RecvDatagramHandler, SendDatagramHandler};
 pub use h3_datagram;
-use stripe::Registry;
 pub use stripe::{
     Content, MalformedRequest, Spawn, StripeError, StripedRequest, Striper, serve_stripes,
 };
@@ -47,14 +50,43 @@ pub use stripe::{
 /// The application protocol name of HTTP/3 over a KWIK session, as ALPN names HTTP/3.
 pub const ALPN: &[u8] = b"h3";
 
+/// The halves of the request streams this side accepted, by KWIK stream id, so that
+/// helpers can reach streams h3 owns: the [`Striper`] writes striped bodies on send halves,
+/// [`webtransport::ServerControl`] reads and writes capsules on CONNECT streams.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    pub(crate) send: Mutex<HashMap<u64, Weak<Mutex<kwik_async::SendStream>>>>,
+    pub(crate) recv: Mutex<HashMap<u64, Weak<Mutex<RecvHalf>>>>,
+}
+
+impl Registry {
+    pub(crate) fn send_half(&self, id: u64) -> Option<Arc<Mutex<kwik_async::SendStream>>> {
+        lock(&self.send).get(&id).and_then(Weak::upgrade)
+    }
+
+    pub(crate) fn recv_half(&self, id: u64) -> Option<Arc<Mutex<RecvHalf>>> {
+        lock(&self.recv).get(&id).and_then(Weak::upgrade)
+    }
+}
+
+/// Locks `m`; a panic while it was held leaves the data as consistent as any operation.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A KWIK session as an h3 QUIC connection.
 #[derive(Debug)]
 pub struct Connection {
     session: Session,
-    /// The send halves of the request streams this side accepted, for [`Striper`].
+    /// The halves of the request streams this side accepted.
     registry: Arc<Registry>,
     /// The path HTTP datagrams are sent on.
     datagram_path: kwik_async::PathId,
+    /// Set on a WebTransport client: its peer-initiated streams are sorted out here.
+    webtransport: Option<Arc<webtransport::ClientShared>>,
+    /// Peer-initiated unidirectional streams whose type is not known yet (WebTransport
+    /// client only).
+    sniffing: Vec<webtransport::Sniff>,
 }
 
 impl Connection {
@@ -62,8 +94,10 @@ impl Connection {
     pub fn new(session: Session) -> Self {
         Self {
             session,
-            registry: Arc::new(Mutex::new(HashMap::new())),
+            registry: Arc::default(),
             datagram_path: kwik_async::PathId::PRIMARY,
+            webtransport: None,
+            sniffing: Vec::new(),
         }
     }
 
@@ -96,22 +130,62 @@ impl<B: Buf> quic::Connection<B> for Connection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::RecvStream, ConnectionErrorIncoming>> {
-        self.session
-            .poll_accept_uni(cx)
-            .map_ok(RecvStream::new)
-            .map_err(connection_error)
+        let Some(wt) = &self.webtransport else {
+            return self
+                .session
+                .poll_accept_uni(cx)
+                .map_ok(RecvStream::new)
+                .map_err(connection_error);
+        };
+        // A WebTransport client: h3 0.0.8's client does not take WebTransport streams, so
+        // each stream's type is read here; WebTransport streams go to the session, the
+        // rest to h3 with the bytes read so far in front.
+        loop {
+            match self.session.poll_accept_uni(cx) {
+                Poll::Ready(Ok(s)) => self.sniffing.push(webtransport::Sniff::uni(s)),
+                Poll::Ready(Err(e)) => {
+                    wt.fail(e.clone());
+                    return Poll::Ready(Err(connection_error(e)));
+                }
+                Poll::Pending => break,
+            }
+        }
+        let mut i = 0;
+        while i < self.sniffing.len() {
+            match self.sniffing[i].poll(cx) {
+                Poll::Pending => i += 1,
+                Poll::Ready(sniffed) => {
+                    self.sniffing.swap_remove(i);
+                    match sniffed {
+                        webtransport::Sniffed::WebTransport(session, stream) => {
+                            wt.push_uni(session, stream);
+                        }
+                        webtransport::Sniffed::Other(stream) => {
+                            return Poll::Ready(Ok(stream));
+                        }
+                    }
+                }
+            }
+        }
+        Poll::Pending
     }
 
     fn poll_accept_bidi(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, ConnectionErrorIncoming>> {
+        if self.webtransport.is_some() {
+            // The server's bidirectional streams are WebTransport streams, which the
+            // WebTransport client accepts itself; h3's client would refuse them.
+            return Poll::Pending;
+        }
         let registry = &self.registry;
         self.session
             .poll_accept_bi(cx)
             .map_ok(|halves| {
                 let mut stream = BidiStream::new(halves);
                 stream.send.register(registry);
+                stream.recv.register(registry);
                 stream
             })
             .map_err(connection_error)
@@ -120,6 +194,7 @@ impl<B: Buf> quic::Connection<B> for Connection {
     fn opener(&self) -> Self::OpenStreams {
         OpenStreams {
             session: self.session.clone(),
+            webtransport: self.webtransport.is_some(),
         }
     }
 }
@@ -139,7 +214,7 @@ impl<B: Buf> quic::OpenStreams<B> for Connection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        open_send(&self.session, cx)
+        open_send(&self.session, cx, self.webtransport.is_some())
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
@@ -151,6 +226,7 @@ impl<B: Buf> quic::OpenStreams<B> for Connection {
 #[derive(Debug, Clone)]
 pub struct OpenStreams {
     session: Session,
+    webtransport: bool,
 }
 
 impl<B: Buf> quic::OpenStreams<B> for OpenStreams {
@@ -168,7 +244,7 @@ impl<B: Buf> quic::OpenStreams<B> for OpenStreams {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        open_send(&self.session, cx)
+        open_send(&self.session, cx, self.webtransport)
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
@@ -186,13 +262,20 @@ fn open_bidi<B: Buf>(
         .map_err(stream_connection_error)
 }
 
+/// A WebTransport client's unidirectional streams announce WebTransport in the SETTINGS
+/// frame of its control stream, which h3 0.0.8's client cannot do itself.
 fn open_send<B: Buf>(
     session: &Session,
     cx: &mut Context<'_>,
+    webtransport: bool,
 ) -> Poll<Result<SendStream<B>, StreamErrorIncoming>> {
     session
         .poll_open_uni(cx)
-        .map_ok(SendStream::new)
+        .map_ok(|s| {
+            let mut s = SendStream::new(s);
+            s.announce_webtransport = webtransport;
+            s
+        })
         .map_err(stream_connection_error)
 }
 
@@ -212,10 +295,11 @@ pub struct BidiStream<B: Buf> {
 
 impl<B: Buf> BidiStream<B> {
     fn new((send, recv): (kwik_async::SendStream, kwik_async::RecvStream)) -> Self {
-        Self {
-            send: SendStream::new(send),
-            recv: RecvStream::new(recv),
-        }
+        Self::from_halves(SendStream::new(send), RecvStream::new(recv))
+    }
+
+    pub(crate) fn from_halves(send: SendStream<B>, recv: RecvStream) -> Self {
+        Self { send, recv }
     }
 }
 
@@ -279,15 +363,78 @@ impl<B: Buf> quic::SendStreamUnframed<B> for BidiStream<B> {
     }
 }
 
-/// The receive half of a logical stream, for h3.
+/// The receive half of a logical stream, for h3. A request stream's half is shared with
+/// the connection's [`webtransport::ServerControl`], which reads a CONNECT stream's
+/// capsules once h3 is done with it.
 #[derive(Debug)]
 pub struct RecvStream {
-    stream: kwik_async::RecvStream,
+    half: Arc<Mutex<RecvHalf>>,
+    id: u64,
+    registry: Option<Arc<Registry>>,
+}
+
+/// A receive half, with what was read off it before its reader took it: the bytes (a
+/// WebTransport client reads each stream's type first) and how it ended, if it did.
+#[derive(Debug)]
+pub(crate) struct RecvHalf {
+    pub(crate) stream: kwik_async::RecvStream,
+    pub(crate) prefix: Option<Bytes>,
+    pub(crate) end: Option<Result<(), ReadError>>,
+}
+
+impl RecvHalf {
+    pub(crate) fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<Option<Bytes>, ReadError>> {
+        if let Some(p) = &mut self.prefix {
+            let chunk = p.split_to(max.min(p.len()));
+            if p.is_empty() {
+                self.prefix = None;
+            }
+            return Poll::Ready(Ok(Some(chunk)));
+        }
+        match self.end.take() {
+            Some(Ok(())) => Poll::Ready(Ok(None)),
+            Some(Err(e)) => Poll::Ready(Err(e)),
+            None => self.stream.poll_read_chunk(cx, max),
+        }
+    }
 }
 
 impl RecvStream {
     fn new(stream: kwik_async::RecvStream) -> Self {
-        Self { stream }
+        Self::with_prefix(stream, None, None)
+    }
+
+    pub(crate) fn with_prefix(
+        stream: kwik_async::RecvStream,
+        prefix: Option<Bytes>,
+        end: Option<Result<(), ReadError>>,
+    ) -> Self {
+        Self {
+            id: stream.id().0,
+            half: Arc::new(Mutex::new(RecvHalf {
+                stream,
+                prefix: prefix.filter(|p| !p.is_empty()),
+                end,
+            })),
+            registry: None,
+        }
+    }
+
+    fn register(&mut self, registry: &Arc<Registry>) {
+        lock(&registry.recv).insert(self.id, Arc::downgrade(&self.half));
+        self.registry = Some(registry.clone());
+    }
+}
+
+impl Drop for RecvStream {
+    fn drop(&mut self) {
+        if let Some(registry) = &self.registry {
+            lock(&registry.recv).remove(&self.id);
+        }
     }
 }
 
@@ -298,20 +445,20 @@ impl quic::RecvStream for RecvStream {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Self::Buf>, StreamErrorIncoming>> {
-        self.stream
-            .poll_read_chunk(cx, usize::MAX)
+        lock(&self.half)
+            .poll_chunk(cx, usize::MAX)
             .map_err(read_error)
     }
 
     fn stop_sending(&mut self, error_code: u64) {
         // Stopping a stream that already ended (or was stopped) has nothing left to do.
-        let _ = self
+        let _ = lock(&self.half)
             .stream
             .stop(VarInt::from_u64(error_code).unwrap_or(VarInt::MAX));
     }
 
     fn recv_id(&self) -> StreamId {
-        stream_id(self.stream.id())
+        stream_id(kwik_async::StreamId(self.id))
     }
 }
 
@@ -322,6 +469,11 @@ pub struct SendStream<B: Buf> {
     stream: Arc<Mutex<kwik_async::SendStream>>,
     id: u64,
     writing: Option<WriteBuf<B>>,
+    /// A buffer h3 handed over, rewritten before sending (see `announce_webtransport`).
+    rewritten: Option<Bytes>,
+    /// A WebTransport client's unidirectional stream: if it turns out to be the control
+    /// stream, its SETTINGS gain the WebTransport settings.
+    announce_webtransport: bool,
     registry: Option<Arc<Registry>>,
 }
 
@@ -343,39 +495,42 @@ impl<B: Buf> SendStream<B> {
             id: stream.id().0,
             stream: Arc::new(Mutex::new(stream)),
             writing: None,
+            rewritten: None,
+            announce_webtransport: false,
             registry: None,
         }
     }
 
     fn register(&mut self, registry: &Arc<Registry>) {
-        registry
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(self.id, Arc::downgrade(&self.stream));
+        lock(&registry.send).insert(self.id, Arc::downgrade(&self.stream));
         self.registry = Some(registry.clone());
     }
 
     fn stream(&self) -> MutexGuard<'_, kwik_async::SendStream> {
-        // A panic while holding the lock leaves the stream as consistent as any write.
-        self.stream.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.stream)
     }
 }
 
 impl<B: Buf> Drop for SendStream<B> {
     fn drop(&mut self) {
         if let Some(registry) = &self.registry {
-            registry
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&self.id);
+            lock(&registry.send).remove(&self.id);
         }
     }
 }
 
 impl<B: Buf> quic::SendStream<B> for SendStream<B> {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        if let Some(data) = &mut self.rewritten {
+            let mut stream = lock(&self.stream);
+            while data.has_remaining() {
+                let n = ready!(stream.poll_send(cx, data.chunk())).map_err(write_error)?;
+                data.advance(n);
+            }
+        }
+        self.rewritten = None;
         if let Some(data) = &mut self.writing {
-            let mut stream = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut stream = lock(&self.stream);
             while data.has_remaining() {
                 let n = ready!(stream.poll_send(cx, data.chunk())).map_err(write_error)?;
                 data.advance(n);
@@ -386,7 +541,7 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
     }
 
     fn send_data<T: Into<WriteBuf<B>>>(&mut self, data: T) -> Result<(), StreamErrorIncoming> {
-        if self.writing.is_some() {
+        if self.writing.is_some() || self.rewritten.is_some() {
             // h3 waits for `poll_ready` between two buffers; anything else is a bug in the
             // layer above, reported as h3 expects (it closes with H3_INTERNAL_ERROR).
             return Err(StreamErrorIncoming::ConnectionErrorIncoming {
@@ -395,7 +550,13 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
                 ),
             });
         }
-        self.writing = Some(data.into());
+        let mut data = data.into();
+        if std::mem::take(&mut self.announce_webtransport) {
+            let bytes = data.copy_to_bytes(data.remaining());
+            self.rewritten = Some(webtransport::announce_in_settings(bytes));
+            return Ok(());
+        }
+        self.writing = Some(data);
         Ok(())
     }
 
@@ -425,13 +586,14 @@ impl<B: Buf> quic::SendStreamUnframed<B> for SendStream<B> {
         cx: &mut Context<'_>,
         buf: &mut D,
     ) -> Poll<Result<usize, StreamErrorIncoming>> {
-        if self.writing.is_some() {
+        if self.writing.is_some() || self.rewritten.is_some() {
             return Poll::Ready(Err(StreamErrorIncoming::ConnectionErrorIncoming {
                 connection_error: ConnectionErrorIncoming::InternalError(
                     "poll_send before the framed buffer was sent".into(),
                 ),
             }));
         }
+        self.announce_webtransport = false;
         let n = ready!(self.stream().poll_send(cx, buf.chunk())).map_err(write_error)?;
         buf.advance(n);
         Poll::Ready(Ok(n))

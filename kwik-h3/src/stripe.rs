@@ -10,17 +10,15 @@
 //! (`TicketError::Content`), and the client pulls them from the others. The client reads
 //! an ordinary HTTP/3 response body.
 
-use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, PoisonError};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kwik_async::{DelegateError, Session, WriteError};
 
-/// The send halves of this connection's request streams, by KWIK stream id, so that a
-/// striper can reach the stream h3 owns.
-pub(crate) type Registry = Mutex<HashMap<u64, Weak<Mutex<kwik_async::SendStream>>>>;
+use crate::Registry;
+use crate::varint::put_varint;
+use kwik_async::{DelegateError, Session, WriteError};
 
 /// Most bytes of a method, a path or a validator in a [`StripedRequest`].
 const MAX_FIELD: usize = 4096;
@@ -132,10 +130,7 @@ impl Striper {
         let id = stream.send_id().index() << 2;
         let send = self
             .registry
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .and_then(Weak::upgrade)
+            .send_half(id)
             .ok_or(StripeError::UnknownStream)?;
         let mut head = BytesMut::with_capacity(16);
         put_varint(&mut head, 0); // DATA
@@ -151,19 +146,6 @@ impl Striper {
         }
         let mut send = send.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(send.stripe(request.encode(), len)?)
-    }
-}
-
-/// A QUIC variable-length integer (values up to 2^62).
-fn put_varint(b: &mut BytesMut, v: u64) {
-    if v < 1 << 6 {
-        b.put_u8(v as u8);
-    } else if v < 1 << 14 {
-        b.put_u16(0x4000 | v as u16);
-    } else if v < 1 << 30 {
-        b.put_u32(0x8000_0000 | v as u32);
-    } else {
-        b.put_u64(0xc000_0000_0000_0000 | v);
     }
 }
 
@@ -235,22 +217,5 @@ mod tests {
         longer.push(0);
         assert_eq!(StripedRequest::decode(&longer), Err(MalformedRequest));
         assert_eq!(StripedRequest::decode(&[2, 0, 0]), Err(MalformedRequest));
-    }
-
-    #[test]
-    fn varints_take_the_shortest_form() {
-        for (v, len) in [
-            (0u64, 1),
-            (63, 1),
-            (64, 2),
-            (16383, 2),
-            (16384, 4),
-            (1 << 30, 8),
-        ] {
-            let mut b = BytesMut::new();
-            put_varint(&mut b, v);
-            assert_eq!(b.len(), len, "{v}");
-            assert_eq!(b[0] >> 6, [0, 0, 1, 0, 2, 0, 0, 0, 3][len], "{v}");
-        }
     }
 }
