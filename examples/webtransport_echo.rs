@@ -170,10 +170,10 @@ async fn serve_session(session: Session) -> anyhow::Result<()> {
                     if s.read_to_end(&mut got).await.is_err() {
                         return;
                     }
-                    if let Ok(mut back) = wt.open_uni(sid).await {
-                        if back.write_all(&got).await.is_ok() {
-                            let _ = back.shutdown().await;
-                        }
+                    if let Ok(mut back) = wt.open_uni(sid).await
+                        && back.write_all(&got).await.is_ok()
+                    {
+                        let _ = back.shutdown().await;
                     }
                 });
             }
