@@ -236,6 +236,63 @@ async fn client_suite(session: Session) {
     );
 }
 
+/// The server answers one request with its headers, sends GOAWAY, and only then the body:
+/// the request in flight finishes whole, a later request is refused (by the client, which
+/// saw the GOAWAY, or by the server with H3_REQUEST_REJECTED), and the connection ends
+/// with H3_NO_ERROR.
+async fn goaway(server: Session, client: Session) {
+    let srv = async {
+        let mut conn: ServerConn = h3::server::Connection::new(kwik_h3::Connection::new(server))
+            .await
+            .unwrap();
+        let resolver = conn.accept().await.unwrap().unwrap();
+        let (_, mut stream) = resolver.resolve_request().await.unwrap();
+        stream
+            .send_response(Response::builder().status(StatusCode::OK).body(()).unwrap())
+            .await
+            .unwrap();
+        conn.shutdown(0).await.unwrap();
+        stream.send_data(body(1 << 20)).await.unwrap();
+        stream.finish().await.unwrap();
+        // Nothing more is accepted: a late request is rejected, then the client leaves.
+        match conn.accept().await {
+            Ok(None) => {}
+            Ok(Some(_)) => panic!("a request accepted after GOAWAY"),
+            Err(e) => assert!(e.is_h3_no_error(), "server ended with {e}"),
+        }
+    };
+    let cli = async {
+        let (mut driver, mut send) = h3::client::new(kwik_h3::Connection::new(client))
+            .await
+            .unwrap();
+        let drive = async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await };
+        let requests = async move {
+            let (status, got) = get(&mut send, "/in-flight").await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(got == body(1 << 20), "the request in flight finished whole");
+            let req = Request::get("https://localhost/late").body(()).unwrap();
+            match send.send_request(req).await {
+                Err(e) => assert!(
+                    e.to_string().contains("Remote is closing the connection"),
+                    "refused locally after GOAWAY: {e}"
+                ),
+                Ok(mut stream) => {
+                    let _ = stream.finish().await;
+                    let e = stream.recv_response().await.unwrap_err();
+                    assert!(
+                        e.to_string().contains("H3_REQUEST_REJECTED"),
+                        "refused by the server: {e}"
+                    );
+                }
+            }
+            drop(send);
+        };
+        let (closed, ()) = zip(drive, requests).await;
+        assert!(closed.is_h3_no_error(), "client ended with {closed}");
+    };
+    zip(srv, cli).await;
+}
+
 macro_rules! suite {
     ($name:ident, $endpoint:ty, $run:expr, $spawn:expr) => {
         mod $name {
@@ -264,6 +321,28 @@ macro_rules! suite {
                         client_suite(session).await;
                     };
                     zip(srv, cli).await;
+                });
+            }
+
+            #[test]
+            fn goaway_finishes_the_request_in_flight_and_refuses_later_ones() {
+                let cert = TestCert::localhost();
+                $run(async {
+                    let server = <$endpoint>::server(cert.server(config()), loopback()).unwrap();
+                    let client = <$endpoint>::client(loopback()).unwrap();
+                    let addr = server.local_addr().unwrap();
+                    let (server_session, client_session) = zip(
+                        async { server.accept().await.unwrap().await.unwrap() },
+                        async {
+                            client
+                                .connect_with(cert.client(config()), addr, "localhost")
+                                .unwrap()
+                                .await
+                                .unwrap()
+                        },
+                    )
+                    .await;
+                    goaway(server_session, client_session).await;
                 });
             }
 
