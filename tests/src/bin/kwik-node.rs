@@ -11,6 +11,11 @@
 //! kwik-node quinn-client --server ADDR --dir DIR --get BYTES [--cut-after SECS]
 //! ```
 //!
+//! With `--h3` on the primary, the secondaries and the client, the session carries HTTP/3
+//! (kwik-h3): the client GETs `/body/BYTES`, and the primary answers with a body striped
+//! over its secondaries (`send_striped`, served by `serve_stripes` on every server), or,
+//! without secondaries, with plain DATA frames.
+//!
 //! The `mptcp-*` modes move the same body over a Linux MPTCP socket (protocol 262), for
 //! comparison on the same links; the `quinn-*` modes over one plain quinn connection.
 //!
@@ -40,10 +45,13 @@ use kwik_core::{
 use kwik_tokio::{Endpoint, PathEvent, PathKind, Role, Session, VarInt};
 use sha2::{Digest, Sha256};
 
-fn config() -> Config {
+fn config(h3: bool) -> Config {
     let mut c = Config::default();
     c.stream_receive_window = 32 << 20;
     c.receive_window = 64 << 20;
+    if h3 {
+        c.app_protocols = vec![kwik_h3::ALPN.to_vec()];
+    }
     c
 }
 
@@ -73,7 +81,7 @@ fn args_all(args: &[String], name: &str) -> Vec<String> {
         .collect()
 }
 
-fn server_config(dir: &Path, create: bool) -> ServerConfig {
+fn server_config(dir: &Path, create: bool, h3: bool) -> ServerConfig {
     let (cert, key, group) = if create {
         let certified = rcgen::generate_simple_self_signed(vec!["kwik.test".to_owned()]).unwrap();
         let cert = certified.cert.der().to_vec();
@@ -97,7 +105,7 @@ fn server_config(dir: &Path, create: bool) -> ServerConfig {
     let mut config = ServerConfig::with_single_cert(
         vec![CertificateDer::from(cert)],
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
-        config(),
+        config(h3),
     )
     .unwrap();
     config.group_key(GroupKey::new(group));
@@ -156,14 +164,106 @@ async fn serve_session(session: Session) {
     }
 }
 
+/// The content an HTTP/3 server serves at `path` (`/body/N`): the body of N bytes, and a
+/// validator any server computes alike.
+fn h3_content(path: &str) -> Option<kwik_h3::Content> {
+    static BODIES: std::sync::Mutex<Vec<(u64, Bytes)>> = std::sync::Mutex::new(Vec::new());
+    let len: u64 = path.strip_prefix("/body/")?.parse().ok()?;
+    if len > 1 << 30 {
+        return None;
+    }
+    let mut bodies = BODIES.lock().unwrap();
+    let bytes = match bodies.iter().find(|(l, _)| *l == len) {
+        Some((_, b)) => b.clone(),
+        None => {
+            let b = body_range(0, len);
+            bodies.push((len, b.clone()));
+            b
+        }
+    };
+    Some(kwik_h3::Content {
+        bytes,
+        validator: Bytes::from(format!("body-v1-{len}")),
+    })
+}
+
+fn spawn_boxed(f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+    tokio::spawn(f);
+}
+
+/// Serves stripes (every server) and, on the primary, HTTP/3 GETs of `/body/N`.
+async fn serve_h3_session(session: Session, striped: bool) {
+    tokio::spawn(kwik_h3::serve_stripes(
+        session.clone(),
+        |r: &kwik_h3::StripedRequest| h3_content(&r.path),
+        spawn_boxed,
+    ));
+    if session.role() != Role::Primary {
+        return;
+    }
+    let conn = kwik_h3::Connection::new(session);
+    let striper = conn.striper();
+    let Ok(mut h3) = h3::server::Connection::<_, Bytes>::new(conn).await else {
+        return;
+    };
+    while let Ok(Some(resolver)) = h3.accept().await {
+        let striper = striper.clone();
+        tokio::spawn(async move {
+            let Ok((req, mut stream)) = resolver.resolve_request().await else {
+                return;
+            };
+            let path = req.uri().path().to_owned();
+            let Some(content) = h3_content(&path) else {
+                let resp = http::Response::builder().status(404).body(()).unwrap();
+                let _ = stream.send_response(resp).await;
+                let _ = stream.finish().await;
+                return;
+            };
+            let len = content.bytes.len() as u64;
+            let resp = http::Response::builder()
+                .status(200)
+                .header("content-length", len)
+                .body(())
+                .unwrap();
+            if stream.send_response(resp).await.is_err() {
+                return;
+            }
+            if striped {
+                let request = kwik_h3::StripedRequest {
+                    method: "GET".into(),
+                    path,
+                    validator: content.validator,
+                };
+                if let Err(e) = striper.send_striped(&mut stream, &request, len).await {
+                    eprintln!("send_striped: {e}");
+                    return;
+                }
+            } else {
+                for start in (0..content.bytes.len()).step_by(256 * 1024) {
+                    let end = (start + 256 * 1024).min(content.bytes.len());
+                    if stream
+                        .send_data(content.bytes.slice(start..end))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            let _ = stream.finish().await;
+        });
+    }
+}
+
 async fn run_server(
     listen: SocketAddr,
     dir: &Path,
     primary: bool,
     secondaries: Vec<SocketAddr>,
     same_peer: Vec<SocketAddr>,
+    h3: bool,
 ) {
-    let server = kwik_tokio::listen(listen, server_config(dir, primary)).unwrap();
+    let server = kwik_tokio::listen(listen, server_config(dir, primary, h3)).unwrap();
     if primary {
         std::fs::write(dir.join("ready"), b"").unwrap();
     }
@@ -183,7 +283,11 @@ async fn run_server(
                 }
             }
         }
-        tokio::spawn(serve_session(session));
+        if h3 {
+            tokio::spawn(serve_h3_session(session, !secondaries.is_empty()));
+        } else {
+            tokio::spawn(serve_session(session));
+        }
     }
 }
 
@@ -269,9 +373,10 @@ async fn run_client(
     paths: usize,
     stream: bool,
     cut_after: Option<Duration>,
+    h3: bool,
 ) {
     let cert = CertificateDer::from(std::fs::read(dir.join("cert.der")).unwrap());
-    let config = ClientConfig::with_root_certificates([cert], config()).unwrap();
+    let config = ClientConfig::with_root_certificates([cert], config(h3)).unwrap();
     let client = Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).unwrap();
     let session = client
         .connect_with(config, server, "kwik.test")
@@ -287,6 +392,12 @@ async fn run_client(
         }
     }
     println!("ready");
+    if h3 {
+        h3_get(&session, len, cut_after).await;
+        print_paths(&session);
+        session.close(VarInt::from_u32(0), b"done");
+        return;
+    }
     let (mut send, mut recv) = session.open_bi().await.unwrap();
     let verb = if stream { "stream" } else { "body" };
     send.write_all(format!("{verb} {len}").as_bytes())
@@ -316,6 +427,11 @@ async fn run_client(
         }
     }
     progress.done();
+    print_paths(&session);
+    session.close(VarInt::from_u32(0), b"done");
+}
+
+fn print_paths(session: &Session) {
     for p in session.paths() {
         println!(
             "path {} {} {:?} rtt={:?} received={}",
@@ -326,7 +442,39 @@ async fn run_client(
             p.bytes_received
         );
     }
-    session.close(VarInt::from_u32(0), b"done");
+}
+
+/// GETs `/body/LEN` with h3 over the session and checks the body as it comes.
+async fn h3_get(session: &Session, len: u64, cut_after: Option<Duration>) {
+    use bytes::Buf;
+    let (mut driver, mut send) = h3::client::new(kwik_h3::Connection::new(session.clone()))
+        .await
+        .expect("h3");
+    tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let req = http::Request::get(format!("https://kwik.test/body/{len}"))
+        .body(())
+        .unwrap();
+    let mut stream = send.send_request(req).await.expect("request");
+    stream.finish().await.expect("finish");
+    let resp = stream.recv_response().await.expect("response");
+    assert_eq!(resp.status(), 200);
+    let mut progress = Progress::new(len, cut_after);
+    loop {
+        match stream.recv_data().await {
+            Ok(Some(mut data)) => {
+                while data.has_remaining() {
+                    let chunk = data.copy_to_bytes(data.chunk().len());
+                    progress.on_read(&chunk);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                progress.lost(&e.to_string());
+                break;
+            }
+        }
+    }
+    progress.done();
 }
 
 /// Asks for cubic congestion control on an MPTCP socket (and so its subflows); the
@@ -396,7 +544,7 @@ fn mptcp_client(server: SocketAddr, len: u64, cut_after: Option<Duration>) {
 /// A plain quinn endpoint's configs: the same certificate as the KWIK servers, the same
 /// receive windows, no KWIK in between.
 fn quinn_transport() -> std::sync::Arc<quinn::TransportConfig> {
-    let c = config();
+    let c = config(false);
     let mut t = quinn::TransportConfig::default();
     t.stream_receive_window(quinn::VarInt::from_u64(c.stream_receive_window).unwrap());
     t.receive_window(quinn::VarInt::from_u64(c.receive_window).unwrap());
@@ -500,6 +648,7 @@ async fn main() {
                 args[1] == "primary",
                 addrs("--secondary"),
                 addrs("--same-peer"),
+                args.iter().any(|a| a == "--h3"),
             )
             .await;
         }
@@ -508,7 +657,8 @@ async fn main() {
             let len = arg(&args, "--get").expect("--get").parse().unwrap();
             let paths = arg(&args, "--paths").map_or(0, |p| p.parse().unwrap());
             let stream = args.iter().any(|a| a == "--stream");
-            run_client(server, &dir, len, paths, stream, cut_after(&args)).await;
+            let h3 = args.iter().any(|a| a == "--h3");
+            run_client(server, &dir, len, paths, stream, cut_after(&args), h3).await;
         }
         Some("mptcp-server") => {
             let listen = arg(&args, "--listen").expect("--listen").parse().unwrap();
