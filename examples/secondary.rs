@@ -34,7 +34,9 @@ struct Args {
     /// The group key shared with the primary, as 64 hexadecimal digits.
     #[arg(long)]
     group_key: String,
-    /// Serve `h3_server`'s striped bodies from the files under this directory.
+    /// Serve `h3_server`'s striped bodies from the files under this directory. The files
+    /// then go out only against the primary's tickets: a client's own session is refused
+    /// (`ErrorCode::JoinsOnly`).
     #[arg(long)]
     root: Option<PathBuf>,
 }
@@ -50,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         bulk_config(),
     )?;
     config.group_key(group);
+    config.joins_only(args.root.is_some());
     let server = kwik_tokio::listen(args.listen, config)?;
     args.ops.qlog_into(&server)?;
     println!("secondary listening on {}", server.local_addr()?);

@@ -409,6 +409,8 @@ pub struct ServerConfig {
     /// The deployment's group key: with it, this server adds paths to other servers and
     /// admits the sessions of other servers as a secondary.
     pub(crate) group_key: Option<GroupKey>,
+    /// Admit only joins (see [`ServerConfig::joins_only`]).
+    pub(crate) joins_only: bool,
 }
 
 impl ServerConfig {
@@ -439,6 +441,7 @@ impl ServerConfig {
             config: Arc::new(config),
             max_sessions: 4096,
             group_key: None,
+            joins_only: false,
         })
     }
 
@@ -454,6 +457,15 @@ impl ServerConfig {
     /// neither adds paths nor admits joins.
     pub fn group_key(&mut self, key: GroupKey) -> &mut Self {
         self.group_key = Some(key);
+        self
+    }
+
+    /// Serves only as a secondary: admits paths that join sessions of the deployment's
+    /// primaries, and refuses a client's own session with `ErrorCode::JoinsOnly` before it
+    /// exists. Content such a server holds then goes out only against a primary's tickets.
+    /// Default off.
+    pub fn joins_only(&mut self, on: bool) -> &mut Self {
+        self.joins_only = on;
         self
     }
 

@@ -53,11 +53,14 @@ pub enum ErrorCode {
     /// The server speaks none of the application protocols the client offered (or chose
     /// one it did not offer).
     NoApplicationProtocol = 19,
+    /// The server serves only as a secondary (`ServerConfig::joins_only`): it refuses a
+    /// client's own session, which would ask for content without a primary's ticket.
+    JoinsOnly = 20,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::Internal,
         Self::FrameEncoding,
         Self::FlowControl,
@@ -77,6 +80,7 @@ impl ErrorCode {
         Self::JoinRefused,
         Self::Delegation,
         Self::NoApplicationProtocol,
+        Self::JoinsOnly,
     ];
 
     /// A short snake_case name, for logs and metric labels.
@@ -101,6 +105,7 @@ impl ErrorCode {
             Self::JoinRefused => "join_refused",
             Self::Delegation => "delegation",
             Self::NoApplicationProtocol => "no_application_protocol",
+            Self::JoinsOnly => "joins_only",
         }
     }
 

@@ -1,6 +1,9 @@
 //! A striped HTTP/3 response on loopback: a primary and two secondaries serve one GET's
 //! body at once, and the client reads an ordinary h3 response. One secondary's copy of the
-//! content differs: it refuses its ranges, and the client pulls them from the others.
+//! content differs: it refuses its ranges, and the client pulls them from the others. The
+//! secondaries serve only as secondaries (`joins_only`): a client that asks one for the
+//! content directly, without a primary's ticket, is refused with a typed error and served
+//! nothing.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -114,7 +117,11 @@ async fn striped_get(copies: [Bytes; 3], kill: Option<usize>) -> Outcome {
     let cert = TestCert::localhost();
     let body = copies[0].len();
     let servers: Vec<kwik_tokio::Endpoint> = (0..3)
-        .map(|_| kwik_tokio::Endpoint::server(server_config(&cert), loopback()).unwrap())
+        .map(|i| {
+            let mut config = server_config(&cert);
+            config.joins_only(i > 0);
+            kwik_tokio::Endpoint::server(config, loopback()).unwrap()
+        })
         .collect();
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.local_addr().unwrap()).collect();
     for (i, s) in servers.iter().enumerate() {
@@ -214,6 +221,73 @@ fn a_striped_get_arrives_whole_and_a_stale_copy_is_refused() {
             "the stale copy refused"
         );
         assert_eq!(out.servers[1].stats().pulls_refused, 0);
+    });
+}
+
+#[test]
+fn a_request_straight_to_a_secondary_is_refused_and_served_nothing() {
+    tokio_run(async {
+        let cert = TestCert::localhost();
+        let file = content(&payload(23, 1 << 20));
+        let mut secondary_config = server_config(&cert);
+        secondary_config.joins_only(true);
+        let secondary = kwik_tokio::Endpoint::server(secondary_config, loopback()).unwrap();
+        let looked_up = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let serving = {
+            let secondary = secondary.clone();
+            let looked_up = looked_up.clone();
+            async move {
+                while let Some(incoming) = secondary.accept().await {
+                    let Ok(session) = incoming.await else {
+                        continue;
+                    };
+                    let (file, looked_up) = (file.clone(), looked_up.clone());
+                    let find = move |_: &StripedRequest| {
+                        looked_up.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Some(file.clone())
+                    };
+                    tokio::spawn(kwik_h3::serve_stripes(session, find, spawn));
+                }
+            }
+        };
+        tokio::spawn(serving);
+        // An HTTP/3 client that asks the secondary itself, with no primary and no ticket.
+        let client = kwik_tokio::Endpoint::client(loopback()).unwrap();
+        let refused = client
+            .connect_with(
+                cert.client(config()),
+                secondary.local_addr().unwrap(),
+                "localhost",
+            )
+            .unwrap()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                kwik_async::SessionError::PeerProtocolError {
+                    code: kwik_core::ErrorCode::JoinsOnly,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        let stats = secondary.stats();
+        assert_eq!(stats.sessions, 0, "the secondary holds no session");
+        assert_eq!(
+            stats.protocol_violations_of(kwik_core::ErrorCode::JoinsOnly),
+            1
+        );
+        assert!(
+            stats.bytes_sent < 16 << 10,
+            "no more than a handshake and a close went out: {} bytes",
+            stats.bytes_sent
+        );
+        assert_eq!(
+            looked_up.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "the content was never looked up"
+        );
     });
 }
 

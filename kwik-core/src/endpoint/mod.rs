@@ -993,7 +993,14 @@ impl Endpoint {
             ));
         };
         let config = server.config.clone();
+        let joins_only = server.joins_only;
         let hello = match kind {
+            Kind::Hello(_) if joins_only => {
+                return Err(ProtocolError::new(
+                    ErrorCode::JoinsOnly,
+                    "this server serves only as a secondary",
+                ));
+            }
             Kind::Hello(hello) => hello,
             Kind::Join(join) => return self.on_join(now, key, join),
             kind => {
