@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use h3_webtransport::server::{AcceptedBi, WebTransportSession};
+use h3_webtransport::server::AcceptedBi;
 use http::Uri;
 use kwik_async::Session;
 use kwik_examples::{client_config, read_cert, self_signed, server_config};
@@ -144,7 +144,7 @@ async fn serve_session(session: Session) -> anyhow::Result<()> {
         return Ok(());
     };
     let (request, stream) = resolver.resolve_request().await?;
-    let wt = Arc::new(WebTransportSession::accept(request, stream, h3).await?);
+    let wt = Arc::new(kwik_h3::webtransport::accept_session(request, stream, h3).await?);
     let id = wt.session_id();
 
     let bidi = {

@@ -115,6 +115,9 @@ pub(crate) struct Path {
     control_budget: TokenBucket,
     /// This side closed the connection: nothing more is read or written.
     pub(crate) closing: bool,
+    /// A raw datagram was handed back for want of room: QUIC says when there is room
+    /// again while sending, so each transmit has the path driven to hear it.
+    pub(crate) raw_blocked: bool,
     /// Carriers of the delegated ranges this side writes, one per delegation.
     delegated: BTreeMap<u64, CarrierTx>,
     /// Carrier of frames copied from another path (redundant scheduling).
@@ -170,6 +173,7 @@ impl Path {
             loss_mark: (0, 0),
             control_budget: TokenBucket::new(control_rate),
             closing: false,
+            raw_blocked: false,
             delegated: BTreeMap::new(),
             copy: CarrierTx::default(),
             sendable: Vec::new(),

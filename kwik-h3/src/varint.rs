@@ -5,6 +5,7 @@ use bytes::{BufMut, BytesMut};
 
 /// Writes `v` (below 2^62) in its shortest form.
 pub(crate) fn put_varint(b: &mut BytesMut, v: u64) {
+    debug_assert!(v < 1 << 62, "{v} does not fit a varint");
     if v < 1 << 6 {
         b.put_u8(v as u8);
     } else if v < 1 << 14 {

@@ -2,7 +2,8 @@
 //! speaks it).
 //!
 //! **Server**: build the h3 server with [`server_builder`] and run
-//! [`h3_webtransport::server::WebTransportSession`] on it unchanged. It lacks a way to
+//! [`h3_webtransport::server::WebTransportSession`] on it unchanged; accept it with
+//! [`accept_session`], which first waits for the client's SETTINGS. It lacks a way to
 //! close a session, so [`ServerControl`] (taken from the [`Connection`] before h3 owns it)
 //! adds one: it writes the CLOSE_WEBTRANSPORT_SESSION capsule on the CONNECT stream, reads
 //! the client's, and sends datagrams that wait for buffer space.
@@ -14,16 +15,17 @@
 //! in its SETTINGS nor take the server's WebTransport streams, so the [`Connection`] does
 //! both for it: it adds SETTINGS_ENABLE_WEBTRANSPORT and SETTINGS_WEBTRANSPORT_MAX_SESSIONS
 //! to the client's SETTINGS frame, reads the type of each stream the server opens, and hands
-//! WebTransport streams to the client instead of h3.
+//! WebTransport streams to the client instead of h3 (unidirectional ones as the [`Driver`]
+//! runs, bidirectional ones as [`Client::accept_bi`] is polled).
 //!
 //! Datagrams travel on the session's primary path unless the application picks another
 //! ([`Connection::with_datagram_path`]); they are received from any path.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use h3::client::{RequestStream, SendRequest};
@@ -38,7 +40,7 @@ pub use h3_webtransport;
 
 use crate::capsule::{CapsuleReader, FrameReader, close_capsule, data_frame};
 use crate::varint::{get_varint, put_varint};
-use crate::{Closed, Connection, RecvHalf, Registry, lock};
+use crate::{Closed, Connection, Registry, lock};
 
 /// The stream type of a WebTransport unidirectional stream.
 const WT_UNI: u64 = 0x54;
@@ -112,6 +114,46 @@ pub fn server_builder() -> h3::server::Builder {
     b
 }
 
+/// Accepts a WebTransport session on `conn` for the CONNECT `request` on `stream`:
+/// `h3-webtransport`'s `WebTransportSession::accept`, once the client's SETTINGS have
+/// arrived. h3 hands out requests without waiting for the peer's SETTINGS, and KWIK
+/// delivers logical streams independently, so the CONNECT can come first; `accept` would
+/// then find WebTransport off and close the connection. Request streams opened meanwhile
+/// (before the session exists, none belongs to it) are refused with H3_REQUEST_REJECTED.
+pub async fn accept_session(
+    request: http::Request<()>,
+    stream: h3::server::RequestStream<crate::BidiStream<Bytes>, Bytes>,
+    mut conn: h3::server::Connection<Connection, Bytes>,
+) -> Result<ServerSession, WebTransportError> {
+    use h3::ConnectionState;
+    use h3::quic::{RecvStream as _, SendStream as _};
+    poll_fn(|cx| {
+        // `settings()` borrows the peer's SETTINGS once they arrived, and makes up
+        // defaults before.
+        while matches!(conn.settings(), std::borrow::Cow::Owned(_)) {
+            match ready!(conn.poll_accept_request_stream(cx)) {
+                Ok(Some(mut early)) => {
+                    let code = h3::error::Code::H3_REQUEST_REJECTED.value();
+                    early.stop_sending(code);
+                    early.reset(code);
+                }
+                Ok(None) => {
+                    return Poll::Ready(Err(WebTransportError::Session(
+                        SessionError::LocallyClosed,
+                    )));
+                }
+                Err(e) => return Poll::Ready(Err(WebTransportError::Connection(e))),
+            }
+        }
+        Poll::Ready(Ok(()))
+    })
+    .await?;
+    Ok(h3_webtransport::server::WebTransportSession::accept(request, stream, conn).await?)
+}
+
+/// The server's WebTransport session over a KWIK session.
+pub type ServerSession = h3_webtransport::server::WebTransportSession<Connection, Bytes>;
+
 /// The KWIK stream id of a WebTransport session's CONNECT stream.
 pub fn session_stream(session: SessionId) -> u64 {
     StreamId::from(session).into_inner()
@@ -174,15 +216,27 @@ pub struct ServerControl {
     registry: Arc<Registry>,
     session: Session,
     datagram_path: PathId,
+    /// What `closed` has read of each CONNECT stream, kept across calls so that a call
+    /// dropped halfway loses nothing.
+    watches: Arc<Mutex<HashMap<u64, CloseWatch>>>,
+}
+
+#[derive(Debug, Default)]
+struct CloseWatch {
+    frames: FrameReader,
+    closed: Option<Closed>,
 }
 
 impl Connection {
-    /// The WebTransport controls of this (server) connection; see [`ServerControl`].
+    /// The WebTransport controls of this (server) connection; see [`ServerControl`]. Its
+    /// datagrams go on the path chosen with [`Connection::with_datagram_path`] before this
+    /// call.
     pub fn webtransport_server(&self) -> ServerControl {
         ServerControl {
             registry: self.registry.clone(),
             session: self.session.clone(),
             datagram_path: self.datagram_path,
+            watches: Arc::default(),
         }
     }
 }
@@ -211,14 +265,41 @@ impl ServerControl {
     }
 
     /// Waits until the client ends `session`: its close capsule, or the end of its CONNECT
-    /// stream without one (code 0, no reason).
+    /// stream without one (code 0, no reason). It reads the CONNECT stream, which
+    /// h3-webtransport leaves alone once the session is accepted: one call at a time per
+    /// session. A call dropped halfway loses nothing; a later call returns the same close.
     pub async fn closed(&self, session: SessionId) -> Result<Closed, WebTransportError> {
         let id = session_stream(session);
+        if let Some(closed) = lock(&self.watches).get(&id).and_then(|w| w.closed.clone()) {
+            return Ok(closed);
+        }
         let recv = self
             .registry
             .recv_half(id)
             .ok_or(WebTransportError::UnknownSession(id))?;
-        read_close(&recv).await
+        poll_fn(|cx| {
+            loop {
+                let chunk = ready!(lock(&recv).poll_chunk(cx, 64 * 1024))?;
+                // Each chunk is parsed in the poll that took it off the stream.
+                let mut watches = lock(&self.watches);
+                let watch = watches.entry(id).or_default();
+                let closed = match chunk {
+                    Some(chunk) => watch.frames.push(&chunk)?,
+                    None => {
+                        watch.frames.finish()?;
+                        Some(Closed {
+                            code: 0,
+                            reason: String::new(),
+                        })
+                    }
+                };
+                if let Some(closed) = closed {
+                    watch.closed = Some(closed.clone());
+                    return Poll::Ready(Ok(closed));
+                }
+            }
+        })
+        .await
     }
 
     /// Sends datagrams of `session`.
@@ -228,23 +309,6 @@ impl ServerControl {
             self.datagram_path,
             session_stream(session),
         )
-    }
-}
-
-async fn read_close(recv: &Mutex<RecvHalf>) -> Result<Closed, WebTransportError> {
-    let mut frames = FrameReader::default();
-    loop {
-        let chunk = poll_fn(|cx| lock(recv).poll_chunk(cx, 64 * 1024)).await?;
-        let Some(chunk) = chunk else {
-            frames.finish()?;
-            return Ok(Closed {
-                code: 0,
-                reason: String::new(),
-            });
-        };
-        if let Some(closed) = frames.push(&chunk)? {
-            return Ok(closed);
-        }
     }
 }
 
@@ -437,6 +501,13 @@ impl Future for Driver {
     }
 }
 
+/// The receive side of the client's CONNECT stream, with what `closed` has read of it.
+struct ConnectRecv {
+    stream: RequestStream<crate::RecvStream, Bytes>,
+    capsules: CapsuleReader,
+    closed: Option<Closed>,
+}
+
 /// The client of one WebTransport session over a KWIK session.
 pub struct Client {
     id: SessionId,
@@ -446,7 +517,7 @@ pub struct Client {
     /// Dropping the last request sender closes the HTTP/3 connection.
     _requests: SendRequest<crate::OpenStreams, Bytes>,
     connect_send: futures::lock::Mutex<RequestStream<crate::SendStream<Bytes>, Bytes>>,
-    connect_recv: futures::lock::Mutex<RequestStream<crate::RecvStream, Bytes>>,
+    connect_recv: futures::lock::Mutex<ConnectRecv>,
     shared: Arc<ClientShared>,
     /// The server's bidirectional streams whose header has not arrived yet.
     pending_bi: Mutex<Vec<(kwik_async::SendStream, Sniff)>>,
@@ -500,7 +571,7 @@ impl Client {
             })
             .await?
         };
-        if response.status() != http::StatusCode::OK {
+        if !response.status().is_success() {
             return Err(WebTransportError::Refused(response.status()));
         }
         let id = SessionId::from(stream.id());
@@ -512,7 +583,11 @@ impl Client {
             h3: h3.clone(),
             _requests: requests,
             connect_send: futures::lock::Mutex::new(send),
-            connect_recv: futures::lock::Mutex::new(recv),
+            connect_recv: futures::lock::Mutex::new(ConnectRecv {
+                stream: recv,
+                capsules: CapsuleReader::default(),
+                closed: None,
+            }),
             shared: shared.clone(),
             pending_bi: Mutex::new(Vec::new()),
             datagram_path,
@@ -612,7 +687,10 @@ impl Client {
             if inner.error.is_some() {
                 return Poll::Ready(None);
             }
-            inner.waiters.push(cx.waker().clone());
+            // A future dropped and made again (in a select loop) must not pile up wakers.
+            if !inner.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                inner.waiters.push(cx.waker().clone());
+            }
             Poll::Pending
         })
         .await
@@ -644,26 +722,36 @@ impl Client {
     }
 
     /// Waits until the server ends the session: its close capsule, or the end of its
-    /// CONNECT stream without one (code 0, no reason).
+    /// CONNECT stream without one (code 0, no reason). A call dropped halfway loses
+    /// nothing; a later call returns the same close.
     pub async fn closed(&self) -> Result<Closed, WebTransportError> {
         let mut recv = self.connect_recv.lock().await;
-        let mut capsules = CapsuleReader::default();
+        let recv = &mut *recv;
         loop {
-            let Some(mut data) = recv.recv_data().await? else {
-                capsules.finish()?;
-                return Ok(Closed {
-                    code: 0,
-                    reason: String::new(),
-                });
-            };
-            while data.has_remaining() {
-                let chunk = data.chunk();
-                let n = chunk.len();
-                if let Some(closed) = capsules.push(chunk)? {
-                    return Ok(closed);
-                }
-                data.advance(n);
+            if let Some(closed) = &recv.closed {
+                return Ok(closed.clone());
             }
+            // What `recv_data` returns is parsed before this future can be dropped again.
+            let closed = match recv.stream.recv_data().await? {
+                None => {
+                    recv.capsules.finish()?;
+                    Some(Closed {
+                        code: 0,
+                        reason: String::new(),
+                    })
+                }
+                Some(mut data) => {
+                    let mut closed = None;
+                    while data.has_remaining() && closed.is_none() {
+                        let chunk = data.chunk();
+                        let n = chunk.len();
+                        closed = recv.capsules.push(chunk)?;
+                        data.advance(n);
+                    }
+                    closed
+                }
+            };
+            recv.closed = closed;
         }
     }
 }

@@ -11,10 +11,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_lite::future::{or, zip};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use h3_webtransport::server::{AcceptedBi, WebTransportSession};
+use h3_webtransport::server::AcceptedBi;
 use http::Method;
 use kwik_async::Session;
 use kwik_core::Config;
@@ -29,7 +28,7 @@ const DATAGRAMS: u32 = 10_000;
 const DATAGRAM_SIZE: usize = 1000;
 
 type Spawn = fn(Pin<Box<dyn Future<Output = ()> + Send>>);
-type ServerSession = WebTransportSession<kwik_h3::Connection, Bytes>;
+type ServerSession = kwik_h3::webtransport::ServerSession;
 type Reader = h3_datagram::datagram_handler::DatagramReader<kwik_h3::RecvDatagramHandler>;
 
 fn loopback() -> SocketAddr {
@@ -96,7 +95,7 @@ async fn server(session: Session, spawn: Spawn) {
     let (request, stream) = resolver.resolve_request().await.unwrap();
     assert_eq!(request.method(), Method::CONNECT);
     let wt: Arc<ServerSession> = Arc::new(
-        WebTransportSession::accept(request, stream, h3)
+        kwik_h3::webtransport::accept_session(request, stream, h3)
             .await
             .unwrap(),
     );

@@ -171,6 +171,7 @@ impl Session<'_> {
                 return Err(RawSendError::TooLarge { size, max: None });
             }
             Err(quinn_proto::SendDatagramError::Blocked(data)) => {
+                slot.path.raw_blocked = true;
                 return Err(RawSendError::Blocked(data));
             }
         }

@@ -601,6 +601,11 @@ impl Endpoint {
         let (key, t) = sent?;
         count_sent(stats, &t);
         self.transmit_cursor = key + 1;
+        // QUIC frees datagram room as it sends; drive the path so that a blocked sender
+        // hears of it now, not at the next acknowledgement.
+        if self.paths.get(&key).is_some_and(|s| s.path.raw_blocked) {
+            self.dirty.insert(key);
+        }
         Some(t)
     }
 
@@ -757,7 +762,10 @@ impl Endpoint {
                 quinn_proto::Event::Stream(quinn_proto::StreamEvent::Readable { id }) => {
                     slot.path.mark_readable(id);
                 }
-                quinn_proto::Event::DatagramsUnblocked => raw_writable = true,
+                quinn_proto::Event::DatagramsUnblocked => {
+                    slot.path.raw_blocked = false;
+                    raw_writable = true;
+                }
                 quinn_proto::Event::Stream(_)
                 | quinn_proto::Event::HandshakeDataReady
                 | quinn_proto::Event::DatagramReceived => {}
