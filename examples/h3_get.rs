@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use bytes::{Buf, Bytes};
 use clap::Parser;
 use http::{Request, Uri};
@@ -43,14 +42,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     kwik_examples::init_logging(&args.log_level)?;
-    let authority = args.url.authority().context("the URL names no server")?;
-    let addr: SocketAddr = format!(
-        "{}:{}",
-        authority.host(),
-        authority.port_u16().unwrap_or(443)
-    )
-    .parse()
-    .context("the URL's host must be an IP address")?;
+    let addr = kwik_examples::url_addr(&args.url)?;
     let mut config = bulk_config();
     config.app_protocols = vec![kwik_h3::ALPN.to_vec()];
     let local = if addr.is_ipv4() {

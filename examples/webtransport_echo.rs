@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 use h3_webtransport::server::AcceptedBi;
 use http::Uri;
 use kwik_async::Session;
-use kwik_examples::{client_config, read_cert, self_signed, server_config};
+use kwik_examples::{client_config, read_cert, self_signed, server_config, url_addr};
 use kwik_h3::webtransport::{Client, ServerControl, session_stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -91,15 +91,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Role::Client { url, cert, load }) => {
-            let authority = url.authority().context("the URL names no server")?;
-            let addr: SocketAddr = format!(
-                "{}:{}",
-                authority.host(),
-                authority.port_u16().unwrap_or(443)
-            )
-            .parse()
-            .context("the URL's host must be an IP address")?;
-            client(addr, url, &read_cert(&cert)?, load).await
+            client(url_addr(&url)?, url, &read_cert(&cert)?, load).await
         }
         None => {
             // Both on loopback, in one process.

@@ -154,6 +154,19 @@ pub fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     )))
 }
 
+/// The server address an `https://HOST:PORT/...` URL names (HOST an IP address; port 443
+/// when none is given).
+pub fn url_addr(url: &http::Uri) -> anyhow::Result<SocketAddr> {
+    let authority = url.authority().context("the URL names no server")?;
+    format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(443)
+    )
+    .parse()
+    .context("the URL's host must be an IP address")
+}
+
 /// Formats a byte rate.
 pub fn rate(bytes: u64, secs: f64) -> String {
     format!("{:.1} Mbit/s", bytes as f64 * 8.0 / secs.max(1e-9) / 1e6)

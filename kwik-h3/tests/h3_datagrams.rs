@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode};
 use kwik_async::Session;
 use kwik_core::Config;
 use kwik_tests::certs::TestCert;
-use kwik_tests::runtimes::tokio_run;
+use kwik_tests::runtimes::{session_pair, tokio_run};
 
 const DATAGRAMS: usize = 500;
 
@@ -37,18 +37,8 @@ macro_rules! suite {
                 $run(async {
                     let server = <$endpoint>::server(cert.server(config()), loopback()).unwrap();
                     let client = <$endpoint>::client(loopback()).unwrap();
-                    let addr = server.local_addr().unwrap();
-                    let (server_session, client_session) = zip(
-                        async { server.accept().await.unwrap().await.unwrap() },
-                        async {
-                            client
-                                .connect_with(cert.client(config()), addr, "localhost")
-                                .unwrap()
-                                .await
-                                .unwrap()
-                        },
-                    )
-                    .await;
+                    let (server_session, client_session) =
+                        session_pair(&server, &client, cert.client(config())).await;
                     echo(server_session, client_session).await;
                 });
             }

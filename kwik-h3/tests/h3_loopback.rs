@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use kwik_tests::app::payload;
 use kwik_tests::certs::TestCert;
-use kwik_tests::runtimes::tokio_run;
+use kwik_tests::runtimes::{session_pair, tokio_run};
 
 type ServerConn = h3::server::Connection<kwik_h3::Connection, Bytes>;
 type RequestStream = h3::server::RequestStream<kwik_h3::BidiStream<Bytes>, Bytes>;
@@ -330,18 +330,8 @@ macro_rules! suite {
                 $run(async {
                     let server = <$endpoint>::server(cert.server(config()), loopback()).unwrap();
                     let client = <$endpoint>::client(loopback()).unwrap();
-                    let addr = server.local_addr().unwrap();
-                    let (server_session, client_session) = zip(
-                        async { server.accept().await.unwrap().await.unwrap() },
-                        async {
-                            client
-                                .connect_with(cert.client(config()), addr, "localhost")
-                                .unwrap()
-                                .await
-                                .unwrap()
-                        },
-                    )
-                    .await;
+                    let (server_session, client_session) =
+                        session_pair(&server, &client, cert.client(config())).await;
                     goaway(server_session, client_session).await;
                 });
             }

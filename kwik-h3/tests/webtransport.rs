@@ -20,7 +20,7 @@ use kwik_core::Config;
 use kwik_h3::Closed;
 use kwik_h3::webtransport::{Client, ServerControl, session_stream};
 use kwik_tests::certs::TestCert;
-use kwik_tests::runtimes::tokio_run;
+use kwik_tests::runtimes::{session_pair, tokio_run};
 
 const ECHOES: usize = 1000;
 const UNI: usize = 100;
@@ -303,21 +303,14 @@ macro_rules! suite {
                 let cert = TestCert::localhost();
                 $run(async {
                     let server = <$endpoint>::server(cert.server(config()), loopback()).unwrap();
-                    let client_ep = <$endpoint>::client(loopback()).unwrap();
-                    let addr = server.local_addr().unwrap();
-                    let srv = async {
-                        let session = server.accept().await.unwrap().await.unwrap();
-                        super::server(session, $spawn).await;
-                    };
-                    let cli = async {
-                        let session = client_ep
-                            .connect_with(cert.client(config()), addr, "localhost")
-                            .unwrap()
-                            .await
-                            .unwrap();
-                        super::client(session, $spawn).await;
-                    };
-                    zip(srv, cli).await;
+                    let client = <$endpoint>::client(loopback()).unwrap();
+                    let (server_session, client_session) =
+                        session_pair(&server, &client, cert.client(config())).await;
+                    zip(
+                        super::server(server_session, $spawn),
+                        super::client(client_session, $spawn),
+                    )
+                    .await;
                 });
             }
         }
