@@ -142,7 +142,15 @@ async fn serve_session(session: Session) -> anyhow::Result<()> {
     let bidi = {
         let wt = wt.clone();
         tokio::spawn(async move {
-            while let Ok(Some(AcceptedBi::BidiStream(_, mut s))) = wt.accept_bi().await {
+            loop {
+                let mut s = match wt.accept_bi().await {
+                    Ok(Some(AcceptedBi::BidiStream(_, s))) => s,
+                    // A request inside the session is not ours to answer.
+                    Ok(Some(AcceptedBi::Request(..))) => continue,
+                    Ok(None) | Err(h3::error::StreamError::ConnectionError(_)) => return,
+                    // One stream that failed before its header (reset early, say).
+                    Err(_) => continue,
+                };
                 tokio::spawn(async move {
                     let mut got = Vec::new();
                     if s.read_to_end(&mut got).await.is_ok() && s.write_all(&got).await.is_ok() {

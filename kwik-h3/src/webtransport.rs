@@ -24,7 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -55,6 +55,9 @@ const BUFFERED_STREAM_REJECTED: u64 = 0x3994_bd84;
 /// H3_STREAM_CREATION_ERROR: a server-initiated bidirectional stream that is not
 /// WebTransport's.
 const STREAM_CREATION_ERROR: u64 = 0x103;
+/// WEBTRANSPORT_SESSION_GONE: the code that resets and stops a session's streams once the
+/// session is over.
+pub const SESSION_GONE: u64 = 0x170d_7b68;
 
 /// A client's WebTransport bidirectional stream: futures' and tokio's `AsyncRead` and
 /// `AsyncWrite`, and h3's stream traits.
@@ -501,6 +504,48 @@ impl Future for Driver {
     }
 }
 
+/// A session's streams, held weakly: a stream the application dropped is left out.
+#[derive(Default)]
+struct Tracked {
+    send: Vec<Weak<Mutex<kwik_async::SendStream>>>,
+    recv: Vec<Weak<Mutex<crate::RecvHalf>>>,
+    /// Dropped streams are pruned when the lists reach this length, so they stay within
+    /// twice the live streams.
+    prune_at: usize,
+    ended: bool,
+}
+
+impl Tracked {
+    fn add(
+        &mut self,
+        send: Option<&Arc<Mutex<kwik_async::SendStream>>>,
+        recv: Option<&Arc<Mutex<crate::RecvHalf>>>,
+    ) {
+        if self.send.len() + self.recv.len() >= self.prune_at {
+            self.send.retain(|w| w.strong_count() > 0);
+            self.recv.retain(|w| w.strong_count() > 0);
+            self.prune_at = (2 * (self.send.len() + self.recv.len())).max(64);
+        }
+        self.send.extend(send.map(Arc::downgrade));
+        self.recv.extend(recv.map(Arc::downgrade));
+    }
+
+    /// Resets every send half and stops every receive half still held (once).
+    fn end(&mut self) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let code = VarInt::from_u64(SESSION_GONE).unwrap_or(VarInt::MAX);
+        // Halves that already ended have nothing left to refuse.
+        for send in self.send.drain(..).filter_map(|w| w.upgrade()) {
+            let _ = lock(&send).reset(code);
+        }
+        for recv in self.recv.drain(..).filter_map(|w| w.upgrade()) {
+            let _ = lock(&recv).stream.stop(code);
+        }
+    }
+}
+
 /// The receive side of the client's CONNECT stream, with what `closed` has read of it.
 struct ConnectRecv {
     stream: RequestStream<crate::RecvStream, Bytes>,
@@ -521,6 +566,8 @@ pub struct Client {
     shared: Arc<ClientShared>,
     /// The server's bidirectional streams whose header has not arrived yet.
     pending_bi: Mutex<Vec<(kwik_async::SendStream, Sniff)>>,
+    /// The session's streams, reset and stopped when it ends.
+    streams: Mutex<Tracked>,
     datagram_path: PathId,
 }
 
@@ -590,6 +637,7 @@ impl Client {
             }),
             shared: shared.clone(),
             pending_bi: Mutex::new(Vec::new()),
+            streams: Mutex::new(Tracked::default()),
             datagram_path,
         };
         Ok((client, Driver { h3, shared }))
@@ -608,7 +656,9 @@ impl Client {
     /// Opens a bidirectional stream of this session.
     pub async fn open_bi(&self) -> Result<ClientBidiStream, WebTransportError> {
         let halves = self.session.open_bi().await?;
-        let mut stream = BufRecvStream::new(crate::BidiStream::new(halves));
+        let bidi = crate::BidiStream::new(halves);
+        lock(&self.streams).add(Some(&bidi.send.stream), Some(&bidi.recv.half));
+        let mut stream = BufRecvStream::new(bidi);
         let mut head = WriteBuf::<Bytes>::from(BidiStreamHeader::WebTransportBidi(self.id));
         while head.has_remaining() {
             poll_fn(|cx| stream.poll_send(cx, &mut head)).await?;
@@ -618,8 +668,9 @@ impl Client {
 
     /// Opens a unidirectional stream of this session.
     pub async fn open_uni(&self) -> Result<ClientSendStream, WebTransportError> {
-        let send = self.session.open_uni().await?;
-        let mut stream = BufRecvStream::new(crate::SendStream::new(send));
+        let send = crate::SendStream::new(self.session.open_uni().await?);
+        lock(&self.streams).add(Some(&send.stream), None);
+        let mut stream = BufRecvStream::new(send);
         let mut head = WriteBuf::<Bytes>::from(UniStreamHeader::WebTransportUni(self.id));
         while head.has_remaining() {
             poll_fn(|cx| stream.poll_send(cx, &mut head)).await?;
@@ -656,6 +707,7 @@ impl Client {
             match sniffed {
                 Sniffed::WebTransport(session, recv) if session == self.stream => {
                     let send = crate::SendStream::new(send);
+                    lock(&self.streams).add(Some(&send.stream), Some(&recv.half));
                     return Poll::Ready(Some(BufRecvStream::new(crate::BidiStream::from_halves(
                         send, recv,
                     ))));
@@ -679,6 +731,7 @@ impl Client {
             let mut inner = lock(&self.shared.inner);
             while let Some((session, stream)) = inner.uni.pop_front() {
                 if session == self.stream {
+                    lock(&self.streams).add(None, Some(&stream.half));
                     return Poll::Ready(Some(BufRecvStream::new(stream)));
                 }
                 let mut stream = stream;
@@ -713,22 +766,26 @@ impl Client {
     }
 
     /// Closes the session: sends CLOSE_WEBTRANSPORT_SESSION with `code` and `reason` (cut
-    /// to [`crate::MAX_CLOSE_REASON`] bytes) and finishes the CONNECT stream.
+    /// to [`crate::MAX_CLOSE_REASON`] bytes), finishes the CONNECT stream, and resets and
+    /// stops the session's streams with [`SESSION_GONE`].
     pub async fn close(&self, code: u32, reason: &str) -> Result<(), WebTransportError> {
         let mut send = self.connect_send.lock().await;
         send.send_data(close_capsule(code, reason)).await?;
         send.finish().await?;
+        lock(&self.streams).end();
         Ok(())
     }
 
     /// Waits until the server ends the session: its close capsule, or the end of its
-    /// CONNECT stream without one (code 0, no reason). A call dropped halfway loses
-    /// nothing; a later call returns the same close.
+    /// CONNECT stream without one (code 0, no reason). The session's streams are then reset
+    /// and stopped with [`SESSION_GONE`]. A call dropped halfway loses nothing; a later
+    /// call returns the same close.
     pub async fn closed(&self) -> Result<Closed, WebTransportError> {
         let mut recv = self.connect_recv.lock().await;
         let recv = &mut *recv;
         loop {
             if let Some(closed) = &recv.closed {
+                lock(&self.streams).end();
                 return Ok(closed.clone());
             }
             // What `recv_data` returns is parsed before this future can be dropped again.

@@ -2,7 +2,7 @@
 //! server unchanged, and kwik-h3's client. 1,000 bidirectional echoes, unidirectional
 //! streams both ways, a bidirectional stream the server opens, 10,000 datagrams each way
 //! with the senders waiting for buffer space, and a close with a code and reason seen at
-//! both ends.
+//! both ends, which resets a stream the client left open with WEBTRANSPORT_SESSION_GONE.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use futures_lite::future::{or, zip};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use h3::quic::StreamErrorIncoming;
 use h3_webtransport::server::AcceptedBi;
 use http::Method;
 use kwik_async::Session;
 use kwik_core::Config;
 use kwik_h3::Closed;
-use kwik_h3::webtransport::{Client, ServerControl, session_stream};
+use kwik_h3::webtransport::{Client, SESSION_GONE, ServerControl, session_stream};
 use kwik_tests::certs::TestCert;
 use kwik_tests::runtimes::{session_pair, tokio_run};
 
@@ -101,6 +102,9 @@ async fn server(session: Session, spawn: Spawn) {
     );
     let id = wt.session_id();
 
+    // The codes of the echo streams that were reset rather than finished.
+    let (reset_tx, reset_rx) = futures::channel::oneshot::channel::<u64>();
+    let reset_tx = Arc::new(std::sync::Mutex::new(Some(reset_tx)));
     let accept_bi = {
         let wt = wt.clone();
         async move {
@@ -109,11 +113,30 @@ async fn server(session: Session, spawn: Spawn) {
                     panic!("no request expected inside the session");
                 };
                 assert_eq!(sid, wt.session_id());
+                let reset_tx = reset_tx.clone();
                 spawn(Box::pin(async move {
-                    let mut got = Vec::new();
-                    stream.read_to_end(&mut got).await.unwrap();
-                    stream.write_all(&got).await.unwrap();
-                    stream.close().await.unwrap();
+                    // Echoes as the bytes come, so that a stream held open hears back.
+                    let mut buf = vec![0; 4096];
+                    loop {
+                        match stream.read(&mut buf).await {
+                            Ok(0) => {
+                                stream.close().await.unwrap();
+                                return;
+                            }
+                            Ok(n) => stream.write_all(&buf[..n]).await.unwrap(),
+                            Err(e) => {
+                                let inner = e.get_ref().and_then(|e| e.downcast_ref());
+                                let Some(StreamErrorIncoming::StreamTerminated { error_code }) =
+                                    inner
+                                else {
+                                    panic!("an echo stream failed: {e}");
+                                };
+                                let tx = reset_tx.lock().unwrap().take();
+                                tx.expect("one stream is reset").send(*error_code).unwrap();
+                                return;
+                            }
+                        }
+                    }
                 }));
             }
         }
@@ -173,6 +196,8 @@ async fn server(session: Session, spawn: Spawn) {
             reason: "client done".into()
         }
     );
+    // The stream the client held open was reset when it closed the session.
+    assert_eq!(reset_rx.await.unwrap(), SESSION_GONE);
     control.close(id, 8, "server done").await.unwrap();
     let stats = session.stats();
     assert_eq!(
@@ -279,6 +304,13 @@ async fn client(session: Session, spawn: Spawn) {
         "the client's sends all waited"
     );
     assert!(stats.paths[0].raw_sent >= u64::from(DATAGRAMS));
+
+    // A stream still open when the session closes is reset with WEBTRANSPORT_SESSION_GONE.
+    let mut held = client.open_bi().await.unwrap();
+    held.write_all(b"held open").await.unwrap();
+    let mut back = [0; 9];
+    held.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"held open", "the server has the stream");
 
     // Close: the server sees ours, we see the server's.
     client.close(7, "client done").await.unwrap();
