@@ -189,3 +189,94 @@ fn a_full_send_buffer_hands_back_or_displaces_and_says_when_there_is_room() {
         Ok(())
     );
 }
+
+/// 10,000 datagrams over a link that loses 2 % of packets and queues at most 30 ms, the
+/// sender waiting for room (`try_send_raw`, then `RawWritable`) and the receiver reading
+/// as they come: nothing is dropped at the sender or the receiver, and every datagram that
+/// did not arrive went in a packet the path lost.
+#[test]
+fn on_a_lossy_link_only_the_path_loses_datagrams_when_the_sender_waits() {
+    const COUNT: u64 = 10_000;
+    let link = LinkConfig::default()
+        .rate_mbit(20)
+        .delay_ms(10)
+        .loss(0.02)
+        .queue_ms(30);
+    let (mut p, mut server_app, mut client_app, server_session) = established(link);
+    let h = p.session;
+    let mut sent = 0u64;
+    let mut received = std::collections::HashSet::new();
+    let mut blocked = 0u64;
+    let deadline = p.sim.now() + Duration::from_secs(60);
+    while sent < COUNT && p.sim.now() < deadline {
+        // Send until the buffer is full.
+        while sent < COUNT {
+            let mut data = vec![7u8; 1000];
+            data[..8].copy_from_slice(&sent.to_be_bytes());
+            match p
+                .client_endpoint()
+                .session(h)
+                .unwrap()
+                .try_send_raw(PathId::PRIMARY, Bytes::from(data))
+            {
+                Ok(()) => sent += 1,
+                Err(RawSendError::Blocked(_)) => {
+                    blocked += 1;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // Wait for room, reading what arrives.
+        let mut writable = false;
+        while !writable && p.sim.now() < deadline {
+            p.sim.run_for(Duration::from_millis(1));
+            p.poll_watching(&mut server_app, &mut client_app, |e, _| {
+                writable |= matches!(e, kwik_core::Event::RawWritable { .. });
+            });
+            for (_, d) in drain(&mut p, server_session) {
+                received.insert(u64::from_be_bytes(d[..8].try_into().unwrap()));
+            }
+            if sent == COUNT {
+                break;
+            }
+        }
+    }
+    assert_eq!(sent, COUNT, "the sender got room every time it waited");
+    assert!(blocked > 10, "the sender waited ({blocked} times)");
+    // The last ones still queued go out at the pace congestion control allows: read until
+    // nothing new came for two seconds.
+    let mut quiet = 0;
+    while quiet < 4 {
+        let before = received.len();
+        settle(&mut p, &mut server_app, &mut client_app);
+        for (_, d) in drain(&mut p, server_session) {
+            received.insert(u64::from_be_bytes(d[..8].try_into().unwrap()));
+        }
+        quiet = if received.len() == before {
+            quiet + 1
+        } else {
+            0
+        };
+    }
+    let client = p.client_endpoint().session(h).unwrap().stats();
+    let server = p.server_endpoint().session(server_session).unwrap().stats();
+    let missing = COUNT - received.len() as u64;
+    println!(
+        "{COUNT} datagrams at 2 % loss: {} received, {missing} missing, {} packets lost, \
+         sender waited {blocked} times",
+        received.len(),
+        client.paths[0].lost_packets
+    );
+    assert_eq!(
+        client.paths[0].raw_displaced, 0,
+        "nothing dropped at the sender"
+    );
+    assert_eq!(server.raw_dropped, 0, "nothing dropped at the receiver");
+    assert!(missing > 0, "a 2 % lossy link lost some");
+    assert!(
+        missing <= client.paths[0].lost_packets,
+        "every missing datagram was in a lost packet: {missing} missing, {} packets lost",
+        client.paths[0].lost_packets
+    );
+}
