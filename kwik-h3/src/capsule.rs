@@ -201,6 +201,15 @@ mod tests {
         }
     }
 
+    /// Feeds `wire` in pieces of `step` bytes until a close comes out.
+    fn first_close(
+        wire: &[u8],
+        step: usize,
+        mut push: impl FnMut(&[u8]) -> Result<Option<Closed>, CapsuleError>,
+    ) -> Option<Closed> {
+        wire.chunks(step).find_map(|piece| push(piece).unwrap())
+    }
+
     #[test]
     fn a_close_capsule_is_read_after_others_whatever_the_cuts() {
         let mut wire = BytesMut::new();
@@ -213,13 +222,7 @@ mod tests {
         wire.put_slice(&close_capsule(42, "bye now"));
         for step in [1, 2, 3, 7, 64, wire.len()] {
             let mut r = CapsuleReader::default();
-            let mut got = None;
-            for piece in wire.chunks(step) {
-                if let Some(c) = r.push(piece).unwrap() {
-                    got = Some(c);
-                    break;
-                }
-            }
+            let got = first_close(&wire, step, |piece| r.push(piece));
             assert_eq!(got, Some(closed(42, "bye now")), "step {step}");
         }
     }
@@ -236,13 +239,7 @@ mod tests {
         wire.put_slice(&data_frame(&capsule[3..]));
         for step in [1, 4, wire.len()] {
             let mut r = FrameReader::default();
-            let mut got = None;
-            for piece in wire.chunks(step) {
-                if let Some(c) = r.push(piece).unwrap() {
-                    got = Some(c);
-                    break;
-                }
-            }
+            let got = first_close(&wire, step, |piece| r.push(piece));
             assert_eq!(got, Some(closed(7, "done")), "step {step}");
         }
     }
