@@ -245,8 +245,21 @@ impl Session {
     /// Sends `data` as one unreliable datagram on `path`, and only there.
     pub fn send_raw(&self, path: PathId, data: Bytes) -> Result<(), RawSendError> {
         let mut state = self.inner.shared.lock();
+        self.raw_send(&mut state, path, data, true)
+    }
+
+    /// Hands a datagram to the engine (`displace`: pushing older queued ones out if the
+    /// buffer is full) and wakes the driver to send it.
+    fn raw_send(
+        &self,
+        state: &mut crate::driver::State,
+        path: PathId,
+        data: Bytes,
+        displace: bool,
+    ) -> Result<(), RawSendError> {
         let r = match state.engine.session(self.handle()) {
-            Some(mut s) => s.send_raw(path, data),
+            Some(mut s) if displace => s.send_raw(path, data),
+            Some(mut s) => s.try_send_raw(path, data),
             None => Err(RawSendError::SessionLost(
                 state
                     .session_error(self.handle())
@@ -278,19 +291,8 @@ impl Session {
             return Poll::Ready(Ok(()));
         };
         let mut state = self.inner.shared.lock();
-        let r = match state.engine.session(self.handle()) {
-            Some(mut s) => s.try_send_raw(path, d),
-            None => Err(RawSendError::SessionLost(
-                state
-                    .session_error(self.handle())
-                    .unwrap_or(ConnectionError::LocallyClosed),
-            )),
-        };
-        match r {
-            Ok(()) => {
-                state.wake_driver();
-                Poll::Ready(Ok(()))
-            }
+        match self.raw_send(&mut state, path, d, false) {
+            Ok(()) => Poll::Ready(Ok(())),
             Err(RawSendError::Blocked(d)) => {
                 *data = Some(d);
                 crate::driver::register(&mut state.waiters(self.handle()).raw_send, cx);

@@ -63,6 +63,23 @@ pub(crate) fn data_frame(payload: &[u8]) -> Bytes {
     b.freeze()
 }
 
+/// Takes bytes off `data` into `head` until it holds a type and a length (two varints, as
+/// both HTTP/3 frames and capsules begin); returns them and empties `head`, or `None` once
+/// `data` runs out first (the rest comes with the next bytes).
+fn read_head(head: &mut BytesMut, data: &mut &[u8]) -> Option<(u64, u64)> {
+    while let Some((&byte, rest)) = data.split_first() {
+        *data = rest;
+        head.put_u8(byte);
+        if let Some((ty, n)) = get_varint(head)
+            && let Some((len, _)) = get_varint(&head[n..])
+        {
+            head.clear();
+            return Some((ty, len));
+        }
+    }
+    None
+}
+
 /// Reads capsules from a byte stream (the payload of a CONNECT stream's DATA frames) until
 /// a close capsule. Other capsules (DRAIN_WEBTRANSPORT_SESSION, unknown ones) are skipped as
 /// their bytes pass, so a peer cannot make it hold more than one close capsule.
@@ -99,18 +116,9 @@ impl CapsuleReader {
                 self.skip -= n as u64;
                 data = &data[n..];
             }
-            let Some((&byte, rest)) = data.split_first() else {
+            let Some((ty, len)) = read_head(&mut self.head, &mut data) else {
                 return Ok(None);
             };
-            data = rest;
-            self.head.put_u8(byte);
-            let Some((ty, n)) = get_varint(&self.head) else {
-                continue;
-            };
-            let Some((len, _)) = get_varint(&self.head[n..]) else {
-                continue;
-            };
-            self.head.clear();
             if ty == CLOSE {
                 if !(4..=(4 + MAX_CLOSE_REASON) as u64).contains(&len) {
                     return Err(CapsuleError::MalformedClose);
@@ -162,18 +170,9 @@ impl FrameReader {
                     }
                 }
             }
-            let Some((&byte, rest)) = data.split_first() else {
+            let Some((ty, len)) = read_head(&mut self.head, &mut data) else {
                 return Ok(None);
             };
-            data = rest;
-            self.head.put_u8(byte);
-            let Some((ty, n)) = get_varint(&self.head) else {
-                continue;
-            };
-            let Some((len, _)) = get_varint(&self.head[n..]) else {
-                continue;
-            };
-            self.head.clear();
             self.data = ty == DATA;
             self.remaining = len;
         }

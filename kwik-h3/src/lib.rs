@@ -235,8 +235,11 @@ impl<B: Buf> quic::Connection<B> for Connection {
             .map_ok(|halves| {
                 let mut stream = BidiStream::new(halves);
                 stream.send.register(registry);
-                stream.recv.register(registry);
-                stream.recv.watch = registry.watching();
+                // Receive halves are reached only by WebTransport's `ServerControl`.
+                if let Some(watch) = registry.watching() {
+                    stream.recv.register(&watch);
+                    stream.recv.watch = Some(watch);
+                }
                 stream
             })
             .map_err(connection_error)
