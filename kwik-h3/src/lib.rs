@@ -57,54 +57,9 @@ pub const ALPN: &[u8] = b"h3";
 pub(crate) struct Registry {
     pub(crate) send: Mutex<HashMap<u64, Weak<Mutex<kwik_async::SendStream>>>>,
     pub(crate) recv: Mutex<HashMap<u64, Weak<Mutex<RecvHalf>>>>,
-    /// Set once a [`webtransport::ServerControl`] exists: streams then tell which
-    /// WebTransport session they belong to, by their header.
-    pub(crate) watch: std::sync::atomic::AtomicBool,
-    /// The WebTransport streams of each session, by CONNECT stream id.
-    pub(crate) sessions: Mutex<HashMap<u64, webtransport::Tracked>>,
 }
 
 impl Registry {
-    fn watching(self: &Arc<Self>) -> Option<Arc<Self>> {
-        self.watch
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .then(|| self.clone())
-    }
-
-    /// Files a stream under its WebTransport session if `first` (its first bytes) is a
-    /// WebTransport stream header naming a CONNECT stream this side accepted. A header cut
-    /// short leaves the stream unfiled.
-    pub(crate) fn note_header(
-        &self,
-        first: &[u8],
-        send: Option<Arc<Mutex<kwik_async::SendStream>>>,
-        recv: Option<Arc<Mutex<RecvHalf>>>,
-    ) {
-        let Some((ty, n)) = varint::get_varint(first) else {
-            return;
-        };
-        let Some((session, _)) = varint::get_varint(&first[n..]) else {
-            return;
-        };
-        if !webtransport::is_stream_header(ty) || self.send_half(session).is_none() {
-            return;
-        }
-        let mut sessions = lock(&self.sessions);
-        if !sessions.contains_key(&session) && sessions.len() >= 16 {
-            // Sessions whose CONNECT stream is gone keep nothing worth ending.
-            sessions.retain(|id, _| self.send_half(*id).is_some());
-        }
-        sessions
-            .entry(session)
-            .or_default()
-            .add(send.as_ref(), recv.as_ref());
-    }
-
-    /// Resets and stops the streams of a WebTransport session (and those that come later).
-    pub(crate) fn end_session(&self, session: u64) {
-        lock(&self.sessions).entry(session).or_default().end();
-    }
-
     pub(crate) fn send_half(&self, id: u64) -> Option<Arc<Mutex<kwik_async::SendStream>>> {
         lock(&self.send).get(&id).and_then(Weak::upgrade)
     }
@@ -176,15 +131,10 @@ impl<B: Buf> quic::Connection<B> for Connection {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::RecvStream, ConnectionErrorIncoming>> {
         let Some(wt) = &self.webtransport else {
-            let watch = self.registry.watching();
             return self
                 .session
                 .poll_accept_uni(cx)
-                .map_ok(|s| {
-                    let mut s = RecvStream::new(s);
-                    s.watch = watch;
-                    s
-                })
+                .map_ok(RecvStream::new)
                 .map_err(connection_error);
         };
         // A WebTransport client: h3 0.0.8's client does not take WebTransport streams, so
@@ -235,11 +185,7 @@ impl<B: Buf> quic::Connection<B> for Connection {
             .map_ok(|halves| {
                 let mut stream = BidiStream::new(halves);
                 stream.send.register(registry);
-                // Receive halves are reached only by WebTransport's `ServerControl`.
-                if let Some(watch) = registry.watching() {
-                    stream.recv.register(&watch);
-                    stream.recv.watch = Some(watch);
-                }
+                stream.recv.register(registry);
                 stream
             })
             .map_err(connection_error)
@@ -249,7 +195,6 @@ impl<B: Buf> quic::Connection<B> for Connection {
         OpenStreams {
             session: self.session.clone(),
             webtransport: self.webtransport.is_some(),
-            registry: self.registry.clone(),
         }
     }
 }
@@ -262,19 +207,14 @@ impl<B: Buf> quic::OpenStreams<B> for Connection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        open_bidi(&self.session, cx, &self.registry)
+        open_bidi(&self.session, cx)
     }
 
     fn poll_open_send(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        open_send(
-            &self.session,
-            cx,
-            self.webtransport.is_some(),
-            &self.registry,
-        )
+        open_send(&self.session, cx, self.webtransport.is_some())
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
@@ -287,7 +227,6 @@ impl<B: Buf> quic::OpenStreams<B> for Connection {
 pub struct OpenStreams {
     session: Session,
     webtransport: bool,
-    registry: Arc<Registry>,
 }
 
 impl<B: Buf> quic::OpenStreams<B> for OpenStreams {
@@ -298,14 +237,14 @@ impl<B: Buf> quic::OpenStreams<B> for OpenStreams {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        open_bidi(&self.session, cx, &self.registry)
+        open_bidi(&self.session, cx)
     }
 
     fn poll_open_send(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        open_send(&self.session, cx, self.webtransport, &self.registry)
+        open_send(&self.session, cx, self.webtransport)
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
@@ -316,17 +255,10 @@ impl<B: Buf> quic::OpenStreams<B> for OpenStreams {
 fn open_bidi<B: Buf>(
     session: &Session,
     cx: &mut Context<'_>,
-    registry: &Arc<Registry>,
 ) -> Poll<Result<BidiStream<B>, StreamErrorIncoming>> {
     session
         .poll_open_bi(cx)
-        .map_ok(|halves| {
-            let mut stream = BidiStream::new(halves);
-            stream.send.watch = registry
-                .watching()
-                .map(|r| (r, Some(Arc::downgrade(&stream.recv.half))));
-            stream
-        })
+        .map_ok(BidiStream::new)
         .map_err(stream_connection_error)
 }
 
@@ -336,14 +268,12 @@ fn open_send<B: Buf>(
     session: &Session,
     cx: &mut Context<'_>,
     webtransport: bool,
-    registry: &Arc<Registry>,
 ) -> Poll<Result<SendStream<B>, StreamErrorIncoming>> {
     session
         .poll_open_uni(cx)
         .map_ok(|s| {
             let mut s = SendStream::new(s);
             s.announce_webtransport = webtransport;
-            s.watch = registry.watching().map(|r| (r, None));
             s
         })
         .map_err(stream_connection_error)
@@ -441,9 +371,6 @@ pub struct RecvStream {
     half: Arc<Mutex<RecvHalf>>,
     id: u64,
     registry: Option<Arc<Registry>>,
-    /// Until the first bytes arrive: where to file the stream if they are a WebTransport
-    /// header (server side).
-    watch: Option<Arc<Registry>>,
 }
 
 /// A receive half, with what was read off it before its reader took it: the bytes (a
@@ -494,7 +421,6 @@ impl RecvStream {
                 end,
             })),
             registry: None,
-            watch: None,
         }
     }
 
@@ -519,16 +445,9 @@ impl quic::RecvStream for RecvStream {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Self::Buf>, StreamErrorIncoming>> {
-        let r = lock(&self.half)
+        lock(&self.half)
             .poll_chunk(cx, usize::MAX)
-            .map_err(read_error);
-        if let (Poll::Ready(Ok(Some(first))), Some(registry)) = (&r, &self.watch) {
-            // The other half of a bidirectional stream, if this side accepted one.
-            let send = registry.send_half(self.id);
-            registry.note_header(first, send, Some(self.half.clone()));
-            self.watch = None;
-        }
-        r
+            .map_err(read_error)
     }
 
     fn stop_sending(&mut self, error_code: u64) {
@@ -556,13 +475,7 @@ pub struct SendStream<B: Buf> {
     /// stream, its SETTINGS gain the WebTransport settings.
     announce_webtransport: bool,
     registry: Option<Arc<Registry>>,
-    /// Until the first write: where to file the stream if it starts with a WebTransport
-    /// header (server side), with the other half of a bidirectional stream.
-    watch: Option<(Arc<Registry>, Option<WeakRecv>)>,
 }
-
-/// The receive half of a bidirectional stream, seen from its send half.
-type WeakRecv = Weak<Mutex<RecvHalf>>;
 
 impl<B: Buf> std::fmt::Debug for SendStream<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -585,7 +498,6 @@ impl<B: Buf> SendStream<B> {
             rewritten: None,
             announce_webtransport: false,
             registry: None,
-            watch: None,
         }
     }
 
@@ -682,10 +594,6 @@ impl<B: Buf> quic::SendStreamUnframed<B> for SendStream<B> {
             }));
         }
         self.announce_webtransport = false;
-        if let Some((registry, recv)) = self.watch.take() {
-            let recv = recv.and_then(|r| r.upgrade());
-            registry.note_header(buf.chunk(), Some(self.stream.clone()), recv);
-        }
         let n = ready!(self.stream().poll_send(cx, buf.chunk())).map_err(write_error)?;
         buf.advance(n);
         Poll::Ready(Ok(n))

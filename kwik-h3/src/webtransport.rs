@@ -235,9 +235,6 @@ impl Connection {
     /// datagrams go on the path chosen with [`Connection::with_datagram_path`] before this
     /// call.
     pub fn webtransport_server(&self) -> ServerControl {
-        self.registry
-            .watch
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         ServerControl {
             registry: self.registry.clone(),
             session: self.session.clone(),
@@ -249,8 +246,7 @@ impl Connection {
 
 impl ServerControl {
     /// Closes `session`: sends CLOSE_WEBTRANSPORT_SESSION with `code` and `reason` (cut to
-    /// [`crate::MAX_CLOSE_REASON`] bytes) on its CONNECT stream and finishes the stream,
-    /// then resets and stops the session's streams with [`SESSION_GONE`].
+    /// [`crate::MAX_CLOSE_REASON`] bytes) on its CONNECT stream and finishes the stream.
     pub async fn close(
         &self,
         session: SessionId,
@@ -268,13 +264,11 @@ impl ServerControl {
             written += poll_fn(|cx| lock(&send).poll_send(cx, &frame[written..])).await?;
         }
         lock(&send).finish()?;
-        self.registry.end_session(id);
         Ok(())
     }
 
     /// Waits until the client ends `session`: its close capsule, or the end of its CONNECT
-    /// stream without one (code 0, no reason); the session's streams are then reset and
-    /// stopped with [`SESSION_GONE`]. It reads the CONNECT stream, which
+    /// stream without one (code 0, no reason). It reads the CONNECT stream, which
     /// h3-webtransport leaves alone once the session is accepted: one call at a time per
     /// session. A call dropped halfway loses nothing; a later call returns the same close.
     pub async fn closed(&self, session: SessionId) -> Result<Closed, WebTransportError> {
@@ -304,7 +298,6 @@ impl ServerControl {
                 };
                 if let Some(closed) = closed {
                     watch.closed = Some(closed.clone());
-                    self.registry.end_session(id);
                     return Poll::Ready(Ok(closed));
                 }
             }
@@ -511,14 +504,9 @@ impl Future for Driver {
     }
 }
 
-/// Whether a stream (or first frame) type is a WebTransport stream header's.
-pub(crate) fn is_stream_header(ty: u64) -> bool {
-    ty == WT_UNI || ty == WT_BIDI
-}
-
 /// A session's streams, held weakly: a stream the application dropped is left out.
-#[derive(Debug, Default)]
-pub(crate) struct Tracked {
+#[derive(Default)]
+struct Tracked {
     send: Vec<Weak<Mutex<kwik_async::SendStream>>>,
     recv: Vec<Weak<Mutex<crate::RecvHalf>>>,
     /// Dropped streams are pruned when the lists reach this length, so they stay within
@@ -528,22 +516,11 @@ pub(crate) struct Tracked {
 }
 
 impl Tracked {
-    pub(crate) fn add(
+    fn add(
         &mut self,
         send: Option<&Arc<Mutex<kwik_async::SendStream>>>,
         recv: Option<&Arc<Mutex<crate::RecvHalf>>>,
     ) {
-        if self.ended {
-            // The session is over: a stream of it that comes late ends at once.
-            let code = VarInt::from_u64(SESSION_GONE).unwrap_or(VarInt::MAX);
-            if let Some(send) = send {
-                let _ = lock(send).reset(code);
-            }
-            if let Some(recv) = recv {
-                let _ = lock(recv).stream.stop(code);
-            }
-            return;
-        }
         if self.send.len() + self.recv.len() >= self.prune_at {
             self.send.retain(|w| w.strong_count() > 0);
             self.recv.retain(|w| w.strong_count() > 0);
@@ -554,7 +531,7 @@ impl Tracked {
     }
 
     /// Resets every send half and stops every receive half still held (once).
-    pub(crate) fn end(&mut self) {
+    fn end(&mut self) {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
