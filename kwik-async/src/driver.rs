@@ -14,11 +14,10 @@ use rustc_hash::FxHashMap;
 
 use kwik_core::{
     DelegationId, Dir, EcnCodepoint, Event, SessionError, SessionHandle, SessionStats, StreamId,
+    VarInt,
 };
 
-use crate::multi::{PATH_EVENT_BACKLOG, PathEvent};
-use crate::observe::{TRANSFER_EVENT_BACKLOG, TransferEvent};
-
+use crate::event::{PATH_EVENT_BACKLOG, PathEvent, TRANSFER_EVENT_BACKLOG, TransferEvent};
 use crate::runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
 
 /// Datagram batches received per driver poll before yielding.
@@ -532,5 +531,30 @@ impl Future for Driver {
             cx.waker().wake_by_ref();
         }
         Poll::Pending
+    }
+}
+
+/// Keeps a session alive while the application holds it; the last drop closes it.
+#[derive(Debug)]
+pub(crate) struct SessionRef {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) handle: SessionHandle,
+}
+
+impl Drop for SessionRef {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        let waiters = state.waiters(self.handle);
+        waiters.refs = waiters.refs.saturating_sub(1);
+        if waiters.refs == 0 {
+            state.sessions.remove(&self.handle);
+            let now = self.shared.now();
+            if let Some(mut s) = state.engine.session(self.handle)
+                && s.error().is_none()
+            {
+                s.close(now, VarInt::from_u32(0), b"");
+            }
+            state.wake_driver();
+        }
     }
 }

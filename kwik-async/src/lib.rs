@@ -12,6 +12,7 @@
 mod driver;
 mod endpoint;
 mod error;
+mod event;
 mod multi;
 mod observe;
 #[cfg(feature = "qlog")]
@@ -27,8 +28,8 @@ pub use error::{
     ClosedStream, ConnectError, ConnectionError, DialError, ReadError, ReadExactError,
     ReadToEndError, SessionError, StoppedError, WriteError,
 };
-pub use multi::{DelegationWriter, PathEvent};
-pub use observe::TransferEvent;
+pub use event::{PathEvent, TransferEvent};
+pub use multi::DelegationWriter;
 pub use runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
 pub use session::Session;
 pub use stream::{RecvStream, SendStream};
@@ -38,6 +39,6 @@ pub use kwik_core::{
     AddPathError, ClientConfig, Config, DelegateError, DelegationId, DelegationOutcome, Dir,
     EndpointStats, GroupKey, IncomingDelegation, LoadBalancing, PathError, PathId, PathInfo,
     PathKind, PathState, PathStats, RawSendError, Role, ServerConfig, SessionStats, StreamId,
-    TicketError, VarInt,
+    StripeId, TicketError, VarInt,
 };
 pub use quinn_udp;

@@ -7,59 +7,15 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use kwik_core::{
-    AddPathError, DelegateError, DelegationId, Event, IncomingDelegation, PathError, PathId,
-    PathInfo, PathKind, Role, TicketError,
+    AddPathError, DelegateError, DelegationId, IncomingDelegation, PathId, PathInfo, PathKind,
+    Role, StripeId,
 };
 
+use crate::driver::SessionRef;
 use crate::error::{ClosedStream, ConnectionError, WriteError};
-use crate::session::{Session, SessionRef};
+use crate::event::PathEvent;
+use crate::session::Session;
 use crate::stream::SendStream;
-
-/// Path events a session keeps for [`Session::path_event`]; older ones are dropped first.
-pub(crate) const PATH_EVENT_BACKLOG: usize = 1024;
-
-/// Something that happened to one path of a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PathEvent {
-    /// A path was added and is connecting.
-    Added(PathId),
-    /// A path carries the session.
-    Active(PathId),
-    /// A path's health probes go unanswered.
-    Degraded(PathId),
-    /// A path failed; what it owed was pulled elsewhere (a plain delegation: back to the
-    /// primary).
-    Failed(PathId, PathError),
-    /// A path is gone for good.
-    Removed(PathId),
-    /// Client: the server on a path refused a pull under the primary's ticket (the range
-    /// went to the other servers, or back to the primary).
-    PullRefused(PathId, TicketError),
-}
-
-impl PathEvent {
-    /// The engine event as a path event, if it is one.
-    pub(crate) fn from_event(event: &Event) -> Option<Self> {
-        Some(match event {
-            Event::PathAdded { path, .. } => Self::Added(*path),
-            Event::PathActive { path, .. } => Self::Active(*path),
-            Event::PathDegraded { path, .. } => Self::Degraded(*path),
-            Event::PathFailed { path, error, .. } => Self::Failed(*path, error.clone()),
-            Event::PathRemoved { path, .. } => Self::Removed(*path),
-            Event::PullRefused { path, error, .. } => Self::PullRefused(*path, *error),
-            _ => return None,
-        })
-    }
-
-    /// The path it concerns.
-    pub fn path(&self) -> PathId {
-        match self {
-            Self::Added(p) | Self::Active(p) | Self::Degraded(p) | Self::Removed(p) => *p,
-            Self::Failed(p, _) | Self::PullRefused(p, _) => *p,
-        }
-    }
-}
 
 impl Session {
     /// What this side is in the session: client, primary or joined secondary.
@@ -274,7 +230,7 @@ impl SendStream {
     /// Primary: serves the next `len` bytes of this stream from every active path at once,
     /// this server included (see [`kwik_core::SendStream::stripe`]). The session's
     /// [`Session::accept_delegation`] hands this server its own share.
-    pub fn stripe(&mut self, request: Bytes, len: u64) -> Result<u64, DelegateError> {
+    pub fn stripe(&mut self, request: Bytes, len: u64) -> Result<StripeId, DelegateError> {
         let session = self.session_ref();
         let mut state = session.shared.lock();
         let now = session.shared.now();

@@ -4,52 +4,12 @@
 use std::future::poll_fn;
 use std::task::{Context, Poll};
 
-use kwik_core::{DelegationId, DelegationOutcome, Event, SessionStats};
+use kwik_core::SessionStats;
 
 use crate::driver::{Backlog, SessionWaiters};
 use crate::error::ConnectionError;
+use crate::event::TransferEvent;
 use crate::session::Session;
-
-/// Transfer events a session keeps for [`Session::transfer_event`]; older ones are dropped
-/// first.
-pub(crate) const TRANSFER_EVENT_BACKLOG: usize = 1024;
-
-/// The end of a transfer the primary handed to other servers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TransferEvent {
-    /// A delegation made with `delegate` was settled: delivered, or failed with the bytes
-    /// from `first_missing` on handed back to this side.
-    DelegationFinished {
-        /// The delegation, as `delegate` returned it.
-        delegation: DelegationId,
-        /// How it ended.
-        outcome: DelegationOutcome,
-    },
-    /// Every byte of a stripe reached the client.
-    StripeFinished {
-        /// The stripe, as `stripe` returned it.
-        stripe: u64,
-    },
-}
-
-impl TransferEvent {
-    /// The engine event as a transfer event, if it is one.
-    pub(crate) fn from_event(event: &Event) -> Option<Self> {
-        Some(match event {
-            Event::DelegationFinished {
-                delegation,
-                outcome,
-                ..
-            } => Self::DelegationFinished {
-                delegation: *delegation,
-                outcome: *outcome,
-            },
-            Event::StripeFinished { stripe, .. } => Self::StripeFinished { stripe: *stripe },
-            _ => return None,
-        })
-    }
-}
 
 impl Session {
     /// The next periodic metrics snapshot of this session and each of its paths (with

@@ -288,7 +288,7 @@ fn describe(
         Event::StripeFinished { session, stripe } => (
             *session,
             "kwik:stripe_finished",
-            json!({ "stripe": stripe }),
+            json!({ "stripe": stripe.0 }),
         ),
         Event::PullRefused {
             session,

@@ -8,34 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use kwik_core::{Dir, PathId, RawSendError, SessionHandle, SessionStats, StreamId, VarInt};
 
-use crate::driver::{Shared, dir_index};
+use crate::driver::{SessionRef, Shared, dir_index};
 use crate::error::ConnectionError;
 use crate::stream::{RecvStream, SendStream};
-
-/// Keeps a session alive while the application holds it; the last drop closes it.
-#[derive(Debug)]
-pub(crate) struct SessionRef {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) handle: SessionHandle,
-}
-
-impl Drop for SessionRef {
-    fn drop(&mut self) {
-        let mut state = self.shared.lock();
-        let waiters = state.waiters(self.handle);
-        waiters.refs = waiters.refs.saturating_sub(1);
-        if waiters.refs == 0 {
-            state.sessions.remove(&self.handle);
-            let now = self.shared.now();
-            if let Some(mut s) = state.engine.session(self.handle)
-                && s.error().is_none()
-            {
-                s.close(now, VarInt::from_u32(0), b"");
-            }
-            state.wake_driver();
-        }
-    }
-}
 
 /// A KWIK session: one logical connection over one or more paths. Cheap to clone.
 #[derive(Debug, Clone)]

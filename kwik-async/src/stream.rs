@@ -7,10 +7,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use kwik_core::{StreamId, VarInt};
 
+use crate::driver::SessionRef;
 use crate::error::{
     ClosedStream, ReadError, ReadExactError, ReadToEndError, StoppedError, WriteError,
 };
-use crate::session::SessionRef;
 
 /// The sending half of a logical stream. Dropping it finishes the stream.
 #[derive(Debug)]

@@ -13,6 +13,10 @@ use crate::join::GroupKey;
 use crate::varint;
 use bytes::Bytes;
 
+/// The default of `Config::raw_receive_queue`: most raw datagrams a session holds for the
+/// application; beyond, new ones are dropped, as a full socket buffer would.
+pub const RAW_QUEUE_LIMIT: usize = 1024;
+
 /// The ALPN protocol identifier of KWIK version 1.
 pub const ALPN: &[u8] = b"kwik/1";
 
@@ -100,7 +104,7 @@ pub struct Config {
     pub max_reassembly_gaps: usize,
     /// Raw datagrams received and not yet read that a session holds; more are dropped
     /// (`SessionStats::raw_dropped`). Datagrams have no flow control: a reader that falls
-    /// behind a burst loses what does not fit. Default [`crate::RAW_QUEUE_LIMIT`] (1024).
+    /// behind a burst loses what does not fit. Default [`RAW_QUEUE_LIMIT`] (1024).
     pub raw_receive_queue: usize,
     /// Control messages the peer may send per second on one path, in bursts of as many.
     /// More closes the session with `ErrorCode::ControlRate`. Default 1000.
@@ -170,7 +174,7 @@ impl Default for Config {
             stream_receive_window: 4 << 20,
             receive_window: 32 << 20,
             max_reassembly_gaps: 1024,
-            raw_receive_queue: crate::RAW_QUEUE_LIMIT,
+            raw_receive_queue: RAW_QUEUE_LIMIT,
             max_control_messages_per_sec: 1000,
             idle_timeout: Duration::from_secs(30),
             keep_alive_interval: None,

@@ -12,18 +12,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::path::PathId;
-use crate::streams::StreamId;
-
-/// Identifies a delegation within its session; assigned by the primary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DelegationId(pub u64);
-
-impl std::fmt::Display for DelegationId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "delegation {}", self.0)
-    }
-}
+use crate::ids::{DelegationId, PathId, StreamId};
 
 /// A range this server was asked to write, as [`Session::accept_delegation`] returns it.
 ///

@@ -52,7 +52,7 @@
 //! - no peer input panics: every decode returns a `Result`, and every violation closes the
 //!   session with an [`ErrorCode`] the peer sees as [`SessionError::PeerProtocolError`].
 //!
-//! `tests/contract.rs` checks the source for clock, socket, runtime and unseeded-RNG use.
+//! `tests/unit/contract.rs` checks the source for clock, socket, runtime and unseeded-RNG use.
 //!
 //! See [`Endpoint`] for how to drive the engine.
 #![forbid(unsafe_code)]
@@ -65,6 +65,7 @@ mod endpoint;
 mod error;
 pub mod frame;
 pub mod health;
+mod ids;
 pub mod join;
 mod path;
 pub mod rate;
@@ -77,9 +78,10 @@ pub mod ticket;
 mod varint;
 
 pub use config::{
-    ALPN, ClientConfig, Config, ConfigError, LoadBalancing, ServerConfig, SetupError,
+    ALPN, ClientConfig, Config, ConfigError, LoadBalancing, RAW_QUEUE_LIMIT, ServerConfig,
+    SetupError,
 };
-pub use delegation::{DelegateError, DelegationId, DelegationOutcome, IncomingDelegation};
+pub use delegation::{DelegateError, DelegationOutcome, IncomingDelegation};
 #[cfg(feature = "qlog")]
 pub use endpoint::QlogFactory;
 pub use endpoint::{
@@ -90,11 +92,10 @@ pub use error::{
     ClosedStream, ErrorCode, KWIK_ERROR_BASE, PathError, ProtocolError, RawSendError, ReadError,
     SessionError, WriteError,
 };
+pub use ids::{DelegationId, PathId, SessionHandle, StreamId, StripeId};
 pub use join::GroupKey;
-pub use path::PathId;
-pub use session::{PathInfo, PathState, RAW_QUEUE_LIMIT, Role, SessionHandle};
+pub use session::{PathInfo, PathState, Role};
 pub use stats::{EndpointStats, PathStats, SessionStats};
-pub use streams::StreamId;
 pub use ticket::TicketError;
 
 pub use bytes::{Bytes, BytesMut};

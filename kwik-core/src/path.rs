@@ -15,23 +15,9 @@ use crate::delegation::Outgoing;
 use crate::error::{ErrorCode, ProtocolError};
 use crate::frame::{self, Frame, MAX_HEADER};
 use crate::health::Health;
+use crate::ids::{PathId, StreamId};
 use crate::rate::TokenBucket;
-use crate::streams::{FRAME_PAYLOAD, StreamId, Streams};
-
-/// Identifies a path within its session; assigned by the primary, 0 is the primary path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PathId(pub u32);
-
-impl PathId {
-    /// The primary path.
-    pub const PRIMARY: Self = Self(0);
-}
-
-impl std::fmt::Display for PathId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "path {}", self.0)
-    }
-}
+use crate::streams::{FRAME_PAYLOAD, Streams};
 
 /// Bytes of encoded frames waiting for one carrier to accept them.
 #[derive(Debug, Default)]

@@ -15,12 +15,12 @@
 //! - `Redundant` is handled by the caller: one path takes every frame and the others carry
 //!   copies.
 //!
-//! Pure functions of the facts given; table tests in `kwik-core/tests/scheduler_policy.rs`.
+//! Pure functions of the facts given; table tests in `kwik-core/tests/unit/scheduler_policy.rs`.
 
 use std::time::Duration;
 
 use crate::config::LoadBalancing;
-use crate::path::PathId;
+use crate::ids::PathId;
 
 /// What the scheduler knows about one path to the peer.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -12,7 +12,8 @@ use quinn_proto::Side;
 use crate::config::Config;
 use crate::delegation::{Held, IncomingDelegation, Issued, Outgoing, Owed};
 use crate::error::{ErrorCode, ProtocolError, SessionError};
-use crate::path::{Path, PathId};
+use crate::ids::{PathId, SessionHandle};
+use crate::path::Path;
 use crate::rate::TokenBucket;
 use crate::streams::{Limits, Streams};
 
@@ -160,10 +161,6 @@ impl PathMeta {
     }
 }
 
-/// Identifies a session within its [`Endpoint`](crate::Endpoint). Never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SessionHandle(pub u64);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Client: waiting for Welcome.
@@ -220,10 +217,6 @@ pub(crate) struct SessionState {
     /// The application protocol the server chose (see `Config::app_protocols`).
     pub(crate) app_protocol: Option<Bytes>,
 }
-
-/// The default of `Config::raw_receive_queue`: most raw datagrams a session holds for the
-/// application; beyond, new ones are dropped, as a full socket buffer would.
-pub const RAW_QUEUE_LIMIT: usize = 1024;
 
 /// What a control message asks the endpoint to do beyond the session's own state.
 #[derive(Debug, PartialEq)]

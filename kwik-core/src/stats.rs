@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::error::ErrorCode;
-use crate::path::PathId;
+use crate::ids::PathId;
 
 /// Endpoint-wide counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use quinn_proto::{Dir, Side, VarInt};
 
 use crate::error::{ClosedStream, ErrorCode, ProtocolError, ReadError, WriteError};
 use crate::frame::Frame;
+use crate::ids::StreamId;
 use crate::varint;
 
 mod recv;
@@ -20,48 +21,6 @@ mod recv;
 use recv::Recv;
 
 type FxIndexSet<T> = indexmap::IndexSet<T, FxBuildHasher>;
-
-/// A logical stream id: bit 0 is the initiator (0 client), bit 1 the direction (0 bidi),
-/// the rest the index, as in QUIC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StreamId(pub u64);
-
-impl StreamId {
-    /// The id of the `index`th stream of `dir` opened by `initiator`.
-    pub fn new(initiator: Side, dir: Dir, index: u64) -> Self {
-        Self(index << 2 | (dir as u64) << 1 | initiator as u64)
-    }
-    /// Which side opened the stream.
-    pub fn initiator(self) -> Side {
-        if self.0 & 1 == 0 {
-            Side::Client
-        } else {
-            Side::Server
-        }
-    }
-    /// Whether the stream is bidirectional.
-    pub fn dir(self) -> Dir {
-        if self.0 & 2 == 0 { Dir::Bi } else { Dir::Uni }
-    }
-    /// Position among the streams of its initiator and direction.
-    pub fn index(self) -> u64 {
-        self.0 >> 2
-    }
-}
-
-impl std::fmt::Display for StreamId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let who = match self.initiator() {
-            Side::Client => "client",
-            Side::Server => "server",
-        };
-        let dir = match self.dir() {
-            Dir::Bi => "bidi",
-            Dir::Uni => "uni",
-        };
-        write!(f, "{who} {dir} stream {}", self.index())
-    }
-}
 
 /// What the application may want to know about its streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::path::PathId;
+use crate::ids::PathId;
 
 /// Smallest chunk, so that per-chunk control overhead stays small.
 pub const MIN_CHUNK: u64 = 64 * 1024;

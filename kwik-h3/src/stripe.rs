@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::Registry;
 use crate::varint::put_varint;
-use kwik_async::{DelegateError, Session, WriteError};
+use kwik_async::{DelegateError, Session, StripeId, WriteError};
 
 /// Most bytes of a method, a path or a validator in a [`StripedRequest`].
 const MAX_FIELD: usize = 4096;
@@ -120,7 +120,7 @@ impl Striper {
         stream: &mut h3::server::RequestStream<S, B>,
         request: &StripedRequest,
         len: u64,
-    ) -> Result<u64, StripeError>
+    ) -> Result<StripeId, StripeError>
     where
         S: h3::quic::SendStream<B>,
         B: bytes::Buf,

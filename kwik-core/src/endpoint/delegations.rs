@@ -11,13 +11,10 @@ use quinn_proto::{Dir, Side};
 
 use super::multi::MAX_DELEGATIONS;
 use super::{Endpoint, Event};
-use crate::delegation::{
-    DelegateError, DelegationId, DelegationOutcome, IncomingDelegation, Issued, Outgoing,
-};
+use crate::delegation::{DelegateError, DelegationOutcome, IncomingDelegation, Issued, Outgoing};
 use crate::error::{ProtocolError, SessionError};
-use crate::path::PathId;
-use crate::session::{Phase, Role, SessionHandle, SessionState};
-use crate::streams::StreamId;
+use crate::ids::{DelegationId, PathId, SessionHandle, StreamId, StripeId};
+use crate::session::{Phase, Role, SessionState};
 use crate::ticket::{self, PullContext, TicketError};
 
 /// A stripe ticket lets one server send this many times the body, duplicates included.
@@ -224,7 +221,7 @@ impl Endpoint {
             tracing::debug!(ticket = t.id, "stripe finished");
             self.events.push_back(Event::StripeFinished {
                 session: h,
-                stripe: update.id,
+                stripe: StripeId(update.id),
             });
             return;
         }

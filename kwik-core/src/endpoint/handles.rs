@@ -7,13 +7,12 @@ use bytes::Bytes;
 use quinn_proto::{Dir, Side, VarInt};
 
 use super::{AddPathError, Endpoint, PathKind};
-use crate::delegation::{DelegateError, DelegationId, IncomingDelegation, Outgoing};
+use crate::delegation::{DelegateError, IncomingDelegation, Outgoing};
 use crate::error::{ClosedStream, RawSendError, ReadError, SessionError, WriteError};
-use crate::path::PathId;
+use crate::ids::{DelegationId, PathId, SessionHandle, StreamId, StripeId};
 use crate::session::{PathInfo, Role};
-use crate::session::{Phase, SessionHandle, SessionState};
+use crate::session::{Phase, SessionState};
 use crate::stats::SessionStats;
-use crate::streams::StreamId;
 
 /// Commands for one session, borrowed from its [`Endpoint`].
 #[derive(Debug)]
@@ -439,10 +438,16 @@ impl SendStream<'_> {
     /// included, serves its chunks through `accept_delegation`. Later writes go after the
     /// range, once the client's credit reaches past it. A `StripeFinished` event follows
     /// when every byte arrived. Returns the stripe's id (its ticket's).
-    pub fn stripe(&mut self, now: Instant, request: Bytes, len: u64) -> Result<u64, DelegateError> {
+    pub fn stripe(
+        &mut self,
+        now: Instant,
+        request: Bytes,
+        len: u64,
+    ) -> Result<StripeId, DelegateError> {
         let r = self
             .endpoint
-            .stripe(now, self.handle, self.id, request, len);
+            .stripe(now, self.handle, self.id, request, len)
+            .map(StripeId);
         self.endpoint.mark_dirty(self.handle);
         r
     }

@@ -26,15 +26,16 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::config::{ClientConfig, ServerConfig};
-use crate::delegation::{DelegationId, DelegationOutcome};
+use crate::delegation::DelegationOutcome;
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
-use crate::path::{Path, PathId};
+use crate::ids::{DelegationId, PathId, SessionHandle, StreamId, StripeId};
+use crate::path::Path;
 use crate::session::{
-    ControlOutcome, PathMeta, PathState, Phase, Role, SessionHandle, SessionState,
-    limits_from_wire, limits_to_wire, local_limits,
+    ControlOutcome, PathMeta, PathState, Phase, Role, SessionState, limits_from_wire,
+    limits_to_wire, local_limits,
 };
 use crate::stats::{EndpointStats, SessionStats};
-use crate::streams::{StreamEvent, StreamId};
+use crate::streams::StreamEvent;
 use crate::ticket::{Budgets, TicketError, TicketKey};
 
 mod delegations;
@@ -216,7 +217,7 @@ pub enum Event {
         /// The session.
         session: SessionHandle,
         /// The stripe, as `stripe` returned it.
-        stripe: u64,
+        stripe: StripeId,
     },
     /// Periodic metrics (when `metrics_enabled`).
     Metrics {

@@ -19,8 +19,8 @@ use quinn_proto::VarInt;
 
 use super::{Endpoint, Event};
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
-use crate::path::PathId;
-use crate::session::{PathState, Role, SessionHandle};
+use crate::ids::{PathId, SessionHandle};
+use crate::session::{PathState, Role};
 
 /// Why [`Session::add_path`](crate::Session::add_path) refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

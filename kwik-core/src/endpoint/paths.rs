@@ -13,10 +13,11 @@ use super::multi::{AddPathError, PathKind, refusal, unexpected};
 use super::{Endpoint, Event, PathSlot};
 use crate::config::LoadBalancing;
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
+use crate::ids::{PathId, SessionHandle};
 use crate::join;
-use crate::path::{Path, PathId, Pull};
+use crate::path::{Path, Pull};
 use crate::scheduler;
-use crate::session::{PathInfo, PathMeta, PathState, Phase, Role, SessionHandle, SessionState};
+use crate::session::{PathInfo, PathMeta, PathState, Phase, Role, SessionState};
 use crate::streams::Streams;
 
 /// What [`Endpoint::schedule`] allows one path.

@@ -14,9 +14,8 @@ use super::{Endpoint, Event};
 use crate::delegation::{Held, Owed};
 use crate::error::{ErrorCode, ProtocolError};
 use crate::frame::Frame;
-use crate::path::PathId;
-use crate::session::{Phase, Role, SessionHandle, SessionState};
-use crate::streams::StreamId;
+use crate::ids::{PathId, SessionHandle, StreamId};
+use crate::session::{Phase, Role, SessionState};
 use crate::stripe::{MIN_CHUNK, Stripe};
 use crate::ticket::TicketError;
 

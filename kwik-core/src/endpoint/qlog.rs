@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use super::Endpoint;
 use crate::config::Config;
-use crate::path::PathId;
-use crate::session::SessionHandle;
+use crate::ids::{PathId, SessionHandle};
 
 /// Names the qlog stream of one connection between its creation and its label.
 pub(super) type QlogToken = Option<u64>;

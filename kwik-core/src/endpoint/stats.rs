@@ -2,8 +2,8 @@
 //! path whose connection is closing or gone.
 
 use super::{Endpoint, PathSlot};
-use crate::path::PathId;
-use crate::session::{Role, SessionHandle};
+use crate::ids::{PathId, SessionHandle};
+use crate::session::Role;
 use crate::stats::{PathStats, SessionStats};
 
 impl Endpoint {
