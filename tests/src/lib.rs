@@ -22,6 +22,7 @@ pub mod net;
 pub mod pair;
 pub mod peer_fuzz;
 pub mod raw;
+pub mod raw_session;
 pub mod runtimes;
 pub mod sim;
 pub mod soak;

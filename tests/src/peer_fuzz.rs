@@ -16,7 +16,7 @@
 //!
 //! Every random choice comes from the input: the first bytes seed the simulated network
 //! and the QUIC endpoints. The fuzz targets in `fuzz/` call these functions, and
-//! `tests/tests/fuzz_peer_corpus.rs` replays the committed corpora through them.
+//! `tests/tests/sim_hostile/fuzz_peer_corpus.rs` replays the committed corpora through them.
 
 use std::sync::Arc;
 use std::time::Duration;

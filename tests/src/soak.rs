@@ -5,7 +5,7 @@
 //! engines' structures (sessions, connections, paths, carriers, streams, buffered bytes)
 //! are sampled every virtual second against their bounds.
 //!
-//! `tests/tests/soak_sim.rs` runs one virtual minute of it; the `soak` example runs the
+//! `tests/tests/sim/soak_sim.rs` runs one virtual minute of it; the `soak` example runs the
 //! same pattern on loopback sockets in real time.
 
 use std::collections::BTreeMap;

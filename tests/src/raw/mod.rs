@@ -26,9 +26,6 @@ use quinn_proto::{
 use crate::certs::TestCert;
 use crate::net::Datagram;
 
-mod session;
-pub use session::RawSession;
-
 /// A QUIC client config with the KWIK ALPN that trusts only `roots` (TLS 1.3, ring).
 pub fn client_config(roots: &[CertificateDer<'static>]) -> quinn_proto::ClientConfig {
     let mut store = rustls::RootCertStore::empty();

@@ -26,7 +26,8 @@ use kwik_proto::{Join, JoinResult};
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::cluster::{Cluster, GROUP_KEY};
 use kwik_tests::failover::links;
-use kwik_tests::raw::{RawSession, control_frame, frames};
+use kwik_tests::raw::{control_frame, frames};
+use kwik_tests::raw_session::RawSession;
 use kwik_tests::sim::WALL_CLOCK_START;
 use rand::{RngCore, SeedableRng};
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use kwik_core::{Config, ErrorCode};
 use kwik_proto::control_frame::Kind;
 use kwik_proto::{Ping, Pong};
-use kwik_tests::raw::{RawSession, control_frame};
+use kwik_tests::raw::control_frame;
+use kwik_tests::raw_session::RawSession;
 
 fn pings(first: u64, count: u64) -> Vec<u8> {
     (first..first + count)

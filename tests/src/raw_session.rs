@@ -9,9 +9,9 @@ use kwik_core::{
     VarInt,
 };
 
-use super::{RawPeer, client_config, default_limits};
 use crate::certs::TestCert;
 use crate::net::LinkConfig;
+use crate::raw::{RawPeer, client_config, default_limits};
 use crate::sim::{NodeId, Sim, addr};
 
 /// A KWIK server and a raw peer connected to it over a simulated link.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use kwik_core::frame::Frame;
 use kwik_core::{Config, Dir, ErrorCode, Event, Side, StreamId};
 use kwik_tests::app::payload;
-use kwik_tests::raw::{RawSession, frames};
+use kwik_tests::raw::frames;
+use kwik_tests::raw_session::RawSession;
 
 fn bidi(index: u64) -> StreamId {
     StreamId::new(Side::Client, Dir::Bi, index)

@@ -9,7 +9,8 @@ use kwik_core::control::MAX_CONTROL_FRAME;
 use kwik_core::{Config, ErrorCode};
 use kwik_proto::control_frame::Kind;
 use kwik_proto::{ControlFrame, Hello, Ping, Pong};
-use kwik_tests::raw::{RawSession, control_frame, default_limits};
+use kwik_tests::raw::{control_frame, default_limits};
+use kwik_tests::raw_session::RawSession;
 use prost::Message;
 
 /// A protobuf varint.

@@ -21,7 +21,8 @@ use kwik_core::{
 use kwik_proto::control_frame::Kind;
 use kwik_proto::{Join, Pull, Ticket};
 use kwik_tests::cluster::GROUP_KEY;
-use kwik_tests::raw::{RawSession, control_frame};
+use kwik_tests::raw::control_frame;
+use kwik_tests::raw_session::RawSession;
 use kwik_tests::sim::WALL_CLOCK_START;
 
 const NOW_UNIX: u64 = WALL_CLOCK_START.as_secs();

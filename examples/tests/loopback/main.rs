@@ -1,0 +1,3 @@
+//! The examples' servers on real loopback sockets.
+
+mod prometheus;
