@@ -70,10 +70,7 @@ async fn main() -> anyhow::Result<()> {
         .connect_with(client_config(&cert, bulk_config())?, addrs[0], "localhost")?
         .await
         .context("session setup")?;
-    println!(
-        "session {:#x} established with the primary",
-        session.session_id()
-    );
+    println!("session {:#x} established with the primary", session.id());
     wait_paths(&session, 2, Duration::from_secs(5)).await?;
     for p in session.paths() {
         println!("  {} {} {:?}", p.id, p.address, p.state);

@@ -11,7 +11,7 @@ use kwik_core::{ClientConfig, EndpointConfig, ServerConfig, SessionHandle, VarIn
 use rand::RngCore;
 
 use crate::driver::Shared;
-use crate::error::{ConnectError, ConnectionError};
+use crate::error::{ConnectError, SessionError};
 use crate::runtime::Runtime;
 use crate::session::Session;
 
@@ -237,7 +237,7 @@ impl Incoming {
     }
 
     /// Takes the session.
-    pub fn accept(self) -> Result<Session, ConnectionError> {
+    pub fn accept(self) -> Result<Session, SessionError> {
         Ok(self.session)
     }
 
@@ -248,7 +248,7 @@ impl Incoming {
 }
 
 impl IntoFuture for Incoming {
-    type Output = Result<Session, ConnectionError>;
+    type Output = Result<Session, SessionError>;
     type IntoFuture = std::future::Ready<Self::Output>;
 
     fn into_future(self) -> Self::IntoFuture {
@@ -263,11 +263,11 @@ pub struct Connecting {
 }
 
 impl Future for Connecting {
-    type Output = Result<Session, ConnectionError>;
+    type Output = Result<Session, SessionError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Some(session) = &self.session else {
-            return Poll::Ready(Err(ConnectionError::LocallyClosed));
+            return Poll::Ready(Err(SessionError::LocallyClosed));
         };
         let shared = session.shared().clone();
         let h = session.handle();
@@ -275,7 +275,7 @@ impl Future for Connecting {
         let waiters = state.waiters(h);
         if waiters.established {
             drop(state);
-            return Poll::Ready(self.session.take().ok_or(ConnectionError::LocallyClosed));
+            return Poll::Ready(self.session.take().ok_or(SessionError::LocallyClosed));
         }
         if let Some(e) = waiters.error.clone() {
             return Poll::Ready(Err(e));

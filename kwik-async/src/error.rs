@@ -3,7 +3,8 @@
 use kwik_core::VarInt;
 pub use kwik_core::{ClosedStream, SessionError};
 
-/// quinn's name for the error that ends a connection; KWIK's session error.
+/// quinn's name for the error that ends a connection: KWIK calls it [`SessionError`].
+#[deprecated(since = "0.1.0", note = "use `SessionError`")]
 pub type ConnectionError = SessionError;
 
 /// Writing to a stream failed.
@@ -118,5 +119,5 @@ pub enum DialError {
     Connect(#[from] ConnectError),
     /// The session failed to set up.
     #[error(transparent)]
-    Session(#[from] ConnectionError),
+    Session(#[from] SessionError),
 }

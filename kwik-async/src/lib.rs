@@ -24,9 +24,11 @@ mod stream;
 mod telemetry;
 
 pub use endpoint::{Accept, Connecting, Endpoint, Incoming, dial_with};
+#[allow(deprecated)]
+pub use error::ConnectionError;
 pub use error::{
-    ClosedStream, ConnectError, ConnectionError, DialError, ReadError, ReadExactError,
-    ReadToEndError, SessionError, StoppedError, WriteError,
+    ClosedStream, ConnectError, DialError, ReadError, ReadExactError, ReadToEndError, SessionError,
+    StoppedError, WriteError,
 };
 pub use event::{PathEvent, TransferEvent};
 pub use multi::DelegationWriter;

@@ -12,7 +12,7 @@ use kwik_core::{
 };
 
 use crate::driver::SessionRef;
-use crate::error::{ClosedStream, ConnectionError, WriteError};
+use crate::error::{ClosedStream, SessionError, WriteError};
 use crate::event::PathEvent;
 use crate::session::Session;
 use crate::stream::SendStream;
@@ -42,7 +42,7 @@ impl Session {
         let now = self.shared().now();
         let r = match state.engine.session(self.handle()) {
             Some(mut s) => s.add_path(now, address, server_name),
-            None => Err(AddPathError::SessionLost),
+            None => Err(AddPathError::SessionLost(SessionError::LocallyClosed)),
         };
         state.wake_driver();
         r
@@ -62,7 +62,7 @@ impl Session {
         let now = self.shared().now();
         let r = match state.engine.session(self.handle()) {
             Some(mut s) => s.add_same_peer_path(now, address, server_name, kind),
-            None => Err(AddPathError::SessionLost),
+            None => Err(AddPathError::SessionLost(SessionError::LocallyClosed)),
         };
         state.wake_driver();
         r
@@ -92,7 +92,7 @@ impl Session {
     }
 
     /// The next path event of this session.
-    pub async fn path_event(&self) -> Result<PathEvent, ConnectionError> {
+    pub async fn path_event(&self) -> Result<PathEvent, SessionError> {
         poll_fn(|cx| self.poll_backlog(cx, false, |w| &mut w.path_events)).await
     }
 
@@ -100,7 +100,7 @@ impl Session {
     /// exactly its bytes.
     pub async fn accept_delegation(
         &self,
-    ) -> Result<(IncomingDelegation, DelegationWriter), ConnectionError> {
+    ) -> Result<(IncomingDelegation, DelegationWriter), SessionError> {
         let d = poll_fn(|cx| {
             let mut state = self.shared().lock();
             if let Some(d) = state
@@ -221,7 +221,7 @@ impl SendStream {
         let now = session.shared.now();
         let r = match state.engine.session(session.handle) {
             Some(mut s) => s.send_stream(self.id()).delegate(now, path, request, len),
-            None => Err(DelegateError::SessionLost),
+            None => Err(DelegateError::SessionLost(SessionError::LocallyClosed)),
         };
         state.wake_driver();
         r
@@ -236,7 +236,7 @@ impl SendStream {
         let now = session.shared.now();
         let r = match state.engine.session(session.handle) {
             Some(mut s) => s.send_stream(self.id()).stripe(now, request, len),
-            None => Err(DelegateError::SessionLost),
+            None => Err(DelegateError::SessionLost(SessionError::LocallyClosed)),
         };
         state.wake_driver();
         r

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use kwik_core::SessionStats;
 
 use crate::driver::{Backlog, SessionWaiters};
-use crate::error::ConnectionError;
+use crate::error::SessionError;
 use crate::event::TransferEvent;
 use crate::session::Session;
 
@@ -17,14 +17,14 @@ impl Session {
     /// snapshot nobody took is replaced by the next one, so a slow consumer sees fresh
     /// figures rather than a backlog. Once the session has ended it yields its error.
     /// Without `metrics_enabled` it waits until the session closes; [`Session::stats`] answers on demand either way.
-    pub async fn metrics(&self) -> Result<SessionStats, ConnectionError> {
+    pub async fn metrics(&self) -> Result<SessionStats, SessionError> {
         // A snapshot taken before the session ended is stale once it has.
         let stats = poll_fn(|cx| self.poll_backlog(cx, true, |w| &mut w.metrics)).await?;
         Ok(*stats)
     }
 
     /// Primary: the next delegation or stripe of this session that ended.
-    pub async fn transfer_event(&self) -> Result<TransferEvent, ConnectionError> {
+    pub async fn transfer_event(&self) -> Result<TransferEvent, SessionError> {
         poll_fn(|cx| self.poll_backlog(cx, false, |w| &mut w.transfer_events)).await
     }
 
@@ -36,7 +36,7 @@ impl Session {
         cx: &mut Context<'_>,
         error_first: bool,
         backlog: impl Fn(&mut SessionWaiters) -> &mut Backlog<T>,
-    ) -> Poll<Result<T, ConnectionError>> {
+    ) -> Poll<Result<T, SessionError>> {
         let mut state = self.shared().lock();
         let error = |state: &mut crate::driver::State| state.session_error(self.handle());
         if error_first && let Some(e) = error(&mut state) {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use kwik_core::{Dir, PathId, RawSendError, SessionHandle, SessionStats, StreamId, VarInt};
 
 use crate::driver::{SessionRef, Shared, dir_index};
-use crate::error::ConnectionError;
+use crate::error::SessionError;
 use crate::stream::{RecvStream, SendStream};
 
 /// A KWIK session: one logical connection over one or more paths. Cheap to clone.
@@ -38,7 +38,7 @@ impl Session {
         &self.inner
     }
 
-    fn poll_open(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<StreamId, ConnectionError>> {
+    fn poll_open(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<StreamId, SessionError>> {
         let mut state = self.inner.shared.lock();
         if let Some(e) = state.session_error(self.handle()) {
             return Poll::Ready(Err(e));
@@ -56,11 +56,7 @@ impl Session {
         }
     }
 
-    fn poll_accept(
-        &self,
-        cx: &mut Context<'_>,
-        dir: Dir,
-    ) -> Poll<Result<StreamId, ConnectionError>> {
+    fn poll_accept(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<StreamId, SessionError>> {
         let mut state = self.inner.shared.lock();
         let accepted = state
             .engine
@@ -80,7 +76,7 @@ impl Session {
     pub fn poll_open_bi(
         &self,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(SendStream, RecvStream), ConnectionError>> {
+    ) -> Poll<Result<(SendStream, RecvStream), SessionError>> {
         self.poll_open(cx, Dir::Bi).map_ok(|id| {
             (
                 SendStream::new(self.inner.clone(), id),
@@ -90,7 +86,7 @@ impl Session {
     }
 
     /// The poll form of [`Session::open_uni`].
-    pub fn poll_open_uni(&self, cx: &mut Context<'_>) -> Poll<Result<SendStream, ConnectionError>> {
+    pub fn poll_open_uni(&self, cx: &mut Context<'_>) -> Poll<Result<SendStream, SessionError>> {
         self.poll_open(cx, Dir::Uni)
             .map_ok(|id| SendStream::new(self.inner.clone(), id))
     }
@@ -99,7 +95,7 @@ impl Session {
     pub fn poll_accept_bi(
         &self,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(SendStream, RecvStream), ConnectionError>> {
+    ) -> Poll<Result<(SendStream, RecvStream), SessionError>> {
         self.poll_accept(cx, Dir::Bi).map_ok(|id| {
             (
                 SendStream::new(self.inner.clone(), id),
@@ -109,31 +105,28 @@ impl Session {
     }
 
     /// The poll form of [`Session::accept_uni`].
-    pub fn poll_accept_uni(
-        &self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<RecvStream, ConnectionError>> {
+    pub fn poll_accept_uni(&self, cx: &mut Context<'_>) -> Poll<Result<RecvStream, SessionError>> {
         self.poll_accept(cx, Dir::Uni)
             .map_ok(|id| RecvStream::new(self.inner.clone(), id))
     }
 
     /// Opens a bidirectional stream, waiting for the peer's stream limit if needed.
-    pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+    pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), SessionError> {
         std::future::poll_fn(|cx| self.poll_open_bi(cx)).await
     }
 
     /// Opens a unidirectional stream.
-    pub async fn open_uni(&self) -> Result<SendStream, ConnectionError> {
+    pub async fn open_uni(&self) -> Result<SendStream, SessionError> {
         std::future::poll_fn(|cx| self.poll_open_uni(cx)).await
     }
 
     /// The next bidirectional stream the peer opened.
-    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), SessionError> {
         std::future::poll_fn(|cx| self.poll_accept_bi(cx)).await
     }
 
     /// The next unidirectional stream the peer opened.
-    pub async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
+    pub async fn accept_uni(&self) -> Result<RecvStream, SessionError> {
         std::future::poll_fn(|cx| self.poll_accept_uni(cx)).await
     }
 
@@ -148,7 +141,7 @@ impl Session {
     }
 
     /// Waits until the session ends, and says why.
-    pub async fn closed(&self) -> ConnectionError {
+    pub async fn closed(&self) -> SessionError {
         std::future::poll_fn(|cx| {
             let mut state = self.inner.shared.lock();
             if let Some(e) = state
@@ -159,7 +152,7 @@ impl Session {
                 return Poll::Ready(e);
             }
             if state.engine.session(self.handle()).is_none() {
-                return Poll::Ready(ConnectionError::LocallyClosed);
+                return Poll::Ready(SessionError::LocallyClosed);
             }
             crate::driver::register(&mut state.waiters(self.handle()).closed, cx);
             Poll::Pending
@@ -168,7 +161,7 @@ impl Session {
     }
 
     /// Why the session ended, if it did.
-    pub fn close_reason(&self) -> Option<ConnectionError> {
+    pub fn close_reason(&self) -> Option<SessionError> {
         let state = self.inner.shared.lock();
         state
             .sessions
@@ -206,13 +199,15 @@ impl Session {
             .and_then(|s| s.app_protocol())
     }
 
-    /// The session id the server assigned.
+    /// The old name of [`Session::id`].
+    #[deprecated(since = "0.1.0", note = "use `id`")]
     pub fn session_id(&self) -> u64 {
-        let mut state = self.inner.shared.lock();
-        state.engine.session(self.handle()).map_or(0, |s| s.id())
+        self.id()
     }
 
-    /// A number unique to this session within its endpoint.
+    /// A number unique to this session within its endpoint, as quinn's
+    /// `Connection::stable_id`: the endpoint's handle of the session, not the session id
+    /// that every server and the client share ([`Session::id`]).
     pub fn stable_id(&self) -> usize {
         self.handle().0 as usize
     }
@@ -238,7 +233,7 @@ impl Session {
             None => Err(RawSendError::SessionLost(
                 state
                     .session_error(self.handle())
-                    .unwrap_or(ConnectionError::LocallyClosed),
+                    .unwrap_or(SessionError::LocallyClosed),
             )),
         };
         if r.is_ok() {
@@ -284,7 +279,7 @@ impl Session {
     }
 
     /// The next raw datagram, with the path it came on.
-    pub async fn read_raw(&self) -> Result<(PathId, Bytes), ConnectionError> {
+    pub async fn read_raw(&self) -> Result<(PathId, Bytes), SessionError> {
         std::future::poll_fn(|cx| self.poll_read_raw(cx)).await
     }
 
@@ -292,7 +287,7 @@ impl Session {
     pub fn poll_read_raw(
         &self,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(PathId, Bytes), ConnectionError>> {
+    ) -> Poll<Result<(PathId, Bytes), SessionError>> {
         let mut state = self.inner.shared.lock();
         if let Some(d) = state
             .engine

@@ -54,9 +54,9 @@ pub enum DelegateError {
     /// Zero bytes, or aggregation is disabled in the config.
     #[error("invalid delegation")]
     Invalid,
-    /// The session is gone.
-    #[error("session lost")]
-    SessionLost,
+    /// The session is gone or closed, with the error that ended it.
+    #[error("session lost: {0}")]
+    SessionLost(crate::error::SessionError),
 }
 
 /// What a delegation became, reported to the primary's application.

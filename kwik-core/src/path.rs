@@ -119,9 +119,10 @@ pub(crate) struct Path {
     headers: BytesMut,
 }
 
-/// How much of the session's data a path may take in one drive.
+/// How much of the session's stream data a path may take in one drive (not to be confused
+/// with a `Pull`, the client's request for a delegated range).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pull {
+pub(crate) enum Allowance {
     /// None: another path to the peer goes first.
     None,
     /// Up to this many frames.
@@ -422,7 +423,7 @@ impl Path {
         streams: &mut Streams,
         streams_per_carrier: usize,
         max_carriers: usize,
-        pull: Pull,
+        allowance: Allowance,
         copies: Option<&mut Vec<Bytes>>,
     ) -> PathResult<()> {
         // A connection still in its handshake cannot open streams yet: what it would take
@@ -436,9 +437,9 @@ impl Path {
         for carrier in &mut self.carriers {
             flush(&mut self.conn, carrier)?;
         }
-        match pull {
-            Pull::None => Ok(()),
-            Pull::Frames(limit) => {
+        match allowance {
+            Allowance::None => Ok(()),
+            Allowance::Frames(limit) => {
                 self.write_data(streams, streams_per_carrier, max_carriers, limit, copies)
             }
         }

@@ -65,8 +65,8 @@ pub fn rank(strategy: LoadBalancing, paths: &[PathFacts]) -> Vec<PathId> {
     keyed.into_iter().map(|(_, id)| id).collect()
 }
 
-/// Whether path `me` may take frames now, and how many at most.
-pub fn may_pull(strategy: LoadBalancing, paths: &[PathFacts], me: PathId) -> (bool, usize) {
+/// Whether path `me` may take frames now, and how many at most: its allowance.
+pub fn allowance(strategy: LoadBalancing, paths: &[PathFacts], me: PathId) -> (bool, usize) {
     let limit = match strategy {
         LoadBalancing::RoundRobin | LoadBalancing::Weighted => TURN_FRAMES,
         _ => usize::MAX,
@@ -81,4 +81,10 @@ pub fn may_pull(strategy: LoadBalancing, paths: &[PathFacts], me: PathId) -> (bo
         }
     }
     (false, 0)
+}
+
+/// The old name of [`allowance`]: "pull" is a client's request for a delegated range.
+#[deprecated(since = "0.1.0", note = "renamed to `allowance`")]
+pub fn may_pull(strategy: LoadBalancing, paths: &[PathFacts], me: PathId) -> (bool, usize) {
+    allowance(strategy, paths, me)
 }

@@ -36,14 +36,15 @@ use std::time::Instant;
 use kwik_async::{AsyncTimer, AsyncUdpSocket, Runtime};
 use tokio::io::Interest;
 
+#[allow(deprecated)]
+pub use kwik_async::ConnectionError;
 pub use kwik_async::{
     Accept, AddPathError, Bytes, ClientConfig, ClosedStream, Config, ConnectError, Connecting,
-    ConnectionError, DelegateError, DelegationId, DelegationOutcome, DelegationWriter, DialError,
-    Dir, EndpointStats, GroupKey, Incoming, IncomingDelegation, LoadBalancing, PathError,
-    PathEvent, PathId, PathInfo, PathKind, PathState, PathStats, RawSendError, ReadError,
-    ReadExactError, ReadToEndError, RecvStream, Role, SendStream, ServerConfig, Session,
-    SessionError, SessionStats, StoppedError, StreamId, TicketError, TransferEvent, VarInt,
-    WriteError,
+    DelegateError, DelegationId, DelegationOutcome, DelegationWriter, DialError, Dir,
+    EndpointStats, GroupKey, Incoming, IncomingDelegation, LoadBalancing, PathError, PathEvent,
+    PathId, PathInfo, PathKind, PathState, PathStats, RawSendError, ReadError, ReadExactError,
+    ReadToEndError, RecvStream, Role, SendStream, ServerConfig, Session, SessionError,
+    SessionStats, StoppedError, StreamId, StripeId, TicketError, TransferEvent, VarInt, WriteError,
 };
 
 /// The tokio [`Runtime`].

@@ -46,7 +46,7 @@ impl Endpoint {
         let s = self
             .sessions
             .get_mut(&h)
-            .ok_or(DelegateError::SessionLost)?;
+            .ok_or(DelegateError::SessionLost(SessionError::LocallyClosed))?;
         check_can_delegate(s, len)?;
         if !s.usable_paths().contains(&path) || (path != PathId::PRIMARY && s.is_peer_path(path)) {
             return Err(DelegateError::PathNotActive(path));
@@ -79,7 +79,7 @@ impl Endpoint {
         let s = self
             .sessions
             .get_mut(&h)
-            .ok_or(DelegateError::SessionLost)?;
+            .ok_or(DelegateError::SessionLost(SessionError::LocallyClosed))?;
         check_can_delegate(s, len)?;
         if !s.streams.is_sending(stream) {
             return Err(DelegateError::ClosedStream);
@@ -426,8 +426,8 @@ fn check_can_delegate(s: &SessionState, len: u64) -> Result<(), DelegateError> {
     if s.role != Role::Primary {
         return Err(DelegateError::NotPrimary);
     }
-    if s.error.is_some() {
-        return Err(DelegateError::SessionLost);
+    if let Some(e) = &s.error {
+        return Err(DelegateError::SessionLost(e.clone()));
     }
     // No stream offset may pass 2^62 (QUIC's varint limit).
     if len == 0 || len > crate::varint::MAX / 2 || !s.config.aggregation_enabled {
@@ -450,7 +450,7 @@ pub(super) fn update(id: u64, missing: Option<u64>, first_missing: u64) -> Kind 
 }
 
 impl From<SessionError> for DelegateError {
-    fn from(_: SessionError) -> Self {
-        Self::SessionLost
+    fn from(e: SessionError) -> Self {
+        Self::SessionLost(e)
     }
 }

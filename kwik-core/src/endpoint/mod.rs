@@ -888,7 +888,7 @@ impl Endpoint {
                 &mut session.streams,
                 session.config.streams_per_carrier as usize,
                 session.config.max_carriers_per_path as usize,
-                schedule.pull,
+                schedule.allowance,
                 copy,
             )?;
             pulled = slot.path.counters.frames_sent > before;

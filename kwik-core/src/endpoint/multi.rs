@@ -35,9 +35,9 @@ pub enum AddPathError {
     /// The session holds `max_paths_per_session` paths already.
     #[error("path limit reached")]
     TooManyPaths,
-    /// The session is gone or closed.
-    #[error("session lost")]
-    SessionLost,
+    /// The session is gone or closed, with the error that ended it.
+    #[error("session lost: {0}")]
+    SessionLost(SessionError),
 }
 
 /// What a path added by the primary leads to.

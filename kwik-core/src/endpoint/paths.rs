@@ -15,7 +15,7 @@ use crate::config::LoadBalancing;
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
 use crate::ids::{PathId, SessionHandle};
 use crate::join;
-use crate::path::{Path, Pull};
+use crate::path::{Allowance, Path};
 use crate::scheduler;
 use crate::session::{PathInfo, PathMeta, PathState, Phase, Role, SessionState};
 use crate::streams::Streams;
@@ -23,7 +23,7 @@ use crate::streams::Streams;
 /// What [`Endpoint::schedule`] allows one path.
 #[derive(Debug)]
 pub(super) struct Schedule {
-    pub(super) pull: Pull,
+    pub(super) allowance: Allowance,
     /// Paths that get a copy of every frame this one takes.
     pub(super) copy_to: Vec<usize>,
     /// The session has several usable paths to the peer.
@@ -45,12 +45,15 @@ impl Endpoint {
             .and_then(|s| s.group_key.clone())
             .ok_or(AddPathError::NoGroupKey)?;
         let unix = self.unix_secs(now);
-        let s = self.sessions.get_mut(&h).ok_or(AddPathError::SessionLost)?;
+        let s = self
+            .sessions
+            .get_mut(&h)
+            .ok_or(AddPathError::SessionLost(SessionError::LocallyClosed))?;
         if s.role != Role::Primary {
             return Err(AddPathError::NotPrimary);
         }
-        if s.error.is_some() {
-            return Err(AddPathError::SessionLost);
+        if let Some(e) = &s.error {
+            return Err(AddPathError::SessionLost(e.clone()));
         }
         if s.at_path_limit() {
             return Err(AddPathError::TooManyPaths);
@@ -698,7 +701,7 @@ impl Endpoint {
     /// other path is usable.
     pub(super) fn schedule(&mut self, key: usize) -> Schedule {
         let all = Schedule {
-            pull: Pull::Frames(usize::MAX),
+            allowance: Allowance::Frames(usize::MAX),
             copy_to: Vec::new(),
             multipath: false,
         };
@@ -732,7 +735,7 @@ impl Endpoint {
             peers.retain(|p| !p.2);
         }
         let multipath = Schedule {
-            pull: Pull::None,
+            allowance: Allowance::None,
             copy_to: Vec::new(),
             multipath: true,
         };
@@ -744,7 +747,7 @@ impl Endpoint {
             // The first path takes every frame; the others carry copies.
             return match peers.iter().map(|p| p.0).min() {
                 Some(first) if first == me => Schedule {
-                    pull: Pull::Frames(usize::MAX),
+                    allowance: Allowance::Frames(usize::MAX),
                     copy_to: peers.iter().filter(|p| p.0 != me).map(|p| p.1).collect(),
                     multipath: true,
                 },
@@ -765,9 +768,13 @@ impl Endpoint {
                 })
             })
             .collect();
-        let (go, limit) = scheduler::may_pull(strategy, &facts, me);
+        let (go, limit) = scheduler::allowance(strategy, &facts, me);
         Schedule {
-            pull: if go { Pull::Frames(limit) } else { Pull::None },
+            allowance: if go {
+                Allowance::Frames(limit)
+            } else {
+                Allowance::None
+            },
             copy_to: Vec::new(),
             multipath: true,
         }

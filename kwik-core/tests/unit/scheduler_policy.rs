@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kwik_core::LoadBalancing;
 use kwik_core::PathId;
-use kwik_core::scheduler::{PathFacts, TURN_FRAMES, may_pull, rank};
+use kwik_core::scheduler::{PathFacts, TURN_FRAMES, allowance, rank};
 
 fn path(id: u32, rtt_ms: u64, cwnd: u64, frames: u64, bytes: u64, backlogged: bool) -> PathFacts {
     PathFacts {
@@ -47,11 +47,11 @@ fn a_path_waits_until_every_better_path_is_backlogged() {
         path(1, 40, 100_000, 0, 0, false),
     ];
     assert_eq!(
-        may_pull(LoadBalancing::MinRtt, &free, PathId(0)),
+        allowance(LoadBalancing::MinRtt, &free, PathId(0)),
         (true, usize::MAX)
     );
     assert_eq!(
-        may_pull(LoadBalancing::MinRtt, &free, PathId(1)),
+        allowance(LoadBalancing::MinRtt, &free, PathId(1)),
         (false, 0)
     );
     let busy = [
@@ -59,17 +59,17 @@ fn a_path_waits_until_every_better_path_is_backlogged() {
         path(1, 40, 100_000, 0, 0, false),
     ];
     assert_eq!(
-        may_pull(LoadBalancing::MinRtt, &busy, PathId(1)),
+        allowance(LoadBalancing::MinRtt, &busy, PathId(1)),
         (true, usize::MAX)
     );
     // Alternating strategies take a few frames per turn.
     assert_eq!(
-        may_pull(LoadBalancing::RoundRobin, &free, PathId(0)),
+        allowance(LoadBalancing::RoundRobin, &free, PathId(0)),
         (true, TURN_FRAMES)
     );
     // A path that is not among the candidates takes nothing.
     assert_eq!(
-        may_pull(LoadBalancing::MinRtt, &free, PathId(7)),
+        allowance(LoadBalancing::MinRtt, &free, PathId(7)),
         (false, 0)
     );
 }
