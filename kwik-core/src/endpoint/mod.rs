@@ -21,24 +21,23 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kwik_proto::control_frame::Kind;
-use quinn_proto::{ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, Side, VarInt};
+use quinn_proto::{DatagramEvent, EcnCodepoint, Side};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::config::{ClientConfig, ServerConfig};
-use crate::delegation::DelegationOutcome;
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
-use crate::ids::{DelegationId, PathId, SessionHandle, StreamId, StripeId};
+use crate::ids::{PathId, SessionHandle};
 use crate::path::Path;
-use crate::session::{
-    ControlOutcome, PathMeta, PathState, Phase, Role, SessionState, limits_from_wire,
-    limits_to_wire, local_limits,
-};
-use crate::stats::{EndpointStats, SessionStats};
-use crate::streams::StreamEvent;
-use crate::ticket::{Budgets, TicketError, TicketKey};
+use crate::session::{PathMeta, PathState, Phase, Role, SessionState};
+use crate::stats::EndpointStats;
+use crate::ticket::{Budgets, TicketKey};
 
+mod accept;
+mod apply;
 mod delegations;
+mod drive;
+mod event;
 mod handles;
 mod multi;
 mod paths;
@@ -46,187 +45,11 @@ mod pulls;
 mod qlog;
 mod stats;
 
+pub use event::{Event, Transmit};
 pub use handles::{Delegated, RecvStream, SendStream, Session};
 pub use multi::{AddPathError, MAX_DELEGATIONS, PathKind};
 #[cfg(feature = "qlog")]
 pub use qlog::QlogFactory;
-
-/// A datagram to send. The payload is in the buffer passed to [`Endpoint::poll_transmit`].
-#[derive(Debug, Clone, Copy)]
-pub struct Transmit {
-    /// The session the datagram belongs to, if any (handshake refusals have none).
-    pub session: Option<SessionHandle>,
-    /// The path it travels on, if it belongs to a session's path.
-    pub path: Option<PathId>,
-    /// Where to send it.
-    pub destination: SocketAddr,
-    /// Source address to use, if the socket has several.
-    pub src_ip: Option<IpAddr>,
-    /// ECN codepoint to set.
-    pub ecn: Option<EcnCodepoint>,
-    /// Bytes of payload in the buffer.
-    pub size: usize,
-    /// With several datagrams in one transmit (GSO), the size of each but the last.
-    pub segment_size: Option<usize>,
-}
-
-/// Something the application may act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// A session this side dialed is established.
-    Connected(SessionHandle),
-    /// A client established a new session with this server.
-    Incoming(SessionHandle),
-    /// A session ended; the error is also what every later operation on it reports.
-    Closed {
-        /// The session.
-        session: SessionHandle,
-        /// Why.
-        error: SessionError,
-    },
-    /// The peer opened logical streams of `dir`: call `accept`.
-    StreamOpened {
-        /// The session.
-        session: SessionHandle,
-        /// Their direction.
-        dir: Dir,
-    },
-    /// A logical stream has data, a fin or a reset to read.
-    StreamReadable {
-        /// The session.
-        session: SessionHandle,
-        /// The stream.
-        stream: StreamId,
-    },
-    /// A logical stream that refused a write has credit again.
-    StreamWritable {
-        /// The session.
-        session: SessionHandle,
-        /// The stream.
-        stream: StreamId,
-    },
-    /// Every byte of a finished stream reached the peer.
-    StreamFinished {
-        /// The session.
-        session: SessionHandle,
-        /// The stream.
-        stream: StreamId,
-    },
-    /// The peer stopped a stream we were writing; it was reset.
-    StreamStopped {
-        /// The session.
-        session: SessionHandle,
-        /// The stream.
-        stream: StreamId,
-        /// The peer's code.
-        code: VarInt,
-    },
-    /// More logical streams of `dir` may be opened.
-    StreamAvailable {
-        /// The session.
-        session: SessionHandle,
-        /// Their direction.
-        dir: Dir,
-    },
-    /// Raw datagrams arrived: call [`Session::read_raw`].
-    RawDatagram {
-        /// The session.
-        session: SessionHandle,
-    },
-    /// A path whose raw datagram buffer was full (a `try_send_raw` got its datagram back)
-    /// has room again.
-    RawWritable {
-        /// The session.
-        session: SessionHandle,
-        /// The path.
-        path: PathId,
-    },
-    /// A path was added to the session (primary: by `add_path`; client: at the primary's
-    /// request); it is connecting.
-    PathAdded {
-        /// The session.
-        session: SessionHandle,
-        /// The path.
-        path: PathId,
-    },
-    /// A path carries the session (joined, or recovered from degraded or failed).
-    PathActive {
-        /// The session.
-        session: SessionHandle,
-        /// The path.
-        path: PathId,
-    },
-    /// A path's health probes go unanswered; it is not failed yet.
-    PathDegraded {
-        /// The session.
-        session: SessionHandle,
-        /// The path.
-        path: PathId,
-    },
-    /// A path failed; a stripe's ranges it owed are pulled from the other servers, a plain
-    /// delegation's rest goes back to the primary.
-    PathFailed {
-        /// The session.
-        session: SessionHandle,
-        /// The path.
-        path: PathId,
-        /// Why.
-        error: PathError,
-    },
-    /// A path is gone for good.
-    PathRemoved {
-        /// The session.
-        session: SessionHandle,
-        /// The path.
-        path: PathId,
-    },
-    /// This server was delegated a range: call [`Session::accept_delegation`].
-    DelegationReceived {
-        /// The session.
-        session: SessionHandle,
-    },
-    /// A delegation that refused a write has room again.
-    DelegationWritable {
-        /// The session.
-        session: SessionHandle,
-        /// The delegation.
-        delegation: DelegationId,
-    },
-    /// Primary: a delegation made with `delegate` was settled.
-    DelegationFinished {
-        /// The session.
-        session: SessionHandle,
-        /// The delegation.
-        delegation: DelegationId,
-        /// How it ended.
-        outcome: DelegationOutcome,
-    },
-    /// Client: a server refused a pull under the primary's ticket; its range goes to
-    /// the other paths (or, for a plain delegation, back to the primary).
-    PullRefused {
-        /// The session.
-        session: SessionHandle,
-        /// The path whose server refused.
-        path: PathId,
-        /// Why.
-        error: TicketError,
-    },
-    /// Primary: every byte of a stripe reached the client.
-    StripeFinished {
-        /// The session.
-        session: SessionHandle,
-        /// The stripe, as `stripe` returned it.
-        stripe: StripeId,
-    },
-    /// Periodic metrics (when `metrics_enabled`).
-    Metrics {
-        /// The session.
-        session: SessionHandle,
-        /// Its stats at this moment.
-        stats: Box<SessionStats>,
-    },
-}
 
 /// Why [`Endpoint::connect`] could not start a session.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -468,49 +291,6 @@ impl Endpoint {
         self.last_now = Some(now);
     }
 
-    fn on_incoming(&mut self, now: Instant, incoming: quinn_proto::Incoming, buf: &mut Vec<u8>) {
-        let Some(server) = &self.server else {
-            self.quic.ignore(incoming);
-            return;
-        };
-        let remote = incoming.remote_address();
-        // Sessions, not connections: a session with several paths counts once; a
-        // connection that has no session yet (handshake, Hello or Join pending) counts as
-        // one, so half-open connections cannot get around the limit.
-        let pending = self.paths.values().filter(|s| s.session.is_none()).count();
-        if self.sessions.len() + pending >= server.max_sessions {
-            buf.clear();
-            let t = self.quic.refuse(incoming, buf);
-            self.queue_response(t, buf);
-            return;
-        }
-        let control_rate = server.config.max_control_messages_per_sec;
-        buf.clear();
-        let (accept, token) = self.accept_config(remote);
-        match self.quic.accept(incoming, now, buf, accept) {
-            Ok((ch, conn)) => {
-                self.qlog_bind(ch.0, token);
-                self.paths.insert(
-                    ch.0,
-                    PathSlot {
-                        path: Path::new(conn, PathId::PRIMARY, control_rate),
-                        session: None,
-                        remote,
-                        side: Side::Server,
-                        span: path_span(None, None, remote, ""),
-                    },
-                );
-                self.dirty.insert(ch.0);
-            }
-            Err(e) => {
-                tracing::debug!(cause = %e.cause, "refused incoming connection");
-                if let Some(t) = e.response {
-                    self.queue_response(t, buf);
-                }
-            }
-        }
-    }
-
     fn queue_response(&mut self, t: quinn_proto::Transmit, buf: &[u8]) {
         self.responses.push_back((
             Transmit {
@@ -586,14 +366,14 @@ impl Endpoint {
         } = self;
         let mut sent = None;
         for (&key, slot) in paths.range_mut(cursor..) {
-            if let Some(t) = transmit_from(quic, key, slot, now, max_datagrams, buf) {
+            if let Some(t) = drive::transmit_from(quic, key, slot, now, max_datagrams, buf) {
                 sent = Some((key, t));
                 break;
             }
         }
         if sent.is_none() {
             for (&key, slot) in paths.range_mut(..cursor) {
-                if let Some(t) = transmit_from(quic, key, slot, now, max_datagrams, buf) {
+                if let Some(t) = drive::transmit_from(quic, key, slot, now, max_datagrams, buf) {
                     sent = Some((key, t));
                     break;
                 }
@@ -679,395 +459,6 @@ impl Endpoint {
     /// Whether no connection remains (every one closed and drained).
     pub fn is_idle(&self) -> bool {
         self.paths.is_empty()
-    }
-
-    /// Drives every path that has work: QUIC events, reads, writes, endpoint events.
-    fn flush(&mut self, now: Instant) {
-        while let Some(key) = self.dirty.pop_first() {
-            self.drive(now, key);
-        }
-    }
-
-    fn drive(&mut self, now: Instant, key: usize) {
-        let Some(slot) = self.paths.get_mut(&key) else {
-            return;
-        };
-        let span = slot.span.clone();
-        let _entered = span.enter();
-        let ch = ConnectionHandle(key);
-        while let Some(event) = slot.path.conn.poll_endpoint_events() {
-            if let Some(reply) = self.quic.handle_event(ch, event) {
-                slot.path.conn.handle_event(reply);
-            }
-        }
-        if let Err(error) = self.drive_path(now, key) {
-            self.violation(now, key, error);
-        }
-        let Some(slot) = self.paths.get_mut(&key) else {
-            return;
-        };
-        while let Some(event) = slot.path.conn.poll_endpoint_events() {
-            if let Some(reply) = self.quic.handle_event(ch, event) {
-                slot.path.conn.handle_event(reply);
-            }
-        }
-        if slot.path.conn.is_drained() {
-            let Some(slot) = self.paths.remove(&key) else {
-                return;
-            };
-            self.qlog_forget(key);
-            if let Some(h) = slot.session {
-                if let Some(m) = self
-                    .sessions
-                    .get_mut(&h)
-                    .and_then(|s| s.metas.get_mut(&slot.path.id))
-                {
-                    let all = stats::slot_stats(&slot).with_earlier(m.last.as_deref());
-                    m.last = Some(Box::new(all));
-                }
-                self.path_gone(h, key);
-            }
-        }
-    }
-
-    /// A path's connection is gone for good.
-    fn path_gone(&mut self, h: SessionHandle, key: usize) {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
-        s.paths.retain(|_, k| *k != key);
-        if s.paths.is_empty() {
-            if s.error.is_none() {
-                self.close_session(h, SessionError::LocallyClosed);
-            }
-            self.sessions.remove(&h);
-        }
-    }
-
-    fn drive_path(&mut self, now: Instant, key: usize) -> Result<(), ProtocolError> {
-        let schedule = self.schedule(key);
-        let Some(slot) = self.paths.get_mut(&key) else {
-            return Ok(());
-        };
-        let server = slot.side == Side::Server;
-        let mut lost = None;
-        let mut connected = false;
-        let mut raw_writable = false;
-        while let Some(event) = slot.path.conn.poll() {
-            match event {
-                quinn_proto::Event::Connected => connected = !server,
-                quinn_proto::Event::ConnectionLost { reason } => lost = Some(reason),
-                quinn_proto::Event::Stream(quinn_proto::StreamEvent::Opened { .. }) => {
-                    slot.path.accept_streams(server)?;
-                }
-                quinn_proto::Event::Stream(quinn_proto::StreamEvent::Readable { id }) => {
-                    slot.path.mark_readable(id);
-                }
-                quinn_proto::Event::DatagramsUnblocked => {
-                    slot.path.raw_blocked = false;
-                    raw_writable = true;
-                }
-                quinn_proto::Event::Stream(_)
-                | quinn_proto::Event::HandshakeDataReady
-                | quinn_proto::Event::DatagramReceived => {}
-            }
-        }
-        slot.path.note_progress(now);
-        let path_id = slot.path.id;
-        let session_handle = slot.session;
-        if let (true, Some(session)) = (raw_writable, session_handle) {
-            self.events.push_back(Event::RawWritable {
-                session,
-                path: path_id,
-            });
-        }
-        if connected {
-            slot.path.open_control()?;
-            let first = if path_id == PathId::PRIMARY {
-                session_handle.and_then(|h| self.sessions.get(&h)).map(|s| {
-                    Kind::Hello(kwik_proto::Hello {
-                        version: kwik_proto::VERSION,
-                        limits: Some(limits_to_wire(local_limits(&s.config), &s.config)),
-                        app_protocols: s.config.app_protocols.clone(),
-                    })
-                })
-            } else {
-                self.join_message(key)
-            };
-            let Some(slot) = self.paths.get_mut(&key) else {
-                return Ok(());
-            };
-            match first {
-                Some(kind) => slot.path.send_control(kind),
-                None => {
-                    return Err(ProtocolError::new(
-                        ErrorCode::Handshake,
-                        "cannot start the session on this path",
-                    ));
-                }
-            }
-        }
-        if let Some(reason) = lost {
-            if let Some(h) = session_handle {
-                self.path_lost(now, h, path_id, reason.into());
-            }
-            return Ok(());
-        }
-        let Some(slot) = self.paths.get_mut(&key) else {
-            return Ok(());
-        };
-        if slot.path.closing || slot.path.conn.is_closed() {
-            // Closed by this side, or lost: only the connection's own shutdown remains.
-            return Ok(());
-        }
-        // Server paths accept no data before the client's Hello made them a session.
-        let messages = slot.path.read_control(now)?;
-        for kind in messages {
-            self.on_control(now, key, kind)?;
-        }
-        let Some(slot) = self.paths.get_mut(&key) else {
-            return Ok(());
-        };
-        if slot.path.closing {
-            return Ok(());
-        }
-        slot.path.flush_control()?;
-        let Some(h) = slot.session else {
-            return slot.path.read_carriers(|_| {
-                Err(ProtocolError::new(
-                    ErrorCode::Handshake,
-                    "data before session setup",
-                ))
-            });
-        };
-        let Some(session) = self.sessions.get_mut(&h) else {
-            return Ok(());
-        };
-        if session.phase == Phase::Closed {
-            return Ok(());
-        }
-        let secondary = session.role == Role::Client && !session.is_peer_path(path_id);
-        let mut received = 0;
-        if secondary {
-            let mut frames = Vec::new();
-            slot.path.read_carriers(|frame| {
-                Self::check_secondary_frame(session, path_id, &frame)?;
-                frames.push(frame);
-                Ok(())
-            })?;
-            for frame in frames {
-                if let crate::frame::Frame::Stream { data, .. } = &frame {
-                    received += data.len() as u64;
-                }
-                session.streams.on_frame(frame)?;
-            }
-        } else {
-            let streams = &mut session.streams;
-            slot.path.read_carriers(|frame| {
-                if let crate::frame::Frame::Stream { data, .. } = &frame {
-                    received += data.len() as u64;
-                }
-                streams.on_frame(frame)
-            })?;
-        }
-        slot.path.counters.stream_bytes_received += received;
-        if session.take_raw(&mut slot.path) {
-            self.events.push_back(Event::RawDatagram { session: h });
-        }
-        let mut copies = Vec::new();
-        let mut pulled = false;
-        if session.phase == Phase::Established && !secondary {
-            if schedule.multipath {
-                // A path takes no more than it can send soon: the rest is for the others.
-                let cwnd = slot.path.conn.congestion_state().window();
-                slot.path.conn.set_send_window((2 * cwnd).max(64 * 1024));
-            }
-            let copy = (!schedule.copy_to.is_empty()).then_some(&mut copies);
-            let before = slot.path.counters.frames_sent;
-            slot.path.write(
-                &mut session.streams,
-                session.config.streams_per_carrier as usize,
-                session.config.max_carriers_per_path as usize,
-                schedule.allowance,
-                copy,
-            )?;
-            pulled = slot.path.counters.frames_sent > before;
-        }
-        while let Some(event) = session.streams.poll_event() {
-            self.events.push_back(stream_event(h, event));
-        }
-        let role = session.role;
-        if !copies.is_empty() {
-            for k in &schedule.copy_to {
-                if let Some(other) = self.paths.get_mut(k) {
-                    other.path.push_copies(&copies);
-                    self.dirty.insert(*k);
-                }
-            }
-        }
-        if schedule.multipath && pulled {
-            // Another path to the peer may take what this one could not, or its turn.
-            self.mark_dirty_except(h, key);
-        }
-        self.write_delegated(key, h)?;
-        if role == Role::Client {
-            self.settle_pulls(now, h);
-        }
-        Ok(())
-    }
-
-    /// A path's QUIC connection was lost (not by this side's own close).
-    fn path_lost(&mut self, now: Instant, h: SessionHandle, path: PathId, error: SessionError) {
-        let role = self.sessions.get(&h).map(|s| s.role);
-        if role == Some(Role::Client) && path != PathId::PRIMARY {
-            self.secondary_failed(now, h, path, PathError::Connection(error));
-        } else if role == Some(Role::Primary) && path != PathId::PRIMARY {
-            self.peer_path_lost(now, h, path);
-        } else {
-            self.close_session(h, error);
-            self.close_remaining_paths(now, h);
-        }
-    }
-
-    fn on_control(&mut self, now: Instant, key: usize, kind: Kind) -> Result<(), ProtocolError> {
-        let Some(slot) = self.paths.get_mut(&key) else {
-            return Ok(());
-        };
-        let Some(h) = slot.session else {
-            return self.on_setup(now, key, kind);
-        };
-        if !self.sessions.contains_key(&h) {
-            return Ok(());
-        }
-        if let Kind::Pong(pong) = &kind {
-            slot.path.health.on_pong(now, pong.seq);
-        }
-        let Some(kind) = self.on_multi_control(now, key, h, kind)? else {
-            return Ok(());
-        };
-        let (Some(slot), Some(session)) = (self.paths.get_mut(&key), self.sessions.get_mut(&h))
-        else {
-            return Ok(());
-        };
-        match session.on_control(kind)? {
-            ControlOutcome::Nothing => {}
-            ControlOutcome::Reply(reply) => slot.path.send_control(reply),
-            ControlOutcome::Established => {
-                session.set_state(PathId::PRIMARY, PathState::Active);
-                slot.path.health.start(
-                    now,
-                    session.config.path_health_check_interval,
-                    session.config.path_failure_threshold,
-                );
-                if session.config.metrics_enabled {
-                    session.next_metrics = Some(now + session.config.metrics_interval);
-                }
-                session.record_id();
-                tracing::info!(parent: &session.span, "session established");
-                self.events.push_back(Event::Connected(h));
-                self.qlog_label(key, h, PathId::PRIMARY, "primary");
-            }
-            ControlOutcome::PeerClosed { code, reason } => {
-                let code = VarInt::from_u64(code).unwrap_or(VarInt::MAX);
-                self.close_session(
-                    h,
-                    SessionError::ApplicationClosed {
-                        code,
-                        reason: Bytes::from(reason),
-                    },
-                );
-                for k in self.session_paths(h) {
-                    if let Some(slot) = self.paths.get_mut(&k)
-                        && !slot.path.closing
-                    {
-                        slot.path.close_app(now, code, Bytes::new());
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The first control message of a server path: a Hello makes it a new session.
-    fn on_setup(&mut self, now: Instant, key: usize, kind: Kind) -> Result<(), ProtocolError> {
-        let Some(server) = &self.server else {
-            // The server stopped accepting while this connection's handshake was under way.
-            let code = match kind {
-                Kind::Join(_) => ErrorCode::JoinRefused,
-                _ => ErrorCode::Handshake,
-            };
-            return Err(ProtocolError::new(
-                code,
-                "this server accepts no new sessions",
-            ));
-        };
-        let config = server.config.clone();
-        let joins_only = server.joins_only;
-        let hello = match kind {
-            Kind::Hello(_) if joins_only => {
-                return Err(ProtocolError::new(
-                    ErrorCode::JoinsOnly,
-                    "this server serves only as a secondary",
-                ));
-            }
-            Kind::Hello(hello) => hello,
-            Kind::Join(join) => return self.on_join(now, key, join),
-            kind => {
-                return Err(ProtocolError::new(
-                    ErrorCode::UnexpectedControlMessage,
-                    format!("expected Hello, got {}", crate::session::kind_name(&kind)),
-                ));
-            }
-        };
-        if hello.version != kwik_proto::VERSION {
-            return Err(ProtocolError::new(
-                ErrorCode::VersionMismatch,
-                format!("client speaks version {}", hello.version),
-            ));
-        }
-        let app_protocol =
-            crate::config::choose_app_protocol(&config.app_protocols, &hello.app_protocols)?;
-        let Some(slot) = self.paths.get_mut(&key) else {
-            return Ok(());
-        };
-        let h = SessionHandle(self.next_session);
-        self.next_session += 1;
-        let id: u64 = self.rng.random();
-        let mut session = SessionState::new(Side::Server, id, config.clone(), slot.remote);
-        session
-            .streams
-            .set_peer_limits(limits_from_wire(hello.limits));
-        session.phase = Phase::Established;
-        session.app_protocol = app_protocol.clone();
-        if config.metrics_enabled {
-            session.next_metrics = Some(now + config.metrics_interval);
-        }
-        session.paths.insert(PathId::PRIMARY, key);
-        session.metas.insert(
-            PathId::PRIMARY,
-            PathMeta::new(slot.remote, String::new(), PathState::Active),
-        );
-        slot.session = Some(h);
-        session.label_span(h);
-        label_path_span(&slot.span, h, PathId::PRIMARY, "primary");
-        tracing::info!(parent: &session.span, "session accepted");
-        // Servers probe too: a dead client is noticed within the health window rather
-        // than QUIC's idle timeout.
-        slot.path.health.start(
-            now,
-            config.path_health_check_interval,
-            config.path_failure_threshold,
-        );
-        slot.path.send_control(Kind::Welcome(kwik_proto::Welcome {
-            version: kwik_proto::VERSION,
-            session_id: id,
-            limits: Some(limits_to_wire(local_limits(&config), &config)),
-            app_protocol: app_protocol.map(Vec::from).unwrap_or_default(),
-        }));
-        self.sessions.insert(h, session);
-        self.events.push_back(Event::Incoming(h));
-        self.qlog_label(key, h, PathId::PRIMARY, "primary");
-        Ok(())
     }
 
     /// Sends due health probes and fails paths that went silent.
@@ -1195,35 +586,6 @@ impl Endpoint {
     }
 }
 
-/// One datagram from one path's connection, with the endpoint events sending produced.
-fn transmit_from(
-    quic: &mut quinn_proto::Endpoint,
-    key: usize,
-    slot: &mut PathSlot,
-    now: Instant,
-    max_datagrams: usize,
-    buf: &mut Vec<u8>,
-) -> Option<Transmit> {
-    buf.clear();
-    let t = slot.path.conn.poll_transmit(now, max_datagrams, buf)?;
-    // Sending may have produced endpoint events (new connection ids).
-    let ch = ConnectionHandle(key);
-    while let Some(event) = slot.path.conn.poll_endpoint_events() {
-        if let Some(reply) = quic.handle_event(ch, event) {
-            slot.path.conn.handle_event(reply);
-        }
-    }
-    Some(Transmit {
-        session: slot.session,
-        path: slot.session.map(|_| slot.path.id),
-        destination: t.destination,
-        src_ip: t.src_ip,
-        ecn: t.ecn,
-        size: t.size,
-        segment_size: t.segment_size,
-    })
-}
-
 fn count_sent(stats: &mut EndpointStats, t: &Transmit) {
     let n = match t.segment_size {
         Some(seg) if seg > 0 => t.size.div_ceil(seg),
@@ -1231,19 +593,4 @@ fn count_sent(stats: &mut EndpointStats, t: &Transmit) {
     };
     stats.datagrams_sent += n as u64;
     stats.bytes_sent += t.size as u64;
-}
-
-fn stream_event(session: SessionHandle, e: StreamEvent) -> Event {
-    match e {
-        StreamEvent::Opened(dir) => Event::StreamOpened { session, dir },
-        StreamEvent::Readable(stream) => Event::StreamReadable { session, stream },
-        StreamEvent::Writable(stream) => Event::StreamWritable { session, stream },
-        StreamEvent::Finished(stream) => Event::StreamFinished { session, stream },
-        StreamEvent::Stopped(stream, code) => Event::StreamStopped {
-            session,
-            stream,
-            code,
-        },
-        StreamEvent::Available(dir) => Event::StreamAvailable { session, dir },
-    }
 }

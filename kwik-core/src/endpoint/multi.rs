@@ -1,14 +1,6 @@
-//! Multi-server sessions: which control message each role accepts from which peer, and the
-//! helpers the path (`paths.rs`) and delegation (`delegations.rs`) logic share.
-//!
-//! Who may send what (anything else is `UnexpectedControlMessage`):
-//! - primary -> client: `AddPath`, `RefreshPath`, `RemovePath`, `Delegate` (a signed
-//!   ticket, or a fresher copy of one);
-//! - client -> primary: `PathStatus`, `DelegationUpdate`;
-//! - client -> any server (the primary on path 0 included): `Pull` (a range under a
-//!   ticket), `PullCancel` (another copy delivered it: stop writing it);
-//! - any server -> client: `PullRefused` (with a typed code);
-//! - client -> secondary: `Join` (first); secondary -> client: `JoinResult`.
+//! Multi-server sessions: the public types of adding paths, and the helpers the path
+//! (`paths.rs`) and delegation (`delegations.rs`) logic share. Which control message each
+//! role accepts from which peer is the control table's ([`crate::session::control`]).
 
 use std::time::{Duration, Instant};
 
@@ -18,9 +10,9 @@ use kwik_proto::control_frame::Kind;
 use quinn_proto::VarInt;
 
 use super::{Endpoint, Event};
-use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
+use crate::error::{PathError, SessionError};
 use crate::ids::{PathId, SessionHandle};
-use crate::session::{PathState, Role};
+use crate::session::PathState;
 
 /// Why [`Session::add_path`](crate::Session::add_path) refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,20 +46,6 @@ pub enum PathKind {
 
 /// Most delegations a client tracks, and a server serves, at once per session.
 pub const MAX_DELEGATIONS: usize = 4096;
-
-pub(super) fn refusal(reason: &str) -> ProtocolError {
-    ProtocolError::new(ErrorCode::JoinRefused, reason)
-}
-
-pub(super) fn unexpected(kind: &Kind) -> ProtocolError {
-    ProtocolError::new(
-        ErrorCode::UnexpectedControlMessage,
-        format!(
-            "unexpected control message {}",
-            crate::session::kind_name(kind)
-        ),
-    )
-}
 
 impl Endpoint {
     /// Unix time at `now`, from the anchor given to [`Endpoint::set_wall_clock`].
@@ -168,64 +146,6 @@ impl Endpoint {
             },
             PathState::Removed => Event::PathRemoved { session: h, path },
         });
-    }
-
-    /// Handles the control messages of multi-server sessions; returns the others.
-    pub(super) fn on_multi_control(
-        &mut self,
-        now: Instant,
-        key: usize,
-        h: SessionHandle,
-        kind: Kind,
-    ) -> Result<Option<Kind>, ProtocolError> {
-        let Some(slot) = self.paths.get(&key) else {
-            return Ok(None);
-        };
-        let path = slot.path.id;
-        let Some(role) = self.sessions.get(&h).map(|s| s.role) else {
-            return Ok(None);
-        };
-        let primary = path == PathId::PRIMARY;
-        match (role, kind) {
-            (Role::Client, Kind::AddPath(add)) if primary => self.on_add_path(now, h, add),
-            (Role::Client, Kind::RemovePath(r)) if primary => {
-                self.remove_path(now, h, PathId(r.path_id));
-            }
-            (Role::Client, Kind::Delegate(d)) if primary => self.on_delegate_client(now, h, d)?,
-            (Role::Client, Kind::RefreshPath(r)) if primary => self.on_refresh_path(h, r),
-            (Role::Client, Kind::PullRefused(r)) => self.on_pull_refused(now, h, path, r),
-            (Role::Client, Kind::JoinResult(r)) if !primary => {
-                self.on_join_result(now, h, path, r)?
-            }
-            (Role::Client, Kind::Close(close)) if !primary => {
-                let error = SessionError::ApplicationClosed {
-                    code: VarInt::from_u64(close.code).unwrap_or(VarInt::MAX),
-                    reason: Bytes::from(close.reason),
-                };
-                self.secondary_failed(now, h, path, PathError::Connection(error));
-            }
-            (Role::Primary, Kind::PathStatus(st)) => self.on_path_status(now, h, st)?,
-            (Role::Primary, Kind::DelegationUpdate(u)) => self.on_delegation_update(now, h, u),
-            (Role::Primary | Role::Secondary, Kind::Pull(p)) => self.on_pull(now, h, path, p)?,
-            (Role::Primary | Role::Secondary, Kind::PullCancel(c)) => self.on_pull_cancel(h, c.id),
-            (
-                _,
-                kind @ (Kind::AddPath(_)
-                | Kind::RemovePath(_)
-                | Kind::Delegate(_)
-                | Kind::DelegationUpdate(_)
-                | Kind::Pull(_)
-                | Kind::PullCancel(_)
-                | Kind::PullRefused(_)
-                | Kind::RefreshPath(_)
-                | Kind::PathStatus(_)
-                | Kind::Join(_)
-                | Kind::JoinResult(_)),
-            ) => return Err(unexpected(&kind)),
-            (Role::Secondary, kind @ Kind::Welcome(_)) => return Err(unexpected(&kind)),
-            (_, kind) => return Ok(Some(kind)),
-        }
-        Ok(None)
     }
 
     /// The session ended: every path still open is closed with it.

@@ -9,7 +9,8 @@ use kwik_proto::control_frame::Kind;
 use kwik_proto::{JoinResult, PathStatus};
 use quinn_proto::{Side, VarInt};
 
-use super::multi::{AddPathError, PathKind, refusal, unexpected};
+use super::accept::refusal;
+use super::multi::{AddPathError, PathKind};
 use super::{Endpoint, Event, PathSlot};
 use crate::config::LoadBalancing;
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
@@ -17,8 +18,7 @@ use crate::ids::{PathId, SessionHandle};
 use crate::join;
 use crate::path::{Allowance, Path};
 use crate::scheduler;
-use crate::session::{PathInfo, PathMeta, PathState, Phase, Role, SessionState};
-use crate::streams::Streams;
+use crate::session::{PathInfo, PathMeta, PathState, Phase, Role, unexpected};
 
 /// What [`Endpoint::schedule`] allows one path.
 #[derive(Debug)]
@@ -562,111 +562,6 @@ impl Endpoint {
             .min()
     }
 
-    /// The first control message of a server path was a Join.
-    pub(super) fn on_join(
-        &mut self,
-        now: Instant,
-        key: usize,
-        join: kwik_proto::Join,
-    ) -> Result<(), ProtocolError> {
-        let Some(server) = &self.server else {
-            return Err(refusal("not a server"));
-        };
-        let group = server
-            .group_key
-            .clone()
-            .ok_or_else(|| refusal("this server admits no joins"))?;
-        let config = server.config.clone();
-        let (interval, threshold) = (
-            config.path_health_check_interval,
-            config.path_failure_threshold,
-        );
-        if join.path_id == 0 {
-            return Err(refusal("path 0 is the primary path"));
-        }
-        if join.expiry <= self.unix_secs(now) {
-            return Err(refusal("join proof expired"));
-        }
-        let slot = self
-            .paths
-            .get_mut(&key)
-            .ok_or_else(|| ProtocolError::new(ErrorCode::Internal, "no path"))?;
-        let exporter = slot
-            .path
-            .exporter()
-            .ok_or_else(|| refusal("no keying material"))?;
-        let secret = join::path_secret(&group, join.session_id, join.path_id, join.expiry);
-        if !join::verify(&secret, &exporter, &join.proof) {
-            return Err(refusal("join proof does not verify"));
-        }
-        let path = PathId(join.path_id);
-        let own = self.sessions.iter().find_map(|(h, s)| {
-            let m = s.metas.get(&path)?;
-            (s.role == Role::Primary
-                && s.id == join.session_id
-                && m.same_peer
-                && m.state != PathState::Removed)
-                .then_some(*h)
-        });
-        if let Some(h) = own {
-            // This server at another address: the path joins the session itself.
-            let Some(s) = self.sessions.get_mut(&h) else {
-                return Ok(());
-            };
-            if let Some(old) = s.paths.insert(path, key)
-                && let Some(slot) = self.paths.get_mut(&old)
-                && !slot.path.closing
-            {
-                slot.path
-                    .close_app(now, VarInt::from_u32(0), Bytes::from_static(b"replaced"));
-                self.dirty.insert(old);
-            }
-            if let Some(slot) = self.paths.get_mut(&key) {
-                slot.path.id = path;
-                slot.session = Some(h);
-                slot.path.health.start(now, interval, threshold);
-                slot.path.send_control(join_accepted());
-            }
-            return Ok(());
-        }
-        let Some(slot) = self.paths.get_mut(&key) else {
-            return Ok(());
-        };
-        let h = SessionHandle(self.next_session);
-        self.next_session += 1;
-        let mut session = SessionState::new(Side::Server, join.session_id, config, slot.remote);
-        // A secondary serves delegated ranges only: the client opens no streams on it.
-        session.streams = Streams::new(
-            Side::Server,
-            crate::streams::Limits {
-                max_data: 0,
-                max_stream_data: 0,
-                max_bidi: 0,
-                max_uni: 0,
-            },
-            1,
-        );
-        session.role = Role::Secondary;
-        session.phase = Phase::Established;
-        session.writer_path = path;
-        session.paths.insert(path, key);
-        session.metas.insert(
-            path,
-            PathMeta::new(slot.remote, String::new(), PathState::Active),
-        );
-        slot.path.id = path;
-        slot.session = Some(h);
-        session.label_span(h);
-        super::label_path_span(&slot.span, h, path, "secondary");
-        tracing::info!(parent: &session.span, %path, "joined as a secondary");
-        slot.path.health.start(now, interval, threshold);
-        slot.path.send_control(join_accepted());
-        self.sessions.insert(h, session);
-        self.events.push_back(Event::Incoming(h));
-        self.qlog_label(key, h, path, "secondary");
-        Ok(())
-    }
-
     /// Primary: a same-peer path's connection is gone. The session lives on over its other
     /// paths; the client reports what becomes of the path.
     pub(super) fn peer_path_lost(&mut self, now: Instant, h: SessionHandle, path: PathId) {
@@ -844,13 +739,4 @@ impl Endpoint {
             }
         }
     }
-}
-
-/// A secondary's (or a same-peer address's) answer to a valid Join.
-fn join_accepted() -> Kind {
-    Kind::JoinResult(JoinResult {
-        accepted: true,
-        code: 0,
-        reason: String::new(),
-    })
 }

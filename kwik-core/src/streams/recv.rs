@@ -3,7 +3,12 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use quinn_proto::VarInt;
+use quinn_proto::{Dir, VarInt};
+
+use super::{StreamEvent, Streams, dir_index, violation};
+use crate::error::{ClosedStream, ErrorCode, ProtocolError, ReadError};
+use crate::frame::Frame;
+use crate::ids::StreamId;
 
 #[derive(Debug)]
 pub(super) struct Recv {
@@ -242,5 +247,274 @@ impl Recv {
     /// Whether everything up to the final size has been read.
     pub(super) fn fully_read(&self) -> bool {
         self.final_size == Some(self.read)
+    }
+}
+
+impl Streams {
+    /// Frames that only a sender may receive must name a stream we send on.
+    pub(super) fn check_sender(&self, id: StreamId) -> Result<(), ProtocolError> {
+        if !self.is_local(id) && id.dir() == Dir::Uni {
+            return Err(violation(
+                ErrorCode::StreamState,
+                format!("{id} is receive-only here"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_receiver(&self, id: StreamId) -> Result<(), ProtocolError> {
+        if self.is_local(id) && id.dir() == Dir::Uni {
+            return Err(violation(
+                ErrorCode::StreamState,
+                format!("{id} is send-only here"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Accounts bytes up to `new_end` against the session receive window.
+    pub(super) fn account_received(
+        data_received: &mut u64,
+        local_max_data: u64,
+        r: &mut Recv,
+        new_end: u64,
+    ) -> Result<(), ProtocolError> {
+        if new_end > r.end {
+            *data_received += new_end - r.end;
+            r.end = new_end;
+            if *data_received > local_max_data {
+                return Err(violation(
+                    ErrorCode::FlowControl,
+                    "session receive window exceeded",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_stream(
+        &mut self,
+        id: StreamId,
+        offset: u64,
+        fin: bool,
+        data: Bytes,
+    ) -> Result<(), ProtocolError> {
+        self.check_receiver(id)?;
+        self.ensure_stream(id)?;
+        let Some(r) = self.recv.get_mut(&id) else {
+            return Ok(());
+        };
+        let end = offset + data.len() as u64;
+        let fin_new = fin && r.final_size.is_none();
+        if end > r.max_data {
+            return Err(violation(
+                ErrorCode::FlowControl,
+                format!("{id}: data to {end} beyond the limit {}", r.max_data),
+            ));
+        }
+        if let Some(final_size) = r.final_size {
+            if end > final_size || (fin && end != final_size) {
+                return Err(violation(
+                    ErrorCode::FinalSize,
+                    format!("{id}: final size changed"),
+                ));
+            }
+        } else if fin {
+            if end < r.end {
+                return Err(violation(
+                    ErrorCode::FinalSize,
+                    format!("{id}: fin below data received"),
+                ));
+            }
+            r.final_size = Some(end);
+        }
+        Self::account_received(&mut self.data_received, self.local_max_data, r, end)?;
+        if r.reset.is_some() {
+            return Ok(());
+        }
+        if r.stopped {
+            // Nobody will read it: the credit returns at once.
+            let consumed = end.saturating_sub(r.read);
+            r.read = r.read.max(end);
+            let done = r.final_size.is_some();
+            self.data_consumed += consumed;
+            self.update_max_data();
+            if done {
+                self.recv.remove(&id);
+                self.maybe_free(id);
+            }
+            return Ok(());
+        }
+        let before = r.contiguous;
+        r.insert(offset, data);
+        if r.gap_count > self.max_gaps {
+            return Err(violation(
+                ErrorCode::ReassemblyLimit,
+                format!("{id}: more than {} gaps", self.max_gaps),
+            ));
+        }
+        if r.wants_compaction(self.max_gaps) {
+            let (copied, visited) = r.compact();
+            // The next compaction waits until the map doubles: amortised O(1) per frame.
+            r.compact_at = 2 * r.segments.len();
+            self.counters.reassembly_copied += copied;
+            self.counters.reassembly_visited += visited;
+        }
+        let complete = r.final_size == Some(r.contiguous);
+        if r.contiguous > before || (complete && fin_new) {
+            let threshold = (self.stream_window / 4).max(1);
+            if complete || r.contiguous - r.acked >= threshold {
+                self.signals.data_ack.insert(id, r.contiguous);
+            }
+            if !r.notified {
+                r.notified = true;
+                self.events.push_back(StreamEvent::Readable(id));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_reset(
+        &mut self,
+        id: StreamId,
+        code: u64,
+        final_size: u64,
+    ) -> Result<(), ProtocolError> {
+        self.check_receiver(id)?;
+        self.ensure_stream(id)?;
+        let Some(r) = self.recv.get_mut(&id) else {
+            return Ok(());
+        };
+        if final_size < r.end || r.final_size.is_some_and(|f| f != final_size) {
+            return Err(violation(
+                ErrorCode::FinalSize,
+                format!("{id}: reset final size"),
+            ));
+        }
+        if final_size > r.max_data {
+            return Err(violation(
+                ErrorCode::FlowControl,
+                format!("{id}: reset beyond the limit"),
+            ));
+        }
+        Self::account_received(&mut self.data_received, self.local_max_data, r, final_size)?;
+        r.final_size = Some(final_size);
+        if r.reset.is_some() {
+            return Ok(());
+        }
+        // Unread bytes will never be read: release their credit.
+        self.data_consumed += final_size - r.read;
+        r.read = final_size;
+        r.clear();
+        if r.stopped {
+            self.recv.remove(&id);
+            self.maybe_free(id);
+        } else {
+            r.reset = Some(VarInt::from_u64(code).unwrap_or(VarInt::MAX));
+            if !r.notified {
+                r.notified = true;
+                self.events.push_back(StreamEvent::Readable(id));
+            }
+        }
+        self.update_max_data();
+        Ok(())
+    }
+
+    /// Reads up to `max` contiguous bytes. `Ok(None)` means the stream ended.
+    pub(crate) fn read(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, ReadError> {
+        let r = self.recv.get_mut(&id).ok_or(ReadError::ClosedStream)?;
+        if r.stopped {
+            return Err(ReadError::ClosedStream);
+        }
+        if let Some(code) = r.reset {
+            self.recv.remove(&id);
+            self.maybe_free(id);
+            return Err(ReadError::Reset(code));
+        }
+        let Some(entry) = r.segments.first_entry() else {
+            if r.fully_read() {
+                self.recv.remove(&id);
+                self.maybe_free(id);
+                return Ok(None);
+            }
+            r.notified = false;
+            return Err(ReadError::Blocked);
+        };
+        if *entry.key() != r.read {
+            r.notified = false;
+            return Err(ReadError::Blocked);
+        }
+        let data = if entry.get().len() <= max {
+            entry.remove()
+        } else {
+            let start = *entry.key();
+            let mut rest = entry.remove();
+            let head = rest.split_to(max);
+            r.segments.insert(start + max as u64, rest);
+            head
+        };
+        let n = data.len() as u64;
+        r.held -= n;
+        r.read += n;
+        self.data_consumed += n;
+        self.counters.bytes_read += n;
+        if r.final_size.is_none()
+            && (r.read + self.stream_window).saturating_sub(r.max_data) >= self.stream_window / 2
+        {
+            r.max_data = r.read + self.stream_window;
+            self.signals.max_stream_data.insert(id);
+        }
+        self.update_max_data();
+        Ok(Some(data))
+    }
+
+    pub(super) fn update_max_data(&mut self) {
+        // A stripe's grant may put the limit further ahead than the window.
+        if (self.data_consumed + self.receive_window).saturating_sub(self.local_max_data)
+            >= self.receive_window / 2
+        {
+            self.local_max_data = self.data_consumed + self.receive_window;
+            self.signals.max_data = true;
+        }
+    }
+
+    /// Stops reading: buffered and future data is discarded and the peer asked to stop.
+    pub(crate) fn stop(&mut self, id: StreamId, code: VarInt) -> Result<(), ClosedStream> {
+        let r = self.recv.get_mut(&id).ok_or(ClosedStream)?;
+        if r.stopped {
+            return Err(ClosedStream);
+        }
+        r.stopped = true;
+        r.clear();
+        let consumed = r.end - r.read;
+        r.read = r.end;
+        self.data_consumed += consumed;
+        let done = r.final_size.is_some() || r.reset.is_some();
+        if done {
+            self.recv.remove(&id);
+            self.maybe_free(id);
+        } else {
+            self.signals.once.push_back(Frame::StopSending {
+                id,
+                code: code.into_inner(),
+            });
+        }
+        self.update_max_data();
+        Ok(())
+    }
+
+    /// Frees the stream id once both halves are gone; a peer stream's slot returns as credit.
+    pub(super) fn maybe_free(&mut self, id: StreamId) {
+        if self.send.contains_key(&id) || self.recv.contains_key(&id) {
+            return;
+        }
+        if !self.is_local(id) {
+            let i = dir_index(id.dir());
+            if id.index() >= self.next_accept[i] {
+                self.freed_unaccepted.insert(id);
+            }
+            self.max_remote[i] += 1;
+            self.signals.max_streams[i] = true;
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! exactly.
 
 use super::*;
+use crate::error::{ClosedStream, ReadError, WriteError};
 
 use std::ops::Range;
 

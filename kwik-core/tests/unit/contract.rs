@@ -268,14 +268,14 @@ fn scan_catches_an_offending_line_in_a_scratch_copy() {
     }
     let (_, clean) = scan_tree(&scratch);
     assert!(clean.is_empty(), "{clean:?}");
-    let victim = scratch.join("streams.rs");
+    let victim = scratch.join("streams").join("mod.rs");
     let mut text = std::fs::read_to_string(&victim).unwrap();
     text.push_str("\nfn clock() -> std::time::Instant {\n    std::time::Instant::now()\n}\n");
     std::fs::write(&victim, text).unwrap();
     let (_, dirty) = scan_tree(&scratch);
     std::fs::remove_dir_all(&scratch).unwrap();
     assert_eq!(dirty.len(), 1, "{dirty:?}");
-    assert!(dirty[0].contains("streams.rs:"), "{dirty:?}");
+    assert!(dirty[0].contains("mod.rs:"), "{dirty:?}");
     assert!(dirty[0].ends_with("`Instant::now`"), "{dirty:?}");
 }
 

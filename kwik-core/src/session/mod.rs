@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kwik_proto::control_frame::Kind;
 use quinn_proto::Side;
 
 use crate::config::Config;
@@ -16,6 +15,10 @@ use crate::ids::{PathId, SessionHandle};
 use crate::path::Path;
 use crate::rate::TokenBucket;
 use crate::streams::{Limits, Streams};
+
+mod control;
+
+pub(crate) use control::{Control, handle as control, kind_name, unexpected};
 
 /// What this side is in a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -218,21 +221,6 @@ pub(crate) struct SessionState {
     pub(crate) app_protocol: Option<Bytes>,
 }
 
-/// What a control message asks the endpoint to do beyond the session's own state.
-#[derive(Debug, PartialEq)]
-pub(crate) enum ControlOutcome {
-    Nothing,
-    /// The client's session is now established.
-    Established,
-    /// Reply on the same path.
-    Reply(Kind),
-    /// The peer ended the session gracefully.
-    PeerClosed {
-        code: u64,
-        reason: String,
-    },
-}
-
 pub(crate) fn local_limits(config: &Config) -> Limits {
     Limits {
         max_data: config.receive_window,
@@ -407,72 +395,32 @@ impl SessionState {
         any
     }
 
-    /// Handles a control message received on an established session's path.
-    pub(crate) fn on_control(&mut self, kind: Kind) -> Result<ControlOutcome, ProtocolError> {
-        match kind {
-            Kind::Welcome(welcome)
-                if self.side == Side::Client && self.phase == Phase::Handshaking =>
-            {
-                if welcome.version != kwik_proto::VERSION {
-                    return Err(ProtocolError::new(
-                        ErrorCode::VersionMismatch,
-                        format!("server speaks version {}", welcome.version),
-                    ));
-                }
-                if !welcome.app_protocol.is_empty()
-                    && !self
-                        .config
-                        .app_protocols
-                        .iter()
-                        .any(|p| p[..] == welcome.app_protocol[..])
-                {
-                    return Err(ProtocolError::new(
-                        ErrorCode::NoApplicationProtocol,
-                        "server chose an application protocol this client did not offer",
-                    ));
-                }
-                self.app_protocol =
-                    (!welcome.app_protocol.is_empty()).then(|| Bytes::from(welcome.app_protocol));
-                self.id = welcome.session_id;
-                self.streams
-                    .set_peer_limits(limits_from_wire(welcome.limits));
-                self.phase = Phase::Established;
-                Ok(ControlOutcome::Established)
-            }
-            Kind::Ping(ping) => Ok(ControlOutcome::Reply(Kind::Pong(kwik_proto::Pong {
-                seq: ping.seq,
-            }))),
-            Kind::Pong(_) => Ok(ControlOutcome::Nothing),
-            Kind::Close(close) => Ok(ControlOutcome::PeerClosed {
-                code: close.code,
-                reason: close.reason,
-            }),
-            other => Err(ProtocolError::new(
-                ErrorCode::UnexpectedControlMessage,
-                format!("unexpected control message {}", kind_name(&other)),
-            )),
+    /// Client: the primary's Welcome establishes the session.
+    pub(crate) fn on_welcome(&mut self, welcome: kwik_proto::Welcome) -> Result<(), ProtocolError> {
+        if welcome.version != kwik_proto::VERSION {
+            return Err(ProtocolError::new(
+                ErrorCode::VersionMismatch,
+                format!("server speaks version {}", welcome.version),
+            ));
         }
-    }
-}
-
-/// The message kind's name, for errors and logs.
-pub(crate) fn kind_name(kind: &Kind) -> &'static str {
-    match kind {
-        Kind::Hello(_) => "Hello",
-        Kind::Welcome(_) => "Welcome",
-        Kind::Join(_) => "Join",
-        Kind::JoinResult(_) => "JoinResult",
-        Kind::AddPath(_) => "AddPath",
-        Kind::PathStatus(_) => "PathStatus",
-        Kind::RemovePath(_) => "RemovePath",
-        Kind::Ping(_) => "Ping",
-        Kind::Pong(_) => "Pong",
-        Kind::Delegate(_) => "Delegate",
-        Kind::DelegationUpdate(_) => "DelegationUpdate",
-        Kind::Close(_) => "Close",
-        Kind::Pull(_) => "Pull",
-        Kind::PullCancel(_) => "PullCancel",
-        Kind::PullRefused(_) => "PullRefused",
-        Kind::RefreshPath(_) => "RefreshPath",
+        if !welcome.app_protocol.is_empty()
+            && !self
+                .config
+                .app_protocols
+                .iter()
+                .any(|p| p[..] == welcome.app_protocol[..])
+        {
+            return Err(ProtocolError::new(
+                ErrorCode::NoApplicationProtocol,
+                "server chose an application protocol this client did not offer",
+            ));
+        }
+        self.app_protocol =
+            (!welcome.app_protocol.is_empty()).then(|| Bytes::from(welcome.app_protocol));
+        self.id = welcome.session_id;
+        self.streams
+            .set_peer_limits(limits_from_wire(welcome.limits));
+        self.phase = Phase::Established;
+        Ok(())
     }
 }

@@ -1,0 +1,299 @@
+//! One path: a QUIC connection to one server address, with its control stream and carriers.
+//!
+//! A path moves bytes between QUIC streams and the session: control frames in and out of
+//! the control stream, data-plane frames in and out of carriers. It owns no logical stream
+//! state; that lives in the session's [`Streams`].
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{Connection, Dir, StreamId as QuicStreamId, VarInt};
+use rustc_hash::FxHashMap;
+
+use crate::control::ControlDecoder;
+use crate::error::{ErrorCode, ProtocolError};
+use crate::health::Health;
+use crate::ids::{PathId, StreamId};
+use crate::rate::TokenBucket;
+
+mod control;
+mod delegated;
+mod rx;
+mod tx;
+
+/// Bytes of encoded frames waiting for one carrier to accept them.
+#[derive(Debug, Default)]
+struct CarrierTx {
+    id: Option<QuicStreamId>,
+    pending: VecDeque<Bytes>,
+    /// Logical streams assigned to this carrier.
+    streams: usize,
+}
+
+/// Decoding state of one incoming carrier.
+#[derive(Debug, Default)]
+struct CarrierRx {
+    /// The start of a frame (at most [`frame::MAX_HEAD`] bytes) cut off at the end of what
+    /// was read so far.
+    partial: BytesMut,
+    /// The `STREAM` frame whose payload is being read: it is passed on in the pieces it
+    /// arrives in, never gathered.
+    payload: Option<Payload>,
+    /// Listed in [`Path::readable`].
+    listed: bool,
+}
+
+/// The rest of a `STREAM` frame's payload.
+#[derive(Debug)]
+struct Payload {
+    id: StreamId,
+    offset: u64,
+    left: u64,
+    fin: bool,
+}
+
+impl CarrierRx {
+    /// Whether the carrier stopped inside a frame.
+    fn inside_frame(&self) -> bool {
+        !self.partial.is_empty() || self.payload.is_some()
+    }
+}
+
+/// Transport facts about a path, for stats.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PathCounters {
+    pub(crate) frames_sent: u64,
+    pub(crate) frames_received: u64,
+    pub(crate) raw_sent: u64,
+    pub(crate) raw_displaced: u64,
+    pub(crate) raw_received: u64,
+    pub(crate) stream_bytes_received: u64,
+    pub(crate) stream_bytes_sent: u64,
+    pub(crate) control_sent: u64,
+    pub(crate) control_received: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Path {
+    pub(crate) conn: Connection,
+    pub(crate) id: PathId,
+    control: Option<QuicStreamId>,
+    control_rx: ControlDecoder,
+    control_tx: Vec<u8>,
+    /// Carrier of flow-control and signalling frames, written ahead of data.
+    signal: CarrierTx,
+    carriers: Vec<CarrierTx>,
+    assignment: FxHashMap<StreamId, usize>,
+    rx: FxHashMap<QuicStreamId, CarrierRx>,
+    /// Carriers QUIC reported readable, each listed once (see [`CarrierRx::listed`]).
+    readable: Vec<QuicStreamId>,
+    /// QUIC reported the control stream readable.
+    control_readable: bool,
+    pub(crate) counters: PathCounters,
+    pub(crate) health: Health,
+    /// Authenticated frames heard from the peer at the last look, for health.
+    heard: u64,
+    /// QUIC STREAM frames received at the last look: a stripe lane's progress.
+    pub(crate) stream_frames: u64,
+    /// The streams' release count at the last look (see `release`).
+    release_epoch: u64,
+    /// Packets sent and lost at the last loss sample, for health.
+    loss_mark: (u64, u64),
+    /// Bounds the control messages the peer may send.
+    control_budget: TokenBucket,
+    /// This side closed the connection: nothing more is read or written.
+    pub(crate) closing: bool,
+    /// A raw datagram was handed back for want of room: QUIC says when there is room
+    /// again while sending, so each transmit has the path driven to hear it.
+    pub(crate) raw_blocked: bool,
+    /// Carriers of the delegated ranges this side writes, one per delegation.
+    delegated: BTreeMap<u64, CarrierTx>,
+    /// Carrier of frames copied from another path (redundant scheduling).
+    copy: CarrierTx,
+    /// Reused from drive to drive, so that framing allocates nothing in steady state:
+    /// the streams with data to frame, and one frame's payload pieces.
+    sendable: Vec<StreamId>,
+    pieces: Vec<Bytes>,
+    /// The chunks one carrier read returned, reused likewise.
+    rx_pieces: Vec<Bytes>,
+    /// Frame heads are cut from this buffer, so that they share an allocation (see
+    /// [`stream_header`]).
+    headers: BytesMut,
+}
+
+/// How much of the session's stream data a path may take in one drive (not to be confused
+/// with a `Pull`, the client's request for a delegated range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Allowance {
+    /// None: another path to the peer goes first.
+    None,
+    /// Up to this many frames.
+    Frames(usize),
+}
+
+/// Redundant copies one path may hold for its peer before more are dropped.
+const MAX_COPY_BACKLOG: usize = 4 << 20;
+
+/// Control bytes this side may hold for a peer that does not read its control stream.
+pub(crate) const MAX_CONTROL_BACKLOG: usize = 64 * 1024;
+
+/// A carrier or control stream misbehaved.
+pub(crate) type PathResult<T> = Result<T, ProtocolError>;
+
+impl Path {
+    pub(crate) fn new(conn: Connection, id: PathId, control_rate: u32) -> Self {
+        Self {
+            conn,
+            id,
+            control: None,
+            control_rx: ControlDecoder::default(),
+            control_tx: Vec::new(),
+            signal: CarrierTx::default(),
+            carriers: Vec::new(),
+            assignment: FxHashMap::default(),
+            rx: FxHashMap::default(),
+            readable: Vec::new(),
+            control_readable: false,
+            counters: PathCounters::default(),
+            health: Health::default(),
+            heard: 0,
+            stream_frames: 0,
+            release_epoch: 0,
+            loss_mark: (0, 0),
+            control_budget: TokenBucket::new(control_rate),
+            closing: false,
+            raw_blocked: false,
+            delegated: BTreeMap::new(),
+            copy: CarrierTx::default(),
+            sendable: Vec::new(),
+            pieces: Vec::new(),
+            rx_pieces: Vec::new(),
+            headers: BytesMut::new(),
+        }
+    }
+
+    /// Client side: opens the control stream once the QUIC handshake is done.
+    pub(crate) fn open_control(&mut self) -> PathResult<()> {
+        let id = self.conn.streams().open(Dir::Bi).ok_or_else(|| {
+            ProtocolError::new(ErrorCode::Handshake, "peer allows no control stream")
+        })?;
+        // Control messages (delegations, health) must not queue behind bulk data.
+        let _ = self.conn.send_stream(id).set_priority(2);
+        self.control = Some(id);
+        Ok(())
+    }
+
+    /// Tells health whether the peer was heard from since the last look: any frame of an
+    /// authenticated packet (ACKs, stream data, pings, datagrams) is proof of life, so a
+    /// `Pong` queued behind a full bottleneck does not fail a path that delivers.
+    pub(crate) fn note_progress(&mut self, now: std::time::Instant) {
+        let stats = self.conn.stats();
+        let rx = stats.frame_rx;
+        let heard = rx.acks + rx.stream + rx.ping + rx.datagram + rx.max_data;
+        self.stream_frames = rx.stream;
+        if heard > self.heard {
+            self.heard = heard;
+            self.health.on_progress(now);
+        }
+        // Loss over at least 20 packets a sample, so that a lone loss is not a 100 % rate.
+        let (sent, lost) = (stats.path.sent_packets, stats.path.lost_packets);
+        if sent >= self.loss_mark.0 + 20 {
+            self.health.observe_loss(
+                sent - self.loss_mark.0,
+                lost.saturating_sub(self.loss_mark.1),
+            );
+            self.loss_mark = (sent, lost);
+        }
+    }
+
+    /// Takes QUIC streams the peer opened: the first bidirectional one of a server is the
+    /// control stream, unidirectional ones are carriers; anything else is a violation.
+    pub(crate) fn accept_streams(&mut self, server: bool) -> PathResult<()> {
+        while let Some(id) = self.conn.streams().accept(Dir::Bi) {
+            if !server || self.control.is_some() {
+                return Err(ProtocolError::new(
+                    ErrorCode::UnexpectedStream,
+                    "unexpected bidirectional stream",
+                ));
+            }
+            let _ = self.conn.send_stream(id).set_priority(2);
+            self.control = Some(id);
+            self.control_readable = true;
+        }
+        while let Some(id) = self.conn.streams().accept(Dir::Uni) {
+            self.rx.insert(id, CarrierRx::default());
+            self.mark_readable(id);
+        }
+        Ok(())
+    }
+
+    /// Notes that QUIC has bytes for `id`: the control stream or a carrier taken by
+    /// [`Self::accept_streams`] (other streams are not read).
+    pub(crate) fn mark_readable(&mut self, id: QuicStreamId) {
+        if Some(id) == self.control {
+            self.control_readable = true;
+        } else if let Some(carrier) = self.rx.get_mut(&id)
+            && !carrier.listed
+        {
+            carrier.listed = true;
+            self.readable.push(id);
+        }
+    }
+
+    /// 32 bytes of keying material exported from this connection's TLS session.
+    pub(crate) fn exporter(&self) -> Option<[u8; crate::join::EXPORTER_LEN]> {
+        let mut out = [0u8; crate::join::EXPORTER_LEN];
+        self.conn
+            .crypto_session()
+            .export_keying_material(&mut out, crate::join::EXPORTER_LABEL, b"")
+            .ok()?;
+        Some(out)
+    }
+
+    /// Whether QUIC refused bytes this path holds: its send window is full.
+    pub(crate) fn is_backlogged(&self) -> bool {
+        self.carriers.iter().any(|c| !c.pending.is_empty())
+    }
+
+    /// Carriers open for writing.
+    pub(crate) fn carrier_count(&self) -> usize {
+        self.carriers.len()
+    }
+
+    /// Logical streams holding a carrier slot on this path.
+    pub(crate) fn assigned_streams(&self) -> usize {
+        self.assignment.len()
+    }
+
+    /// Closes the QUIC connection over a KWIK protocol error.
+    pub(crate) fn close_with(&mut self, now: std::time::Instant, error: &ProtocolError) {
+        let mut reason = error.reason.clone().into_bytes();
+        reason.truncate(512);
+        self.conn
+            .close(now, error.code.to_wire(), Bytes::from(reason));
+        self.shut();
+    }
+
+    /// Closes the QUIC connection with an application code.
+    pub(crate) fn close_app(&mut self, now: std::time::Instant, code: VarInt, reason: Bytes) {
+        self.conn.close(now, code, reason);
+        self.shut();
+    }
+}
+
+impl Path {
+    /// Drops everything queued: a closed connection sends no more stream data.
+    fn shut(&mut self) {
+        self.closing = true;
+        self.control_tx = Vec::new();
+        self.signal.pending.clear();
+        for c in &mut self.carriers {
+            c.pending.clear();
+        }
+        self.delegated.clear();
+        self.copy.pending.clear();
+        self.rx.clear();
+        self.readable.clear();
+        self.control_readable = false;
+    }
+}

@@ -1,0 +1,293 @@
+//! Sending on a path: the session's frames cut onto carriers (the signal carrier first),
+//! copies for redundant scheduling, and carriers released when their streams finish.
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{Connection, Dir};
+
+use super::{Allowance, CarrierTx, MAX_COPY_BACKLOG, Path, PathResult};
+use crate::error::{ErrorCode, ProtocolError};
+use crate::frame::{self, MAX_HEADER};
+use crate::ids::StreamId;
+use crate::streams::{FRAME_PAYLOAD, Streams};
+
+impl Path {
+    /// Moves signalling and data frames from the session into carriers and on into QUIC.
+    pub(crate) fn write(
+        &mut self,
+        streams: &mut Streams,
+        streams_per_carrier: usize,
+        max_carriers: usize,
+        allowance: Allowance,
+        copies: Option<&mut Vec<Bytes>>,
+    ) -> PathResult<()> {
+        // A connection still in its handshake cannot open streams yet: what it would take
+        // (credit updates above all) waits in the session for a path that can send.
+        if self.conn.is_handshaking() {
+            return Ok(());
+        }
+        self.write_signals(streams)?;
+        self.flush_copies()?;
+        // Frames already taken go out first, whether or not more are taken.
+        for carrier in &mut self.carriers {
+            flush(&mut self.conn, carrier)?;
+        }
+        match allowance {
+            Allowance::None => Ok(()),
+            Allowance::Frames(limit) => {
+                self.write_data(streams, streams_per_carrier, max_carriers, limit, copies)
+            }
+        }
+    }
+
+    pub(super) fn write_signals(&mut self, streams: &mut Streams) -> PathResult<()> {
+        let mut buf = BytesMut::new();
+        while buf.len() < 64 * 1024 {
+            let Some(frame) = streams.poll_signal() else {
+                break;
+            };
+            frame.encode(&mut buf);
+            self.counters.frames_sent += 1;
+        }
+        // The signal carrier opens before any data carrier: the peer's limit on QUIC streams
+        // follows its own carrier limit, which may be below ours, and data carriers must not
+        // use up the stream it needs.
+        if (!buf.is_empty() || streams.sendable().next().is_some()) && !self.open_signal() {
+            return Err(ProtocolError::new(
+                ErrorCode::StreamLimit,
+                "peer allows no carrier",
+            ));
+        }
+        if !buf.is_empty() {
+            self.signal.pending.push_back(buf.freeze());
+        }
+        flush(&mut self.conn, &mut self.signal)
+    }
+
+    /// Opens the signal carrier if it is not open yet; returns whether it is. Every other
+    /// carrier (data, copies, delegated ranges) opens only after it, so that none of them
+    /// can use up the QUIC stream it needs.
+    pub(super) fn open_signal(&mut self) -> bool {
+        if self.signal.id.is_some() {
+            return true;
+        }
+        let Some(id) = self.conn.streams().open(Dir::Uni) else {
+            return false;
+        };
+        // Credit updates must not queue behind bulk data.
+        let _ = self.conn.send_stream(id).set_priority(1);
+        self.signal.id = Some(id);
+        true
+    }
+
+    pub(super) fn write_data(
+        &mut self,
+        streams: &mut Streams,
+        per_carrier: usize,
+        max_carriers: usize,
+        mut limit: usize,
+        mut copies: Option<&mut Vec<Bytes>>,
+    ) -> PathResult<()> {
+        loop {
+            self.release(streams);
+            let mut ids = std::mem::take(&mut self.sendable);
+            ids.clear();
+            ids.extend(streams.sendable());
+            let result = self.write_frames(
+                streams,
+                &ids,
+                per_carrier,
+                max_carriers,
+                &mut limit,
+                copies.as_deref_mut(),
+            );
+            self.sendable = ids;
+            if !result? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One round of [`Self::write_data`] over `ids`: frames at most one frame per stream.
+    /// Returns whether anything was framed (and `limit` is not used up).
+    pub(super) fn write_frames(
+        &mut self,
+        streams: &mut Streams,
+        ids: &[StreamId],
+        per_carrier: usize,
+        max_carriers: usize,
+        limit: &mut usize,
+        mut copies: Option<&mut Vec<Bytes>>,
+    ) -> PathResult<bool> {
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        let mut progress = false;
+        for &id in ids {
+            if *limit == 0 {
+                return Ok(false);
+            }
+            let Some(c) = self.carrier_for(id, per_carrier, max_carriers) else {
+                continue;
+            };
+            let carrier = &mut self.carriers[c];
+            flush(&mut self.conn, carrier)?;
+            if !carrier.pending.is_empty() {
+                continue;
+            }
+            let pieces = &mut self.pieces;
+            pieces.clear();
+            let Some((offset, fin)) = streams.poll_data_into(id, FRAME_PAYLOAD, pieces) else {
+                continue;
+            };
+            let len: usize = pieces.iter().map(Bytes::len).sum();
+            let header = stream_header(&mut self.headers, id, offset, len, fin);
+            if let Some(copies) = copies.as_deref_mut() {
+                copies.push(header.clone());
+                copies.extend(pieces.iter().cloned());
+            }
+            carrier.pending.push_back(header);
+            carrier.pending.extend(pieces.drain(..));
+            self.counters.frames_sent += 1;
+            self.counters.stream_bytes_sent += len as u64;
+            flush(&mut self.conn, carrier)?;
+            progress = true;
+            *limit -= 1;
+        }
+        Ok(progress)
+    }
+
+    /// Queues frames another path sent, to send them here too (redundant scheduling).
+    /// Beyond [`MAX_COPY_BACKLOG`] queued bytes, copies are dropped: the other path
+    /// carries them anyway.
+    pub(crate) fn push_copies(&mut self, frames: &[Bytes]) {
+        let queued: usize = self.copy.pending.iter().map(Bytes::len).sum();
+        if queued > MAX_COPY_BACKLOG {
+            return;
+        }
+        self.copy.pending.extend(frames.iter().cloned());
+        self.counters.stream_bytes_sent += frames.iter().map(|f| f.len() as u64).sum::<u64>();
+    }
+
+    pub(super) fn flush_copies(&mut self) -> PathResult<()> {
+        if self.copy.pending.is_empty() {
+            return Ok(());
+        }
+        if self.copy.id.is_none() {
+            if !self.open_signal() {
+                return Ok(());
+            }
+            let Some(id) = self.conn.streams().open(Dir::Uni) else {
+                return Ok(());
+            };
+            self.copy.id = Some(id);
+        }
+        flush(&mut self.conn, &mut self.copy)
+    }
+
+    /// Frees the carrier slots of streams that stopped sending.
+    pub(super) fn release(&mut self, streams: &mut Streams) {
+        // Every path to the peer frees its own slots: a shared list of released streams
+        // would free them on whichever path drained it first, and leak on the others.
+        let epoch = streams.release_epoch();
+        if epoch == self.release_epoch {
+            return;
+        }
+        let carriers = &mut self.carriers;
+        match streams.released_since(self.release_epoch) {
+            Some(released) => {
+                for id in released {
+                    if !streams.holds_carrier(id)
+                        && let Some(c) = self.assignment.remove(&id)
+                    {
+                        carriers[c].streams -= 1;
+                    }
+                }
+            }
+            None => self.assignment.retain(|id, c| {
+                let keep = streams.holds_carrier(*id);
+                if !keep {
+                    carriers[*c].streams -= 1;
+                }
+                keep
+            }),
+        }
+        self.release_epoch = epoch;
+    }
+
+    /// The carrier of `id`, assigning one (and opening a QUIC stream) if needed.
+    pub(super) fn carrier_for(
+        &mut self,
+        id: StreamId,
+        per_carrier: usize,
+        max_carriers: usize,
+    ) -> Option<usize> {
+        if let Some(c) = self.assignment.get(&id) {
+            return Some(*c);
+        }
+        let least = (0..self.carriers.len()).min_by_key(|c| (self.carriers[*c].streams, *c));
+        let c = match least {
+            Some(c) if self.carriers[c].streams < per_carrier => c,
+            _ if self.carriers.len() < max_carriers => match self.conn.streams().open(Dir::Uni) {
+                Some(qid) => {
+                    self.carriers.push(CarrierTx {
+                        id: Some(qid),
+                        ..CarrierTx::default()
+                    });
+                    self.carriers.len() - 1
+                }
+                None => least?,
+            },
+            _ => least?,
+        };
+        self.carriers[c].streams += 1;
+        self.assignment.insert(id, c);
+        Some(c)
+    }
+}
+
+/// Bytes of frame heads one allocation holds: some 150 heads.
+const HEADER_ARENA: usize = 4096;
+
+/// Encodes a STREAM frame head into `arena` and cuts it off. Heads share the arena's
+/// allocation, which is reclaimed once QUIC dropped every head cut from it (or replaced by
+/// a new one while some are still unacknowledged): one allocation per some 150 frames
+/// instead of one per frame.
+pub(super) fn stream_header(
+    arena: &mut BytesMut,
+    id: StreamId,
+    offset: u64,
+    len: usize,
+    fin: bool,
+) -> Bytes {
+    if arena.capacity() < MAX_HEADER {
+        arena.reserve(HEADER_ARENA);
+    }
+    frame::encode_stream_header(id, offset, len, fin, arena);
+    arena.split().freeze()
+}
+
+/// Writes as much of `carrier`'s pending bytes as QUIC takes now.
+pub(super) fn flush(conn: &mut Connection, carrier: &mut CarrierTx) -> PathResult<()> {
+    let Some(id) = carrier.id else {
+        return Ok(());
+    };
+    while !carrier.pending.is_empty() {
+        let chunks = carrier.pending.make_contiguous();
+        match conn.send_stream(id).write_chunks(chunks) {
+            Ok(written) => {
+                carrier.pending.drain(..written.chunks);
+                if written.bytes == 0 {
+                    break;
+                }
+            }
+            Err(quinn_proto::WriteError::Blocked) => break,
+            Err(_) => {
+                return Err(ProtocolError::new(
+                    ErrorCode::UnexpectedStream,
+                    "peer stopped a carrier",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
