@@ -18,7 +18,7 @@ use kwik_proto::control_frame::Kind;
 use prost::Message;
 
 #[allow(unreachable_pub, dead_code)]
-#[path = "../../fuzz/src/harness.rs"]
+#[path = "../../fuzz/src/harness/mod.rs"]
 mod harness;
 
 fn corpus_dir(target: &str) -> PathBuf {

@@ -13,7 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// The source roots checked: every library in the workspace and the test support.
+/// The source roots checked: every library in the workspace, the test support, the fuzz
+/// harnesses and the examples split into modules.
 const ROOTS: &[&str] = &[
     "proto/src",
     "kwik-core/src",
@@ -23,6 +24,8 @@ const ROOTS: &[&str] = &[
     "kwik-h3/src",
     "tests/src",
     "examples/src",
+    "examples/perf",
+    "fuzz/src",
 ];
 
 type Module = Vec<String>;

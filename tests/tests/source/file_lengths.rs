@@ -1,0 +1,152 @@
+//! No source file over 800 lines: a file that long holds more than one owner's code. Files
+//! that hold only `#[cfg(test)]` code (declared as `#[cfg(test)] mod x;`) are exempt.
+
+use std::path::{Path, PathBuf};
+
+/// Most lines a source file may have.
+const MAX_LINES: usize = 800;
+
+/// Where the rule holds: the libraries, the examples, the test support and the fuzz
+/// harnesses (integration test files under `*/tests/` are scenarios, not code to reuse).
+const ROOTS: &[&str] = &[
+    "proto/src",
+    "kwik-core/src",
+    "kwik-async/src",
+    "kwik-tokio/src",
+    "kwik-smol/src",
+    "kwik-h3/src",
+    "examples",
+    "tests/src",
+    "fuzz/src",
+    "fuzz/fuzz_targets",
+];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits in the workspace")
+        .to_path_buf()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            // An example's own integration tests are scenarios like any crate's.
+            if path.file_name().is_some_and(|n| n != "tests") {
+                rust_files(&path, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Whether `file` is a module its parent declares under `#[cfg(test)]`.
+fn test_only(file: &Path) -> bool {
+    let Some(stem) = file.file_stem().and_then(|s| s.to_str()) else {
+        return false;
+    };
+    let Some(dir) = file.parent() else {
+        return false;
+    };
+    let (name, parents) = if stem == "mod" {
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        let up = dir.parent().unwrap_or(dir);
+        (
+            name.to_owned(),
+            vec![
+                up.join("mod.rs"),
+                up.join("lib.rs"),
+                up.join("main.rs"),
+                up.with_extension("rs"),
+            ],
+        )
+    } else {
+        (
+            stem.to_owned(),
+            vec![
+                dir.join("mod.rs"),
+                dir.join("lib.rs"),
+                dir.join("main.rs"),
+                dir.with_extension("rs"),
+            ],
+        )
+    };
+    parents
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .any(|text| declared_under_cfg_test(&text, &name))
+}
+
+/// Whether `text` declares `mod name;` with `#[cfg(test)]` among the attributes above it.
+fn declared_under_cfg_test(text: &str, name: &str) -> bool {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    lines.iter().enumerate().any(|(i, line)| {
+        let declared = line
+            .trim_start_matches("pub ")
+            .trim_start_matches("pub(crate) ")
+            .strip_prefix("mod ")
+            .is_some_and(|rest| rest == format!("{name};"));
+        declared
+            && lines[..i]
+                .iter()
+                .rev()
+                .take_while(|l| l.starts_with("#["))
+                .any(|l| *l == "#[cfg(test)]")
+    })
+}
+
+#[test]
+fn no_source_file_over_800_lines() {
+    let root = workspace();
+    let mut files = Vec::new();
+    for dir in ROOTS {
+        let dir = root.join(dir);
+        assert!(dir.is_dir(), "missing source root {}", dir.display());
+        rust_files(&dir, &mut files);
+    }
+    assert!(files.len() > 50, "found only {} files", files.len());
+    let mut long = Vec::new();
+    for file in &files {
+        let lines = std::fs::read_to_string(file)
+            .expect("readable source")
+            .lines()
+            .count();
+        if lines > MAX_LINES && !test_only(file) {
+            long.push(format!(
+                "{} ({lines} lines)",
+                file.strip_prefix(&root).unwrap_or(file).display()
+            ));
+        }
+    }
+    assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:#?}");
+}
+
+#[test]
+fn only_a_cfg_test_declaration_exempts_a_file() {
+    assert!(declared_under_cfg_test(
+        "#[cfg(test)]\n#[allow(clippy::unwrap_used)]\nmod tests;\n",
+        "tests"
+    ));
+    assert!(!declared_under_cfg_test("mod tests;\n", "tests"));
+    assert!(!declared_under_cfg_test(
+        "#[cfg(test)]\nfn helper() {}\nmod tests;\n",
+        "tests"
+    ));
+    assert!(!declared_under_cfg_test(
+        "#[cfg(test)]\nmod other;\n",
+        "tests"
+    ));
+    // The exemption the rule relies on today: the stream state's unit tests.
+    let streams = workspace().join("kwik-core/src/streams/tests.rs");
+    assert!(test_only(&streams));
+    assert!(!test_only(
+        &workspace().join("kwik-core/src/streams/send.rs")
+    ));
+}
