@@ -1,14 +1,19 @@
 //! KWIK control-plane messages.
 //!
-//! The types are generated at build time from `control.proto` by prost, using protox as
-//! the protobuf compiler, so no `protoc` binary is needed. Framing (length prefixes, size
-//! bounds) lives in `kwik-core`, next to the state machine that consumes the messages.
+//! The types are generated from `control.proto` by prost (with protox as the protobuf
+//! compiler) and committed as `kwik.control.v1.rs`, so building needs no `protoc` and no
+//! build script: after changing `control.proto`, run
+//! `cargo run --manifest-path proto/codegen/Cargo.toml` (a source test checks the file
+//! was regenerated).
+//!
+//! Framing (length prefixes, size bounds) lives in `kwik-core`, next to the state machine
+//! that consumes the messages.
 #![forbid(unsafe_code)]
 #![allow(missing_docs, unreachable_pub, clippy::all)]
 
 /// Version 1 of the control protocol (`package kwik.control.v1`).
 pub mod v1 {
-    include!(concat!(env!("OUT_DIR"), "/kwik.control.v1.rs"));
+    include!("kwik.control.v1.rs");
 }
 
 pub use v1::*;
