@@ -57,6 +57,7 @@ impl ControlDecoder {
     }
 
     /// Bytes held that do not yet form a whole frame.
+    #[cfg_attr(not(feature = "_internal_test_exports"), allow(dead_code))]
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }

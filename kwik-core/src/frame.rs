@@ -135,6 +135,7 @@ impl Frame {
     /// Returns `Ok(None)` when `buf` holds only part of a frame (nothing is consumed), and
     /// otherwise removes the frame's bytes from `buf`. A `STREAM` payload is a zero-copy
     /// slice of `buf`.
+    #[cfg_attr(not(feature = "_internal_test_exports"), allow(dead_code))]
     pub fn decode(buf: &mut Bytes) -> Result<Option<Self>, FrameError> {
         let mut rest = buf.clone();
         let frame = match Self::decode_head(&mut rest)? {
@@ -168,6 +169,7 @@ impl Frame {
     ///
     /// Returns `Ok(None)` when `buf` holds only part of the head (nothing is consumed), and
     /// otherwise removes the head's bytes from `buf`. A head is at most [`MAX_HEAD`] bytes.
+    #[cfg_attr(not(feature = "_internal_test_exports"), allow(dead_code))]
     pub fn decode_head(buf: &mut Bytes) -> Result<Option<Head>, FrameError> {
         let decoded = Self::parse_head(buf)?;
         if let Some((_, used)) = decoded {

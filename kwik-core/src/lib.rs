@@ -15,13 +15,13 @@
 //! server at once ([`SendStream::stripe`]). Either way it signs a [`ticket`] that says what
 //! may be sent; the client, which sees every path, pulls the ranges under it: a plain
 //! delegation from its one server, a stripe chunk by chunk from every server over its own
-//! path, on a schedule of its own ([`stripe`]). Every server checks the ticket of each pull
+//! path, on a schedule of its own (`stripe.rs`). Every server checks the ticket of each pull
 //! and writes what it is asked for through [`Session::accept_delegation`] and
 //! [`Session::delegated`]. The client checks each byte against the ranges the path owes,
 //! reassembles by offset, re-pulls what a failed or stalled path owes from the others, and
 //! reports each delegation done or failed (with the first missing byte) to the primary.
 //! [`Session::add_same_peer_path`] adds another address of the primary itself: then the
-//! session's own stream frames are spread over those paths by [`scheduler`] and
+//! session's own stream frames are spread over those paths by the scheduler (`scheduler.rs`) and
 //! reinjected if one dies.
 //!
 //! # Limits on what a peer can make this side hold
@@ -34,12 +34,49 @@
 //! | received, unread bytes | peer data | `stream_receive_window` per stream, `receive_window` per session (plus the length of each stripe the primary announced, pulled no further than the stream window) |
 //! | reassembly entries per stream | out-of-order frames | `max_reassembly_gaps` gaps (else `ReassemblyLimit`); runs of small segments merged with work linear in the bytes |
 //! | retained bytes (same-peer multipath) | unacknowledged writes | the stream window per stream; at the cap the stream waits for `DATA_ACK` |
-//! | control messages | peer control frames | `max_control_messages_per_sec` (else `ControlRate`); frames of at most [`control::MAX_CONTROL_FRAME`] bytes; 64 KiB of answers queued for a peer that does not read |
+//! | control messages | peer control frames | `max_control_messages_per_sec` (else `ControlRate`); frames of at most 16 KiB; 64 KiB of answers queued for a peer that does not read |
 //! | carriers (QUIC streams) per path | peer opens | `max_carriers_per_path` + 1 (QUIC's own stream limit) |
 //! | raw datagrams queued | peer datagrams | `Config::raw_receive_queue` (default [`RAW_QUEUE_LIMIT`]), then dropped |
 //! | tickets held, pulls owed (client) | primary `Delegate`s, pulls | [`MAX_DELEGATIONS`] each (else `Delegation`) |
 //! | pulls served (any server) | client `Pull`s | [`MAX_DELEGATIONS`] (else a `Limit` refusal), each within its ticket's budget |
 //! | ticket budgets (any server) | tickets served | [`ticket::MAX_BUDGET_ENTRIES`], forgotten at expiry |
+//!
+//! # Engine map
+//!
+//! Who owns what:
+//!
+//! | owner | holds |
+//! |---|---|
+//! | [`Endpoint`] (`endpoint/mod.rs`) | quinn-proto's endpoint; every QUIC connection as a path slot keyed by quinn-proto's connection handle (a connection not yet in a session included); every session by [`SessionHandle`]; the queue of [`Event`]s; the set of paths with work to do; ticket key and budgets |
+//! | path slot, `path::Path` (`path/`) | one QUIC connection: its control stream (`control.rs`), the carriers it receives on (`rx.rs`) and sends on (`tx.rs`), delegated carriers (`delegated.rs`), health probes, counters; its session's handle and its [`PathId`] |
+//! | session state (`session/mod.rs`) | role and phase, config, the logical streams (`streams::Streams`), what each path is (state, address, credentials, last figures) and which connection carries it, raw datagrams, and the role's delegation state: tickets issued (primary), held and pulls owed (client), ranges served (any server) |
+//! | `streams::Streams` (`streams/`) | per logical stream: receive reassembly and flow control (`recv.rs`), send buffers and credit (`send.rs`), the flow-control frames owed (`signals.rs`), delegated and striped credit (`delegated.rs`), bytes kept for reinjection (`retain.rs`) |
+//! | control table (`session/control.rs`) | which control message each role accepts on which path, answered as a `Control` that `endpoint/apply.rs` applies |
+//!
+//! A datagram in, a stream read, and a datagram out:
+//!
+//! 1. [`Endpoint::handle_datagram`] hands the datagram to quinn-proto, which names the
+//!    connection; the path is marked to drive. A datagram for no known connection is a
+//!    new connection: `endpoint/accept.rs` admits it (within `max_sessions`) as a path that
+//!    has no session yet.
+//! 2. The next `poll_*` call drives every marked path (`endpoint/drive.rs`): quinn-proto's
+//!    events (connected: open the control stream and send `Hello` or `Join`; carriers
+//!    opened; readable streams), then the control stream. A path without a session takes
+//!    only `Hello` (a new session) or `Join` (a secondary's or a same-peer address's path)
+//!    in `accept.rs`; any other message goes through the control table and is applied.
+//! 3. The path decodes its carriers into data-plane frames (`frame.rs`). On a client,
+//!    a secondary's frames are first checked against the ranges the client pulled there.
+//!    `Streams::on_frame` reassembles them by offset under the stream and session windows
+//!    and queues `StreamReadable`, surfaced as [`Event::StreamReadable`].
+//! 4. The application reads through [`RecvStream::read`]; the freed window becomes a
+//!    `MAX_STREAM_DATA` or `MAX_DATA` frame owed to the peer, and the path is marked.
+//! 5. Driving the path again writes: owed flow-control frames first on the signal carrier,
+//!    then as many stream frames as the scheduler allows this path (all of them with
+//!    one path to the peer), then delegated ranges. The frames go into QUIC streams.
+//! 6. [`Endpoint::poll_transmit`] asks the paths in turn for a datagram and returns it as a
+//!    [`Transmit`] naming the session and path; [`Endpoint::poll_timeout`] says when
+//!    [`Endpoint::handle_timeout`] must run next (QUIC timers, health probes, retries,
+//!    ticket refresh, stripe schedules, metrics).
 //!
 //! # Contract
 //!
@@ -59,23 +96,51 @@
 #![warn(missing_docs)]
 
 mod config;
-pub mod control;
 mod delegation;
 mod endpoint;
 mod error;
-pub mod frame;
-pub mod health;
 mod ids;
 pub mod join;
 mod path;
-pub mod rate;
-pub mod scheduler;
 mod session;
 mod stats;
 mod streams;
-pub mod stripe;
 pub mod ticket;
 mod varint;
+
+// The engine's internals that only its own tests and fuzz targets reach: the wire codecs
+// (to play a hostile peer) and the policies (to test them alone). The
+// `_internal_test_exports` feature makes them public; they are not part of the API.
+#[cfg(feature = "_internal_test_exports")]
+pub mod control;
+#[cfg(not(feature = "_internal_test_exports"))]
+#[allow(unreachable_pub)]
+mod control;
+#[cfg(feature = "_internal_test_exports")]
+pub mod frame;
+#[cfg(not(feature = "_internal_test_exports"))]
+#[allow(unreachable_pub)]
+mod frame;
+#[cfg(feature = "_internal_test_exports")]
+pub mod health;
+#[cfg(not(feature = "_internal_test_exports"))]
+#[allow(unreachable_pub)]
+mod health;
+#[cfg(feature = "_internal_test_exports")]
+pub mod rate;
+#[cfg(not(feature = "_internal_test_exports"))]
+#[allow(unreachable_pub)]
+mod rate;
+#[cfg(feature = "_internal_test_exports")]
+pub mod scheduler;
+#[cfg(not(feature = "_internal_test_exports"))]
+#[allow(unreachable_pub)]
+mod scheduler;
+#[cfg(feature = "_internal_test_exports")]
+pub mod stripe;
+#[cfg(not(feature = "_internal_test_exports"))]
+#[allow(unreachable_pub)]
+mod stripe;
 
 pub use config::{
     ALPN, ClientConfig, Config, ConfigError, LoadBalancing, RAW_QUEUE_LIMIT, ServerConfig,

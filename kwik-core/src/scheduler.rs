@@ -82,9 +82,3 @@ pub fn allowance(strategy: LoadBalancing, paths: &[PathFacts], me: PathId) -> (b
     }
     (false, 0)
 }
-
-/// The old name of [`allowance`]: "pull" is a client's request for a delegated range.
-#[deprecated(since = "0.1.0", note = "renamed to `allowance`")]
-pub fn may_pull(strategy: LoadBalancing, paths: &[PathFacts], me: PathId) -> (bool, usize) {
-    allowance(strategy, paths, me)
-}

@@ -120,6 +120,7 @@ pub struct Plan {
 #[derive(Debug)]
 pub struct Stripe {
     /// Offset of the body's first byte in the stream.
+    #[cfg_attr(not(feature = "_internal_test_exports"), allow(dead_code))]
     base: u64,
     /// First byte not yet assigned.
     next: u64,
@@ -161,6 +162,7 @@ impl Stripe {
     }
 
     /// Offset of the body within the stream.
+    #[cfg_attr(not(feature = "_internal_test_exports"), allow(dead_code))]
     pub fn base(&self) -> u64 {
         self.base
     }

@@ -11,7 +11,7 @@ use crate::stats::SessionStats;
 use crate::streams::StreamEvent;
 use crate::ticket::TicketError;
 
-/// A datagram to send. The payload is in the buffer passed to [`Endpoint::poll_transmit`].
+/// A datagram to send. The payload is in the buffer passed to [`Endpoint::poll_transmit`](crate::Endpoint::poll_transmit).
 #[derive(Debug, Clone, Copy)]
 pub struct Transmit {
     /// The session the datagram belongs to, if any (handshake refusals have none).
@@ -89,7 +89,7 @@ pub enum Event {
         /// Their direction.
         dir: Dir,
     },
-    /// Raw datagrams arrived: call [`Session::read_raw`].
+    /// Raw datagrams arrived: call [`Session::read_raw`](crate::Session::read_raw).
     RawDatagram {
         /// The session.
         session: SessionHandle,
@@ -141,7 +141,7 @@ pub enum Event {
         /// The path.
         path: PathId,
     },
-    /// This server was delegated a range: call [`Session::accept_delegation`].
+    /// This server was delegated a range: call [`Session::accept_delegation`](crate::Session::accept_delegation).
     DelegationReceived {
         /// The session.
         session: SessionHandle,
