@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| kwik_fuzz::harness::control_decode(data));
+fuzz_target!(|data: &[u8]| kwik_tests::fuzz::control_decode(data));

@@ -1,8 +1,8 @@
 #![no_main]
-//! An established, authenticated peer turns hostile: see `kwik_tests::peer_fuzz::peer_client`.
+//! An established, authenticated peer turns hostile: see `kwik_tests::fuzz::peer::peer_client`.
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    kwik_tests::peer_fuzz::peer_client(data);
+    kwik_tests::fuzz::peer::peer_client(data);
 });

@@ -1,8 +1,8 @@
 #![no_main]
-//! An established, authenticated peer turns hostile: see `kwik_tests::peer_fuzz::peer_primary`.
+//! An established, authenticated peer turns hostile: see `kwik_tests::fuzz::peer::peer_primary`.
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    kwik_tests::peer_fuzz::peer_primary(data);
+    kwik_tests::fuzz::peer::peer_primary(data);
 });

@@ -6,7 +6,8 @@
 //! - [`pair`]: the usual scenario of one server and one client on one link;
 //! - [`certs`]: self-signed certificates and configs;
 //! - [`raw`]: a bare QUIC peer for hostile scenarios;
-//! - [`peer_fuzz`]: fuzz scenarios with hostile established peers;
+//! - [`fuzz`]: the checks behind every fuzz target: the engine harnesses and, in
+//!   [`fuzz::peer`], scenarios with hostile established peers;
 //! - [`cluster`], [`failover`]: the multi-server scenarios (a client, a primary and
 //!   secondaries);
 //! - [`runtimes`]: runners for the suites run on both async runtimes;
@@ -18,9 +19,9 @@ pub mod app;
 pub mod certs;
 pub mod cluster;
 pub mod failover;
+pub mod fuzz;
 pub mod net;
 pub mod pair;
-pub mod peer_fuzz;
 pub mod raw;
 pub mod raw_session;
 pub mod runtimes;

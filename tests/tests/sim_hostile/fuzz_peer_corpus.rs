@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use kwik_tests::peer_fuzz::{PeerReport, peer_client, peer_primary, peer_secondary};
+use kwik_tests::fuzz::peer::{PeerReport, peer_client, peer_primary, peer_secondary};
 
 fn replay(target: &str, run: fn(&[u8]) -> PeerReport) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -82,7 +82,7 @@ fn garbage_on_the_control_stream_closes_the_hostile_session_with_a_typed_error()
 #[test]
 #[ignore = "rewrites fuzz/corpus seeds"]
 fn record_seeds() {
-    use kwik_tests::peer_fuzz::{record_honest_client, record_honest_server};
+    use kwik_tests::fuzz::peer::{record_honest_client, record_honest_server};
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
     let client = record_honest_client();
     let server = record_honest_server();
@@ -104,7 +104,7 @@ fn record_seeds() {
 
 #[test]
 fn honest_recordings_replay_without_closing_anything() {
-    use kwik_tests::peer_fuzz::{record_honest_client, record_honest_server};
+    use kwik_tests::fuzz::peer::{record_honest_client, record_honest_server};
     let client = peer_client(&record_honest_client());
     assert_eq!(client.closed, None, "an honest client's bytes");
     for run in [peer_primary, peer_secondary] {

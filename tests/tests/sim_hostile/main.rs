@@ -1,7 +1,8 @@
 //! Hostile peers in virtual time: raw QUIC peers that break KWIK's protocol, its limits or
-//! its tickets, and the replay of the hostile-peer fuzz corpora. One module per scenario.
+//! its tickets, and the replay of every fuzz corpus. One module per scenario.
 
 mod control_rate;
+mod fuzz_corpus;
 mod fuzz_peer_corpus;
 mod hostile_control;
 mod hostile_frames;

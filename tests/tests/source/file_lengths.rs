@@ -17,7 +17,6 @@ const ROOTS: &[&str] = &[
     "kwik-h3/src",
     "examples",
     "tests/src",
-    "fuzz/src",
     "fuzz/fuzz_targets",
 ];
 

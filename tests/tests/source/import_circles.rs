@@ -25,7 +25,6 @@ const ROOTS: &[&str] = &[
     "tests/src",
     "examples/src",
     "examples/perf",
-    "fuzz/src",
 ];
 
 type Module = Vec<String>;

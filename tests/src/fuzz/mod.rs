@@ -1,8 +1,10 @@
-//! The checks behind every fuzz target.
+//! The checks behind every fuzz target (`fuzz/fuzz_targets`).
 //!
 //! Each function takes the raw fuzz input and panics on a failed check. The fuzz targets
-//! call them, and `kwik-core/tests/fuzz_corpus.rs` includes this module to replay the
-//! committed corpora with the same checks, so it may only use `kwik-core`, `bytes` and std.
+//! call them, and the virtual-time tier replays the committed corpora (`fuzz/corpus`) with
+//! the same checks (`tests/tests/sim_hostile/fuzz_corpus.rs` and `fuzz_peer_corpus.rs`).
+//! The engine harnesses here drive kwik-core directly; [`peer`] plays a hostile
+//! established peer over the test support's simulator.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use kwik_core::{
 mod decode;
 mod input;
 mod multi;
+pub mod peer;
 mod streams;
 
 pub use decode::{control_chunk_size, control_decode, frame_decode};
@@ -22,9 +25,9 @@ pub use multi::{engine_multi, engine_multi_report};
 pub use streams::engine_streams;
 
 /// Self-signed certificate for `localhost` (DER), generated once with rcgen.
-pub const CERT_DER: &[u8] = include_bytes!("../../cert.der");
+pub const CERT_DER: &[u8] = include_bytes!("cert.der");
 /// Its PKCS#8 private key (DER).
-pub const KEY_DER: &[u8] = include_bytes!("../../key.der");
+pub const KEY_DER: &[u8] = include_bytes!("key.der");
 
 /// The fixed clock origin of the engine harnesses: captured once per process, so that a
 /// run's timeline depends on the input only.

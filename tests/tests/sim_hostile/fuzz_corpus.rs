@@ -2,7 +2,7 @@
 //! checks, so that every input the fuzzers found interesting stays a regression test.
 //!
 //! The seeds were written by `write_seed_corpus` below:
-//! `cargo test -p kwik-core --test fuzz_corpus -- --ignored write_seed_corpus`
+//! `cargo test -p kwik-tests --test sim_hostile -- --ignored write_seed_corpus`
 //! (`SEED_TARGETS=engine_multi` writes only the named targets' seeds). The `crash-*` files
 //! are inputs the fuzzers found, minimised.
 #![allow(clippy::unwrap_used)]
@@ -17,9 +17,7 @@ use kwik_core::{Config, Dir, Endpoint, EndpointConfig, StreamId, VarInt};
 use kwik_proto::control_frame::Kind;
 use prost::Message;
 
-#[allow(unreachable_pub, dead_code)]
-#[path = "../../fuzz/src/harness/mod.rs"]
-mod harness;
+use kwik_tests::fuzz as harness;
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -31,16 +31,11 @@ use kwik_proto::control_frame::Kind;
 use quinn_proto::StreamId as QuicStream;
 use quinn_proto::crypto::rustls::QuicServerConfig;
 
+use super::{CERT_DER, KEY_DER};
 use crate::app::{App, payload, sha256};
 use crate::net::LinkConfig;
 use crate::raw::{RawPeer, RawServer, client_config, default_limits};
 use crate::sim::{NodeId, Sim, WALL_CLOCK_START, addr, drive_until};
-
-/// A fixed self-signed certificate for `localhost` (DER), so that a run depends on its
-/// input only (the one the engine fuzz targets use).
-const CERT_DER: &[u8] = include_bytes!("../../fuzz/cert.der");
-/// Its PKCS#8 private key.
-const KEY_DER: &[u8] = include_bytes!("../../fuzz/key.der");
 
 /// What the client application asks the hostile primary for.
 const REQUEST: &[u8] = b"GET /";
