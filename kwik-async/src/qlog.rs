@@ -21,7 +21,8 @@ use std::time::Instant;
 use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 
-use kwik_core::{DelegationOutcome, Event, PathId, Role, SessionHandle, Side};
+use kwik_core::{DelegationOutcome, Event, PathId, Role, SessionHandle};
+use quinn_proto::Side;
 
 /// Connections logged in this process, so that endpoints sharing a directory never pick
 /// the same name.

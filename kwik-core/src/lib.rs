@@ -164,6 +164,6 @@ pub use stats::{EndpointStats, PathStats, SessionStats};
 pub use ticket::TicketError;
 
 pub use bytes::{Bytes, BytesMut};
-pub use quinn_proto::{Dir, EcnCodepoint, Side, VarInt};
+pub use quinn_proto::{Dir, EcnCodepoint, VarInt};
 pub use rustls;
 pub use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};

@@ -759,7 +759,7 @@ pub fn record_honest_server() -> Vec<u8> {
     assert!(up, "handshake");
     sim.raw[peer].hello(default_limits());
     let request = kwik_core::frame::Frame::Stream {
-        id: StreamId::new(kwik_core::Side::Client, Dir::Bi, 0),
+        id: StreamId::new(quinn_proto::Side::Client, Dir::Bi, 0),
         offset: 0,
         fin: true,
         data: Bytes::from_static(REQUEST),

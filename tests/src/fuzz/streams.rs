@@ -104,7 +104,7 @@ impl Peer {
         };
         let me = self.is_client();
         assert_eq!(
-            id.initiator() == kwik_core::Side::Client,
+            id.initiator() == quinn_proto::Side::Client,
             me,
             "{}: opened {id}",
             self.name
@@ -128,7 +128,7 @@ impl Peer {
             return false;
         };
         assert_ne!(
-            id.initiator() == kwik_core::Side::Client,
+            id.initiator() == quinn_proto::Side::Client,
             self.is_client(),
             "{}: accepted its own {id}",
             self.name

@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use kwik_core::{Config, Dir, Side, StreamId};
+use kwik_core::{Config, Dir, StreamId};
 use kwik_tests::app::{App, payload, sha256};
 use kwik_tests::net::LinkConfig;
 use kwik_tests::pair::Pair;
+use quinn_proto::Side;
 
 const WINDOW: u64 = 64 * 1024;
 const A_LEN: usize = 1 << 20;

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kwik_core::frame::{Frame, MAX_STREAM_FRAME_PAYLOAD};
-use kwik_core::{Config, Dir, ErrorCode, Event, Side, StreamId};
+use kwik_core::{Config, Dir, ErrorCode, Event, StreamId};
 use kwik_tests::app::payload;
 use kwik_tests::raw::frames;
 use kwik_tests::raw_session::RawSession;
+use quinn_proto::Side;
 
 #[test]
 fn garbage_on_a_carrier_closes_with_frame_encoding() {

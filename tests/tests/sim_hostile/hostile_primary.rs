@@ -402,8 +402,9 @@ fn a_public_primary_cannot_point_the_client_at_private_addresses() {
 /// when the primary asks for one more.
 #[test]
 fn a_primary_that_never_serves_its_delegations_is_capped_and_closed() {
-    use kwik_core::{ErrorCode, MAX_DELEGATIONS, SessionError, Side, StreamId};
+    use kwik_core::{ErrorCode, MAX_DELEGATIONS, SessionError, StreamId};
     use kwik_proto::{Delegate, Ticket};
+    use quinn_proto::Side;
 
     let primary_addr: SocketAddr = "10.0.0.1:4433".parse().unwrap();
     let mut h = Hostile::new(71, primary_addr, Config::default(), &[]);

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use kwik_core::frame::Frame;
 use kwik_core::join::{path_secret, proof};
 use kwik_core::{
-    Config, Dir, ErrorCode, Event, GroupKey, PathError, PathId, SessionError, Side, StreamId,
+    Config, Dir, ErrorCode, Event, GroupKey, PathError, PathId, SessionError, StreamId,
 };
 use kwik_proto::control_frame::Kind;
 use kwik_proto::{Join, JoinResult};
@@ -29,6 +29,7 @@ use kwik_tests::failover::links;
 use kwik_tests::raw::{control_frame, frames};
 use kwik_tests::raw_session::RawSession;
 use kwik_tests::sim::WALL_CLOCK_START;
+use quinn_proto::Side;
 use rand::{RngCore, SeedableRng};
 
 /// Unix seconds at the start of every simulation.

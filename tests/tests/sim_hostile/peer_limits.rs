@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use kwik_core::frame::Frame;
-use kwik_core::{Config, Dir, ErrorCode, Event, Side, StreamId};
+use kwik_core::{Config, Dir, ErrorCode, Event, StreamId};
 use kwik_tests::app::payload;
 use kwik_tests::raw::frames;
 use kwik_tests::raw_session::RawSession;
+use quinn_proto::Side;
 
 fn bidi(index: u64) -> StreamId {
     StreamId::new(Side::Client, Dir::Bi, index)

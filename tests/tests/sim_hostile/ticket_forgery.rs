@@ -15,8 +15,8 @@ use std::time::Duration;
 use kwik_core::join::{path_secret, proof};
 use kwik_core::ticket::TicketKey;
 use kwik_core::{
-    Config, DelegationId, Dir, ErrorCode, Event, GroupKey, SessionHandle, Side, StreamId,
-    TicketError, WriteError,
+    Config, DelegationId, Dir, ErrorCode, Event, GroupKey, SessionHandle, StreamId, TicketError,
+    WriteError,
 };
 use kwik_proto::control_frame::Kind;
 use kwik_proto::{Join, Pull, Ticket};
@@ -24,6 +24,7 @@ use kwik_tests::cluster::GROUP_KEY;
 use kwik_tests::raw::control_frame;
 use kwik_tests::raw_session::RawSession;
 use kwik_tests::sim::WALL_CLOCK_START;
+use quinn_proto::Side;
 
 const NOW_UNIX: u64 = WALL_CLOCK_START.as_secs();
 const EXPIRY: u64 = NOW_UNIX + 60;

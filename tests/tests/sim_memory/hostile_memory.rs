@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kwik_core::frame::Frame;
-use kwik_core::{Config, Dir, Side, StreamId};
+use kwik_core::{Config, Dir, StreamId};
 use kwik_tests::raw::frames;
 use kwik_tests::raw_session::RawSession;
+use quinn_proto::Side;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]

@@ -183,7 +183,7 @@ impl Multi {
                 any = true;
                 assert_eq!(
                     id.initiator(),
-                    kwik_core::Side::Server,
+                    quinn_proto::Side::Server,
                     "client: accepted {id}"
                 );
                 assert!(

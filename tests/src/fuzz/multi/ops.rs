@@ -34,7 +34,7 @@ impl Multi {
         };
         assert_eq!(
             id.initiator(),
-            kwik_core::Side::Server,
+            quinn_proto::Side::Server,
             "primary: opened {id}"
         );
         assert!(
