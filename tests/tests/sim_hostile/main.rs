@@ -3,6 +3,7 @@
 
 mod control_rate;
 mod fuzz_corpus;
+mod fuzz_findings;
 mod fuzz_peer_corpus;
 mod hostile_control;
 mod hostile_frames;
