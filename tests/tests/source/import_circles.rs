@@ -11,7 +11,9 @@
 //! between, and the graph of those children must have no cycle.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::tree::{rust_files, workspace};
 
 /// The source roots checked: every library in the workspace, the test support, the fuzz
 /// harnesses and the examples split into modules.
@@ -28,30 +30,6 @@ const ROOTS: &[&str] = &[
 ];
 
 type Module = Vec<String>;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate sits in the workspace")
-        .to_path_buf()
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            // Binaries under src/bin are crates of their own.
-            if path.file_name().is_some_and(|n| n != "bin") {
-                rust_files(&path, out);
-            }
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// The module a file is, relative to its crate's `src`.
 fn module_of(root: &Path, file: &Path) -> Module {
@@ -211,7 +189,8 @@ struct Crate {
 fn load(root: &str) -> Option<Crate> {
     let dir = workspace().join(root);
     let mut files = Vec::new();
-    rust_files(&dir, &mut files);
+    // Binaries under src/bin are crates of their own.
+    rust_files(&dir, "bin", &mut files);
     if files.is_empty() {
         return None;
     }

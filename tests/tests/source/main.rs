@@ -3,3 +3,4 @@
 mod file_lengths;
 mod generated_proto;
 mod import_circles;
+mod tree;
