@@ -91,3 +91,20 @@ impl std::fmt::Display for StripeId {
         write!(f, "stripe {}", self.0)
     }
 }
+
+/// Identifies one QUIC connection within the endpoint: quinn-proto's connection handle.
+/// The endpoint routes each to the session and path it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ConnKey(pub(crate) usize);
+
+impl From<quinn_proto::ConnectionHandle> for ConnKey {
+    fn from(ch: quinn_proto::ConnectionHandle) -> Self {
+        Self(ch.0)
+    }
+}
+
+impl From<ConnKey> for quinn_proto::ConnectionHandle {
+    fn from(key: ConnKey) -> Self {
+        Self(key.0)
+    }
+}

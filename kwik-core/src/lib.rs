@@ -47,23 +47,24 @@
 //!
 //! | owner | holds |
 //! |---|---|
-//! | [`Endpoint`] (`endpoint/mod.rs`) | quinn-proto's endpoint; every QUIC connection as a path slot keyed by quinn-proto's connection handle (a connection not yet in a session included); every session by [`SessionHandle`]; the queue of [`Event`]s; the set of paths with work to do; ticket key and budgets |
-//! | path slot, `path::Path` (`path/`) | one QUIC connection: its control stream (`control.rs`), the carriers it receives on (`rx.rs`) and sends on (`tx.rs`), delegated carriers (`delegated.rs`), health probes, counters; its session's handle and its [`PathId`] |
-//! | session state (`session/mod.rs`) | role and phase, config, the logical streams (`streams::Streams`), what each path is (state, address, credentials, last figures) and which connection carries it, raw datagrams, and the role's delegation state: tickets issued (primary), held and pulls owed (client), ranges served (any server) |
+//! | [`Endpoint`] (`endpoint/mod.rs`) | quinn-proto's endpoint; every session by [`SessionHandle`]; a route per QUIC connection, by quinn-proto's connection handle, to the session and path that hold it; the connections no session holds (a server's before its `Hello` or `Join`, and those a session let go of while they close); the queue of [`Event`]s; the set of connections with work to do; ticket key and budgets |
+//! | session state (`session/mod.rs`) | role and phase, config, the logical streams (`streams::Streams`), one record per path (state, address, credentials, last figures, and the connection that carries it now), raw datagrams, and the role's delegation state: tickets issued (primary), held and pulls owed (client), ranges served (any server) |
+//! | `path::Path` (`path/`) | one QUIC connection: its control stream (`control.rs`), the carriers it receives on (`rx.rs`) and sends on (`tx.rs`), delegated carriers (`delegated.rs`), health probes, counters, its [`PathId`], address and tracing span |
 //! | `streams::Streams` (`streams/`) | per logical stream: receive reassembly and flow control (`recv.rs`), send buffers and credit (`send.rs`), the flow-control frames owed (`signals.rs`), delegated and striped credit (`delegated.rs`), bytes kept for reinjection (`retain.rs`) |
 //! | control table (`session/control.rs`) | which control message each role accepts on which path, answered as a `Control` that `endpoint/apply.rs` applies |
 //!
 //! A datagram in, a stream read, and a datagram out:
 //!
 //! 1. [`Endpoint::handle_datagram`] hands the datagram to quinn-proto, which names the
-//!    connection; the path is marked to drive. A datagram for no known connection is a
-//!    new connection: `endpoint/accept.rs` admits it (within `max_sessions`) as a path that
-//!    has no session yet.
+//!    connection, and the endpoint's route finds it; the connection is marked to drive. A
+//!    datagram for no known connection is a new connection: `endpoint/accept.rs` admits
+//!    it (within `max_sessions`) as a connection no session holds yet.
 //! 2. The next `poll_*` call drives every marked path (`endpoint/drive.rs`): quinn-proto's
 //!    events (connected: open the control stream and send `Hello` or `Join`; carriers
-//!    opened; readable streams), then the control stream. A path without a session takes
-//!    only `Hello` (a new session) or `Join` (a secondary's or a same-peer address's path)
-//!    in `accept.rs`; any other message goes through the control table and is applied.
+//!    opened; readable streams), then the control stream. A connection without a session
+//!    takes only `Hello` (a new session) or `Join` (a secondary's or a same-peer address's
+//!    path) in `accept.rs`, which moves it into the session's path record; any other
+//!    message goes through the control table and is applied.
 //! 3. The path decodes its carriers into data-plane frames (`frame.rs`). On a client,
 //!    a secondary's frames are first checked against the ranges the client pulled there.
 //!    `Streams::on_frame` reassembles them by offset under the stream and session windows

@@ -6,16 +6,17 @@ use std::time::Instant;
 use bytes::Bytes;
 use kwik_proto::JoinResult;
 use kwik_proto::control_frame::Kind;
-use quinn_proto::{Side, VarInt};
+use quinn_proto::Side;
 use rand::Rng;
 
-use super::{Endpoint, Event, PathSlot, label_path_span, path_span};
+use super::{Endpoint, Event, Loose, Route, label_path_span, path_span};
 use crate::error::{ErrorCode, ProtocolError};
-use crate::ids::{PathId, SessionHandle};
+use crate::ids::{ConnKey, PathId, SessionHandle};
 use crate::join;
 use crate::path::Path;
 use crate::session::{
-    PathMeta, PathState, Phase, Role, SessionState, limits_from_wire, limits_to_wire, local_limits,
+    PathRecord, PathState, Phase, Role, SessionState, limits_from_wire, limits_to_wire,
+    local_limits,
 };
 use crate::streams::Streams;
 
@@ -39,7 +40,7 @@ impl Endpoint {
         // Sessions, not connections: a session with several paths counts once; a
         // connection that has no session yet (handshake, Hello or Join pending) counts as
         // one, so half-open connections cannot get around the limit.
-        let pending = self.paths.values().filter(|s| s.session.is_none()).count();
+        let pending = self.loose.values().filter(|l| l.session.is_none()).count();
         if self.sessions.len() + pending >= server.max_sessions {
             buf.clear();
             let t = self.quic.refuse(incoming, buf);
@@ -51,18 +52,19 @@ impl Endpoint {
         let (accept, token) = self.accept_config(remote);
         match self.quic.accept(incoming, now, buf, accept) {
             Ok((ch, conn)) => {
-                self.qlog_bind(ch.0, token);
-                self.paths.insert(
-                    ch.0,
-                    PathSlot {
-                        path: Path::new(conn, PathId::PRIMARY, control_rate),
+                let key = ConnKey::from(ch);
+                self.qlog_bind(key, token);
+                let span = path_span(None, None, remote, "");
+                let path = Path::new(key, conn, PathId::PRIMARY, Side::Server, span, control_rate);
+                self.routes.insert(key, Route::Loose);
+                self.loose.insert(
+                    key,
+                    Loose {
                         session: None,
-                        remote,
-                        side: Side::Server,
-                        span: path_span(None, None, remote, ""),
+                        path,
                     },
                 );
-                self.dirty.insert(ch.0);
+                self.dirty.insert(key);
             }
             Err(e) => {
                 tracing::debug!(cause = %e.cause, "refused incoming connection");
@@ -77,7 +79,7 @@ impl Endpoint {
     pub(super) fn on_setup(
         &mut self,
         now: Instant,
-        key: usize,
+        key: ConnKey,
         kind: Kind,
     ) -> Result<(), ProtocolError> {
         let Some(server) = &self.server else {
@@ -117,13 +119,13 @@ impl Endpoint {
         }
         let app_protocol =
             crate::config::choose_app_protocol(&config.app_protocols, &hello.app_protocols)?;
-        let Some(slot) = self.paths.get_mut(&key) else {
+        let Some(Loose { path: mut p, .. }) = self.loose.remove(&key) else {
             return Ok(());
         };
         let h = SessionHandle(self.next_session);
         self.next_session += 1;
         let id: u64 = self.rng.random();
-        let mut session = SessionState::new(Side::Server, id, config.clone(), slot.remote);
+        let mut session = SessionState::new(Side::Server, id, config.clone(), p.remote);
         session
             .streams
             .set_peer_limits(limits_from_wire(hello.limits));
@@ -132,29 +134,27 @@ impl Endpoint {
         if config.metrics_enabled {
             session.next_metrics = Some(now + config.metrics_interval);
         }
-        session.paths.insert(PathId::PRIMARY, key);
-        session.metas.insert(
-            PathId::PRIMARY,
-            PathMeta::new(slot.remote, String::new(), PathState::Active),
-        );
-        slot.session = Some(h);
         session.label_span(h);
-        label_path_span(&slot.span, h, PathId::PRIMARY, "primary");
+        label_path_span(&p.span, h, PathId::PRIMARY, "primary");
         tracing::info!(parent: &session.span, "session accepted");
         // Servers probe too: a dead client is noticed within the health window rather
         // than QUIC's idle timeout.
-        slot.path.health.start(
+        p.health.start(
             now,
             config.path_health_check_interval,
             config.path_failure_threshold,
         );
-        slot.path.send_control(Kind::Welcome(kwik_proto::Welcome {
+        p.send_control(Kind::Welcome(kwik_proto::Welcome {
             version: kwik_proto::VERSION,
             session_id: id,
             limits: Some(limits_to_wire(local_limits(&config), &config)),
             app_protocol: app_protocol.map(Vec::from).unwrap_or_default(),
         }));
+        let mut record = PathRecord::new(p.remote, String::new(), PathState::Active);
+        record.conn = Some(p);
+        session.paths.insert(PathId::PRIMARY, record);
         self.sessions.insert(h, session);
+        self.routes.insert(key, Route::Path(h, PathId::PRIMARY));
         self.events.push_back(Event::Incoming(h));
         self.qlog_label(key, h, PathId::PRIMARY, "primary");
         Ok(())
@@ -164,7 +164,7 @@ impl Endpoint {
     pub(super) fn on_join(
         &mut self,
         now: Instant,
-        key: usize,
+        key: ConnKey,
         join: kwik_proto::Join,
     ) -> Result<(), ProtocolError> {
         let Some(server) = &self.server else {
@@ -185,21 +185,17 @@ impl Endpoint {
         if join.expiry <= self.unix_secs(now) {
             return Err(refusal("join proof expired"));
         }
-        let slot = self
-            .paths
-            .get_mut(&key)
+        let p = self
+            .conn(key)
             .ok_or_else(|| ProtocolError::new(ErrorCode::Internal, "no path"))?;
-        let exporter = slot
-            .path
-            .exporter()
-            .ok_or_else(|| refusal("no keying material"))?;
+        let exporter = p.exporter().ok_or_else(|| refusal("no keying material"))?;
         let secret = join::path_secret(&group, join.session_id, join.path_id, join.expiry);
         if !join::verify(&secret, &exporter, &join.proof) {
             return Err(refusal("join proof does not verify"));
         }
         let path = PathId(join.path_id);
         let own = self.sessions.iter().find_map(|(h, s)| {
-            let m = s.metas.get(&path)?;
+            let m = s.paths.get(&path)?;
             (s.role == Role::Primary
                 && s.id == join.session_id
                 && m.same_peer
@@ -207,32 +203,25 @@ impl Endpoint {
                 .then_some(*h)
         });
         if let Some(h) = own {
-            // This server at another address: the path joins the session itself.
-            let Some(s) = self.sessions.get_mut(&h) else {
+            // This server at another address: the path joins the session itself, and
+            // the connection it had before (a rejoin's) closes.
+            let Some(Loose { path: mut p, .. }) = self.loose.remove(&key) else {
                 return Ok(());
             };
-            if let Some(old) = s.paths.insert(path, key)
-                && let Some(slot) = self.paths.get_mut(&old)
-                && !slot.path.closing
-            {
-                slot.path
-                    .close_app(now, VarInt::from_u32(0), Bytes::from_static(b"replaced"));
-                self.dirty.insert(old);
-            }
-            if let Some(slot) = self.paths.get_mut(&key) {
-                slot.path.id = path;
-                slot.session = Some(h);
-                slot.path.health.start(now, interval, threshold);
-                slot.path.send_control(join_accepted());
+            p.id = path;
+            p.health.start(now, interval, threshold);
+            p.send_control(join_accepted());
+            if let Some(old) = self.attach(h, p) {
+                self.close_conn(now, old, Bytes::from_static(b"replaced"));
             }
             return Ok(());
         }
-        let Some(slot) = self.paths.get_mut(&key) else {
+        let Some(Loose { path: mut p, .. }) = self.loose.remove(&key) else {
             return Ok(());
         };
         let h = SessionHandle(self.next_session);
         self.next_session += 1;
-        let mut session = SessionState::new(Side::Server, join.session_id, config, slot.remote);
+        let mut session = SessionState::new(Side::Server, join.session_id, config, p.remote);
         // A secondary serves delegated ranges only: the client opens no streams on it.
         session.streams = Streams::new(
             Side::Server,
@@ -247,19 +236,17 @@ impl Endpoint {
         session.role = Role::Secondary;
         session.phase = Phase::Established;
         session.writer_path = path;
-        session.paths.insert(path, key);
-        session.metas.insert(
-            path,
-            PathMeta::new(slot.remote, String::new(), PathState::Active),
-        );
-        slot.path.id = path;
-        slot.session = Some(h);
+        p.id = path;
         session.label_span(h);
-        super::label_path_span(&slot.span, h, path, "secondary");
+        super::label_path_span(&p.span, h, path, "secondary");
         tracing::info!(parent: &session.span, %path, "joined as a secondary");
-        slot.path.health.start(now, interval, threshold);
-        slot.path.send_control(join_accepted());
+        p.health.start(now, interval, threshold);
+        p.send_control(join_accepted());
+        let mut record = PathRecord::new(p.remote, String::new(), PathState::Active);
+        record.conn = Some(p);
+        session.paths.insert(path, record);
         self.sessions.insert(h, session);
+        self.routes.insert(key, Route::Path(h, path));
         self.events.push_back(Event::Incoming(h));
         self.qlog_label(key, h, path, "secondary");
         Ok(())

@@ -8,7 +8,7 @@ use kwik_proto::control_frame::Kind;
 
 use super::{Endpoint, Event};
 use crate::error::{PathError, ProtocolError, SessionError};
-use crate::ids::PathId;
+use crate::ids::{ConnKey, PathId};
 use crate::session::{self, Control, PathState};
 
 impl Endpoint {
@@ -17,14 +17,13 @@ impl Endpoint {
     pub(super) fn on_control(
         &mut self,
         now: Instant,
-        key: usize,
+        key: ConnKey,
         kind: Kind,
     ) -> Result<(), ProtocolError> {
-        let Some(slot) = self.paths.get(&key) else {
+        let Some(path) = self.conn(key).map(|p| p.id) else {
             return Ok(());
         };
-        let path = slot.path.id;
-        let Some(h) = slot.session else {
+        let Some(h) = self.session_of(key) else {
             return self.on_setup(now, key, kind);
         };
         let Some(s) = self.sessions.get(&h) else {
@@ -32,27 +31,29 @@ impl Endpoint {
         };
         match session::control(s.role, s.phase, path, kind)? {
             Control::Reply(reply) => {
-                if let Some(slot) = self.paths.get_mut(&key) {
-                    slot.path.send_control(reply);
+                if let Some(p) = self.conn_mut(key) {
+                    p.send_control(reply);
                 }
             }
             Control::Pong(seq) => {
-                if let Some(slot) = self.paths.get_mut(&key) {
-                    slot.path.health.on_pong(now, seq);
+                if let Some(p) = self.conn_mut(key) {
+                    p.health.on_pong(now, seq);
                 }
             }
             Control::Welcome(welcome) => {
-                let (Some(slot), Some(s)) = (self.paths.get_mut(&key), self.sessions.get_mut(&h))
-                else {
+                let Some(s) = self.sessions.get_mut(&h) else {
                     return Ok(());
                 };
                 s.on_welcome(welcome)?;
                 s.set_state(PathId::PRIMARY, PathState::Active);
-                slot.path.health.start(
-                    now,
+                let (interval, threshold) = (
                     s.config.path_health_check_interval,
                     s.config.path_failure_threshold,
                 );
+                let Some(p) = s.conn_mut(path) else {
+                    return Ok(());
+                };
+                p.health.start(now, interval, threshold);
                 if s.config.metrics_enabled {
                     s.next_metrics = Some(now + s.config.metrics_interval);
                 }
@@ -64,10 +65,10 @@ impl Endpoint {
             Control::PeerClosed { code, reason } => {
                 self.close_session(h, SessionError::ApplicationClosed { code, reason });
                 for k in self.session_paths(h) {
-                    if let Some(slot) = self.paths.get_mut(&k)
-                        && !slot.path.closing
+                    if let Some(p) = self.conn_mut(k)
+                        && !p.closing
                     {
-                        slot.path.close_app(now, code, Bytes::new());
+                        p.close_app(now, code, Bytes::new());
                     }
                 }
             }

@@ -174,7 +174,7 @@ impl Endpoint {
             }
             if let Some(group) = &group {
                 let expiry = unix + s.config.join_proof_lifetime.as_secs().max(1);
-                for (path, m) in s.metas.iter_mut() {
+                for (path, m) in s.paths.iter_mut() {
                     if *path == PathId::PRIMARY || m.state == crate::session::PathState::Removed {
                         continue;
                     }
@@ -212,7 +212,7 @@ impl Endpoint {
             return;
         };
         for share in &update.shares {
-            if let Some(m) = s.metas.get_mut(&PathId(share.path_id)) {
+            if let Some(m) = s.paths.get_mut(&PathId(share.path_id)) {
                 m.delivered = m.delivered.saturating_add(share.bytes);
             }
         }
@@ -228,7 +228,7 @@ impl Endpoint {
         let end = t.offset + t.len;
         let failed = update.outcome == WireOutcome::Failed as i32;
         let first_missing = update.first_missing.clamp(t.offset, end);
-        if !failed && let Some(m) = s.metas.get_mut(&PathId(t.path_id)) {
+        if !failed && let Some(m) = s.paths.get_mut(&PathId(t.path_id)) {
             m.delivered = m.delivered.saturating_add(t.len);
         }
         let outcome = if failed && first_missing < end {
@@ -353,29 +353,30 @@ impl Endpoint {
         };
         s.outgoing.remove(&id);
         s.incoming.retain(|d| d.id.0 != id);
-        let Some(key) = s.paths.get(&s.writer_path).copied() else {
-            return;
-        };
-        if let Some(slot) = self.paths.get_mut(&key) {
-            slot.path.cancel_delegated(id);
-            self.dirty.insert(key);
+        let writer = s.writer_path;
+        if let Some(p) = s.conn_mut(writer) {
+            p.cancel_delegated(id);
+            self.dirty.insert(p.key);
         }
     }
 
-    /// Writes the delegated ranges of the session on its writer path.
+    /// Writes the delegated ranges of the session when `path` is its writer path.
     pub(super) fn write_delegated(
         &mut self,
-        key: usize,
         h: SessionHandle,
+        path: PathId,
     ) -> Result<(), ProtocolError> {
-        let (Some(slot), Some(s)) = (self.paths.get_mut(&key), self.sessions.get_mut(&h)) else {
+        let Some(s) = self.sessions.get_mut(&h) else {
             return Ok(());
         };
-        if s.outgoing.is_empty() || slot.path.id != s.writer_path {
+        if s.outgoing.is_empty() || path != s.writer_path {
             return Ok(());
         }
+        let Some(p) = s.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
+            return Ok(());
+        };
         let mut writable = Vec::new();
-        slot.path.write_delegated(&mut s.outgoing, &mut writable)?;
+        p.write_delegated(&mut s.outgoing, &mut writable)?;
         for id in writable {
             self.events.push_back(Event::DelegationWritable {
                 session: h,

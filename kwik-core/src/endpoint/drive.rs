@@ -4,12 +4,13 @@
 use std::time::Instant;
 
 use kwik_proto::control_frame::Kind;
-use quinn_proto::{ConnectionHandle, Side};
+use quinn_proto::Side;
 
 use super::event::stream_event;
-use super::{Endpoint, Event, PathSlot, Transmit, stats};
+use super::{Endpoint, Event, Route, Transmit, route_mut, stats};
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
-use crate::ids::{PathId, SessionHandle};
+use crate::ids::{ConnKey, PathId, SessionHandle};
+use crate::path::Path;
 use crate::session::{Phase, Role, limits_to_wire, local_limits};
 
 impl Endpoint {
@@ -20,55 +21,68 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn drive(&mut self, now: Instant, key: usize) {
-        let Some(slot) = self.paths.get_mut(&key) else {
+    pub(super) fn drive(&mut self, now: Instant, key: ConnKey) {
+        let Some((quic, p)) = self.conn_and_quic(key) else {
             return;
         };
-        let span = slot.span.clone();
+        let span = p.span.clone();
         let _entered = span.enter();
-        let ch = ConnectionHandle(key);
-        while let Some(event) = slot.path.conn.poll_endpoint_events() {
-            if let Some(reply) = self.quic.handle_event(ch, event) {
-                slot.path.conn.handle_event(reply);
-            }
-        }
+        endpoint_events(quic, p);
         if let Err(error) = self.drive_path(now, key) {
             self.violation(now, key, error);
         }
-        let Some(slot) = self.paths.get_mut(&key) else {
+        let Some((quic, p)) = self.conn_and_quic(key) else {
             return;
         };
-        while let Some(event) = slot.path.conn.poll_endpoint_events() {
-            if let Some(reply) = self.quic.handle_event(ch, event) {
-                slot.path.conn.handle_event(reply);
-            }
-        }
-        if slot.path.conn.is_drained() {
-            let Some(slot) = self.paths.remove(&key) else {
-                return;
-            };
-            self.qlog_forget(key);
-            if let Some(h) = slot.session {
-                if let Some(m) = self
-                    .sessions
-                    .get_mut(&h)
-                    .and_then(|s| s.metas.get_mut(&slot.path.id))
-                {
-                    let all = stats::slot_stats(&slot).with_earlier(m.last.as_deref());
-                    m.last = Some(Box::new(all));
-                }
-                self.path_gone(h, key);
-            }
+        endpoint_events(quic, p);
+        if p.conn.is_drained() {
+            self.drained(key);
         }
     }
 
-    /// A path's connection is gone for good.
-    pub(super) fn path_gone(&mut self, h: SessionHandle, key: usize) {
+    /// Connection `key` is drained: it goes, and what it carried stays in its path's
+    /// figures.
+    fn drained(&mut self, key: ConnKey) {
+        let (session, p) = match self.routes.remove(&key) {
+            Some(Route::Path(h, path)) => {
+                let Some(p) = self
+                    .sessions
+                    .get_mut(&h)
+                    .and_then(|s| s.paths.get_mut(&path))
+                    .and_then(|r| r.conn.take())
+                else {
+                    return;
+                };
+                (Some(h), p)
+            }
+            Some(Route::Loose) => match self.loose.remove(&key) {
+                Some(l) => (l.session, l.path),
+                None => return,
+            },
+            None => return,
+        };
+        self.qlog_forget(key);
+        let Some(h) = session else {
+            return;
+        };
+        if let Some(m) = self
+            .sessions
+            .get_mut(&h)
+            .and_then(|s| s.paths.get_mut(&p.id))
+        {
+            let all = stats::path_stats(&p).with_earlier(m.last.as_deref());
+            m.last = Some(Box::new(all));
+        }
+        self.path_gone(h);
+    }
+
+    /// A connection of session `h` is gone for good: without connections left, so is the
+    /// session.
+    pub(super) fn path_gone(&mut self, h: SessionHandle) {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
-        s.paths.retain(|_, k| *k != key);
-        if s.paths.is_empty() {
+        if s.conns().next().is_none() {
             if s.error.is_none() {
                 self.close_session(h, SessionError::LocallyClosed);
             }
@@ -76,27 +90,31 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn drive_path(&mut self, now: Instant, key: usize) -> Result<(), ProtocolError> {
+    pub(super) fn drive_path(&mut self, now: Instant, key: ConnKey) -> Result<(), ProtocolError> {
         let schedule = self.schedule(key);
-        let Some(slot) = self.paths.get_mut(&key) else {
+        let Some(&route) = self.routes.get(&key) else {
             return Ok(());
         };
-        let server = slot.side == Side::Server;
+        let Some((session_handle, p)) = route_mut(&mut self.sessions, &mut self.loose, key, route)
+        else {
+            return Ok(());
+        };
+        let server = p.side == Side::Server;
         let mut lost = None;
         let mut connected = false;
         let mut raw_writable = false;
-        while let Some(event) = slot.path.conn.poll() {
+        while let Some(event) = p.conn.poll() {
             match event {
                 quinn_proto::Event::Connected => connected = !server,
                 quinn_proto::Event::ConnectionLost { reason } => lost = Some(reason),
                 quinn_proto::Event::Stream(quinn_proto::StreamEvent::Opened { .. }) => {
-                    slot.path.accept_streams(server)?;
+                    p.accept_streams(server)?;
                 }
                 quinn_proto::Event::Stream(quinn_proto::StreamEvent::Readable { id }) => {
-                    slot.path.mark_readable(id);
+                    p.mark_readable(id);
                 }
                 quinn_proto::Event::DatagramsUnblocked => {
-                    slot.path.raw_blocked = false;
+                    p.raw_blocked = false;
                     raw_writable = true;
                 }
                 quinn_proto::Event::Stream(_)
@@ -104,9 +122,8 @@ impl Endpoint {
                 | quinn_proto::Event::DatagramReceived => {}
             }
         }
-        slot.path.note_progress(now);
-        let path_id = slot.path.id;
-        let session_handle = slot.session;
+        p.note_progress(now);
+        let path_id = p.id;
         if let (true, Some(session)) = (raw_writable, session_handle) {
             self.events.push_back(Event::RawWritable {
                 session,
@@ -114,7 +131,7 @@ impl Endpoint {
             });
         }
         if connected {
-            slot.path.open_control()?;
+            p.open_control()?;
             let first = if path_id == PathId::PRIMARY {
                 session_handle.and_then(|h| self.sessions.get(&h)).map(|s| {
                     Kind::Hello(kwik_proto::Hello {
@@ -126,17 +143,14 @@ impl Endpoint {
             } else {
                 self.join_message(key)
             };
-            let Some(slot) = self.paths.get_mut(&key) else {
-                return Ok(());
+            let Some(kind) = first else {
+                return Err(ProtocolError::new(
+                    ErrorCode::Handshake,
+                    "cannot start the session on this path",
+                ));
             };
-            match first {
-                Some(kind) => slot.path.send_control(kind),
-                None => {
-                    return Err(ProtocolError::new(
-                        ErrorCode::Handshake,
-                        "cannot start the session on this path",
-                    ));
-                }
+            if let Some(p) = self.conn_mut(key) {
+                p.send_control(kind);
             }
         }
         if let Some(reason) = lost {
@@ -145,94 +159,101 @@ impl Endpoint {
             }
             return Ok(());
         }
-        let Some(slot) = self.paths.get_mut(&key) else {
+        let Some(p) = self.conn_mut(key) else {
             return Ok(());
         };
-        if slot.path.closing || slot.path.conn.is_closed() {
+        if p.closing || p.conn.is_closed() {
             // Closed by this side, or lost: only the connection's own shutdown remains.
             return Ok(());
         }
         // Server paths accept no data before the client's Hello made them a session.
-        let messages = slot.path.read_control(now)?;
+        let messages = p.read_control(now)?;
         for kind in messages {
             self.on_control(now, key, kind)?;
         }
-        let Some(slot) = self.paths.get_mut(&key) else {
+        // Control may have closed this path, or made a server's connection a session's.
+        let Some(&route) = self.routes.get(&key) else {
             return Ok(());
         };
-        if slot.path.closing {
-            return Ok(());
-        }
-        slot.path.flush_control()?;
-        let Some(h) = slot.session else {
-            return slot.path.read_carriers(|_| {
+        let Route::Path(h, path_id) = route else {
+            let Some(l) = self.loose.get_mut(&key) else {
+                return Ok(());
+            };
+            if l.path.closing {
+                return Ok(());
+            }
+            l.path.flush_control()?;
+            if l.session.is_some() {
+                // Let go of by its session (and so closing): nothing more is read.
+                return Ok(());
+            }
+            return l.path.read_carriers(|_| {
                 Err(ProtocolError::new(
                     ErrorCode::Handshake,
                     "data before session setup",
                 ))
             });
         };
-        let Some(session) = self.sessions.get_mut(&h) else {
+        let Some(s) = self.sessions.get_mut(&h) else {
             return Ok(());
         };
-        if session.phase == Phase::Closed {
+        let secondary = s.role == Role::Client && !s.is_peer_path(path_id);
+        let Some(p) = s.paths.get_mut(&path_id).and_then(|r| r.conn.as_mut()) else {
+            return Ok(());
+        };
+        if p.closing {
             return Ok(());
         }
-        let secondary = session.role == Role::Client && !session.is_peer_path(path_id);
-        let mut received = 0;
-        if secondary {
-            let mut frames = Vec::new();
-            slot.path.read_carriers(|frame| {
-                Self::check_secondary_frame(session, path_id, &frame)?;
-                frames.push(frame);
-                Ok(())
-            })?;
-            for frame in frames {
-                if let crate::frame::Frame::Stream { data, .. } = &frame {
-                    received += data.len() as u64;
-                }
-                session.streams.on_frame(frame)?;
-            }
-        } else {
-            let streams = &mut session.streams;
-            slot.path.read_carriers(|frame| {
-                if let crate::frame::Frame::Stream { data, .. } = &frame {
-                    received += data.len() as u64;
-                }
-                streams.on_frame(frame)
-            })?;
+        p.flush_control()?;
+        if s.phase == Phase::Closed {
+            return Ok(());
         }
-        slot.path.counters.stream_bytes_received += received;
-        if session.take_raw(&mut slot.path) {
+        let mut received = 0;
+        let streams = &mut s.streams;
+        let owed = &s.owed;
+        p.read_carriers(|frame| {
+            if secondary {
+                super::pulls::check_secondary_frame(owed, streams, path_id, &frame)?;
+            }
+            if let crate::frame::Frame::Stream { data, .. } = &frame {
+                received += data.len() as u64;
+            }
+            streams.on_frame(frame)
+        })?;
+        p.counters.stream_bytes_received += received;
+        if s.take_raw(path_id) {
             self.events.push_back(Event::RawDatagram { session: h });
         }
+        let Some(p) = s.paths.get_mut(&path_id).and_then(|r| r.conn.as_mut()) else {
+            return Ok(());
+        };
         let mut copies = Vec::new();
         let mut pulled = false;
-        if session.phase == Phase::Established && !secondary {
+        if s.phase == Phase::Established && !secondary {
             if schedule.multipath {
                 // A path takes no more than it can send soon: the rest is for the others.
-                let cwnd = slot.path.conn.congestion_state().window();
-                slot.path.conn.set_send_window((2 * cwnd).max(64 * 1024));
+                let cwnd = p.conn.congestion_state().window();
+                p.conn.set_send_window((2 * cwnd).max(64 * 1024));
             }
             let copy = (!schedule.copy_to.is_empty()).then_some(&mut copies);
-            let before = slot.path.counters.frames_sent;
-            slot.path.write(
-                &mut session.streams,
-                session.config.streams_per_carrier as usize,
-                session.config.max_carriers_per_path as usize,
+            let before = p.counters.frames_sent;
+            p.write(
+                &mut s.streams,
+                s.config.streams_per_carrier as usize,
+                s.config.max_carriers_per_path as usize,
                 schedule.allowance,
                 copy,
             )?;
-            pulled = slot.path.counters.frames_sent > before;
+            pulled = p.counters.frames_sent > before;
         }
-        while let Some(event) = session.streams.poll_event() {
+        while let Some(event) = s.streams.poll_event() {
             self.events.push_back(stream_event(h, event));
         }
-        let role = session.role;
+        let role = s.role;
         if !copies.is_empty() {
             for k in &schedule.copy_to {
-                if let Some(other) = self.paths.get_mut(k) {
-                    other.path.push_copies(&copies);
+                if let Some(other) = self.conn_mut(*k) {
+                    other.push_copies(&copies);
                     self.dirty.insert(*k);
                 }
             }
@@ -241,7 +262,7 @@ impl Endpoint {
             // Another path to the peer may take what this one could not, or its turn.
             self.mark_dirty_except(h, key);
         }
-        self.write_delegated(key, h)?;
+        self.write_delegated(h, path_id)?;
         if role == Role::Client {
             self.settle_pulls(now, h);
         }
@@ -268,27 +289,33 @@ impl Endpoint {
     }
 }
 
-/// One datagram from one path's connection, with the endpoint events sending produced.
+/// Hands the endpoint events of connection `p` to quinn-proto's endpoint, and its answers
+/// back.
+fn endpoint_events(quic: &mut quinn_proto::Endpoint, p: &mut Path) {
+    let ch = p.key.into();
+    while let Some(event) = p.conn.poll_endpoint_events() {
+        if let Some(reply) = quic.handle_event(ch, event) {
+            p.conn.handle_event(reply);
+        }
+    }
+}
+
+/// One datagram from one connection, with the endpoint events sending produced.
 pub(super) fn transmit_from(
     quic: &mut quinn_proto::Endpoint,
-    key: usize,
-    slot: &mut PathSlot,
+    p: &mut Path,
+    session: Option<SessionHandle>,
     now: Instant,
     max_datagrams: usize,
     buf: &mut Vec<u8>,
 ) -> Option<Transmit> {
     buf.clear();
-    let t = slot.path.conn.poll_transmit(now, max_datagrams, buf)?;
+    let t = p.conn.poll_transmit(now, max_datagrams, buf)?;
     // Sending may have produced endpoint events (new connection ids).
-    let ch = ConnectionHandle(key);
-    while let Some(event) = slot.path.conn.poll_endpoint_events() {
-        if let Some(reply) = quic.handle_event(ch, event) {
-            slot.path.conn.handle_event(reply);
-        }
-    }
+    endpoint_events(quic, p);
     Some(Transmit {
-        session: slot.session,
-        path: slot.session.map(|_| slot.path.id),
+        session,
+        path: session.map(|_| p.id),
         destination: t.destination,
         src_ip: t.src_ip,
         ecn: t.ecn,

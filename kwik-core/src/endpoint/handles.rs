@@ -68,8 +68,7 @@ impl Session<'_> {
 
     /// Smoothed RTT of the primary path.
     pub fn rtt(&self) -> Option<Duration> {
-        let key = *self.state()?.paths.get(&PathId::PRIMARY)?;
-        Some(self.endpoint.paths.get(&key)?.path.conn.rtt())
+        Some(self.state()?.conn(PathId::PRIMARY)?.conn.rtt())
     }
 
     /// Opens a logical stream; `None` when the peer's stream limit is reached (a
@@ -111,9 +110,8 @@ impl Session<'_> {
     pub fn close(&mut self, now: Instant, code: VarInt, reason: &[u8]) {
         let h = self.handle;
         for k in self.endpoint.session_paths(h) {
-            if let Some(slot) = self.endpoint.paths.get_mut(&k) {
-                slot.path
-                    .close_app(now, code, Bytes::copy_from_slice(reason));
+            if let Some(p) = self.endpoint.conn_mut(k) {
+                p.close_app(now, code, Bytes::copy_from_slice(reason));
             }
         }
         self.endpoint.close_session(h, SessionError::LocallyClosed);
@@ -145,17 +143,15 @@ impl Session<'_> {
         if let Some(e) = &state.error {
             return Err(RawSendError::SessionLost(e.clone()));
         }
-        let key = *state
-            .paths
-            .get(&path)
-            .ok_or(RawSendError::UnknownPath(path))?;
-        let slot = self
+        let p = self
             .endpoint
-            .paths
-            .get_mut(&key)
+            .sessions
+            .get_mut(&self.handle)
+            .and_then(|s| s.conn_mut(path))
             .ok_or(RawSendError::UnknownPath(path))?;
+        let key = p.key;
         let size = data.len();
-        let mut datagrams = slot.path.conn.datagrams();
+        let mut datagrams = p.conn.datagrams();
         let max = datagrams.max_size();
         let full = datagrams.send_buffer_space() < size;
         match datagrams.send(data, displace) {
@@ -170,25 +166,22 @@ impl Session<'_> {
                 return Err(RawSendError::TooLarge { size, max: None });
             }
             Err(quinn_proto::SendDatagramError::Blocked(data)) => {
-                slot.path.raw_blocked = true;
+                p.raw_blocked = true;
                 return Err(RawSendError::Blocked(data));
             }
         }
         if full {
-            slot.path.counters.raw_displaced += 1;
+            p.counters.raw_displaced += 1;
         }
-        slot.path.counters.raw_sent += 1;
+        p.counters.raw_sent += 1;
         self.endpoint.dirty.insert(key);
         Ok(())
     }
 
     /// The largest raw datagram `path` carries now, if it carries any.
     pub fn max_raw_size(&mut self, path: PathId) -> Option<usize> {
-        let key = *self.state()?.paths.get(&path)?;
-        self.endpoint
-            .paths
-            .get_mut(&key)?
-            .path
+        self.state_mut()?
+            .conn_mut(path)?
             .conn
             .datagrams()
             .max_size()

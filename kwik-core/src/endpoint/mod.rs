@@ -27,9 +27,9 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
-use crate::ids::{PathId, SessionHandle};
+use crate::ids::{ConnKey, PathId, SessionHandle};
 use crate::path::Path;
-use crate::session::{PathMeta, PathState, Phase, Role, SessionState};
+use crate::session::{PathRecord, PathState, Phase, Role, SessionState};
 use crate::stats::EndpointStats;
 use crate::ticket::{Budgets, TicketKey};
 
@@ -80,17 +80,21 @@ pub struct EndpointConfig {
 pub struct Endpoint {
     quic: quinn_proto::Endpoint,
     server: Option<ServerConfig>,
-    /// Every QUIC connection, by quinn-proto's connection handle.
-    paths: BTreeMap<usize, PathSlot>,
+    /// Where every QUIC connection lives, by quinn-proto's connection handle.
+    routes: BTreeMap<ConnKey, Route>,
+    /// Sessions, each with its paths and their connections.
     sessions: BTreeMap<SessionHandle, SessionState>,
+    /// Connections no session holds: a server's before its first control message, and
+    /// those a session let go of (a failed, removed or replaced path's) while they close.
+    loose: BTreeMap<ConnKey, Loose>,
     next_session: u64,
     events: VecDeque<Event>,
     /// Datagrams quinn-proto answered on its own (version negotiation, refusals).
     responses: VecDeque<(Transmit, Bytes)>,
     /// Paths with work to do before the next output.
-    dirty: BTreeSet<usize>,
+    dirty: BTreeSet<ConnKey>,
     /// Where the next `poll_transmit` starts, for fairness between paths.
-    transmit_cursor: usize,
+    transmit_cursor: ConnKey,
     rng: ChaCha20Rng,
     #[cfg(feature = "qlog")]
     qlog: qlog::Qlog,
@@ -115,15 +119,35 @@ fn ticket_key_of(server: Option<&ServerConfig>, fallback: [u8; 32]) -> TicketKey
     TicketKey::derive(&group)
 }
 
+/// Where a connection lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// It carries this path of this session.
+    Path(SessionHandle, PathId),
+    /// In [`Endpoint::loose`].
+    Loose,
+}
+
+/// A connection no session holds.
 #[derive(Debug)]
-struct PathSlot {
-    path: Path,
+struct Loose {
+    /// The session that let go of it, if any.
     session: Option<SessionHandle>,
-    remote: SocketAddr,
-    side: Side,
-    /// `path{session, path, remote, kind}`, entered while the engine drives this
-    /// connection; a child of the session's span where the session came first.
-    span: tracing::Span,
+    path: Path,
+}
+
+/// The connection `key` routes to and the session it belongs (or belonged) to, borrowed
+/// from the fields that hold connections so that the caller keeps the others.
+fn route_mut<'a>(
+    sessions: &'a mut BTreeMap<SessionHandle, SessionState>,
+    loose: &'a mut BTreeMap<ConnKey, Loose>,
+    key: ConnKey,
+    route: Route,
+) -> Option<(Option<SessionHandle>, &'a mut Path)> {
+    match route {
+        Route::Path(h, path) => Some((Some(h), sessions.get_mut(&h)?.conn_mut(path)?)),
+        Route::Loose => loose.get_mut(&key).map(|l| (l.session, &mut l.path)),
+    }
 }
 
 /// The span of one path's connection: `kind` is `primary`, `secondary` or `same-peer`. A
@@ -174,13 +198,14 @@ impl Endpoint {
         Self {
             quic,
             server,
-            paths: BTreeMap::new(),
+            routes: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            loose: BTreeMap::new(),
             next_session: 0,
             events: VecDeque::new(),
             responses: VecDeque::new(),
             dirty: BTreeSet::new(),
-            transmit_cursor: 0,
+            transmit_cursor: ConnKey(0),
             rng,
             #[cfg(feature = "qlog")]
             qlog: qlog::Qlog::default(),
@@ -220,6 +245,7 @@ impl Endpoint {
     ) -> Result<SessionHandle, ConnectError> {
         let (dial, token) = self.dial_config(&config.quic, &config.config, remote);
         let (ch, conn) = self.quic.connect(now, dial, remote, server_name)?;
+        let key = ConnKey::from(ch);
         let handle = self.new_session_handle();
         let mut session = SessionState::new(Side::Client, 0, config.config.clone(), remote);
         session.label_span(handle);
@@ -229,29 +255,22 @@ impl Endpoint {
             remote,
             "primary",
         );
-        session.paths.insert(PathId::PRIMARY, ch.0);
         session.dial = Some(config.quic.clone());
-        session.metas.insert(
+        let mut record = PathRecord::new(remote, server_name.to_owned(), PathState::Connecting);
+        record.conn = Some(Path::new(
+            key,
+            conn,
             PathId::PRIMARY,
-            PathMeta::new(remote, server_name.to_owned(), PathState::Connecting),
-        );
+            Side::Client,
+            span,
+            config.config.max_control_messages_per_sec,
+        ));
+        session.paths.insert(PathId::PRIMARY, record);
         self.sessions.insert(handle, session);
-        self.paths.insert(
-            ch.0,
-            PathSlot {
-                path: Path::new(
-                    conn,
-                    PathId::PRIMARY,
-                    config.config.max_control_messages_per_sec,
-                ),
-                session: Some(handle),
-                remote,
-                side: Side::Client,
-                span,
-            },
-        );
-        self.qlog_bind(ch.0, token);
-        self.dirty.insert(ch.0);
+        self.routes
+            .insert(key, Route::Path(handle, PathId::PRIMARY));
+        self.qlog_bind(key, token);
+        self.dirty.insert(key);
         Ok(handle)
     }
 
@@ -276,9 +295,9 @@ impl Endpoint {
         buf.clear();
         match self.quic.handle(now, remote, local_ip, ecn, data, &mut buf) {
             Some(DatagramEvent::ConnectionEvent(ch, event)) => {
-                if let Some(slot) = self.paths.get_mut(&ch.0) {
-                    slot.path.conn.handle_event(event);
-                    self.dirty.insert(ch.0);
+                if let Some(p) = self.conn_mut(ch.into()) {
+                    p.conn.handle_event(event);
+                    self.dirty.insert(ch.into());
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
@@ -311,10 +330,20 @@ impl Endpoint {
         // Datagrams handed in since the last drive are proof of life: a loop that wakes
         // late reads its backlog before its timers, and health must see that backlog.
         self.flush(now);
-        for (key, slot) in self.paths.iter_mut() {
-            if slot.path.conn.poll_timeout().is_some_and(|t| t <= now) {
-                slot.path.conn.handle_timeout(now);
-                self.dirty.insert(*key);
+        let Self {
+            routes,
+            sessions,
+            loose,
+            dirty,
+            ..
+        } = self;
+        for (&key, &route) in routes.iter() {
+            let Some((_, p)) = route_mut(sessions, loose, key, route) else {
+                continue;
+            };
+            if p.conn.poll_timeout().is_some_and(|t| t <= now) {
+                p.conn.handle_timeout(now);
+                dirty.insert(key);
             }
         }
         self.check_health(now);
@@ -362,29 +391,29 @@ impl Endpoint {
         // Round-robin over paths, starting after the one that sent last.
         let cursor = self.transmit_cursor;
         let Self {
-            paths, quic, stats, ..
+            routes,
+            sessions,
+            loose,
+            quic,
+            stats,
+            ..
         } = self;
         let mut sent = None;
-        for (&key, slot) in paths.range_mut(cursor..) {
-            if let Some(t) = drive::transmit_from(quic, key, slot, now, max_datagrams, buf) {
-                sent = Some((key, t));
+        for (&key, &route) in routes.range(cursor..).chain(routes.range(..cursor)) {
+            let Some((session, p)) = route_mut(sessions, loose, key, route) else {
+                continue;
+            };
+            if let Some(t) = drive::transmit_from(quic, p, session, now, max_datagrams, buf) {
+                sent = Some((key, t, p.raw_blocked));
                 break;
             }
         }
-        if sent.is_none() {
-            for (&key, slot) in paths.range_mut(..cursor) {
-                if let Some(t) = drive::transmit_from(quic, key, slot, now, max_datagrams, buf) {
-                    sent = Some((key, t));
-                    break;
-                }
-            }
-        }
-        let (key, t) = sent?;
+        let (key, t, raw_blocked) = sent?;
         count_sent(stats, &t);
-        self.transmit_cursor = key + 1;
+        self.transmit_cursor = ConnKey(key.0 + 1);
         // QUIC frees datagram room as it sends; drive the path so that a blocked sender
         // hears of it now, not at the next acknowledgement.
-        if self.paths.get(&key).is_some_and(|s| s.path.raw_blocked) {
+        if raw_blocked {
             self.dirty.insert(key);
         }
         Some(t)
@@ -402,14 +431,18 @@ impl Endpoint {
     pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
         self.flush(now);
         let conns = self
-            .paths
+            .sessions
             .values_mut()
-            .filter_map(|s| s.path.conn.poll_timeout());
+            .flat_map(|s| s.conns_mut())
+            .chain(self.loose.values_mut().map(|l| &mut l.path))
+            .filter_map(|p| p.conn.poll_timeout());
         let conns: Option<Instant> = conns.min();
         let health = self
-            .paths
+            .sessions
             .values()
-            .filter_map(|s| s.path.health.deadline(s.path.conn.rtt()));
+            .flat_map(|s| s.conns())
+            .chain(self.loose.values().map(|l| &l.path))
+            .filter_map(|p| p.health.deadline(p.conn.rtt()));
         let metrics = self.sessions.values().filter_map(|s| s.next_metrics);
         conns
             .into_iter()
@@ -446,7 +479,7 @@ impl Endpoint {
     pub fn stats(&self) -> EndpointStats {
         let mut s = self.stats;
         s.sessions = self.sessions.len() as u64;
-        s.connections = self.paths.len() as u64;
+        s.connections = self.routes.len() as u64;
         s
     }
 
@@ -458,38 +491,49 @@ impl Endpoint {
 
     /// Whether no connection remains (every one closed and drained).
     pub fn is_idle(&self) -> bool {
-        self.paths.is_empty()
+        self.routes.is_empty()
     }
 
     /// Sends due health probes and fails paths that went silent.
     fn check_health(&mut self, now: Instant) {
         let mut failed = Vec::new();
-        for (key, slot) in self.paths.iter_mut() {
-            let rtt = slot.path.conn.rtt();
-            if slot.path.health.deadline(rtt).is_none_or(|t| t > now) {
+        let Self {
+            routes,
+            sessions,
+            loose,
+            dirty,
+            ..
+        } = self;
+        for (&key, &route) in routes.iter() {
+            let Some((_, p)) = route_mut(sessions, loose, key, route) else {
+                continue;
+            };
+            let rtt = p.conn.rtt();
+            if p.health.deadline(rtt).is_none_or(|t| t > now) {
                 continue;
             }
-            let verdict = slot.path.health.on_timeout(now, rtt);
+            let verdict = p.health.on_timeout(now, rtt);
             if let Some(seq) = verdict.ping {
-                slot.path.send_control(Kind::Ping(kwik_proto::Ping { seq }));
-                self.dirty.insert(*key);
+                p.send_control(Kind::Ping(kwik_proto::Ping { seq }));
+                dirty.insert(key);
             }
             if verdict.failed {
-                failed.push(*key);
+                failed.push(key);
             }
         }
         for key in failed {
-            let Some(slot) = self.paths.get_mut(&key) else {
+            let session = self.session_of(key);
+            let Some(p) = self.conn_mut(key) else {
                 continue;
             };
-            let path = slot.path.id;
-            tracing::warn!(parent: &slot.span, "path stopped answering health checks");
-            slot.path.close_with(
+            let path = p.id;
+            tracing::warn!(parent: &p.span, "path stopped answering health checks");
+            p.close_with(
                 now,
                 &ProtocolError::new(ErrorCode::PathUnresponsive, "no answer to health checks"),
             );
             self.dirty.insert(key);
-            if let Some(h) = slot.session {
+            if let Some(h) = session {
                 let role = self.sessions.get(&h).map(|s| s.role);
                 if role == Some(Role::Client) && path != PathId::PRIMARY {
                     self.secondary_failed(now, h, path, PathError::Unresponsive);
@@ -504,18 +548,118 @@ impl Endpoint {
         }
     }
 
-    fn session_paths(&self, h: SessionHandle) -> Vec<usize> {
+    /// The connections session `h` holds, in path order.
+    fn session_paths(&self, h: SessionHandle) -> Vec<ConnKey> {
         self.sessions
             .get(&h)
-            .map(|s| s.paths.values().copied().collect())
+            .map(|s| s.conns().map(|p| p.key).collect())
             .unwrap_or_default()
     }
 
+    /// The connection `key`, wherever it lives.
+    fn conn(&self, key: ConnKey) -> Option<&Path> {
+        match *self.routes.get(&key)? {
+            Route::Path(h, path) => self.sessions.get(&h)?.conn(path),
+            Route::Loose => self.loose.get(&key).map(|l| &l.path),
+        }
+    }
+
+    /// The connection `key`, wherever it lives.
+    fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Path> {
+        let route = *self.routes.get(&key)?;
+        route_mut(&mut self.sessions, &mut self.loose, key, route).map(|(_, p)| p)
+    }
+
+    /// The connection `key` and quinn-proto's endpoint, for the events between them.
+    fn conn_and_quic(&mut self, key: ConnKey) -> Option<(&mut quinn_proto::Endpoint, &mut Path)> {
+        let route = *self.routes.get(&key)?;
+        let (_, p) = route_mut(&mut self.sessions, &mut self.loose, key, route)?;
+        Some((&mut self.quic, p))
+    }
+
+    /// The session connection `key` carries a path of, or last did.
+    fn session_of(&self, key: ConnKey) -> Option<SessionHandle> {
+        match *self.routes.get(&key)? {
+            Route::Path(h, _) => Some(h),
+            Route::Loose => self.loose.get(&key)?.session,
+        }
+    }
+
+    /// Makes `p` the connection of its path in session `h` (whose record must exist);
+    /// returns the connection it replaces, now loose, if any.
+    fn attach(&mut self, h: SessionHandle, p: Path) -> Option<ConnKey> {
+        let (key, path) = (p.key, p.id);
+        let Some(record) = self
+            .sessions
+            .get_mut(&h)
+            .and_then(|s| s.paths.get_mut(&path))
+        else {
+            // Callers create the record first; a connection is never dropped undrained.
+            self.routes.insert(key, Route::Loose);
+            self.loose.insert(
+                key,
+                Loose {
+                    session: Some(h),
+                    path: p,
+                },
+            );
+            return None;
+        };
+        let old = record.conn.replace(p);
+        self.routes.insert(key, Route::Path(h, path));
+        Some(self.let_go(h, old?))
+    }
+
+    /// Session `h` lets go of the connection of `path`: it closes under the endpoint.
+    /// Returns its key.
+    fn detach(&mut self, h: SessionHandle, path: PathId) -> Option<ConnKey> {
+        let p = self
+            .sessions
+            .get_mut(&h)?
+            .paths
+            .get_mut(&path)?
+            .conn
+            .take()?;
+        Some(self.let_go(h, p))
+    }
+
+    /// Connection `p`, which session `h` no longer holds, drains under the endpoint.
+    fn let_go(&mut self, h: SessionHandle, p: Path) -> ConnKey {
+        let key = p.key;
+        self.routes.insert(key, Route::Loose);
+        self.loose.insert(
+            key,
+            Loose {
+                session: Some(h),
+                path: p,
+            },
+        );
+        key
+    }
+
+    /// Closes connection `key` with application code 0, unless it is closing already.
+    fn close_conn(&mut self, now: Instant, key: ConnKey, reason: Bytes) {
+        if let Some(p) = self.conn_mut(key)
+            && !p.closing
+        {
+            p.close_app(now, quinn_proto::VarInt::from_u32(0), reason);
+            self.dirty.insert(key);
+        }
+    }
+
+    /// Every connection in key order, with the session it belongs (or belonged) to.
+    fn each_conn(&self) -> impl Iterator<Item = (Option<SessionHandle>, &Path)> + '_ {
+        self.routes.iter().filter_map(|(key, route)| match *route {
+            Route::Path(h, path) => Some((Some(h), self.sessions.get(&h)?.conn(path)?)),
+            Route::Loose => self.loose.get(key).map(|l| (l.session, &l.path)),
+        })
+    }
+
     /// The peer on path `key` broke the protocol: close what it belongs to.
-    fn violation(&mut self, now: Instant, key: usize, error: ProtocolError) {
-        match self.paths.get(&key) {
-            Some(slot) => tracing::warn!(
-                parent: &slot.span,
+    fn violation(&mut self, now: Instant, key: ConnKey, error: ProtocolError) {
+        match self.conn(key) {
+            Some(p) => tracing::warn!(
+                parent: &p.span,
                 code = ?error.code,
                 reason = %error.reason,
                 "protocol violation"
@@ -525,8 +669,8 @@ impl Endpoint {
             }
         }
         self.stats.count_violation(error.code);
-        let session = self.paths.get(&key).and_then(|s| s.session);
-        let path = self.paths.get(&key).map_or(PathId::PRIMARY, |s| s.path.id);
+        let session = self.session_of(key);
+        let path = self.conn(key).map_or(PathId::PRIMARY, |p| p.id);
         if let Some(h) = session
             && path != PathId::PRIMARY
             && self
@@ -535,8 +679,8 @@ impl Endpoint {
                 .is_some_and(|s| s.role == Role::Client)
         {
             // A secondary misbehaved: only its path closes.
-            if let Some(slot) = self.paths.get_mut(&key) {
-                slot.path.close_with(now, &error);
+            if let Some(p) = self.conn_mut(key) {
+                p.close_with(now, &error);
                 self.dirty.insert(key);
             }
             self.secondary_failed(now, h, path, PathError::Protocol(error));
@@ -547,8 +691,8 @@ impl Endpoint {
             None => vec![key],
         };
         for k in keys {
-            if let Some(slot) = self.paths.get_mut(&k) {
-                slot.path.close_with(now, &error);
+            if let Some(p) = self.conn_mut(k) {
+                p.close_with(now, &error);
                 self.dirty.insert(k);
             }
         }
@@ -572,16 +716,16 @@ impl Endpoint {
         self.events.push_back(Event::Closed { session: h, error });
     }
 
-    fn mark_dirty_except(&mut self, h: SessionHandle, key: usize) {
+    fn mark_dirty_except(&mut self, h: SessionHandle, key: ConnKey) {
         if let Some(s) = self.sessions.get(&h) {
             self.dirty
-                .extend(s.paths.values().copied().filter(|k| *k != key));
+                .extend(s.conns().map(|p| p.key).filter(|k| *k != key));
         }
     }
 
     fn mark_dirty(&mut self, h: SessionHandle) {
         if let Some(s) = self.sessions.get(&h) {
-            self.dirty.extend(s.paths.values().copied());
+            self.dirty.extend(s.conns().map(|p| p.key));
         }
     }
 }

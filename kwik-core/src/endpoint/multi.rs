@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kwik_proto::PathStatus;
 use kwik_proto::control_frame::Kind;
-use quinn_proto::VarInt;
 
 use super::{Endpoint, Event};
 use crate::error::{PathError, SessionError};
@@ -58,35 +57,26 @@ impl Endpoint {
 
     /// Queues a control message on the session's primary path.
     pub(super) fn send_primary(&mut self, h: SessionHandle, kind: Kind) {
-        let Some(key) = self
+        let Some(p) = self
             .sessions
-            .get(&h)
-            .and_then(|s| s.paths.get(&PathId::PRIMARY).copied())
+            .get_mut(&h)
+            .and_then(|s| s.conn_mut(PathId::PRIMARY))
         else {
             return;
         };
-        if let Some(slot) = self.paths.get_mut(&key) {
-            slot.path.send_control(kind);
-            self.dirty.insert(key);
-        }
+        p.send_control(kind);
+        self.dirty.insert(p.key);
     }
 
     pub(super) fn send_on(&mut self, h: SessionHandle, path: PathId, kind: Kind) -> bool {
-        let Some(key) = self
-            .sessions
-            .get(&h)
-            .and_then(|s| s.paths.get(&path).copied())
-        else {
+        let Some(p) = self.sessions.get_mut(&h).and_then(|s| s.conn_mut(path)) else {
             return false;
         };
-        let Some(slot) = self.paths.get_mut(&key) else {
-            return false;
-        };
-        if slot.path.closing {
+        if p.closing {
             return false;
         }
-        slot.path.send_control(kind);
-        self.dirty.insert(key);
+        p.send_control(kind);
+        self.dirty.insert(p.key);
         true
     }
 
@@ -101,7 +91,7 @@ impl Endpoint {
         let rate = self
             .sessions
             .get(&h)
-            .and_then(|s| s.metas.get(&path))
+            .and_then(|s| s.paths.get(&path))
             .map_or(0, |m| m.delivery_rate);
         self.send_primary(
             h,
@@ -116,8 +106,7 @@ impl Endpoint {
     }
 
     pub(super) fn path_rtt(&self, h: SessionHandle, path: PathId) -> Option<Duration> {
-        let key = self.sessions.get(&h)?.paths.get(&path)?;
-        Some(self.paths.get(key)?.path.conn.rtt())
+        Some(self.sessions.get(&h)?.conn(path)?.conn.rtt())
     }
 
     pub(super) fn path_event(
@@ -151,16 +140,7 @@ impl Endpoint {
     /// The session ended: every path still open is closed with it.
     pub(super) fn close_remaining_paths(&mut self, now: Instant, h: SessionHandle) {
         for k in self.session_paths(h) {
-            if let Some(slot) = self.paths.get_mut(&k)
-                && !slot.path.closing
-            {
-                slot.path.close_app(
-                    now,
-                    VarInt::from_u32(0),
-                    Bytes::from_static(b"session ended"),
-                );
-                self.dirty.insert(k);
-            }
+            self.close_conn(now, k, Bytes::from_static(b"session ended"));
         }
     }
 }

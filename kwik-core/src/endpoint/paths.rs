@@ -7,25 +7,26 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kwik_proto::control_frame::Kind;
 use kwik_proto::{JoinResult, PathStatus};
-use quinn_proto::{Side, VarInt};
+use quinn_proto::Side;
 
+use super::Endpoint;
+use super::Event;
 use super::accept::refusal;
 use super::multi::{AddPathError, PathKind};
-use super::{Endpoint, Event, PathSlot};
 use crate::config::LoadBalancing;
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
-use crate::ids::{PathId, SessionHandle};
+use crate::ids::{ConnKey, PathId, SessionHandle};
 use crate::join;
 use crate::path::{Allowance, Path};
 use crate::scheduler;
-use crate::session::{PathInfo, PathMeta, PathState, Phase, Role, unexpected};
+use crate::session::{PathInfo, PathRecord, PathState, Phase, Role, unexpected};
 
 /// What [`Endpoint::schedule`] allows one path.
 #[derive(Debug)]
 pub(super) struct Schedule {
     pub(super) allowance: Allowance,
     /// Paths that get a copy of every frame this one takes.
-    pub(super) copy_to: Vec<usize>,
+    pub(super) copy_to: Vec<ConnKey>,
     /// The session has several usable paths to the peer.
     pub(super) multipath: bool,
 }
@@ -62,13 +63,13 @@ impl Endpoint {
         s.next_path_id += 1;
         let expiry = unix + s.config.join_proof_lifetime.as_secs().max(1);
         let secret = join::path_secret(&key, s.id, id.0, expiry);
-        let mut meta = PathMeta::new(address, server_name.to_owned(), PathState::Connecting);
+        let mut meta = PathRecord::new(address, server_name.to_owned(), PathState::Connecting);
         meta.same_peer = kind != PathKind::Secondary;
         meta.backup = kind == PathKind::Backup;
         if meta.same_peer {
             s.streams.set_retain(true);
         }
-        s.metas.insert(id, meta);
+        s.paths.insert(id, meta);
         if s.next_refresh.is_none() {
             s.next_refresh = Some(now + super::delegations::refresh_interval(&s.config));
         }
@@ -120,12 +121,12 @@ impl Endpoint {
         let Some(s) = self.sessions.get(&h) else {
             return Vec::new();
         };
-        s.metas
+        s.paths
             .iter()
             .map(|(id, m)| {
                 let conn = self
-                    .path_slot(h, *id)
-                    .map(|slot| (slot.path.conn.rtt(), slot.path.conn.stats()));
+                    .path_conn(h, *id)
+                    .map(|p| (p.conn.rtt(), p.conn.stats()));
                 // What the path's earlier connections carried (a failed path that
                 // reconnects keeps it).
                 let (sent_before, received_before) = m
@@ -175,34 +176,29 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return Ok(());
         };
-        if path != PathId::PRIMARY && path.0 < s.next_path_id && !s.metas.contains_key(&path) {
+        if path != PathId::PRIMARY && path.0 < s.next_path_id && !s.paths.contains_key(&path) {
             // A path removed long ago and forgotten (`purge_removed`): a late report.
             return Ok(());
         }
-        if path == PathId::PRIMARY || !s.metas.contains_key(&path) {
+        if path == PathId::PRIMARY || !s.paths.contains_key(&path) {
             return Err(ProtocolError::new(
                 ErrorCode::UnexpectedControlMessage,
                 format!("status of unknown {path}"),
             ));
         }
-        if let Some(m) = s.metas.get_mut(&path) {
+        if let Some(m) = s.paths.get_mut(&path) {
             if status.rtt_us > 0 {
                 m.reported_rtt = Some(Duration::from_micros(status.rtt_us));
             }
             m.delivery_rate = status.delivery_rate;
         }
-        let same_peer = s.metas.get(&path).is_some_and(|m| m.same_peer);
+        let same_peer = s.paths.get(&path).is_some_and(|m| m.same_peer);
         if s.set_state(path, state) {
             if same_peer && matches!(state, PathState::Failed | PathState::Removed) {
                 // The client lost a path to this server: what it carried is sent again
                 // on the others, and this side's end of it is closed.
-                if let Some(key) = s.paths.remove(&path)
-                    && let Some(slot) = self.paths.get_mut(&key)
-                    && !slot.path.closing
-                {
-                    slot.path
-                        .close_app(now, VarInt::from_u32(0), Bytes::from_static(b"failed"));
-                    self.dirty.insert(key);
+                if let Some(key) = self.detach(h, path) {
+                    self.close_conn(now, key, Bytes::from_static(b"failed"));
                 }
                 self.reinject(now, h);
             }
@@ -241,7 +237,7 @@ impl Endpoint {
     ) -> Result<(), &'static str> {
         let s = self.sessions.get_mut(&h).ok_or("no session")?;
         let path = PathId(add.path_id);
-        if path == PathId::PRIMARY || s.metas.contains_key(&path) {
+        if path == PathId::PRIMARY || s.paths.contains_key(&path) {
             return Err("path id in use");
         }
         if !s.add_path_budget.try_take(now) {
@@ -254,7 +250,7 @@ impl Endpoint {
         if !s.config.allow_scope_escalation && !join::scope_allows(s.remote.ip(), address.ip()) {
             return Err("address scope narrower than the primary's");
         }
-        let mut meta = PathMeta::new(address, add.server_name.clone(), PathState::Connecting);
+        let mut meta = PathRecord::new(address, add.server_name.clone(), PathState::Connecting);
         meta.secret = add.path_secret.clone();
         meta.expiry = add.expiry;
         meta.same_peer = add.same_peer;
@@ -262,10 +258,10 @@ impl Endpoint {
         if meta.same_peer {
             s.streams.set_retain(true);
         }
-        s.metas.insert(path, meta);
+        s.paths.insert(path, meta);
         if let Err(reason) = self.dial_path(now, h, path) {
             if let Some(s) = self.sessions.get_mut(&h) {
-                s.metas.remove(&path);
+                s.paths.remove(&path);
             }
             return Err(reason);
         }
@@ -281,7 +277,7 @@ impl Endpoint {
         path: PathId,
     ) -> Result<(), &'static str> {
         let s = self.sessions.get(&h).ok_or("no session")?;
-        let meta = s.metas.get(&path).ok_or("unknown path")?;
+        let meta = s.paths.get(&path).ok_or("unknown path")?;
         let dial = s.dial.clone().ok_or("no client config")?;
         let rate = s.config.max_control_messages_per_sec;
         let (address, name) = (meta.address, meta.server_name.clone());
@@ -296,38 +292,29 @@ impl Endpoint {
             .quic
             .connect(now, dial, address, &name)
             .map_err(|_| "cannot connect")?;
-        self.qlog_bind(ch.0, token);
-        self.qlog_label(ch.0, h, path, kind);
-        self.paths.insert(
-            ch.0,
-            PathSlot {
-                path: Path::new(conn, path, rate),
-                session: Some(h),
-                remote: address,
-                side: Side::Client,
-                span,
-            },
-        );
+        let key = ConnKey::from(ch);
+        self.qlog_bind(key, token);
+        self.qlog_label(key, h, path, kind);
+        self.attach(h, Path::new(key, conn, path, Side::Client, span, rate));
         if let Some(s) = self.sessions.get_mut(&h) {
-            s.paths.insert(path, ch.0);
             let deadline = now + s.config.idle_timeout;
-            if let Some(m) = s.metas.get_mut(&path) {
+            if let Some(m) = s.paths.get_mut(&path) {
                 m.join_deadline = Some(deadline);
             }
         }
-        self.dirty.insert(ch.0);
+        self.dirty.insert(key);
         Ok(())
     }
 
     /// The client's Join for a secondary path whose handshake completed.
-    pub(super) fn join_message(&self, key: usize) -> Option<Kind> {
-        let slot = self.paths.get(&key)?;
-        let s = self.sessions.get(&slot.session?)?;
-        let meta = s.metas.get(&slot.path.id)?;
-        let exporter = slot.path.exporter()?;
+    pub(super) fn join_message(&self, key: ConnKey) -> Option<Kind> {
+        let p = self.conn(key)?;
+        let s = self.sessions.get(&self.session_of(key)?)?;
+        let meta = s.paths.get(&p.id)?;
+        let exporter = p.exporter()?;
         Some(Kind::Join(kwik_proto::Join {
             session_id: s.id,
-            path_id: slot.path.id.0,
+            path_id: p.id.0,
             expiry: meta.expiry,
             proof: join::proof(&meta.secret, &exporter),
         }))
@@ -348,20 +335,20 @@ impl Endpoint {
         };
         let interval = s.config.path_health_check_interval;
         let threshold = s.config.path_failure_threshold;
-        if s.metas
+        if s.paths
             .get(&path)
             .is_none_or(|m| m.state == PathState::Active)
         {
             return Err(unexpected(&Kind::JoinResult(result)));
         }
         s.set_state(path, PathState::Active);
-        if let Some(m) = s.metas.get_mut(&path) {
+        if let Some(m) = s.paths.get_mut(&path) {
             m.retry_until = None;
             m.next_retry = None;
             m.join_deadline = None;
         }
-        if let Some(slot) = s.paths.get(&path).and_then(|k| self.paths.get_mut(k)) {
-            slot.path.health.start(now, interval, threshold);
+        if let Some(p) = s.conn_mut(path) {
+            p.health.start(now, interval, threshold);
         }
         self.report_status(h, path, PathState::Active, "");
         self.path_event(h, path, PathState::Active, "");
@@ -374,7 +361,7 @@ impl Endpoint {
         let Some(m) = self
             .sessions
             .get_mut(&h)
-            .and_then(|s| s.metas.get_mut(&PathId(refresh.path_id)))
+            .and_then(|s| s.paths.get_mut(&PathId(refresh.path_id)))
         else {
             return;
         };
@@ -391,23 +378,11 @@ impl Endpoint {
         path: PathId,
         reason: &str,
     ) {
-        let Some(key) = self
-            .sessions
-            .get_mut(&h)
-            .and_then(|s| s.paths.remove(&path))
-        else {
+        let Some(key) = self.detach(h, path) else {
             return;
         };
-        if let Some(slot) = self.paths.get_mut(&key) {
-            if !slot.path.closing {
-                slot.path.close_app(
-                    now,
-                    VarInt::from_u32(0),
-                    Bytes::copy_from_slice(reason.as_bytes()),
-                );
-            }
-            self.dirty.insert(key);
-        }
+        self.close_conn(now, key, Bytes::copy_from_slice(reason.as_bytes()));
+        self.dirty.insert(key);
     }
 
     /// A client's secondary path failed: its ranges go back to the primary, and it is
@@ -423,21 +398,17 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
-        if let Some(m) = s.metas.get_mut(&path) {
+        if let Some(m) = s.paths.get_mut(&path) {
             m.join_deadline = None;
         }
         if s.phase == Phase::Closed
-            || s.metas
+            || s.paths
                 .get(&path)
                 .is_none_or(|m| matches!(m.state, PathState::Failed | PathState::Removed))
         {
             // Already failed; a retry that failed again just waits for the next.
-            if let Some(key) = s.paths.remove(&path)
-                && let Some(slot) = self.paths.get_mut(&key)
-                && !slot.path.closing
-            {
-                slot.path.close_app(now, VarInt::from_u32(0), Bytes::new());
-                self.dirty.insert(key);
+            if let Some(key) = self.detach(h, path) {
+                self.close_conn(now, key, Bytes::new());
             }
             return;
         }
@@ -448,7 +419,7 @@ impl Endpoint {
             return;
         };
         s.set_state(path, PathState::Failed);
-        if let Some(m) = s.metas.get_mut(&path) {
+        if let Some(m) = s.paths.get_mut(&path) {
             if m.expiry > unix {
                 m.retry_until = Some(now + recovery);
                 m.next_retry = Some(now + retry);
@@ -484,7 +455,7 @@ impl Endpoint {
             if s.role != Role::Client || s.phase != Phase::Established {
                 continue;
             }
-            for (path, m) in &s.metas {
+            for (path, m) in &s.paths {
                 if m.state == PathState::Failed && m.next_retry.is_some_and(|t| t <= now) {
                     due.push((*h, *path));
                 }
@@ -496,7 +467,7 @@ impl Endpoint {
                 continue;
             };
             let retry = s.config.path_health_check_interval * 4;
-            let Some(m) = s.metas.get_mut(&path) else {
+            let Some(m) = s.paths.get_mut(&path) else {
                 continue;
             };
             if m.retry_until.is_none_or(|t| t <= now) || m.expiry <= unix {
@@ -511,7 +482,7 @@ impl Endpoint {
                 continue;
             }
             m.next_retry = Some(now + retry);
-            if !s.paths.contains_key(&path) {
+            if m.conn.is_none() {
                 let _ = self.dial_path(now, h, path);
             }
         }
@@ -524,7 +495,7 @@ impl Endpoint {
             if s.role != Role::Client {
                 continue;
             }
-            for (path, m) in &s.metas {
+            for (path, m) in &s.paths {
                 if m.join_deadline.is_some_and(|t| t <= now) {
                     late.push((*h, *path));
                 }
@@ -534,13 +505,13 @@ impl Endpoint {
             if let Some(m) = self
                 .sessions
                 .get_mut(&h)
-                .and_then(|s| s.metas.get_mut(&path))
+                .and_then(|s| s.paths.get_mut(&path))
             {
                 m.join_deadline = None;
             }
             let error = PathError::Connection(SessionError::TimedOut);
             if self.sessions.get(&h).is_some_and(|s| {
-                s.metas
+                s.paths
                     .get(&path)
                     .is_some_and(|m| m.state == PathState::Failed)
             }) {
@@ -556,7 +527,7 @@ impl Endpoint {
     pub(super) fn retry_deadline(&self) -> Option<Instant> {
         self.sessions
             .values()
-            .flat_map(|s| s.metas.values())
+            .flat_map(|s| s.paths.values())
             .flat_map(|m| [m.next_retry, m.join_deadline])
             .flatten()
             .min()
@@ -568,7 +539,13 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
-        s.paths.remove(&path);
+        if let Some(p) = s.paths.get_mut(&path).and_then(|r| r.conn.take()) {
+            // Lost: it only drains now, loose.
+            self.let_go(h, p);
+        }
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
         if s.set_state(path, PathState::Failed) {
             self.events.push_back(Event::PathFailed {
                 session: h,
@@ -594,34 +571,28 @@ impl Endpoint {
     /// when every path ranked before it is backlogged (QUIC refused more: its send window,
     /// kept near its congestion window, is full). Backup paths take part only when no
     /// other path is usable.
-    pub(super) fn schedule(&mut self, key: usize) -> Schedule {
+    pub(super) fn schedule(&mut self, key: ConnKey) -> Schedule {
         let all = Schedule {
             allowance: Allowance::Frames(usize::MAX),
             copy_to: Vec::new(),
             multipath: false,
         };
-        let Some(slot) = self.paths.get(&key) else {
-            return all;
-        };
-        let (Some(h), me) = (slot.session, slot.path.id) else {
+        let (Some(h), Some(me)) = (self.session_of(key), self.conn(key).map(|p| p.id)) else {
             return all;
         };
         let Some(s) = self.sessions.get(&h) else {
             return all;
         };
         // One path (the common case) needs no ranking: it takes everything.
-        if s.paths.len() <= 1 || !s.is_peer_path(me) || s.role == Role::Secondary {
+        if s.conns().nth(1).is_none() || !s.is_peer_path(me) || s.role == Role::Secondary {
             return all;
         }
-        let mut peers: Vec<(PathId, usize, bool)> = s
+        let mut peers: Vec<(PathId, &Path, bool)> = s
             .paths
             .iter()
-            .filter(|(id, k)| {
-                s.is_peer_path(**id)
-                    && s.metas.get(id).is_some_and(|m| m.state.is_usable())
-                    && self.paths.get(k).is_some_and(|sl| !sl.path.closing)
-            })
-            .map(|(id, k)| (*id, *k, s.metas.get(id).is_some_and(|m| m.backup)))
+            .filter(|(id, m)| s.is_peer_path(**id) && m.state.is_usable())
+            .filter_map(|(id, m)| Some((*id, m.conn.as_ref()?, m.backup)))
+            .filter(|(_, p, _)| !p.closing)
             .collect();
         if peers.len() <= 1 {
             return all;
@@ -643,7 +614,11 @@ impl Endpoint {
             return match peers.iter().map(|p| p.0).min() {
                 Some(first) if first == me => Schedule {
                     allowance: Allowance::Frames(usize::MAX),
-                    copy_to: peers.iter().filter(|p| p.0 != me).map(|p| p.1).collect(),
+                    copy_to: peers
+                        .iter()
+                        .filter(|p| p.0 != me)
+                        .map(|p| p.1.key)
+                        .collect(),
                     multipath: true,
                 },
                 _ => multipath,
@@ -651,16 +626,13 @@ impl Endpoint {
         }
         let facts: Vec<scheduler::PathFacts> = peers
             .iter()
-            .filter_map(|(id, k, _)| {
-                let sl = self.paths.get(k)?;
-                Some(scheduler::PathFacts {
-                    id: *id,
-                    rtt: sl.path.conn.rtt(),
-                    cwnd: sl.path.conn.congestion_state().window(),
-                    frames_sent: sl.path.counters.frames_sent,
-                    bytes_sent: sl.path.counters.stream_bytes_sent,
-                    backlogged: sl.path.is_backlogged(),
-                })
+            .map(|(id, p, _)| scheduler::PathFacts {
+                id: *id,
+                rtt: p.conn.rtt(),
+                cwnd: p.conn.congestion_state().window(),
+                frames_sent: p.counters.frames_sent,
+                bytes_sent: p.counters.stream_bytes_sent,
+                backlogged: p.is_backlogged(),
             })
             .collect();
         let (go, limit) = scheduler::allowance(strategy, &facts, me);
@@ -678,28 +650,27 @@ impl Endpoint {
     /// Marks a client's path degraded or active again from its health.
     pub(super) fn update_degraded(&mut self, now: Instant) {
         let mut changes = Vec::new();
-        for slot in self.paths.values() {
-            let Some(h) = slot.session else { continue };
+        for (session, p) in self.each_conn() {
+            let Some(h) = session else { continue };
             let Some(s) = self.sessions.get(&h) else {
                 continue;
             };
-            if s.role != Role::Client || slot.path.closing {
+            if s.role != Role::Client || p.closing {
                 continue;
             }
-            let Some(silent) = slot.path.health.silent_for(now) else {
+            let Some(silent) = p.health.silent_for(now) else {
                 continue;
             };
-            let rtt = slot.path.conn.rtt();
-            let limit =
-                (slot.path.health.window(rtt) / 2).max(s.config.path_health_check_interval + rtt);
+            let rtt = p.conn.rtt();
+            let limit = (p.health.window(rtt) / 2).max(s.config.path_health_check_interval + rtt);
             let want = if silent > limit {
                 PathState::Degraded
             } else {
                 PathState::Active
             };
-            let current = s.metas.get(&slot.path.id).map(|m| m.state);
+            let current = s.paths.get(&p.id).map(|m| m.state);
             if current.is_some_and(|c| c.is_usable() && c != want) {
-                changes.push((h, slot.path.id, want));
+                changes.push((h, p.id, want));
             }
         }
         for (h, path, state) in changes {
@@ -719,14 +690,11 @@ impl Endpoint {
             if s.role != Role::Client {
                 continue;
             }
-            for (path, key) in &s.paths {
-                let Some(slot) = self.paths.get(key) else {
+            for m in s.paths.values_mut() {
+                let Some(p) = &m.conn else {
                     continue;
                 };
-                let Some(m) = s.metas.get_mut(path) else {
-                    continue;
-                };
-                let bytes = slot.path.counters.stream_bytes_received;
+                let bytes = p.counters.stream_bytes_received;
                 match m.rate_mark {
                     Some((at, before)) if now >= at + Duration::from_millis(250) => {
                         let secs = (now - at).as_secs_f64();

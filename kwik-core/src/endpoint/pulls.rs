@@ -4,6 +4,7 @@
 //! re-pulls what a failed, stalled or refusing path owes from the others at once, and
 //! tells the primary the outcome.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kwik_proto::control_frame::Kind;
@@ -16,6 +17,7 @@ use crate::error::{ErrorCode, ProtocolError};
 use crate::frame::Frame;
 use crate::ids::{PathId, SessionHandle, StreamId};
 use crate::session::{Phase, Role, SessionState};
+use crate::streams::Streams;
 use crate::stripe::{MIN_CHUNK, Stripe};
 use crate::ticket::TicketError;
 
@@ -103,7 +105,7 @@ impl Endpoint {
             },
         );
         let usable = path == PathId::PRIMARY
-            || s.metas
+            || s.paths
                 .get(&path)
                 .is_some_and(|m| m.state.is_usable() && !m.same_peer);
         let pull = s.next_pull;
@@ -271,16 +273,11 @@ impl Endpoint {
         let mut primary = (PathId::PRIMARY, Duration::ZERO, 0);
         let mut lanes = Vec::new();
         for path in s.usable_paths() {
-            let Some(slot) = s
-                .paths
-                .get(&path)
-                .and_then(|k| self.paths.get(k))
-                .filter(|slot| !slot.path.closing)
-            else {
+            let Some(p) = s.conn(path).filter(|p| !p.closing) else {
                 continue;
             };
             // Counted when the path was last driven: no second copy of QUIC's stats.
-            let (rtt, bytes) = (slot.path.conn.rtt(), slot.path.stream_frames);
+            let (rtt, bytes) = (p.conn.rtt(), p.stream_frames);
             if path == PathId::PRIMARY {
                 primary.1 = rtt;
                 primary.2 += bytes;
@@ -290,7 +287,7 @@ impl Endpoint {
                 lanes.push((path, rtt, bytes));
             }
         }
-        if s.paths.contains_key(&PathId::PRIMARY) {
+        if s.conn(PathId::PRIMARY).is_some() {
             lanes.insert(0, primary);
         }
         lanes
@@ -525,41 +522,39 @@ impl Endpoint {
             self.pull_stripes(now, h);
         }
     }
+}
 
-    /// Checks a frame that arrived on a client's secondary path: only stream bytes inside
-    /// ranges pulled from that path (or bytes the reader already passed) are accepted.
-    pub(super) fn check_secondary_frame(
-        s: &SessionState,
-        path: PathId,
-        frame: &Frame,
-    ) -> Result<(), ProtocolError> {
-        let Frame::Stream {
-            id,
-            offset,
-            fin,
-            data,
-        } = frame
-        else {
-            return Err(delegation_error(
-                "a secondary sent a frame other than STREAM",
-            ));
-        };
-        let end = offset + data.len() as u64;
-        let owed = s
-            .owed
-            .values()
-            .any(|o| o.path == path && o.stream == *id && o.start <= *offset && end <= o.end);
-        if owed && !fin {
-            return Ok(());
-        }
-        if !fin
-            && (s.streams.read_offset(*id).is_some_and(|r| end <= r)
-                || s.streams.recv_finished(*id))
-        {
-            return Ok(());
-        }
-        Err(delegation_error(format!(
-            "{path} sent bytes of {id} it was not asked for"
-        )))
+/// Checks a frame that arrived on a client's secondary path against what the client
+/// asked of it (`owed`) and what its reader has: only stream bytes inside ranges pulled
+/// from that path (or bytes the reader already passed) are accepted.
+pub(super) fn check_secondary_frame(
+    owed: &BTreeMap<u64, Owed>,
+    streams: &Streams,
+    path: PathId,
+    frame: &Frame,
+) -> Result<(), ProtocolError> {
+    let Frame::Stream {
+        id,
+        offset,
+        fin,
+        data,
+    } = frame
+    else {
+        return Err(delegation_error(
+            "a secondary sent a frame other than STREAM",
+        ));
+    };
+    let end = offset + data.len() as u64;
+    let owed = owed
+        .values()
+        .any(|o| o.path == path && o.stream == *id && o.start <= *offset && end <= o.end);
+    if owed && !fin {
+        return Ok(());
     }
+    if !fin && (streams.read_offset(*id).is_some_and(|r| end <= r) || streams.recv_finished(*id)) {
+        return Ok(());
+    }
+    Err(delegation_error(format!(
+        "{path} sent bytes of {id} it was not asked for"
+    )))
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::Endpoint;
 use crate::config::Config;
-use crate::ids::{PathId, SessionHandle};
+use crate::ids::{ConnKey, PathId, SessionHandle};
 
 /// Names the qlog stream of one connection between its creation and its label.
 pub(super) type QlogToken = Option<u64>;
@@ -42,7 +42,7 @@ pub trait QlogFactory: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 pub(super) struct Qlog {
     factory: Option<Arc<dyn QlogFactory>>,
-    tokens: rustc_hash::FxHashMap<usize, u64>,
+    tokens: rustc_hash::FxHashMap<ConnKey, u64>,
 }
 
 impl Endpoint {
@@ -107,7 +107,7 @@ impl Endpoint {
     }
 
     /// Connection `key` was created with `token`'s stream.
-    pub(super) fn qlog_bind(&mut self, key: usize, token: QlogToken) {
+    pub(super) fn qlog_bind(&mut self, key: ConnKey, token: QlogToken) {
         #[cfg(feature = "qlog")]
         if let Some(token) = token {
             self.qlog.tokens.insert(key, token);
@@ -116,7 +116,7 @@ impl Endpoint {
     }
 
     /// Connection `key` carries `path` (of `kind`) of session `h`.
-    pub(super) fn qlog_label(&mut self, key: usize, h: SessionHandle, path: PathId, kind: &str) {
+    pub(super) fn qlog_label(&mut self, key: ConnKey, h: SessionHandle, path: PathId, kind: &str) {
         #[cfg(feature = "qlog")]
         if let (Some(factory), Some(token), Some(s)) = (
             &self.qlog.factory,
@@ -129,7 +129,7 @@ impl Endpoint {
     }
 
     /// Connection `key` is gone.
-    pub(super) fn qlog_forget(&mut self, key: usize) {
+    pub(super) fn qlog_forget(&mut self, key: ConnKey) {
         #[cfg(feature = "qlog")]
         if let (Some(token), Some(factory)) = (self.qlog.tokens.remove(&key), &self.qlog.factory) {
             factory.unlabelled(token);

@@ -1,34 +1,25 @@
 //! Session and path figures: what `stats()` and the periodic metrics report, also for a
 //! path whose connection is closing or gone.
 
-use super::{Endpoint, PathSlot};
+use super::Endpoint;
 use crate::ids::{PathId, SessionHandle};
+use crate::path::Path;
 use crate::session::Role;
 use crate::stats::{PathStats, SessionStats};
 
 impl Endpoint {
     pub(super) fn session_stats(&self, h: SessionHandle) -> Option<SessionStats> {
         let s = self.sessions.get(&h)?;
-        // Live paths, then those whose connection the session let go of: closing, or gone
-        // with their last figures kept.
-        let earlier = |id: &PathId| s.metas.get(id).and_then(|m| m.last.as_deref());
+        // Each path's connection, else the one the session let go of while it closes, else
+        // the last figures kept when its connection went.
         let mut paths: Vec<PathStats> = s
             .paths
             .iter()
-            .filter_map(|(id, key)| {
-                let slot = self.paths.get(key)?;
-                Some(slot_stats(slot).with_earlier(earlier(id)))
+            .filter_map(|(id, m)| match self.path_conn(h, *id) {
+                Some(p) => Some(path_stats(p).with_earlier(m.last.as_deref())),
+                None => m.last.as_deref().cloned(),
             })
             .collect();
-        paths.extend(
-            s.metas
-                .iter()
-                .filter(|(id, _)| !s.paths.contains_key(id))
-                .filter_map(|(id, m)| match self.path_slot(h, *id) {
-                    Some(slot) => Some(slot_stats(slot).with_earlier(m.last.as_deref())),
-                    None => m.last.as_deref().cloned(),
-                }),
-        );
         paths.sort_by_key(|p| p.id);
         let c = s.streams.counters;
         Some(SessionStats {
@@ -47,47 +38,49 @@ impl Endpoint {
 
     /// The connection of `path` in session `h`, also while it closes after the session
     /// let go of it (a failed or removed path drains for a few round trips).
-    pub(super) fn path_slot(&self, h: SessionHandle, path: PathId) -> Option<&PathSlot> {
+    pub(super) fn path_conn(&self, h: SessionHandle, path: PathId) -> Option<&Path> {
         let s = self.sessions.get(&h)?;
-        if let Some(key) = s.paths.get(&path) {
-            return self.paths.get(key);
+        let record = s.paths.get(&path)?;
+        if let Some(p) = &record.conn {
+            return Some(p);
         }
         // A primary has no connection of its own to a secondary (only to itself, by a
-        // same-peer path): no scan of every connection for those, so that a server with
-        // many sessions answers `stats` without one.
-        let own = s.role != Role::Primary || s.metas.get(&path).is_some_and(|m| m.same_peer);
+        // same-peer path): no scan of the loose connections for those, so that a server
+        // with many sessions answers `stats` without one.
+        let own = s.role != Role::Primary || record.same_peer;
         if !own {
             return None;
         }
-        self.paths
+        self.loose
             .values()
-            .find(|slot| slot.session == Some(h) && slot.path.id == path)
+            .find(|l| l.session == Some(h) && l.path.id == path)
+            .map(|l| &l.path)
     }
 }
 
 /// This side's figures for one path's connection.
-pub(super) fn slot_stats(slot: &PathSlot) -> PathStats {
-    let q = slot.path.conn.stats();
+pub(super) fn path_stats(p: &Path) -> PathStats {
+    let q = p.conn.stats();
     PathStats {
-        id: slot.path.id,
-        remote: slot.remote,
-        rtt: slot.path.conn.rtt(),
+        id: p.id,
+        remote: p.remote,
+        rtt: p.conn.rtt(),
         cwnd: q.path.cwnd,
         bytes_sent: q.udp_tx.bytes,
         bytes_received: q.udp_rx.bytes,
         datagrams_sent: q.udp_tx.datagrams,
         datagrams_received: q.udp_rx.datagrams,
         lost_packets: q.path.lost_packets,
-        frames_sent: slot.path.counters.frames_sent,
-        frames_received: slot.path.counters.frames_received,
-        carriers: slot.path.carrier_count(),
-        carrier_streams: slot.path.assigned_streams(),
-        raw_sent: slot.path.counters.raw_sent,
-        raw_displaced: slot.path.counters.raw_displaced,
-        raw_received: slot.path.counters.raw_received,
-        stream_bytes_received: slot.path.counters.stream_bytes_received,
-        stream_bytes_sent: slot.path.counters.stream_bytes_sent,
-        control_sent: slot.path.counters.control_sent,
-        control_received: slot.path.counters.control_received,
+        frames_sent: p.counters.frames_sent,
+        frames_received: p.counters.frames_received,
+        carriers: p.carrier_count(),
+        carrier_streams: p.assigned_streams(),
+        raw_sent: p.counters.raw_sent,
+        raw_displaced: p.counters.raw_displaced,
+        raw_received: p.counters.raw_received,
+        stream_bytes_received: p.counters.stream_bytes_received,
+        stream_bytes_sent: p.counters.stream_bytes_sent,
+        control_sent: p.counters.control_sent,
+        control_received: p.counters.control_received,
     }
 }

@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 use crate::control::ControlDecoder;
 use crate::error::{ErrorCode, ProtocolError};
 use crate::health::Health;
-use crate::ids::{PathId, StreamId};
+use crate::ids::{ConnKey, PathId, StreamId};
 use crate::rate::TokenBucket;
 
 mod control;
@@ -73,10 +73,20 @@ pub(crate) struct PathCounters {
     pub(crate) control_received: u64,
 }
 
+/// One QUIC connection of a session's path (or of a server connection that is not in a
+/// session yet).
 #[derive(Debug)]
 pub(crate) struct Path {
     pub(crate) conn: Connection,
+    /// The path it carries; a server's connection is path 0 until a Join says otherwise.
     pub(crate) id: PathId,
+    /// quinn-proto's handle of the connection.
+    pub(crate) key: ConnKey,
+    pub(crate) remote: std::net::SocketAddr,
+    pub(crate) side: quinn_proto::Side,
+    /// `path{session, path, remote, kind}`, entered while the engine drives this
+    /// connection; a child of the session's span where the session came first.
+    pub(crate) span: tracing::Span,
     control: Option<QuicStreamId>,
     control_rx: ControlDecoder,
     control_tx: Vec<u8>,
@@ -141,10 +151,21 @@ pub(crate) const MAX_CONTROL_BACKLOG: usize = 64 * 1024;
 pub(crate) type PathResult<T> = Result<T, ProtocolError>;
 
 impl Path {
-    pub(crate) fn new(conn: Connection, id: PathId, control_rate: u32) -> Self {
+    pub(crate) fn new(
+        key: ConnKey,
+        conn: Connection,
+        id: PathId,
+        side: quinn_proto::Side,
+        span: tracing::Span,
+        control_rate: u32,
+    ) -> Self {
         Self {
+            remote: conn.remote_address(),
             conn,
             id,
+            key,
+            side,
+            span,
             control: None,
             control_rx: ControlDecoder::default(),
             control_tx: Vec::new(),

@@ -111,9 +111,11 @@ pub struct PathInfo {
     pub delivery_rate: u64,
 }
 
-/// What one side knows about a path beyond its connection.
-#[derive(Debug, Clone)]
-pub(crate) struct PathMeta {
+/// One path of a session: what this side knows of it, and the connection that carries it
+/// now. A connection the session lets go of (a failed, removed or replaced path's) closes
+/// under the endpoint until it drains.
+#[derive(Debug)]
+pub(crate) struct PathRecord {
     pub(crate) address: SocketAddr,
     pub(crate) server_name: String,
     pub(crate) state: PathState,
@@ -140,9 +142,11 @@ pub(crate) struct PathMeta {
     /// This side's figures for the path when its connection went away: what a failed or
     /// removed path carried stays in the session's stats.
     pub(crate) last: Option<Box<crate::stats::PathStats>>,
+    /// This side's connection for the path; a primary has none for a secondary's.
+    pub(crate) conn: Option<Path>,
 }
 
-impl PathMeta {
+impl PathRecord {
     pub(crate) fn new(address: SocketAddr, server_name: String, state: PathState) -> Self {
         Self {
             address,
@@ -160,6 +164,7 @@ impl PathMeta {
             backup: false,
             join_deadline: None,
             last: None,
+            conn: None,
         }
     }
 }
@@ -182,8 +187,8 @@ pub(crate) struct SessionState {
     pub(crate) phase: Phase,
     pub(crate) config: Arc<Config>,
     pub(crate) streams: Streams,
-    /// Path id -> connection key in the endpoint.
-    pub(crate) paths: BTreeMap<PathId, usize>,
+    /// Every path this side knows of, connected or not.
+    pub(crate) paths: BTreeMap<PathId, PathRecord>,
     pub(crate) remote: SocketAddr,
     pub(crate) error: Option<SessionError>,
     pub(crate) next_metrics: Option<Instant>,
@@ -192,8 +197,6 @@ pub(crate) struct SessionState {
     /// Raw datagrams dropped because `raw` was full.
     pub(crate) raw_dropped: u64,
     pub(crate) role: Role,
-    /// Every path this side knows of, connected or not.
-    pub(crate) metas: BTreeMap<PathId, PathMeta>,
     /// Primary: the next path id to hand out.
     pub(crate) next_path_id: u32,
     /// Client: bounds how fast the primary may make it dial.
@@ -281,7 +284,6 @@ impl SessionState {
                 Side::Client => Role::Client,
                 Side::Server => Role::Primary,
             },
-            metas: BTreeMap::new(),
             app_protocol: None,
             next_path_id: 1,
             add_path_budget,
@@ -318,10 +320,10 @@ impl SessionState {
     /// Paths that carry data now (on a primary, as the client reported them; elsewhere,
     /// with a connection of this side's own).
     pub(crate) fn usable_paths(&self) -> Vec<PathId> {
-        self.metas
+        self.paths
             .iter()
-            .filter(|(id, m)| {
-                m.state.is_usable() && (self.role == Role::Primary || self.paths.contains_key(id))
+            .filter(|(_, m)| {
+                m.state.is_usable() && (self.role == Role::Primary || m.conn.is_some())
             })
             .map(|(id, _)| *id)
             .collect()
@@ -337,7 +339,7 @@ impl SessionState {
     /// Whether the session holds `max_paths_per_session` paths that are not removed.
     pub(crate) fn at_path_limit(&self) -> bool {
         let live = self
-            .metas
+            .paths
             .values()
             .filter(|m| m.state != PathState::Removed)
             .count();
@@ -347,30 +349,31 @@ impl SessionState {
     /// Whether `path` reaches the session's peer directly: the primary path, or a
     /// same-peer path.
     pub(crate) fn is_peer_path(&self, path: PathId) -> bool {
-        path == PathId::PRIMARY || self.metas.get(&path).is_some_and(|m| m.same_peer)
+        path == PathId::PRIMARY || self.paths.get(&path).is_some_and(|m| m.same_peer)
     }
 
     /// Forgets the oldest removed paths beyond `max_paths_per_session` of them, so that a
     /// primary cycling `AddPath` and `RemovePath` cannot grow the list (the newest removed
-    /// ones stay visible in `paths()`).
+    /// ones stay visible in `paths()`). A removed path whose connection this side still
+    /// holds (a primary's same-peer path, until the client closes it) stays until it drains.
     pub(crate) fn purge_removed(&mut self) {
         let removed: Vec<PathId> = self
-            .metas
+            .paths
             .iter()
-            .filter(|(_, m)| m.state == PathState::Removed)
+            .filter(|(_, m)| m.state == PathState::Removed && m.conn.is_none())
             .map(|(id, _)| *id)
             .collect();
         let excess = removed
             .len()
             .saturating_sub(self.config.max_paths_per_session as usize);
         for id in removed.into_iter().take(excess) {
-            self.metas.remove(&id);
+            self.paths.remove(&id);
         }
     }
 
     /// Sets a path's state; returns whether it changed.
     pub(crate) fn set_state(&mut self, path: PathId, state: PathState) -> bool {
-        match self.metas.get_mut(&path) {
+        match self.paths.get_mut(&path) {
             Some(m) if m.state != state && m.state != PathState::Removed => {
                 m.state = state;
                 true
@@ -381,7 +384,10 @@ impl SessionState {
 
     /// Moves the raw datagrams `path` received into the session's queue; returns whether any
     /// arrived.
-    pub(crate) fn take_raw(&mut self, path: &mut Path) -> bool {
+    pub(crate) fn take_raw(&mut self, path: PathId) -> bool {
+        let Some(path) = self.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
+            return false;
+        };
         let mut any = false;
         while let Some(data) = path.conn.datagrams().recv() {
             path.counters.raw_received += 1;
@@ -393,6 +399,26 @@ impl SessionState {
             any = true;
         }
         any
+    }
+
+    /// The connection that carries `path` now.
+    pub(crate) fn conn(&self, path: PathId) -> Option<&Path> {
+        self.paths.get(&path)?.conn.as_ref()
+    }
+
+    /// The connection that carries `path` now.
+    pub(crate) fn conn_mut(&mut self, path: PathId) -> Option<&mut Path> {
+        self.paths.get_mut(&path)?.conn.as_mut()
+    }
+
+    /// The connections this side holds for the session's paths, in path order.
+    pub(crate) fn conns(&self) -> impl Iterator<Item = &Path> {
+        self.paths.values().filter_map(|r| r.conn.as_ref())
+    }
+
+    /// The connections this side holds for the session's paths, in path order.
+    pub(crate) fn conns_mut(&mut self) -> impl Iterator<Item = &mut Path> {
+        self.paths.values_mut().filter_map(|r| r.conn.as_mut())
     }
 
     /// Client: the primary's Welcome establishes the session.
