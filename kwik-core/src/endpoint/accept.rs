@@ -235,7 +235,7 @@ impl Endpoint {
         );
         session.role = Role::Secondary;
         session.phase = Phase::Established;
-        session.writer_path = path;
+        session.serving.writer_path = path;
         p.id = path;
         session.label_span(h);
         super::label_path_span(&p.span, h, path, "secondary");

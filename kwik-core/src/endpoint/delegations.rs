@@ -124,8 +124,8 @@ impl Endpoint {
             mac: Vec::new(),
         };
         self.ticket_key.sign(&mut t);
-        if s.next_refresh.is_none() {
-            s.next_refresh = Some(now + refresh_interval(&s.config));
+        if s.primary.next_refresh.is_none() {
+            s.primary.next_refresh = Some(now + refresh_interval(&s.config));
         }
         tracing::debug!(
             ticket = id,
@@ -135,7 +135,7 @@ impl Endpoint {
             stripe = grant.path.is_none(),
             "ticket issued"
         );
-        s.issued.insert(id, Issued { ticket: t.clone() });
+        s.primary.issued.insert(id, Issued { ticket: t.clone() });
         self.send_primary(
             h,
             Kind::Delegate(kwik_proto::Delegate {
@@ -152,7 +152,9 @@ impl Endpoint {
         let due: Vec<SessionHandle> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.role == Role::Primary && s.next_refresh.is_some_and(|t| t <= now))
+            .filter(|(_, s)| {
+                s.role == Role::Primary && s.primary.next_refresh.is_some_and(|t| t <= now)
+            })
             .map(|(h, _)| *h)
             .collect();
         let unix = self.unix_secs(now);
@@ -161,10 +163,10 @@ impl Endpoint {
             let Some(s) = self.sessions.get_mut(&h) else {
                 continue;
             };
-            s.next_refresh = Some(now + refresh_interval(&s.config));
+            s.primary.next_refresh = Some(now + refresh_interval(&s.config));
             let ticket_expiry = unix + s.config.ticket_lifetime.as_secs();
             let mut out = Vec::new();
-            for issued in s.issued.values_mut().filter(|i| i.is_stripe()) {
+            for issued in s.primary.issued.values_mut().filter(|i| i.is_stripe()) {
                 issued.ticket.expiry = ticket_expiry;
                 self.ticket_key.sign(&mut issued.ticket);
                 out.push(Kind::Delegate(kwik_proto::Delegate {
@@ -195,7 +197,10 @@ impl Endpoint {
 
     /// When [`Endpoint::refresh_credentials`] must next run.
     pub(super) fn refresh_deadline(&self) -> Option<Instant> {
-        self.sessions.values().filter_map(|s| s.next_refresh).min()
+        self.sessions
+            .values()
+            .filter_map(|s| s.primary.next_refresh)
+            .min()
     }
 
     pub(super) fn on_delegation_update(
@@ -208,7 +213,7 @@ impl Endpoint {
             return;
         };
         // Updates for tickets already settled are ignored.
-        let Some(issued) = s.issued.remove(&update.id) else {
+        let Some(issued) = s.primary.issued.remove(&update.id) else {
             return;
         };
         for share in &update.shares {
@@ -290,9 +295,10 @@ impl Endpoint {
         };
         let stream = StreamId(t.stream);
         let end = pull.offset + pull.len;
-        s.outgoing
+        s.serving
+            .outgoing
             .insert(id, Outgoing::new(t.id, stream, pull.offset, end));
-        s.incoming.push_back(IncomingDelegation {
+        s.serving.incoming.push_back(IncomingDelegation {
             id: DelegationId(id),
             stream,
             offset: pull.offset,
@@ -311,14 +317,14 @@ impl Endpoint {
         let Some(s) = self.sessions.get(&h) else {
             return false;
         };
-        let Some(out) = s.outgoing.get(&id) else {
+        let Some(out) = s.serving.outgoing.get(&id) else {
             return false;
         };
         if out.written != out.start {
             return false;
         }
         let (session_id, ticket, unsent, path) =
-            (s.id, out.ticket, out.end - out.start, s.writer_path);
+            (s.id, out.ticket, out.end - out.start, s.serving.writer_path);
         self.budgets.refund(session_id, ticket, unsent);
         self.cancel_outgoing(h, id);
         self.stats.pulls_refused += 1;
@@ -338,7 +344,7 @@ impl Endpoint {
         let Some(s) = self.sessions.get(&h) else {
             return;
         };
-        if let Some(out) = s.outgoing.get(&id) {
+        if let Some(out) = s.serving.outgoing.get(&id) {
             let (session_id, ticket, unsent) = (s.id, out.ticket, out.end - out.framed);
             self.budgets.refund(session_id, ticket, unsent);
         }
@@ -351,9 +357,9 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
-        s.outgoing.remove(&id);
-        s.incoming.retain(|d| d.id.0 != id);
-        let writer = s.writer_path;
+        s.serving.outgoing.remove(&id);
+        s.serving.incoming.retain(|d| d.id.0 != id);
+        let writer = s.serving.writer_path;
         if let Some(p) = s.conn_mut(writer) {
             p.cancel_delegated(id);
             self.dirty.insert(p.key);
@@ -369,14 +375,14 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return Ok(());
         };
-        if s.outgoing.is_empty() || path != s.writer_path {
+        if s.serving.outgoing.is_empty() || path != s.serving.writer_path {
             return Ok(());
         }
         let Some(p) = s.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
             return Ok(());
         };
         let mut writable = Vec::new();
-        p.write_delegated(&mut s.outgoing, &mut writable)?;
+        p.write_delegated(&mut s.serving.outgoing, &mut writable)?;
         for id in writable {
             self.events.push_back(Event::DelegationWritable {
                 session: h,
@@ -414,8 +420,8 @@ fn serve_check(
         return Err(TicketError::BadStream);
     }
     if s.phase != Phase::Established
-        || s.outgoing.len() + s.incoming.len() >= MAX_DELEGATIONS
-        || s.outgoing.contains_key(&pull.id)
+        || s.serving.outgoing.len() + s.serving.incoming.len() >= MAX_DELEGATIONS
+        || s.serving.outgoing.contains_key(&pull.id)
     {
         return Err(TicketError::Limit);
     }

@@ -210,7 +210,7 @@ impl Endpoint {
         }
         let mut received = 0;
         let streams = &mut s.streams;
-        let owed = &s.owed;
+        let owed = &s.client.owed;
         p.read_carriers(|frame| {
             if secondary {
                 super::pulls::check_secondary_frame(owed, streams, path_id, &frame)?;

@@ -245,7 +245,7 @@ impl Session<'_> {
     /// The next range this server was delegated: write its bytes through
     /// [`Session::delegated`].
     pub fn accept_delegation(&mut self) -> Option<IncomingDelegation> {
-        self.state_mut()?.incoming.pop_front()
+        self.state_mut()?.serving.incoming.pop_front()
     }
 
     /// The writer of a delegated range.
@@ -276,7 +276,8 @@ impl Delegated<'_> {
         if let Some(e) = &s.error {
             return Err(WriteError::SessionLost(e.clone()));
         }
-        s.outgoing
+        s.serving
+            .outgoing
             .get_mut(&self.id.0)
             .ok_or(WriteError::ClosedStream)
     }
@@ -480,7 +481,9 @@ impl RecvStream<'_> {
         }
         // A read only needs the paths driven when it owes the peer credit or a freed
         // stream, or when pulls follow the reader (delegated and striped ranges).
-        if r.is_ok() && (s.streams.has_signal() || !s.owed.is_empty() || !s.held.is_empty()) {
+        if r.is_ok()
+            && (s.streams.has_signal() || !s.client.owed.is_empty() || !s.client.held.is_empty())
+        {
             self.endpoint.mark_dirty(self.handle);
         }
         r

@@ -255,7 +255,7 @@ impl Endpoint {
             remote,
             "primary",
         );
-        session.dial = Some(config.quic.clone());
+        session.client.dial = Some(config.quic.clone());
         let mut record = PathRecord::new(remote, server_name.to_owned(), PathState::Connecting);
         record.conn = Some(Path::new(
             key,

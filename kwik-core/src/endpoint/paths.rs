@@ -59,8 +59,8 @@ impl Endpoint {
         if s.at_path_limit() {
             return Err(AddPathError::TooManyPaths);
         }
-        let id = PathId(s.next_path_id);
-        s.next_path_id += 1;
+        let id = PathId(s.primary.next_path_id);
+        s.primary.next_path_id += 1;
         let expiry = unix + s.config.join_proof_lifetime.as_secs().max(1);
         let secret = join::path_secret(&key, s.id, id.0, expiry);
         let mut meta = PathRecord::new(address, server_name.to_owned(), PathState::Connecting);
@@ -70,8 +70,8 @@ impl Endpoint {
             s.streams.set_retain(true);
         }
         s.paths.insert(id, meta);
-        if s.next_refresh.is_none() {
-            s.next_refresh = Some(now + super::delegations::refresh_interval(&s.config));
+        if s.primary.next_refresh.is_none() {
+            s.primary.next_refresh = Some(now + super::delegations::refresh_interval(&s.config));
         }
         self.send_primary(
             h,
@@ -176,7 +176,10 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return Ok(());
         };
-        if path != PathId::PRIMARY && path.0 < s.next_path_id && !s.paths.contains_key(&path) {
+        if path != PathId::PRIMARY
+            && path.0 < s.primary.next_path_id
+            && !s.paths.contains_key(&path)
+        {
             // A path removed long ago and forgotten (`purge_removed`): a late report.
             return Ok(());
         }
@@ -240,7 +243,7 @@ impl Endpoint {
         if path == PathId::PRIMARY || s.paths.contains_key(&path) {
             return Err("path id in use");
         }
-        if !s.add_path_budget.try_take(now) {
+        if !s.client.add_path_budget.try_take(now) {
             return Err("AddPath rate limit");
         }
         if s.at_path_limit() {
@@ -278,7 +281,7 @@ impl Endpoint {
     ) -> Result<(), &'static str> {
         let s = self.sessions.get(&h).ok_or("no session")?;
         let meta = s.paths.get(&path).ok_or("unknown path")?;
-        let dial = s.dial.clone().ok_or("no client config")?;
+        let dial = s.client.dial.clone().ok_or("no client config")?;
         let rate = s.config.max_control_messages_per_sec;
         let (address, name) = (meta.address, meta.server_name.clone());
         let kind = if meta.same_peer {

@@ -54,7 +54,7 @@ impl Endpoint {
             return Err(delegation_error("ticket of another session"));
         }
         if delegate.refresh {
-            if let Some(held) = s.held.get_mut(&t.id) {
+            if let Some(held) = s.client.held.get_mut(&t.id) {
                 let h_t = &held.ticket;
                 let same = (h_t.stream, h_t.offset, h_t.len, h_t.any_path, h_t.path_id)
                     == (t.stream, t.offset, t.len, t.any_path, t.path_id);
@@ -65,15 +65,15 @@ impl Endpoint {
             }
             return Ok(());
         }
-        if s.last_ticket.is_some_and(|last| t.id <= last)
-            || s.held.len() >= MAX_DELEGATIONS
-            || s.owed.len() >= MAX_DELEGATIONS
+        if s.client.last_ticket.is_some_and(|last| t.id <= last)
+            || s.client.held.len() >= MAX_DELEGATIONS
+            || s.client.owed.len() >= MAX_DELEGATIONS
         {
             return Err(delegation_error(
                 "delegation id reused or too many delegations",
             ));
         }
-        s.last_ticket = Some(t.id);
+        s.client.last_ticket = Some(t.id);
         let stream = StreamId(t.stream);
         s.streams.check_delegated(stream, end, t.any_path)?;
         let (id, offset, path) = (t.id, t.offset, PathId(t.path_id));
@@ -85,7 +85,7 @@ impl Endpoint {
                 s.config.stripe_chunk_time,
                 s.config.stripe_depth as usize,
             );
-            s.held.insert(
+            s.client.held.insert(
                 id,
                 Held {
                     ticket: t,
@@ -96,7 +96,7 @@ impl Endpoint {
             self.pull_stripes(now, h);
             return Ok(());
         }
-        s.held.insert(
+        s.client.held.insert(
             id,
             Held {
                 ticket: t,
@@ -108,8 +108,8 @@ impl Endpoint {
             || s.paths
                 .get(&path)
                 .is_some_and(|m| m.state.is_usable() && !m.same_peer);
-        let pull = s.next_pull;
-        s.next_pull += 1;
+        let pull = s.client.next_pull;
+        s.client.next_pull += 1;
         if !usable || !self.send_pull(h, path, id, pull, offset, end) {
             self.settle_plain(h, id, Some(offset), offset);
         }
@@ -130,7 +130,7 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return false;
         };
-        let Some(held) = s.held.get(&ticket) else {
+        let Some(held) = s.client.held.get(&ticket) else {
             return false;
         };
         let stream = held.stream();
@@ -141,7 +141,7 @@ impl Endpoint {
             len: end - start,
         });
         s.streams.grant(stream, end);
-        s.owed.insert(
+        s.client.owed.insert(
             pull,
             Owed {
                 path,
@@ -156,7 +156,7 @@ impl Endpoint {
             return true;
         }
         if let Some(s) = self.sessions.get_mut(&h) {
-            s.owed.remove(&pull);
+            s.client.owed.remove(&pull);
         }
         false
     }
@@ -165,7 +165,7 @@ impl Endpoint {
     /// forgets its ticket.
     fn settle_plain(&mut self, h: SessionHandle, ticket: u64, missing: Option<u64>, end: u64) {
         if let Some(s) = self.sessions.get_mut(&h) {
-            s.held.remove(&ticket);
+            s.client.held.remove(&ticket);
         }
         self.send_primary(h, update(ticket, missing, missing.unwrap_or(end)));
     }
@@ -179,7 +179,7 @@ impl Endpoint {
         };
         if s.role != Role::Client
             || s.phase != Phase::Established
-            || !s.held.values().any(|t| t.stripe.is_some())
+            || !s.client.held.values().any(|t| t.stripe.is_some())
         {
             return;
         }
@@ -191,7 +191,7 @@ impl Endpoint {
         let depth = u64::from(s.config.stripe_depth);
         let mut pulls = Vec::new();
         let mut finished = Vec::new();
-        for (tid, held) in s.held.iter_mut() {
+        for (tid, held) in s.client.held.iter_mut() {
             let Some(stripe) = held.stripe.as_mut() else {
                 continue;
             };
@@ -217,15 +217,15 @@ impl Endpoint {
             for _ in 0..MAX_PULLS_PER_ROUND {
                 // Pulls settled but not yet passed by the reader stay in `owed`: a reader
                 // that stops reading stops the pulls at the cap.
-                if s.owed.len() + pulls.len() >= MAX_DELEGATIONS {
+                if s.client.owed.len() + pulls.len() >= MAX_DELEGATIONS {
                     break;
                 }
                 let credit = limit.saturating_sub(stripe.next_fresh());
                 let Some(plan) = stripe.plan(now, credit, max_chunk) else {
                     break;
                 };
-                let id = s.next_pull;
-                s.next_pull += 1;
+                let id = s.client.next_pull;
+                s.client.next_pull += 1;
                 stripe.assigned(plan, id, now);
                 self.stats.stripe_chunks += 1;
                 self.stats.stripe_copies += u64::from(plan.twin_of.is_some());
@@ -255,7 +255,7 @@ impl Endpoint {
         };
         let span = s.span.clone();
         for (tid, id, start) in unsent {
-            if let Some(stripe) = s.held.get_mut(&tid).and_then(|t| t.stripe.as_mut()) {
+            if let Some(stripe) = s.client.held.get_mut(&tid).and_then(|t| t.stripe.as_mut()) {
                 tracing::info!(parent: &span, ticket = tid, pull = id, start, "pull not sent: range handed to another path");
                 stripe.on_failed(id, start);
                 self.stats.failovers += 1;
@@ -299,7 +299,7 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
-        let Some(held) = s.held.remove(&tid) else {
+        let Some(held) = s.client.held.remove(&tid) else {
             return;
         };
         let shares = held
@@ -315,7 +315,7 @@ impl Endpoint {
             })
             .unwrap_or_default();
         let mut cancels = Vec::new();
-        for (id, o) in s.owed.iter_mut() {
+        for (id, o) in s.client.owed.iter_mut() {
             if o.ticket == tid && !o.reported {
                 o.reported = true;
                 cancels.push((o.path, *id));
@@ -347,12 +347,12 @@ impl Endpoint {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
-        if s.owed.is_empty() {
+        if s.client.owed.is_empty() {
             return;
         }
         let mut done = Vec::new();
         let streams = &s.streams;
-        s.owed.retain(|id, o| {
+        s.client.owed.retain(|id, o| {
             if !o.reported && streams.first_missing(o.stream, o.start, o.end).is_none() {
                 o.reported = true;
                 done.push((*id, o.ticket, o.end));
@@ -362,7 +362,7 @@ impl Endpoint {
         let mut cancels = Vec::new();
         let mut plain = Vec::new();
         for (id, tid, end) in done {
-            let Some(held) = s.held.get_mut(&tid) else {
+            let Some(held) = s.client.held.get_mut(&tid) else {
                 continue;
             };
             let Some(stripe) = held.stripe.as_mut() else {
@@ -371,7 +371,7 @@ impl Endpoint {
             };
             // The other copy of this chunk lost: its server may stop.
             if let Some(twin) = stripe.on_done(id, now)
-                && let Some(o) = s.owed.get_mut(&twin)
+                && let Some(o) = s.client.owed.get_mut(&twin)
                 && !o.reported
             {
                 o.reported = true;
@@ -394,7 +394,7 @@ impl Endpoint {
         };
         let mut failed = Vec::new();
         let streams = &s.streams;
-        s.owed.retain(|id, o| {
+        s.client.owed.retain(|id, o| {
             if o.path != path {
                 return true;
             }
@@ -419,7 +419,7 @@ impl Endpoint {
         let span = s.span.clone();
         let mut plain = Vec::new();
         for (id, tid, missing, end) in failed {
-            match s.held.get_mut(&tid).map(|t| t.stripe.as_mut()) {
+            match s.client.held.get_mut(&tid).map(|t| t.stripe.as_mut()) {
                 Some(Some(stripe)) => match missing {
                     Some(first) => {
                         tracing::info!(
@@ -469,6 +469,7 @@ impl Endpoint {
             return;
         };
         let Some(o) = s
+            .client
             .owed
             .get(&refused.id)
             .filter(|o| o.path == path && !o.reported)
@@ -476,10 +477,10 @@ impl Endpoint {
         else {
             return;
         };
-        s.owed.remove(&refused.id);
+        s.client.owed.remove(&refused.id);
         let error = TicketError::from_wire(refused.code);
         tracing::debug!(%path, pull = refused.id, %error, "pull refused");
-        if let Some(held) = s.held.get_mut(&o.ticket)
+        if let Some(held) = s.client.held.get_mut(&o.ticket)
             && !held.refused.contains(&path)
         {
             held.refused.push(path);
@@ -498,7 +499,7 @@ impl Endpoint {
         self.sessions
             .values()
             .filter(|s| s.role == Role::Client && s.phase == Phase::Established)
-            .flat_map(|s| s.held.values())
+            .flat_map(|s| s.client.held.values())
             .filter_map(|t| t.stripe.as_ref()?.next_deadline())
             .min()
     }
@@ -511,7 +512,8 @@ impl Endpoint {
             .filter(|(_, s)| {
                 s.role == Role::Client
                     && s.phase == Phase::Established
-                    && s.held
+                    && s.client
+                        .held
                         .values()
                         .filter_map(|t| t.stripe.as_ref()?.next_deadline())
                         .any(|t| t <= now)

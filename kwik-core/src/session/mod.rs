@@ -197,31 +197,54 @@ pub(crate) struct SessionState {
     /// Raw datagrams dropped because `raw` was full.
     pub(crate) raw_dropped: u64,
     pub(crate) role: Role,
-    /// Primary: the next path id to hand out.
+    /// What a primary keeps: path ids, tickets issued, credential refresh.
+    pub(crate) primary: PrimaryState,
+    /// What a client keeps: how to dial secondaries, tickets held, pulls owed.
+    pub(crate) client: ClientState,
+    /// What any server keeps: the delegated ranges it serves.
+    pub(crate) serving: ServingState,
+    /// The application protocol the server chose (see `Config::app_protocols`).
+    pub(crate) app_protocol: Option<Bytes>,
+}
+
+/// A primary's part of a session.
+#[derive(Debug)]
+pub(crate) struct PrimaryState {
+    /// The next path id to hand out.
     pub(crate) next_path_id: u32,
-    /// Client: bounds how fast the primary may make it dial.
-    pub(crate) add_path_budget: TokenBucket,
-    /// Client: how to dial the secondaries.
-    pub(crate) dial: Option<quinn_proto::ClientConfig>,
-    /// Primary: delegations and stripes not yet reported done, by ticket id.
+    /// Delegations and stripes not yet reported done, by ticket id.
     pub(crate) issued: BTreeMap<u64, Issued>,
     pub(crate) next_delegation: u64,
-    /// Primary: when tickets and path secrets are next refreshed.
+    /// When tickets and path secrets are next refreshed.
     pub(crate) next_refresh: Option<Instant>,
-    /// Client: the tickets the primary issued, by id.
+}
+
+/// A client's part of a session.
+#[derive(Debug)]
+pub(crate) struct ClientState {
+    /// Bounds how fast the primary may make it dial.
+    pub(crate) add_path_budget: TokenBucket,
+    /// How to dial the secondaries.
+    pub(crate) dial: Option<quinn_proto::ClientConfig>,
+    /// The tickets the primary issued, by id.
     pub(crate) held: BTreeMap<u64, Held>,
-    /// Client: who owes which pull, by pull id.
+    /// Who owes which pull, by pull id.
     pub(crate) owed: BTreeMap<u64, Owed>,
     pub(crate) next_pull: u64,
-    /// Client: the highest ticket id the primary issued so far (ids only grow).
+    /// The highest ticket id the primary issued so far (ids only grow).
     pub(crate) last_ticket: Option<u64>,
-    /// Writer: ranges this side serves, and those the application has not taken yet.
+}
+
+/// A server's part of a session as the writer of delegated ranges (a primary serves its
+/// own share, a secondary the ranges it is pulled for).
+#[derive(Debug)]
+pub(crate) struct ServingState {
+    /// Ranges this side serves.
     pub(crate) outgoing: BTreeMap<u64, Outgoing>,
+    /// Ranges the application has not taken yet.
     pub(crate) incoming: VecDeque<IncomingDelegation>,
     /// The path this side writes delegated ranges on.
     pub(crate) writer_path: PathId,
-    /// The application protocol the server chose (see `Config::app_protocols`).
-    pub(crate) app_protocol: Option<Bytes>,
 }
 
 pub(crate) fn local_limits(config: &Config) -> Limits {
@@ -285,19 +308,25 @@ impl SessionState {
                 Side::Server => Role::Primary,
             },
             app_protocol: None,
-            next_path_id: 1,
-            add_path_budget,
-            dial: None,
-            issued: BTreeMap::new(),
-            next_delegation: 0,
-            next_refresh: None,
-            held: BTreeMap::new(),
-            owed: BTreeMap::new(),
-            next_pull: 0,
-            last_ticket: None,
-            outgoing: BTreeMap::new(),
-            incoming: VecDeque::new(),
-            writer_path: PathId::PRIMARY,
+            primary: PrimaryState {
+                next_path_id: 1,
+                issued: BTreeMap::new(),
+                next_delegation: 0,
+                next_refresh: None,
+            },
+            client: ClientState {
+                add_path_budget,
+                dial: None,
+                held: BTreeMap::new(),
+                owed: BTreeMap::new(),
+                next_pull: 0,
+                last_ticket: None,
+            },
+            serving: ServingState {
+                outgoing: BTreeMap::new(),
+                incoming: VecDeque::new(),
+                writer_path: PathId::PRIMARY,
+            },
         }
     }
 
@@ -331,8 +360,8 @@ impl SessionState {
 
     /// A delegation id not used before in this session.
     pub(crate) fn new_delegation_id(&mut self) -> u64 {
-        let id = self.next_delegation;
-        self.next_delegation += 1;
+        let id = self.primary.next_delegation;
+        self.primary.next_delegation += 1;
         id
     }
 
