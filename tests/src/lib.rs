@@ -1,8 +1,8 @@
 //! Test support for KWIK integration tests.
 //!
-//! - [`net`]: a deterministic, virtual-time, in-process network simulator (links with rate,
-//!   delay, jitter, loss, reordering, MTU and drop-tail queues);
-//! - [`sim`]: KWIK engines driven over that network;
+//! - [`net`]: the `kwik-sim` crate's deterministic, virtual-time, in-process network
+//!   (links with rate, delay, jitter, loss, reordering, MTU and drop-tail queues);
+//! - [`sim`]: KWIK engines driven over that network, with bare QUIC peers beside them;
 //! - [`pair`]: the usual scenario of one server and one client on one link;
 //! - [`certs`]: self-signed certificates and configs;
 //! - [`raw`]: a bare QUIC peer for hostile scenarios;
@@ -20,7 +20,7 @@ pub mod certs;
 pub mod cluster;
 pub mod failover;
 pub mod fuzz;
-pub mod net;
+pub use kwik_sim::net;
 pub mod pair;
 pub mod raw;
 pub mod raw_session;

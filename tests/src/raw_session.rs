@@ -69,7 +69,7 @@ impl RawSession {
             server_config.group_key(key);
         }
         let server = sim.add_node(server_addr, Some(server_config));
-        let peer = sim.add_raw(peer_addr);
+        let peer = sim.hosts.add_raw(peer_addr);
         let now = sim.now();
         let mut quic = client_config(std::slice::from_ref(&cert.cert));
         if let Some(window) = window {
@@ -77,7 +77,7 @@ impl RawSession {
             transport.stream_receive_window(window.into());
             quic.transport_config(Arc::new(transport));
         }
-        sim.raw[peer].connect(now, quic, server_addr, "localhost");
+        sim.hosts.raw[peer].connect(now, quic, server_addr, "localhost");
         let mut this = Self {
             sim,
             server,
@@ -113,7 +113,7 @@ impl RawSession {
     /// Adds another raw peer, on its own link to the server, and completes its QUIC
     /// handshake (it sends nothing yet); returns its index in [`Sim::raw`].
     pub fn add_peer(&mut self) -> usize {
-        let index = self.sim.raw.len();
+        let index = self.sim.hosts.raw.len();
         let peer_addr = addr([10, 0, 1, index as u8 + 1], 6666);
         let server_addr = self.sim.nodes[self.server].addr;
         self.sim.net.link(
@@ -121,22 +121,22 @@ impl RawSession {
             peer_addr.ip(),
             LinkConfig::default().rate_mbit(100).delay_ms(5),
         );
-        let peer = self.sim.add_raw(peer_addr);
+        let peer = self.sim.hosts.add_raw(peer_addr);
         let now = self.sim.now();
         let quic = client_config(std::slice::from_ref(&self.root));
-        self.sim.raw[peer].connect(now, quic, server_addr, "localhost");
-        let connected = self.run_until(Duration::from_secs(5), |s| s.sim.raw[peer].connected);
+        self.sim.hosts.raw[peer].connect(now, quic, server_addr, "localhost");
+        let connected = self.run_until(Duration::from_secs(5), |s| s.sim.hosts.raw[peer].connected);
         assert!(
             connected,
             "QUIC handshake did not complete: {:?}",
-            self.sim.raw[peer].lost
+            self.sim.hosts.raw[peer].lost
         );
         peer
     }
 
     /// The raw peer.
     pub fn peer(&mut self) -> &mut RawPeer {
-        &mut self.sim.raw[self.peer]
+        &mut self.sim.hosts.raw[self.peer]
     }
 
     /// The server's engine.

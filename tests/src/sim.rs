@@ -1,109 +1,39 @@
-//! Runs KWIK endpoints over the simulated [`Network`] in virtual time.
-//!
-//! The loop follows the sans-IO rule: after every input, drain every output (transmits,
-//! events), then advance the clock to the earliest of the network's next delivery and the
-//! endpoints' timers.
+//! KWIK engines over the simulated network (the `kwik-sim` crate), with the bare QUIC
+//! peers of [`crate::raw`] as the world's other hosts.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::BytesMut;
-use kwik_core::{EcnCodepoint, Endpoint, EndpointConfig, Event, ServerConfig};
+pub use kwik_sim::{Node, NodeId, WALL_CLOCK_START, addr};
 
 use crate::net::{Datagram, Network};
 use crate::raw::{RawPeer, RawServer};
 
-/// One host: an engine bound to one address.
-pub struct Node {
-    /// The engine.
-    pub endpoint: Endpoint,
-    /// Its address.
-    pub addr: SocketAddr,
-    /// Events drained from the engine and not yet taken by the test.
-    pub events: Vec<Event>,
-    /// More addresses of the same host (a multihomed server).
-    pub aliases: Vec<SocketAddr>,
-    /// The host's process is stalled (see [`Sim::freeze`]): datagrams wait in `backlog`
-    /// and its timers do not fire.
-    pub frozen: bool,
-    /// Datagrams that arrived while frozen, in order.
-    pub backlog: Vec<Datagram>,
-    /// The engine's timer when it was frozen.
-    pub frozen_deadline: Option<Instant>,
+/// A simulated world whose other hosts are bare QUIC peers and servers.
+pub type Sim = kwik_sim::Sim<RawHosts>;
+
+/// The loop of [`Sim::run_until`](kwik_sim::Sim::run_until) for a world that holds its
+/// [`Sim`] beside other state (see [`kwik_sim::drive_until`]).
+pub fn drive_until<W: ?Sized>(
+    world: &mut W,
+    limit: std::time::Duration,
+    sim: fn(&mut W) -> &mut Sim,
+    done: impl FnMut(&mut W) -> bool,
+) -> bool {
+    kwik_sim::drive_until(world, limit, sim, done)
 }
 
-/// A simulated world: a network and the endpoints on it.
-pub struct Sim {
-    /// The network between the nodes.
-    pub net: Network,
-    /// The hosts.
-    pub nodes: Vec<Node>,
-    /// Bare QUIC peers (see [`crate::raw`]), driven alongside the nodes.
+/// Bare QUIC peers and servers, driven alongside a [`Sim`]'s nodes.
+pub struct RawHosts {
+    /// Bare QUIC peers (see [`crate::raw`]).
     pub raw: Vec<RawPeer>,
-    /// Bare QUIC servers (see [`crate::raw::RawServer`]), driven alongside the nodes.
+    /// Bare QUIC servers (see [`crate::raw::RawServer`]).
     pub raw_servers: Vec<RawServer>,
-    /// Datagrams delivered to each watched address (see [`Sim::watch`]), in order, with
-    /// the time of delivery.
-    watched: BTreeMap<SocketAddr, Vec<(Instant, Datagram)>>,
-    buf: Vec<u8>,
     seed: u64,
 }
 
-/// The Unix time at which every simulation starts.
-pub const WALL_CLOCK_START: Duration = Duration::from_secs(1_800_000_000);
-
-/// Index of a node in [`Sim::nodes`].
-pub type NodeId = usize;
-
-impl Sim {
-    /// An empty world whose clock starts at an arbitrary fixed instant.
-    pub fn new(seed: u64) -> Self {
-        Self {
-            net: Network::new(seed, Instant::now()),
-            nodes: Vec::new(),
-            raw: Vec::new(),
-            raw_servers: Vec::new(),
-            watched: BTreeMap::new(),
-            buf: Vec::with_capacity(64 * 1024),
-            seed,
-        }
-    }
-
-    /// Adds a host at `addr`; with `server` it accepts sessions.
-    pub fn add_node(&mut self, addr: SocketAddr, server: Option<ServerConfig>) -> NodeId {
-        let mut seed = [0u8; 32];
-        seed[..8].copy_from_slice(&self.seed.to_le_bytes());
-        seed[8..16].copy_from_slice(&(self.nodes.len() as u64).to_le_bytes());
-        let mut endpoint = Endpoint::new(
-            EndpointConfig {
-                seed,
-                allow_mtud: false,
-            },
-            server,
-        );
-        // Every node's wall clock agrees, as NTP-synchronised servers would.
-        endpoint.set_wall_clock(self.net.now(), WALL_CLOCK_START);
-        self.nodes.push(Node {
-            endpoint,
-            addr,
-            events: Vec::new(),
-            aliases: Vec::new(),
-            frozen: false,
-            backlog: Vec::new(),
-            frozen_deadline: None,
-        });
-        self.nodes.len() - 1
-    }
-
-    /// Gives `node` another address (a multihomed host): datagrams to it reach the node,
-    /// and the node answers from it.
-    pub fn add_alias(&mut self, node: NodeId, addr: SocketAddr) {
-        self.nodes[node].aliases.push(addr);
-    }
-
-    /// Adds a bare QUIC peer at `addr`; returns its index in [`Sim::raw`].
-    pub fn add_raw(&mut self, addr: SocketAddr) -> usize {
+impl RawHosts {
+    /// Adds a bare QUIC peer at `addr`; returns its index in [`RawHosts::raw`].
+    pub fn add_raw(&mut self, addr: std::net::SocketAddr) -> usize {
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&self.seed.to_le_bytes());
         seed[8..16].copy_from_slice(&(self.raw.len() as u64).to_le_bytes());
@@ -113,8 +43,12 @@ impl Sim {
     }
 
     /// Adds a bare QUIC server at `addr` serving `config`; returns its index in
-    /// [`Sim::raw_servers`].
-    pub fn add_raw_server(&mut self, addr: SocketAddr, config: quinn_proto::ServerConfig) -> usize {
+    /// [`RawHosts::raw_servers`].
+    pub fn add_raw_server(
+        &mut self,
+        addr: std::net::SocketAddr,
+        config: quinn_proto::ServerConfig,
+    ) -> usize {
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&self.seed.to_le_bytes());
         seed[8..16].copy_from_slice(&(self.raw_servers.len() as u64).to_le_bytes());
@@ -122,98 +56,42 @@ impl Sim {
         self.raw_servers.push(RawServer::new(addr, config, seed));
         self.raw_servers.len() - 1
     }
+}
 
-    /// Records every datagram delivered to `addr` from now on (see [`Sim::watched`]),
-    /// whether or not a host listens there.
-    pub fn watch(&mut self, addr: SocketAddr) {
-        self.watched.entry(addr).or_default();
-    }
-
-    /// The datagrams delivered to a watched `addr` so far, with the time of delivery.
-    pub fn watched(&self, addr: SocketAddr) -> &[(Instant, Datagram)] {
-        self.watched.get(&addr).map_or(&[], Vec::as_slice)
-    }
-
-    /// The current virtual time.
-    pub fn now(&self) -> Instant {
-        self.net.now()
-    }
-
-    /// Drains every node's transmits into the network and its events into `events`.
-    pub fn drain(&mut self) {
-        let now = self.net.now();
-        for node in &mut self.nodes {
-            if node.frozen {
-                continue;
-            }
-            while let Some(t) = node.endpoint.poll_transmit(now, 1, &mut self.buf) {
-                let seg = t.segment_size.unwrap_or(t.size).max(1);
-                for chunk in self.buf[..t.size].chunks(seg) {
-                    self.net.send(Datagram {
-                        src: source(node, t.src_ip),
-                        dst: t.destination,
-                        ecn: t.ecn.map(|e| e as u8),
-                        data: chunk.to_vec(),
-                    });
-                }
-            }
-            while let Some(e) = node.endpoint.poll_event() {
-                node.events.push(e);
-            }
+impl kwik_sim::Hosts for RawHosts {
+    fn new(seed: u64) -> Self {
+        Self {
+            raw: Vec::new(),
+            raw_servers: Vec::new(),
+            seed,
         }
+    }
+
+    fn deliver(&mut self, now: Instant, dg: Datagram) -> Option<Datagram> {
+        if let Some(peer) = self.raw.iter_mut().find(|p| p.addr == dg.dst) {
+            peer.handle_datagram(now, dg);
+        } else if let Some(server) = self.raw_servers.iter_mut().find(|s| s.addr == dg.dst) {
+            server.handle_datagram(now, dg);
+        } else {
+            return Some(dg);
+        }
+        None
+    }
+
+    fn transmit(&mut self, now: Instant, net: &mut Network) {
         for peer in &mut self.raw {
             while let Some(dg) = peer.poll_transmit(now) {
-                self.net.send(dg);
+                net.send(dg);
             }
         }
         for server in &mut self.raw_servers {
             while let Some(dg) = server.poll_transmit(now) {
-                self.net.send(dg);
+                net.send(dg);
             }
         }
     }
 
-    /// Advances to the next thing that happens (a delivery or a timer) and handles it.
-    /// Returns false if nothing is left to happen.
-    pub fn step(&mut self) -> bool {
-        let Some(next) = self.next_event() else {
-            return false;
-        };
-        if next > self.net.now() {
-            self.net.advance_to(next);
-        }
-        let now = self.net.now();
-        while let Some(dg) = self.net.pop_delivered() {
-            if let Some(log) = self.watched.get_mut(&dg.dst) {
-                log.push((now, dg.clone()));
-            }
-            let Some(node) = self
-                .nodes
-                .iter_mut()
-                .find(|n| n.addr == dg.dst || n.aliases.contains(&dg.dst))
-            else {
-                if let Some(peer) = self.raw.iter_mut().find(|p| p.addr == dg.dst) {
-                    peer.handle_datagram(now, dg);
-                } else if let Some(server) = self.raw_servers.iter_mut().find(|s| s.addr == dg.dst)
-                {
-                    server.handle_datagram(now, dg);
-                }
-                continue;
-            };
-            if node.frozen {
-                node.backlog.push(dg);
-                continue;
-            }
-            feed(node, now, dg);
-        }
-        for node in &mut self.nodes {
-            if node.frozen {
-                continue;
-            }
-            if node.endpoint.poll_timeout(now).is_some_and(|t| t <= now) {
-                node.endpoint.handle_timeout(now);
-            }
-        }
+    fn handle_timeout(&mut self, now: Instant) {
         for peer in &mut self.raw {
             if peer.poll_timeout().is_some_and(|t| t <= now) {
                 peer.handle_timeout(now);
@@ -224,121 +102,17 @@ impl Sim {
                 server.handle_timeout(now);
             }
         }
-        self.drain();
-        true
     }
 
-    /// Stalls `node`'s process, as a starved or descheduled one: from now on datagrams to
-    /// it queue up unread and its timers do not fire, until [`Sim::thaw`].
-    pub fn freeze(&mut self, node: NodeId) {
-        let now = self.net.now();
-        let n = &mut self.nodes[node];
-        n.frozen = true;
-        n.frozen_deadline = n.endpoint.poll_timeout(now);
-    }
-
-    /// Resumes `node` now: like an event loop waking up late, it reads every datagram that
-    /// queued up, then handles its overdue timers, at one instant.
-    pub fn thaw(&mut self, node: NodeId) {
-        let now = self.net.now();
-        let n = &mut self.nodes[node];
-        n.frozen = false;
-        for dg in std::mem::take(&mut n.backlog) {
-            feed(n, now, dg);
-        }
-        // The timer the loop armed before it stalled, as an async driver keeps it.
-        if n.frozen_deadline.take().is_some_and(|t| t <= now) {
-            n.endpoint.handle_timeout(now);
-        }
-        self.drain();
-    }
-
-    /// When the next thing happens: the earliest network delivery or timer.
-    pub fn next_event(&mut self) -> Option<Instant> {
-        self.drain();
-        let now = self.net.now();
-        let timer = self
-            .nodes
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.raw
             .iter_mut()
-            .filter(|n| !n.frozen)
-            .filter_map(|n| n.endpoint.poll_timeout(now))
-            .chain(self.raw.iter_mut().filter_map(RawPeer::poll_timeout))
+            .filter_map(RawPeer::poll_timeout)
             .chain(
                 self.raw_servers
                     .iter_mut()
                     .filter_map(RawServer::poll_timeout),
             )
-            .min();
-        [timer, self.net.next_delivery()]
-            .into_iter()
-            .flatten()
             .min()
     }
-
-    /// Handles everything that happens within the next `d` of virtual time, then moves the
-    /// clock to exactly `d` later (unlike [`Sim::run_until`], never past it).
-    pub fn run_for(&mut self, d: Duration) {
-        let deadline = self.now() + d;
-        while self.next_event().is_some_and(|t| t <= deadline) {
-            self.step();
-        }
-        self.net.advance_to(deadline);
-    }
-
-    /// Steps until `done` says so or `limit` of virtual time passes; `done` runs after
-    /// every step and may drive the application. Returns whether `done` was reached.
-    pub fn run_until(&mut self, limit: Duration, done: impl FnMut(&mut Sim) -> bool) -> bool {
-        drive_until(self, limit, |sim| sim, done)
-    }
-
-    /// Takes the events a node produced so far.
-    pub fn take_events(&mut self, node: NodeId) -> Vec<Event> {
-        std::mem::take(&mut self.nodes[node].events)
-    }
-}
-
-/// The loop of [`Sim::run_until`] for a `world` that holds its [`Sim`] (found by `sim`)
-/// beside other state: steps until `done` says so or `limit` of virtual time passes; `done`
-/// runs before the first step, after every step and once more at the end, and may drive the
-/// application. Returns whether `done` was reached.
-pub fn drive_until<W: ?Sized>(
-    world: &mut W,
-    limit: Duration,
-    sim: fn(&mut W) -> &mut Sim,
-    mut done: impl FnMut(&mut W) -> bool,
-) -> bool {
-    let deadline = sim(world).now() + limit;
-    loop {
-        if done(world) {
-            return true;
-        }
-        let sim = sim(world);
-        if sim.now() >= deadline || !sim.step() {
-            return done(world);
-        }
-    }
-}
-
-/// Hands one datagram to a node's engine.
-fn feed(node: &mut Node, now: Instant, dg: Datagram) {
-    let ecn = dg.ecn.and_then(EcnCodepoint::from_bits);
-    node.endpoint.handle_datagram(
-        now,
-        dg.src,
-        Some(dg.dst.ip()),
-        ecn,
-        BytesMut::from(&dg.data[..]),
-    );
-}
-
-/// The address a node sends from: the alias whose IP the engine chose, else its own.
-fn source(node: &Node, src_ip: Option<IpAddr>) -> SocketAddr {
-    src_ip
-        .and_then(|ip| node.aliases.iter().find(|a| a.ip() == ip).copied())
-        .unwrap_or(node.addr)
-}
-
-/// An address on the simulated network.
-pub fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
-    SocketAddr::new(IpAddr::from(ip), port)
 }

@@ -368,9 +368,9 @@ impl Soak {
             primary.ip(),
             LinkConfig::default().rate_mbit(20).delay_ms(5),
         );
-        let peer = self.sim.add_raw(a);
+        let peer = self.sim.hosts.add_raw(a);
         let now = self.sim.now();
-        self.sim.raw[peer].connect(
+        self.sim.hosts.raw[peer].connect(
             now,
             client_config(std::slice::from_ref(&self.cert.cert)),
             primary,
@@ -383,7 +383,7 @@ impl Soak {
     /// Hostile peers that completed their handshake act.
     fn hostile_act(&mut self) {
         for &p in &self.hostile {
-            let peer = &mut self.sim.raw[p];
+            let peer = &mut self.sim.hosts.raw[p];
             if !peer.connected || peer.lost.is_some() {
                 continue;
             }
@@ -548,7 +548,7 @@ pub fn run(cfg: SoakConfig) -> SoakReport {
     soak.report.hostile_closed = soak
         .hostile
         .iter()
-        .filter(|p| soak.sim.raw[**p].lost.is_some())
+        .filter(|p| soak.sim.hosts.raw[**p].lost.is_some())
         .count() as u64;
     let stats = soak.sim.nodes[soak.servers[0]].endpoint.stats();
     soak.report.end_sessions = stats.sessions;

@@ -194,22 +194,22 @@ impl World {
 
     fn peer(&mut self) -> Option<&mut RawPeer> {
         match self.hostile {
-            Hostile::Client(i) => Some(&mut self.sim.raw[i]),
+            Hostile::Client(i) => Some(&mut self.sim.hosts.raw[i]),
             Hostile::Server(_) => None,
         }
     }
 
     fn raw_server(&mut self) -> Option<&mut RawServer> {
         match self.hostile {
-            Hostile::Server(i) => Some(&mut self.sim.raw_servers[i]),
+            Hostile::Server(i) => Some(&mut self.sim.hosts.raw_servers[i]),
             Hostile::Client(_) => None,
         }
     }
 
     fn conn(&mut self) -> Option<&mut quinn_proto::Connection> {
         match self.hostile {
-            Hostile::Client(i) => self.sim.raw[i].conn(),
-            Hostile::Server(i) => self.sim.raw_servers[i].conn(),
+            Hostile::Client(i) => self.sim.hosts.raw[i].conn(),
+            Hostile::Server(i) => self.sim.hosts.raw_servers[i].conn(),
         }
     }
 
@@ -221,15 +221,15 @@ impl World {
 
     fn write(&mut self, id: QuicStream, data: Bytes) {
         match self.hostile {
-            Hostile::Client(i) => self.sim.raw[i].write(id, data),
-            Hostile::Server(i) => self.sim.raw_servers[i].write(id, data),
+            Hostile::Client(i) => self.sim.hosts.raw[i].write(id, data),
+            Hostile::Server(i) => self.sim.hosts.raw_servers[i].write(id, data),
         }
     }
 
     fn finish(&mut self, id: QuicStream) {
         match self.hostile {
-            Hostile::Client(i) => self.sim.raw[i].finish(id),
-            Hostile::Server(i) => self.sim.raw_servers[i].finish(id),
+            Hostile::Client(i) => self.sim.hosts.raw[i].finish(id),
+            Hostile::Server(i) => self.sim.hosts.raw_servers[i].finish(id),
         }
     }
 
@@ -424,8 +424,8 @@ impl World {
             report.closed = Some(error.to_string());
         }
         report.connection_closed = match self.hostile {
-            Hostile::Client(i) => self.sim.raw[i].lost.is_some(),
-            Hostile::Server(i) => self.sim.raw_servers[i].lost.is_some(),
+            Hostile::Client(i) => self.sim.hosts.raw[i].lost.is_some(),
+            Hostile::Server(i) => self.sim.hosts.raw_servers[i].lost.is_some(),
         };
         // The honest session: alive, and its echo arrives whole.
         let done = self.run_until(Duration::from_secs(20), |w| w.echo_done());
@@ -488,9 +488,9 @@ pub fn peer_client(data: &[u8]) -> PeerReport {
         .link(server_addr.ip(), hostile_addr.ip(), wire_config(bits));
     let engine = sim.add_node(server_addr, Some(server_config(engine_config())));
     let honest = sim.add_node(honest_addr, None);
-    let peer = sim.add_raw(hostile_addr);
+    let peer = sim.hosts.add_raw(hostile_addr);
     let now = sim.now();
-    sim.raw[peer].connect(now, client_config(&[cert()]), server_addr, "localhost");
+    sim.hosts.raw[peer].connect(now, client_config(&[cert()]), server_addr, "localhost");
     let mut w = World {
         sim,
         engine,
@@ -503,15 +503,19 @@ pub fn peer_client(data: &[u8]) -> PeerReport {
         echo: None,
         streams: Vec::new(),
     };
-    let up = w.run_until(Duration::from_secs(5), |w| w.sim.raw[peer].connected);
-    assert!(up, "handshake: {:?}", w.sim.raw[peer].lost);
-    w.sim.raw[peer].answer_pings = bits & 2 == 0;
-    w.sim.raw[peer].hello(default_limits());
+    let up = w.run_until(Duration::from_secs(5), |w| w.sim.hosts.raw[peer].connected);
+    assert!(up, "handshake: {:?}", w.sim.hosts.raw[peer].lost);
+    w.sim.hosts.raw[peer].answer_pings = bits & 2 == 0;
+    w.sim.hosts.raw[peer].hello(default_limits());
     let welcomed = w.run_until(Duration::from_secs(5), |w| {
-        w.sim.raw[peer].welcome().is_some() && w.hostile_session.is_some()
+        w.sim.hosts.raw[peer].welcome().is_some() && w.hostile_session.is_some()
     });
-    assert!(welcomed, "Hello not welcomed: {:?}", w.sim.raw[peer].lost);
-    if let Some(control) = w.sim.raw[peer].control {
+    assert!(
+        welcomed,
+        "Hello not welcomed: {:?}",
+        w.sim.hosts.raw[peer].lost
+    );
+    if let Some(control) = w.sim.hosts.raw[peer].control {
         w.streams.push(control);
     }
     // The honest client connects second and starts its echo.
@@ -564,8 +568,8 @@ fn client_world(seed: u64, bits: u8) -> World {
     );
     let engine = sim.add_node(client_addr, None);
     let honest = sim.add_node(honest_addr, Some(server_config(Config::default())));
-    let primary = sim.add_raw_server(primary_addr, raw_server_config());
-    sim.raw_servers[primary].answer_pings = bits & 4 == 0;
+    let primary = sim.hosts.add_raw_server(primary_addr, raw_server_config());
+    sim.hosts.raw_servers[primary].answer_pings = bits & 4 == 0;
     let mut w = World {
         sim,
         engine,
@@ -622,8 +626,11 @@ pub fn peer_secondary(data: &[u8]) -> PeerReport {
     let (seed, bits) = seed_of(&mut input);
     let mut w = client_world(seed, bits);
     let secondary_addr = addr(HOSTILE_SECONDARY, 4433);
-    let secondary = w.sim.add_raw_server(secondary_addr, raw_server_config());
-    let s = &mut w.sim.raw_servers[secondary];
+    let secondary = w
+        .sim
+        .hosts
+        .add_raw_server(secondary_addr, raw_server_config());
+    let s = &mut w.sim.hosts.raw_servers[secondary];
     s.welcome = false;
     s.accept_joins = true;
     s.answer_pings = bits & 8 == 0;
@@ -631,7 +638,7 @@ pub fn peer_secondary(data: &[u8]) -> PeerReport {
     let Hostile::Server(primary) = w.hostile else {
         unreachable!("a client world faces a raw primary")
     };
-    w.sim.raw_servers[primary].send_control(Kind::AddPath(AddPath {
+    w.sim.hosts.raw_servers[primary].send_control(Kind::AddPath(AddPath {
         path_id: 1,
         addr: secondary_addr.to_string(),
         server_name: "localhost".into(),
@@ -641,7 +648,7 @@ pub fn peer_secondary(data: &[u8]) -> PeerReport {
         backup: false,
     }));
     let joined = w.run_until(Duration::from_secs(5), |w| {
-        w.sim.raw_servers[secondary].welcomed
+        w.sim.hosts.raw_servers[secondary].welcomed
     });
     assert!(joined, "the client did not join the secondary");
     w.run_for(Duration::from_millis(50));
@@ -700,8 +707,8 @@ pub fn record_honest_client() -> Vec<u8> {
     sim.net
         .link(client_addr.ip(), primary_addr.ip(), wire_config(0));
     let client = sim.add_node(client_addr, None);
-    let primary = sim.add_raw_server(primary_addr, raw_server_config());
-    sim.raw_servers[primary].recorded = Some(Vec::new());
+    let primary = sim.hosts.add_raw_server(primary_addr, raw_server_config());
+    sim.hosts.raw_servers[primary].recorded = Some(Vec::new());
     let now = sim.now();
     let h = sim.nodes[client]
         .endpoint
@@ -725,7 +732,7 @@ pub fn record_honest_client() -> Vec<u8> {
         app.send(ep, h, id, payload(len as u64, len), true);
     }
     sim.run_for(Duration::from_secs(2));
-    let server = &mut sim.raw_servers[primary];
+    let server = &mut sim.hosts.raw_servers[primary];
     to_ops(
         server.recorded.as_deref().unwrap_or_default(),
         server.control,
@@ -742,11 +749,11 @@ pub fn record_honest_server() -> Vec<u8> {
     sim.net
         .link(client_addr.ip(), server_addr.ip(), wire_config(0));
     let server = sim.add_node(server_addr, Some(server_config(engine_config())));
-    let peer = sim.add_raw(client_addr);
+    let peer = sim.hosts.add_raw(client_addr);
     let now = sim.now();
-    sim.raw[peer].connect(now, client_config(&[cert()]), server_addr, "localhost");
-    sim.raw[peer].recorded = Some(Vec::new());
-    sim.raw[peer].answer_pings = true;
+    sim.hosts.raw[peer].connect(now, client_config(&[cert()]), server_addr, "localhost");
+    sim.hosts.raw[peer].recorded = Some(Vec::new());
+    sim.hosts.raw[peer].answer_pings = true;
     let mut app = App::echo();
     let step = |sim: &mut Sim, app: &mut App| {
         let events = sim.take_events(server);
@@ -754,17 +761,17 @@ pub fn record_honest_server() -> Vec<u8> {
     };
     let up = sim.run_until(Duration::from_secs(5), |sim| {
         step(sim, &mut app);
-        sim.raw[peer].connected
+        sim.hosts.raw[peer].connected
     });
     assert!(up, "handshake");
-    sim.raw[peer].hello(default_limits());
+    sim.hosts.raw[peer].hello(default_limits());
     let request = kwik_core::frame::Frame::Stream {
         id: StreamId::new(quinn_proto::Side::Client, Dir::Bi, 0),
         offset: 0,
         fin: true,
         data: Bytes::from_static(REQUEST),
     };
-    sim.raw[peer].carrier(crate::raw::frames(&[request]));
+    sim.hosts.raw[peer].carrier(crate::raw::frames(&[request]));
     let welcomed = sim.run_until(Duration::from_secs(2), |sim| {
         step(sim, &mut app);
         !app.sessions.is_empty()
@@ -782,7 +789,7 @@ pub fn record_honest_server() -> Vec<u8> {
         step(sim, &mut app);
         false
     });
-    let peer = &mut sim.raw[peer];
+    let peer = &mut sim.hosts.raw[peer];
     to_ops(
         peer.recorded.as_deref().unwrap_or_default(),
         peer.control,

@@ -2,7 +2,7 @@
 //! KWIK as a test wants (TLS with the KWIK ALPN, a Hello on the control stream) and then
 //! writes whatever bytes it likes on its streams.
 //!
-//! Register one with [`Sim::add_raw`](crate::sim::Sim::add_raw); the simulation loop
+//! Register one with [`RawHosts::add_raw`](crate::sim::RawHosts::add_raw); the simulation loop
 //! delivers its datagrams and fires its timers like those of any node.
 
 use std::collections::{BTreeMap, VecDeque};

@@ -21,7 +21,7 @@ use crate::net::Datagram;
 /// so the client keeps the path alive), then writes whatever control frames the test
 /// queues and records every control frame the client sends.
 ///
-/// Register one with [`Sim::add_raw_server`](crate::sim::Sim::add_raw_server).
+/// Register one with [`RawHosts::add_raw_server`](crate::sim::RawHosts::add_raw_server).
 pub struct RawServer {
     /// Its address.
     pub addr: SocketAddr,

@@ -53,7 +53,7 @@ impl Hostile {
             sim.net.link(client_addr.ip(), t.ip(), link);
             sim.watch(*t);
         }
-        let primary = sim.add_raw_server(primary_addr, server_config(&cert));
+        let primary = sim.hosts.add_raw_server(primary_addr, server_config(&cert));
         let client = sim.add_node(client_addr, None);
         let now = sim.now();
         let session = sim.nodes[client]
@@ -76,7 +76,7 @@ impl Hostile {
         assert!(
             up,
             "session not established: {:?}, primary lost {:?}",
-            this.client_events, this.sim.raw_servers[this.primary].lost
+            this.client_events, this.sim.hosts.raw_servers[this.primary].lost
         );
         this
     }
@@ -105,7 +105,7 @@ impl Hostile {
 
     fn add_path(&mut self, path_id: u32, target: &str) {
         let expiry = WALL_CLOCK_START.as_secs() + 60;
-        self.sim.raw_servers[self.primary].send_control(Kind::AddPath(AddPath {
+        self.sim.hosts.raw_servers[self.primary].send_control(Kind::AddPath(AddPath {
             path_id,
             addr: target.to_owned(),
             server_name: "localhost".to_owned(),
@@ -116,12 +116,13 @@ impl Hostile {
     }
 
     fn remove_path(&mut self, path_id: u32) {
-        self.sim.raw_servers[self.primary].send_control(Kind::RemovePath(RemovePath { path_id }));
+        self.sim.hosts.raw_servers[self.primary]
+            .send_control(Kind::RemovePath(RemovePath { path_id }));
     }
 
     /// The client's PathStatus answers, in order.
     fn statuses(&self) -> Vec<PathStatus> {
-        self.sim.raw_servers[self.primary]
+        self.sim.hosts.raw_servers[self.primary]
             .received
             .iter()
             .filter_map(|k| match k {
@@ -167,7 +168,7 @@ impl Hostile {
             .filter(|e| matches!(e, Event::Closed { .. }))
             .collect();
         assert!(closed.is_empty(), "the client session ended: {closed:?}");
-        let server = &self.sim.raw_servers[self.primary];
+        let server = &self.sim.hosts.raw_servers[self.primary];
         assert!(server.lost.is_none(), "connection lost: {:?}", server.lost);
         assert!(server.control_error.is_none(), "{:?}", server.control_error);
         let _ = self.session;
@@ -408,7 +409,7 @@ fn a_primary_that_never_serves_its_delegations_is_capped_and_closed() {
 
     let primary_addr: SocketAddr = "10.0.0.1:4433".parse().unwrap();
     let mut h = Hostile::new(71, primary_addr, Config::default(), &[]);
-    let session_id = h.sim.raw_servers[h.primary].session_id;
+    let session_id = h.sim.hosts.raw_servers[h.primary].session_id;
     let stream = StreamId::new(Side::Server, kwik_core::Dir::Uni, 0);
     let ticket = |id: u64| Ticket {
         id,
@@ -422,14 +423,14 @@ fn a_primary_that_never_serves_its_delegations_is_capped_and_closed() {
         ..Default::default()
     };
     let pulls = |h: &Hostile| {
-        h.sim.raw_servers[h.primary]
+        h.sim.hosts.raw_servers[h.primary]
             .received
             .iter()
             .filter(|k| matches!(k, Kind::Pull(_)))
             .count()
     };
     for id in 0..MAX_DELEGATIONS as u64 {
-        h.sim.raw_servers[h.primary].send_control(Kind::Delegate(Delegate {
+        h.sim.hosts.raw_servers[h.primary].send_control(Kind::Delegate(Delegate {
             ticket: Some(ticket(id)),
             refresh: false,
         }));
@@ -446,7 +447,7 @@ fn a_primary_that_never_serves_its_delegations_is_capped_and_closed() {
     );
     h.assert_session_alive();
     // One more, while every pull is still owed.
-    h.sim.raw_servers[h.primary].send_control(Kind::Delegate(Delegate {
+    h.sim.hosts.raw_servers[h.primary].send_control(Kind::Delegate(Delegate {
         ticket: Some(ticket(MAX_DELEGATIONS as u64)),
         refresh: false,
     }));

@@ -57,14 +57,16 @@ fn join_frame(session_id: u64, expiry: u64, proof: Vec<u8>) -> Vec<u8> {
 /// The proof a client holding the path secret of (`session_id`, [`PATH`], `expiry`) makes
 /// on the connection of raw peer `peer`.
 fn valid_proof(s: &mut RawSession, peer: usize, session_id: u64, expiry: u64) -> Vec<u8> {
-    let exporter = s.sim.raw[peer].exporter().expect("handshake complete");
+    let exporter = s.sim.hosts.raw[peer]
+        .exporter()
+        .expect("handshake complete");
     proof(&path_secret(&key(), session_id, PATH, expiry), &exporter)
 }
 
 /// Writes `join` as raw peer `peer`'s first control frame, then smuggles a stream frame on
 /// a carrier right behind it.
 fn send_join_and_carrier(s: &mut RawSession, peer: usize, join: Vec<u8>) {
-    let p = &mut s.sim.raw[peer];
+    let p = &mut s.sim.hosts.raw[peer];
     p.open_control();
     p.write_control(join);
     p.carrier(frames(&[Frame::Stream {
@@ -79,10 +81,10 @@ fn send_join_and_carrier(s: &mut RawSession, peer: usize, join: Vec<u8>) {
 /// secondary holds no session and reported none.
 fn assert_refused(s: &mut RawSession, peer: usize, case: &str) {
     let closed = s.run_until(Duration::from_secs(5), |s| {
-        s.server_endpoint().session_count() != 0 || s.sim.raw[peer].lost.is_some()
+        s.server_endpoint().session_count() != 0 || s.sim.hosts.raw[peer].lost.is_some()
     });
     assert!(closed, "{case}: the secondary did not close the connection");
-    let p = &s.sim.raw[peer];
+    let p = &s.sim.hosts.raw[peer];
     println!(
         "{case}: closed with {:?}, peer saw {:?}",
         p.close_code()
@@ -144,7 +146,7 @@ fn a_correct_proof_is_admitted() {
             || s.peer().lost.is_some()
     });
     assert!(admitted, "no answer to a valid Join");
-    let p = &s.sim.raw[peer];
+    let p = &s.sim.hosts.raw[peer];
     assert_eq!(
         p.control_messages.first(),
         Some(&Kind::JoinResult(JoinResult {
@@ -202,10 +204,10 @@ fn a_proof_replayed_on_another_connection_is_refused() {
     send_join_and_carrier(&mut s, second, join_frame(SESSION_A, EXPIRY, proof.clone()));
     assert_refused(&mut s, second, "replayed proof");
     // On its own connection the same proof is good: the refusal was the binding's doing.
-    s.sim.raw[first].open_control();
-    s.sim.raw[first].write_control(join_frame(SESSION_A, EXPIRY, proof));
+    s.sim.hosts.raw[first].open_control();
+    s.sim.hosts.raw[first].write_control(join_frame(SESSION_A, EXPIRY, proof));
     let admitted = s.run_until(Duration::from_secs(5), |s| {
-        s.sim.raw[first]
+        s.sim.hosts.raw[first]
             .control_messages
             .contains(&Kind::JoinResult(JoinResult {
                 accepted: true,

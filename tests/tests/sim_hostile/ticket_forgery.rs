@@ -76,9 +76,11 @@ fn pull_frame(id: u64, ticket: &Ticket, offset: u64, len: u64) -> Vec<u8> {
 
 /// Raw peer `peer` joins `session` as [`PATH`] with a valid proof.
 fn join(s: &mut RawSession, peer: usize, session: u64) {
-    let exporter = s.sim.raw[peer].exporter().expect("handshake complete");
+    let exporter = s.sim.hosts.raw[peer]
+        .exporter()
+        .expect("handshake complete");
     let proof = proof(&path_secret(&key(), session, PATH, EXPIRY), &exporter);
-    let p = &mut s.sim.raw[peer];
+    let p = &mut s.sim.hosts.raw[peer];
     p.answer_pings = true;
     p.open_control();
     p.write_control(control_frame(Some(Kind::Join(Join {
@@ -88,7 +90,7 @@ fn join(s: &mut RawSession, peer: usize, session: u64) {
         proof,
     }))));
     let joined = s.run_until(Duration::from_secs(5), |s| {
-        s.sim.raw[peer]
+        s.sim.hosts.raw[peer]
             .control_messages
             .iter()
             .any(|k| matches!(k, Kind::JoinResult(r) if r.accepted))
@@ -149,11 +151,11 @@ impl App {
 }
 
 fn served(s: &RawSession, peer: usize) -> u64 {
-    s.sim.raw[peer].carrier_bytes.values().sum()
+    s.sim.hosts.raw[peer].carrier_bytes.values().sum()
 }
 
 fn refusals(s: &RawSession, peer: usize) -> Vec<(u64, TicketError)> {
-    s.sim.raw[peer]
+    s.sim.hosts.raw[peer]
         .control_messages
         .iter()
         .filter_map(|k| match k {
@@ -288,13 +290,13 @@ fn a_valid_ticket_replayed_on_another_session_is_refused() {
     let b = s.add_peer();
     join(&mut s, b, SESSION_B);
     // Session A's valid ticket, pulled on the connection that joined session B.
-    s.sim.raw[b].write_control(pull_frame(7, &ticket(SESSION_A, None, EXPIRY), 0, 1024));
+    s.sim.hosts.raw[b].write_control(pull_frame(7, &ticket(SESSION_A, None, EXPIRY), 0, 1024));
     app.run(&mut s, Duration::from_secs(1));
     assert_eq!(refusals(&s, b), vec![(7, TicketError::WrongSession)]);
     assert_eq!(served(&s, b), 0);
     assert_eq!(app.accepted, 0);
     // On its own session the same ticket works: the positive control.
-    s.sim.raw[a].write_control(pull_frame(7, &ticket(SESSION_A, None, EXPIRY), 0, 1024));
+    s.sim.hosts.raw[a].write_control(pull_frame(7, &ticket(SESSION_A, None, EXPIRY), 0, 1024));
     app.run(&mut s, Duration::from_secs(1));
     assert_eq!(refusals(&s, a), vec![]);
     assert_eq!(app.accepted, 1);
@@ -317,7 +319,7 @@ fn re_pulls_beyond_the_budget_are_refused() {
     // Rejoining on a new connection does not reset the budget.
     let again = s.add_peer();
     join(&mut s, again, SESSION_A);
-    s.sim.raw[again].write_control(pull_frame(9, &t, 0, 1024));
+    s.sim.hosts.raw[again].write_control(pull_frame(9, &t, 0, 1024));
     app.run(&mut s, Duration::from_millis(500));
     assert_eq!(refusals(&s, again), vec![(9, TicketError::BudgetSpent)]);
     assert_eq!(served(&s, again), 0);
@@ -339,22 +341,22 @@ fn a_flood_of_valid_pulls_is_cut_off_and_other_sessions_are_untouched() {
     let mut next_b = 0;
     let mut id = 0;
     for ms in 0..2000u64 {
-        if s.sim.raw[a].lost.is_none() {
+        if s.sim.hosts.raw[a].lost.is_none() {
             let mut batch = Vec::new();
             for _ in 0..10 {
                 batch.extend(pull_frame(id, &ta, (id * 1024) % LEN, 1024));
                 id += 1;
             }
-            s.sim.raw[a].write_control(batch);
+            s.sim.hosts.raw[a].write_control(batch);
         }
         if ms % 100 == 0 {
-            s.sim.raw[b].write_control(pull_frame(next_b, &tb, 0, 4096));
+            s.sim.hosts.raw[b].write_control(pull_frame(next_b, &tb, 0, 4096));
             next_b += 1;
         }
         app.run(&mut s, Duration::from_millis(1));
     }
     app.run(&mut s, Duration::from_secs(1));
-    let code = s.sim.raw[a]
+    let code = s.sim.hosts.raw[a]
         .close_code()
         .and_then(|c| ErrorCode::from_wire(c.into_inner()));
     let refused_a = refusals(&s, a).len();
@@ -371,7 +373,7 @@ fn a_flood_of_valid_pulls_is_cut_off_and_other_sessions_are_untouched() {
     assert!(a_accepted * 1024 <= 2 * LEN, "A: {a_accepted} pulls served");
     // The secondary forgot A's session; B's is alive and every one of its pulls served.
     assert_eq!(s.server_endpoint().session_count(), 1);
-    assert!(s.sim.raw[b].lost.is_none());
+    assert!(s.sim.hosts.raw[b].lost.is_none());
     assert_eq!(refusals(&s, b), vec![]);
     assert!(served(&s, b) >= next_b * 4096, "B served {}", served(&s, b));
 }

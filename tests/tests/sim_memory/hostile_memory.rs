@@ -132,7 +132,7 @@ fn add_remove_growth(cycles: u32) -> i64 {
     let link = LinkConfig::default().rate_mbit(50).delay_ms(10);
     sim.net.link(client_addr.ip(), primary_addr.ip(), link);
     sim.net.link(client_addr.ip(), target.ip(), link);
-    let primary = sim.add_raw_server(primary_addr, server_config(&cert));
+    let primary = sim.hosts.add_raw_server(primary_addr, server_config(&cert));
     let client = sim.add_node(client_addr, None);
     let now = sim.now();
     sim.nodes[client]
@@ -145,10 +145,13 @@ fn add_remove_growth(cycles: u32) -> i64 {
         )
         .unwrap();
     sim.run_for(Duration::from_secs(1));
-    assert!(sim.raw_servers[primary].welcomed, "the session came up");
+    assert!(
+        sim.hosts.raw_servers[primary].welcomed,
+        "the session came up"
+    );
     // Warm up: one cycle, so that first-use allocations are not counted.
     let cycle = |sim: &mut Sim, path_id: u32| {
-        let s = &mut sim.raw_servers[primary];
+        let s = &mut sim.hosts.raw_servers[primary];
         s.send_control(Kind::AddPath(AddPath {
             path_id,
             addr: target.to_string(),
@@ -170,7 +173,7 @@ fn add_remove_growth(cycles: u32) -> i64 {
     sim.run_for(Duration::from_secs(2));
     let _ = sim.take_events(client);
     // The raw primary records every control frame the client sent: not the client's.
-    let recorded = std::mem::take(&mut sim.raw_servers[primary].received);
+    let recorded = std::mem::take(&mut sim.hosts.raw_servers[primary].received);
     let closed = sim.nodes[client].endpoint.session_count() == 0;
     assert!(!closed, "the client kept the session");
     let answers = recorded

@@ -23,6 +23,7 @@ const ROOTS: &[&str] = &[
     "kwik-h3/src",
     "examples",
     "tests/src",
+    "tests/sim/src",
     "fuzz/fuzz_targets",
 ];
 

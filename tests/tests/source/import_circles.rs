@@ -25,6 +25,7 @@ const ROOTS: &[&str] = &[
     "kwik-smol/src",
     "kwik-h3/src",
     "tests/src",
+    "tests/sim/src",
     "examples/src",
     "examples/perf",
 ];

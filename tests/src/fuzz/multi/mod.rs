@@ -1,8 +1,11 @@
-//! `engine_multi`: a client, a primary and its secondaries over an in-memory network with
-//! impaired links; the network and the engines' clock, and the checks of their errors.
+//! `engine_multi`: a client, a primary and its secondaries over the simulator's network
+//! ([`crate::net`]) with links the input impairs; the engines' loop on it, and the checks
+//! of their errors.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::net::{Datagram, LinkConfig, Network, Script};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -79,117 +82,6 @@ fn node_of(addr: SocketAddr) -> Option<usize> {
     }
 }
 
-/// What an impaired link does to one datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fate {
-    Pass,
-    Drop,
-    Duplicate,
-    /// Held back, so that later datagrams overtake it.
-    Delay,
-}
-
-/// A link's impairment: the fate of each datagram by turns from `pattern` (two bits per
-/// datagram), for `left` more datagrams.
-#[derive(Debug, Clone, Copy)]
-struct Impair {
-    pattern: u8,
-    left: u16,
-    n: u32,
-}
-
-impl Impair {
-    fn next(&mut self) -> Fate {
-        let bits = (self.pattern >> ((self.n % 4) * 2)) & 3;
-        self.n += 1;
-        self.left = self.left.saturating_sub(1);
-        match bits {
-            0 => Fate::Pass,
-            1 => Fate::Drop,
-            2 => Fate::Duplicate,
-            _ => Fate::Delay,
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Link {
-    delay: Duration,
-    /// Drops everything, both ways, including what is in flight.
-    blackholed: bool,
-    impair: Option<Impair>,
-}
-
-struct Packet {
-    link: usize,
-    src: SocketAddr,
-    dst: SocketAddr,
-    data: Vec<u8>,
-}
-
-/// The in-memory network: one link between the client and each server address.
-struct Net {
-    now: Instant,
-    links: [Link; 4],
-    in_flight: BTreeMap<(Instant, u64), Packet>,
-    seq: u64,
-}
-
-impl Net {
-    fn send(&mut self, packet: Packet) {
-        let link = &mut self.links[packet.link];
-        if link.blackholed {
-            return;
-        }
-        let fate = match &mut link.impair {
-            Some(i) => {
-                let fate = i.next();
-                if i.left == 0 {
-                    link.impair = None;
-                }
-                fate
-            }
-            None => Fate::Pass,
-        };
-        let at = self.now + link.delay;
-        match fate {
-            Fate::Pass => self.push(at, packet),
-            Fate::Drop => {}
-            Fate::Duplicate => {
-                let copy = Packet {
-                    data: packet.data.clone(),
-                    ..packet
-                };
-                self.push(at, copy);
-                self.push(at + Duration::from_millis(1), packet);
-            }
-            Fate::Delay => {
-                let extra = link.delay * 3 + Duration::from_millis(7);
-                self.push(at + extra, packet);
-            }
-        }
-    }
-
-    fn push(&mut self, at: Instant, packet: Packet) {
-        self.seq += 1;
-        self.in_flight.insert((at, self.seq), packet);
-    }
-
-    fn next_delivery(&self) -> Option<Instant> {
-        self.in_flight.keys().next().map(|(at, _)| *at)
-    }
-
-    /// The next datagram due by now, unless its link is blackholed (then it is lost).
-    fn pop_due(&mut self) -> Option<Option<Packet>> {
-        let entry = self.in_flight.first_entry()?;
-        if entry.key().0 > self.now {
-            return None;
-        }
-        let packet = entry.remove();
-        Some((!self.links[packet.link].blackholed).then_some(packet))
-    }
-}
-
 /// One stream the primary opened: the body byte at offset `o` is `pattern(id, o)`.
 #[derive(Debug, Default, Clone, Copy)]
 struct Body {
@@ -252,7 +144,8 @@ struct MultiNode {
 }
 
 struct Multi {
-    net: Net,
+    /// One link between the client and each server address (see [`MULTI_LINKS`]).
+    net: Network,
     nodes: Vec<MultiNode>,
     /// Server applications, by node index minus one: the primary, then the secondaries.
     servers: Vec<ServerApp>,
@@ -338,17 +231,14 @@ impl Multi {
             node("secondary 2", 14, MULTI_SECONDARIES[1], None, Some(server)),
         ];
         let delays = [1, 2, 5, 12];
-        let links = std::array::from_fn(|i| Link {
-            delay: Duration::from_millis(delays[usize::from(link_bits >> (2 * i)) & 3]),
-            ..Link::default()
-        });
+        let mut net = Network::new(0, now);
+        for (i, far) in MULTI_LINKS.iter().enumerate() {
+            let delay = delays[usize::from(link_bits >> (2 * i)) & 3];
+            let link = LinkConfig::default().delay_ms(delay).mtu(usize::MAX);
+            net.link(MULTI_CLIENT.ip(), far.ip(), link);
+        }
         let mut world = Self {
-            net: Net {
-                now,
-                links,
-                in_flight: BTreeMap::new(),
-                seq: 0,
-            },
+            net,
             nodes,
             servers: (0..3).map(|_| ServerApp::default()).collect(),
             client: ClientApp::default(),
@@ -366,7 +256,7 @@ impl Multi {
             .connect(now, &client_config(config), MULTI_PRIMARY, "localhost")
             .expect("connect starts");
         let deadline = now + Duration::from_secs(5);
-        while world.net.now < deadline {
+        while world.net.now() < deadline {
             world.step();
             if world.client.session.is_some() && world.primary.is_some() {
                 return world;
@@ -376,12 +266,29 @@ impl Multi {
     }
 
     fn now(&self) -> Instant {
-        self.net.now
+        self.net.now()
+    }
+
+    /// Gives both directions of link `link` the fates of `script` (`None` heals them).
+    fn script(&mut self, link: usize, script: Option<Script>) {
+        let (a, b) = (MULTI_CLIENT.ip(), MULTI_LINKS[link].ip());
+        self.net.script(a, b, script);
+        self.net.script(b, a, script);
+    }
+
+    /// Blackholes link `link` both ways, what is in flight on it included, or lifts that.
+    fn toggle_blackhole(&mut self, link: usize) {
+        let (a, b) = (MULTI_CLIENT.ip(), MULTI_LINKS[link].ip());
+        for (from, to) in [(a, b), (b, a)] {
+            if let Some(c) = self.net.config_mut(from, to) {
+                c.up = !c.up;
+            }
+        }
     }
 
     /// Sends what node `n` has to send; returns whether it sent anything.
     fn transmit(&mut self, n: usize) -> bool {
-        let now = self.net.now;
+        let now = self.net.now();
         let mut sent = 0;
         let node = &mut self.nodes[n];
         while let Some(t) = node.ep.poll_transmit(now, 1, &mut self.buf) {
@@ -392,31 +299,27 @@ impl Multi {
                 node.name
             );
             assert!(t.size <= self.buf.len(), "transmit larger than its buffer");
-            let (src, link) = if n == M_CLIENT {
-                let link = link_of(t.destination).unwrap_or_else(|| {
-                    panic!("client: datagram to unknown address {}", t.destination)
-                });
-                (node.addr, link)
+            let src = if n == M_CLIENT {
+                assert!(
+                    link_of(t.destination).is_some(),
+                    "client: datagram to unknown address {}",
+                    t.destination
+                );
+                node.addr
             } else {
                 assert_eq!(
                     t.destination, MULTI_CLIENT,
                     "{}: datagram to a stranger",
                     node.name
                 );
-                let src = match (t.src_ip, node.alias) {
+                match (t.src_ip, node.alias) {
                     (Some(ip), Some(alias)) if alias.ip() == ip => alias,
                     _ => node.addr,
-                };
-                (src, link_of(src).expect("every server address has a link"))
+                }
             };
             let seg = t.segment_size.unwrap_or(t.size).max(1);
             for d in self.buf[..t.size].chunks(seg) {
-                self.net.send(Packet {
-                    link,
-                    src,
-                    dst: t.destination,
-                    data: d.to_vec(),
-                });
+                self.net.send(Datagram::new(src, t.destination, d.to_vec()));
             }
         }
         sent > 0
@@ -451,9 +354,8 @@ impl Multi {
 
     /// Delivers what is due and runs the timers at the current instant.
     fn deliver(&mut self) {
-        let now = self.net.now;
-        while let Some(packet) = self.net.pop_due() {
-            let Some(p) = packet else { continue };
+        let now = self.net.now();
+        while let Some(p) = self.net.pop_delivered() {
             let n = node_of(p.dst).expect("every link ends at a node");
             self.nodes[n].ep.handle_datagram(
                 now,
@@ -472,7 +374,7 @@ impl Multi {
     /// `limit`. Returns whether anything is left to happen before `limit`.
     fn step_until(&mut self, limit: Instant) -> bool {
         self.pump();
-        let now = self.net.now;
+        let now = self.net.now();
         let mut next = self.net.next_delivery();
         for node in &mut self.nodes {
             let Some(t) = node.ep.poll_timeout(now) else {
@@ -493,36 +395,36 @@ impl Multi {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
         let Some(next) = next else {
-            self.net.now = self.net.now.max(limit);
+            self.net.advance_to(now.max(limit));
             return false;
         };
         // A deadline already past is retried a millisecond later, as a real clock would.
         let next = next.max(now + Duration::from_millis(1));
         if next > limit {
-            self.net.now = self.net.now.max(limit);
+            self.net.advance_to(now.max(limit));
             self.deliver();
             return false;
         }
-        self.net.now = next;
+        self.net.advance_to(next);
         self.deliver();
         true
     }
 
     fn step(&mut self) {
-        let limit = self.net.now + Duration::from_secs(3600);
+        let limit = self.net.now() + Duration::from_secs(3600);
         self.step_until(limit);
     }
 
     fn run_for(&mut self, d: Duration) {
-        let limit = self.net.now + d;
-        while self.net.now < limit && self.step_until(limit) {}
+        let limit = self.net.now() + d;
+        while self.net.now() < limit && self.step_until(limit) {}
         self.pump();
     }
 
     /// Moves the clock without delivering anything on the way (a stalled process).
     fn jump(&mut self, d: Duration) {
         self.pump();
-        self.net.now += d;
+        self.net.advance_by(d);
         self.deliver();
         self.pump();
     }

@@ -8,10 +8,11 @@ use kwik_core::{Dir, PathId, PathKind, PathState, SessionHandle, StreamId, VarIn
 
 use super::super::{MultiReport, pattern_bytes};
 use super::{
-    Body, Impair, M_CLIENT, M_PRIMARY, MULTI_ALIAS, MULTI_MAX_BODY, MULTI_MAX_CONNECTIONS,
+    Body, M_CLIENT, M_PRIMARY, MULTI_ALIAS, MULTI_LINKS, MULTI_MAX_BODY, MULTI_MAX_CONNECTIONS,
     MULTI_MAX_OPS, MULTI_MAX_PATHS, MULTI_MAX_SESSIONS, MULTI_MAX_TOTAL, MULTI_OPS_TIME,
     MULTI_SECONDARIES, MULTI_SETTLE, Multi, path_states,
 };
+use crate::net::Script;
 
 impl Multi {
     fn primary_session(&mut self) -> Option<kwik_core::Session<'_>> {
@@ -240,8 +241,8 @@ impl Multi {
     /// Heals the network (blackholes stay), lets every application work, finishes every
     /// stream and runs until each completed or a session ended.
     fn settle(&mut self) {
-        for link in &mut self.net.links {
-            link.impair = None;
+        for link in 0..MULTI_LINKS.len() {
+            self.script(link, None);
         }
         for app in &mut self.servers {
             app.paused = false;
@@ -367,15 +368,11 @@ pub fn engine_multi_report(data: &[u8]) -> MultiReport {
             }
             10 => {
                 let (link, pattern, left) = (arg(), arg(), arg());
-                w.net.links[usize::from(link) % 4].impair = Some(Impair {
-                    pattern,
-                    left: u16::from(left) + 1,
-                    n: 0,
-                });
+                let script = Script::new(pattern, u16::from(left) + 1);
+                w.script(usize::from(link) % MULTI_LINKS.len(), Some(script));
             }
             11 => {
-                let link = &mut w.net.links[1 + usize::from(arg()) % 3];
-                link.blackholed = !link.blackholed;
+                w.toggle_blackhole(1 + usize::from(arg()) % 3);
             }
             12 => {
                 let a = arg();

@@ -466,3 +466,38 @@ fn hostile_inputs_do_not_panic() {
     assert!(net.config(ip(1), ip(2)).is_some());
     assert_eq!(net.stats(ip(3), ip(4)).delivered, 2);
 }
+
+#[test]
+fn scripted_fates_follow_the_pattern_then_end() {
+    let start = Instant::now();
+    let mut net = Network::new(1, start);
+    net.link(ip(1), ip(2), LinkConfig::default().delay_ms(10));
+    // Fates by turns, two bits each from the low end: pass, drop, duplicate, delay.
+    let pattern = 0b11_10_01_00;
+    assert!(net.script(ip(1), ip(2), Some(Script::new(pattern, 4))));
+    assert!(!net.script(ip(1), ip(3), Some(Script::new(pattern, 4))));
+    for i in 0..6 {
+        net.send(numbered(1, 2, i, 100));
+    }
+    let got: Vec<(Duration, u32)> = drain(&mut net, start)
+        .iter()
+        .map(|(t, d)| (*t, number(d)))
+        .collect();
+    let ms = Duration::from_millis;
+    assert_eq!(
+        got,
+        vec![
+            (ms(10), 0),
+            (ms(10), 2),
+            (ms(10), 4),
+            (ms(10), 5),
+            (ms(11), 2),
+            (ms(47), 3),
+        ],
+        "0 passes, 1 is dropped, 2 arrives twice, 3 is held back by 3 x 10 + 7 ms, and \
+         the script ends after four datagrams"
+    );
+    let stats = net.stats(ip(1), ip(2));
+    assert_eq!(stats.dropped_loss, 1);
+    assert_eq!(stats.delivered, 6);
+}

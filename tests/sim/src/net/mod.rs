@@ -39,6 +39,13 @@
 //! datagrams lazily: any datagram whose link is down at the time it would be
 //! delivered is dropped instead (also `dropped_down`).
 //!
+//! # Scripted impairment
+//!
+//! [`Network::script`] gives a link direction a [`Script`]: the fate of each of its next
+//! datagrams (pass, drop, duplicate, hold back), decided by the caller rather than by
+//! chance, as a fuzz target draws them from its input. A scripted datagram still meets
+//! the rest of the model first.
+//!
 //! # Same-address traffic
 //!
 //! Datagrams whose source and destination IP are equal are delivered with
@@ -139,6 +146,53 @@ struct LinkState {
     config: LinkConfig,
     /// Time at which the serializer finishes the last accepted datagram.
     free_at: Instant,
+    script: Option<Script>,
+}
+
+/// What a [`Script`] does to one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Delivered as the link would.
+    Pass,
+    /// Lost (counted as `dropped_loss`).
+    Drop,
+    /// Delivered twice, the copy a millisecond later.
+    Duplicate,
+    /// Held back by three times the link's delay plus 7 ms, so that later datagrams
+    /// overtake it.
+    Delay,
+}
+
+/// The fates of a link direction's next datagrams: by turns from `pattern`, two bits a
+/// datagram (`00` pass, `01` drop, `10` duplicate, `11` delay), for `left` datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Script {
+    pattern: u8,
+    left: u16,
+    n: u32,
+}
+
+impl Script {
+    /// The next `left` datagrams meet the fates of `pattern`, by turns.
+    pub fn new(pattern: u8, left: u16) -> Self {
+        Self {
+            pattern,
+            left,
+            n: 0,
+        }
+    }
+
+    fn next(&mut self) -> Fate {
+        let bits = (self.pattern >> ((self.n % 4) * 2)) & 3;
+        self.n += 1;
+        self.left = self.left.saturating_sub(1);
+        match bits {
+            0 => Fate::Pass,
+            1 => Fate::Drop,
+            2 => Fate::Duplicate,
+            _ => Fate::Delay,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -223,6 +277,7 @@ impl Network {
             .or_insert(LinkState {
                 config,
                 free_at: now,
+                script: None,
             });
     }
 
@@ -344,9 +399,49 @@ impl Network {
         if chance(&mut self.rng, cfg.reorder) {
             extra = extra.saturating_add(cfg.reorder_delay);
         }
+        let fate = match &mut link.script {
+            Some(script) => {
+                let fate = script.next();
+                if script.left == 0 {
+                    link.script = None;
+                }
+                fate
+            }
+            None => Fate::Pass,
+        };
+        match fate {
+            Fate::Pass => {}
+            Fate::Drop => {
+                stats.dropped_loss += 1;
+                return;
+            }
+            Fate::Duplicate => {
+                if let Some(arrival) = departure.checked_add(extra) {
+                    let copy = dg.clone();
+                    push(&mut self.in_flight, &mut self.seq, arrival, key, copy);
+                }
+                extra = extra.saturating_add(Duration::from_millis(1));
+            }
+            Fate::Delay => {
+                let hold = cfg.delay.saturating_mul(3) + Duration::from_millis(7);
+                extra = extra.saturating_add(hold);
+            }
+        }
         match departure.checked_add(extra) {
             Some(arrival) => push(&mut self.in_flight, &mut self.seq, arrival, key, dg),
             None => stats.dropped_loss += 1,
+        }
+    }
+
+    /// Gives the link direction `from -> to` a scripted impairment (`None` ends it);
+    /// returns false if there is no such link.
+    pub fn script(&mut self, from: IpAddr, to: IpAddr, script: Option<Script>) -> bool {
+        match self.links.get_mut(&(from, to)) {
+            Some(link) => {
+                link.script = script.filter(|s| s.left > 0);
+                true
+            }
+            None => false,
         }
     }
 
