@@ -7,6 +7,7 @@ use kwik_proto::control_frame::Kind;
 use quinn_proto::Side;
 
 use super::event::stream_event;
+use super::paths::Schedule;
 use super::{Endpoint, Event, Route, Transmit, route_mut, stats};
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
 use crate::ids::{ConnKey, PathId, SessionHandle};
@@ -43,7 +44,7 @@ impl Endpoint {
     /// Connection `key` is drained: it goes, and what it carried stays in its path's
     /// figures.
     fn drained(&mut self, key: ConnKey) {
-        let (session, p) = match self.routes.remove(&key) {
+        let (session, p) = match self.routes.remove(key) {
             Some(Route::Path(h, path)) => {
                 let Some(p) = self
                     .sessions
@@ -91,9 +92,13 @@ impl Endpoint {
     }
 
     pub(super) fn drive_path(&mut self, now: Instant, key: ConnKey) -> Result<(), ProtocolError> {
-        let schedule = self.schedule(key);
-        let Some(&route) = self.routes.get(&key) else {
+        let Some(route) = self.routes.get(key) else {
             return Ok(());
+        };
+        let schedule = match route {
+            Route::Path(h, path) => self.schedule(h, path),
+            // Nothing is written on a loose connection.
+            Route::Loose => Schedule::everything(),
         };
         let Some((session_handle, p)) = route_mut(&mut self.sessions, &mut self.loose, key, route)
         else {
@@ -130,7 +135,7 @@ impl Endpoint {
                 path: path_id,
             });
         }
-        if connected {
+        let p = if connected {
             p.open_control()?;
             let first = if path_id == PathId::PRIMARY {
                 session_handle.and_then(|h| self.sessions.get(&h)).map(|s| {
@@ -149,19 +154,20 @@ impl Endpoint {
                     "cannot start the session on this path",
                 ));
             };
-            if let Some(p) = self.conn_mut(key) {
-                p.send_control(kind);
-            }
-        }
+            let Some(p) = self.conn_mut(key) else {
+                return Ok(());
+            };
+            p.send_control(kind);
+            p
+        } else {
+            p
+        };
         if let Some(reason) = lost {
             if let Some(h) = session_handle {
                 self.path_lost(now, h, path_id, reason.into());
             }
             return Ok(());
         }
-        let Some(p) = self.conn_mut(key) else {
-            return Ok(());
-        };
         if p.closing || p.conn.is_closed() {
             // Closed by this side, or lost: only the connection's own shutdown remains.
             return Ok(());
@@ -172,7 +178,7 @@ impl Endpoint {
             self.on_control(now, key, kind)?;
         }
         // Control may have closed this path, or made a server's connection a session's.
-        let Some(&route) = self.routes.get(&key) else {
+        let Some(route) = self.routes.get(key) else {
             return Ok(());
         };
         let Route::Path(h, path_id) = route else {
@@ -209,17 +215,32 @@ impl Endpoint {
             return Ok(());
         }
         let mut received = 0;
-        let streams = &mut s.streams;
-        let owed = &s.client.owed;
-        p.read_carriers(|frame| {
-            if secondary {
+        if secondary {
+            // Every frame of the batch is checked against what was owed before any is
+            // applied: a batch with one frame that was not asked for applies none.
+            let mut frames = Vec::new();
+            let streams = &s.streams;
+            let owed = &s.client.owed;
+            p.read_carriers(|frame| {
                 super::pulls::check_secondary_frame(owed, streams, path_id, &frame)?;
+                frames.push(frame);
+                Ok(())
+            })?;
+            for frame in frames {
+                if let crate::frame::Frame::Stream { data, .. } = &frame {
+                    received += data.len() as u64;
+                }
+                s.streams.on_frame(frame)?;
             }
-            if let crate::frame::Frame::Stream { data, .. } = &frame {
-                received += data.len() as u64;
-            }
-            streams.on_frame(frame)
-        })?;
+        } else {
+            let streams = &mut s.streams;
+            p.read_carriers(|frame| {
+                if let crate::frame::Frame::Stream { data, .. } = &frame {
+                    received += data.len() as u64;
+                }
+                streams.on_frame(frame)
+            })?;
+        }
         p.counters.stream_bytes_received += received;
         if s.take_raw(path_id) {
             self.events.push_back(Event::RawDatagram { session: h });

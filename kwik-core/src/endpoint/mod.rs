@@ -43,7 +43,10 @@ mod multi;
 mod paths;
 mod pulls;
 mod qlog;
+mod routes;
 mod stats;
+
+use routes::{Route, Routes};
 
 pub use event::{Event, Transmit};
 pub use handles::{Delegated, RecvStream, SendStream, Session};
@@ -81,7 +84,7 @@ pub struct Endpoint {
     quic: quinn_proto::Endpoint,
     server: Option<ServerConfig>,
     /// Where every QUIC connection lives, by quinn-proto's connection handle.
-    routes: BTreeMap<ConnKey, Route>,
+    routes: Routes,
     /// Sessions, each with its paths and their connections.
     sessions: BTreeMap<SessionHandle, SessionState>,
     /// Connections no session holds: a server's before its first control message, and
@@ -117,15 +120,6 @@ fn ticket_key_of(server: Option<&ServerConfig>, fallback: [u8; 32]) -> TicketKey
         .and_then(|s| s.group_key.clone())
         .unwrap_or_else(|| crate::join::GroupKey::new(fallback));
     TicketKey::derive(&group)
-}
-
-/// Where a connection lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    /// It carries this path of this session.
-    Path(SessionHandle, PathId),
-    /// In [`Endpoint::loose`].
-    Loose,
 }
 
 /// A connection no session holds.
@@ -198,7 +192,7 @@ impl Endpoint {
         Self {
             quic,
             server,
-            routes: BTreeMap::new(),
+            routes: Routes::default(),
             sessions: BTreeMap::new(),
             loose: BTreeMap::new(),
             next_session: 0,
@@ -337,7 +331,7 @@ impl Endpoint {
             dirty,
             ..
         } = self;
-        for (&key, &route) in routes.iter() {
+        for (key, route) in routes.iter() {
             let Some((_, p)) = route_mut(sessions, loose, key, route) else {
                 continue;
             };
@@ -399,7 +393,7 @@ impl Endpoint {
             ..
         } = self;
         let mut sent = None;
-        for (&key, &route) in routes.range(cursor..).chain(routes.range(..cursor)) {
+        for (key, route) in routes.from(cursor) {
             let Some((session, p)) = route_mut(sessions, loose, key, route) else {
                 continue;
             };
@@ -504,7 +498,7 @@ impl Endpoint {
             dirty,
             ..
         } = self;
-        for (&key, &route) in routes.iter() {
+        for (key, route) in routes.iter() {
             let Some((_, p)) = route_mut(sessions, loose, key, route) else {
                 continue;
             };
@@ -558,7 +552,7 @@ impl Endpoint {
 
     /// The connection `key`, wherever it lives.
     fn conn(&self, key: ConnKey) -> Option<&Path> {
-        match *self.routes.get(&key)? {
+        match self.routes.get(key)? {
             Route::Path(h, path) => self.sessions.get(&h)?.conn(path),
             Route::Loose => self.loose.get(&key).map(|l| &l.path),
         }
@@ -566,20 +560,20 @@ impl Endpoint {
 
     /// The connection `key`, wherever it lives.
     fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Path> {
-        let route = *self.routes.get(&key)?;
+        let route = self.routes.get(key)?;
         route_mut(&mut self.sessions, &mut self.loose, key, route).map(|(_, p)| p)
     }
 
     /// The connection `key` and quinn-proto's endpoint, for the events between them.
     fn conn_and_quic(&mut self, key: ConnKey) -> Option<(&mut quinn_proto::Endpoint, &mut Path)> {
-        let route = *self.routes.get(&key)?;
+        let route = self.routes.get(key)?;
         let (_, p) = route_mut(&mut self.sessions, &mut self.loose, key, route)?;
         Some((&mut self.quic, p))
     }
 
     /// The session connection `key` carries a path of, or last did.
     fn session_of(&self, key: ConnKey) -> Option<SessionHandle> {
-        match *self.routes.get(&key)? {
+        match self.routes.get(key)? {
             Route::Path(h, _) => Some(h),
             Route::Loose => self.loose.get(&key)?.session,
         }
@@ -649,9 +643,9 @@ impl Endpoint {
 
     /// Every connection in key order, with the session it belongs (or belonged) to.
     fn each_conn(&self) -> impl Iterator<Item = (Option<SessionHandle>, &Path)> + '_ {
-        self.routes.iter().filter_map(|(key, route)| match *route {
+        self.routes.iter().filter_map(|(key, route)| match route {
             Route::Path(h, path) => Some((Some(h), self.sessions.get(&h)?.conn(path)?)),
-            Route::Loose => self.loose.get(key).map(|l| (l.session, &l.path)),
+            Route::Loose => self.loose.get(&key).map(|l| (l.session, &l.path)),
         })
     }
 

@@ -31,6 +31,17 @@ pub(super) struct Schedule {
     pub(super) multipath: bool,
 }
 
+impl Schedule {
+    /// All of the session's stream data: the path is its only one to the peer.
+    pub(super) fn everything() -> Self {
+        Self {
+            allowance: Allowance::Frames(usize::MAX),
+            copy_to: Vec::new(),
+            multipath: false,
+        }
+    }
+}
+
 impl Endpoint {
     pub(super) fn add_path(
         &mut self,
@@ -567,22 +578,15 @@ impl Endpoint {
         self.mark_dirty(h);
     }
 
-    /// How much of the session's stream data path `key` may take now, and where copies of
+    /// How much of the session's stream data path `me` may take now, and where copies of
     /// what it takes go (redundant scheduling). With one path to the peer, all of it.
     ///
     /// Several paths to the peer rank by `Config::load_balancing`; a path takes data only
     /// when every path ranked before it is backlogged (QUIC refused more: its send window,
     /// kept near its congestion window, is full). Backup paths take part only when no
     /// other path is usable.
-    pub(super) fn schedule(&mut self, key: ConnKey) -> Schedule {
-        let all = Schedule {
-            allowance: Allowance::Frames(usize::MAX),
-            copy_to: Vec::new(),
-            multipath: false,
-        };
-        let (Some(h), Some(me)) = (self.session_of(key), self.conn(key).map(|p| p.id)) else {
-            return all;
-        };
+    pub(super) fn schedule(&mut self, h: SessionHandle, me: PathId) -> Schedule {
+        let all = Schedule::everything();
         let Some(s) = self.sessions.get(&h) else {
             return all;
         };
