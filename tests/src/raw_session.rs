@@ -20,7 +20,7 @@ pub struct RawSession {
     pub sim: Sim,
     /// The KWIK server.
     pub server: NodeId,
-    /// The raw peer, in [`Sim::raw`].
+    /// The raw peer, in [`RawHosts::raw`](crate::sim::RawHosts::raw).
     pub peer: usize,
     /// The server's session with the peer, once the peer's Hello was accepted.
     pub session: Option<SessionHandle>,
@@ -111,7 +111,7 @@ impl RawSession {
     }
 
     /// Adds another raw peer, on its own link to the server, and completes its QUIC
-    /// handshake (it sends nothing yet); returns its index in [`Sim::raw`].
+    /// handshake (it sends nothing yet); returns its index in [`RawHosts::raw`](crate::sim::RawHosts::raw).
     pub fn add_peer(&mut self) -> usize {
         let index = self.sim.hosts.raw.len();
         let peer_addr = addr([10, 0, 1, index as u8 + 1], 6666);

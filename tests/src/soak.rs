@@ -136,7 +136,7 @@ struct Soak {
     report: SoakReport,
     /// Secondaries silenced, until when.
     silenced: BTreeMap<usize, Instant>,
-    /// Hostile raw peers, by index in `sim.raw`.
+    /// Hostile raw peers, by index in `sim.hosts.raw`.
     hostile: Vec<usize>,
     max_body: usize,
 }

@@ -33,7 +33,7 @@ struct Hostile {
     sim: Sim,
     client: NodeId,
     client_addr: SocketAddr,
-    /// Index of the hostile primary in `sim.raw_servers`.
+    /// Index of the hostile primary in `sim.hosts.raw_servers`.
     primary: usize,
     session: SessionHandle,
     client_events: Vec<Event>,
