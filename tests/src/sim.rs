@@ -3,24 +3,13 @@
 
 use std::time::Instant;
 
-pub use kwik_sim::{Node, NodeId, WALL_CLOCK_START, addr};
+pub use kwik_sim::{Node, NodeId, WALL_CLOCK_START, addr, drive_until};
 
 use crate::net::{Datagram, Network};
 use crate::raw::{RawPeer, RawServer};
 
 /// A simulated world whose other hosts are bare QUIC peers and servers.
 pub type Sim = kwik_sim::Sim<RawHosts>;
-
-/// The loop of [`Sim::run_until`](kwik_sim::Sim::run_until) for a world that holds its
-/// [`Sim`] beside other state (see [`kwik_sim::drive_until`]).
-pub fn drive_until<W: ?Sized>(
-    world: &mut W,
-    limit: std::time::Duration,
-    sim: fn(&mut W) -> &mut Sim,
-    done: impl FnMut(&mut W) -> bool,
-) -> bool {
-    kwik_sim::drive_until(world, limit, sim, done)
-}
 
 /// Bare QUIC peers and servers, driven alongside a [`Sim`]'s nodes.
 pub struct RawHosts {

@@ -150,11 +150,12 @@ impl Endpoint {
             limits: Some(limits_to_wire(local_limits(&config), &config)),
             app_protocol: app_protocol.map(Vec::from).unwrap_or_default(),
         }));
-        let mut record = PathRecord::new(p.remote, String::new(), PathState::Active);
-        record.conn = Some(p);
-        session.paths.insert(PathId::PRIMARY, record);
+        session.paths.insert(
+            PathId::PRIMARY,
+            PathRecord::new(p.remote, String::new(), PathState::Active),
+        );
         self.sessions.insert(h, session);
-        self.routes.insert(key, Route::Path(h, PathId::PRIMARY));
+        self.attach(h, p);
         self.events.push_back(Event::Incoming(h));
         self.qlog_label(key, h, PathId::PRIMARY, "primary");
         Ok(())
@@ -242,11 +243,12 @@ impl Endpoint {
         tracing::info!(parent: &session.span, %path, "joined as a secondary");
         p.health.start(now, interval, threshold);
         p.send_control(join_accepted());
-        let mut record = PathRecord::new(p.remote, String::new(), PathState::Active);
-        record.conn = Some(p);
-        session.paths.insert(path, record);
+        session.paths.insert(
+            path,
+            PathRecord::new(p.remote, String::new(), PathState::Active),
+        );
         self.sessions.insert(h, session);
-        self.routes.insert(key, Route::Path(h, path));
+        self.attach(h, p);
         self.events.push_back(Event::Incoming(h));
         self.qlog_label(key, h, path, "secondary");
         Ok(())

@@ -324,22 +324,12 @@ impl Endpoint {
         // Datagrams handed in since the last drive are proof of life: a loop that wakes
         // late reads its backlog before its timers, and health must see that backlog.
         self.flush(now);
-        let Self {
-            routes,
-            sessions,
-            loose,
-            dirty,
-            ..
-        } = self;
-        for (key, route) in routes.iter() {
-            let Some((_, p)) = route_mut(sessions, loose, key, route) else {
-                continue;
-            };
+        self.each_conn_mut(|key, p, dirty| {
             if p.conn.poll_timeout().is_some_and(|t| t <= now) {
                 p.conn.handle_timeout(now);
                 dirty.insert(key);
             }
-        }
+        });
         self.check_health(now);
         self.update_degraded(now);
         self.retry_paths(now);
@@ -491,20 +481,10 @@ impl Endpoint {
     /// Sends due health probes and fails paths that went silent.
     fn check_health(&mut self, now: Instant) {
         let mut failed = Vec::new();
-        let Self {
-            routes,
-            sessions,
-            loose,
-            dirty,
-            ..
-        } = self;
-        for (key, route) in routes.iter() {
-            let Some((_, p)) = route_mut(sessions, loose, key, route) else {
-                continue;
-            };
+        self.each_conn_mut(|key, p, dirty| {
             let rtt = p.conn.rtt();
             if p.health.deadline(rtt).is_none_or(|t| t > now) {
-                continue;
+                return;
             }
             let verdict = p.health.on_timeout(now, rtt);
             if let Some(seq) = verdict.ping {
@@ -514,7 +494,7 @@ impl Endpoint {
             if verdict.failed {
                 failed.push(key);
             }
-        }
+        });
         for key in failed {
             let session = self.session_of(key);
             let Some(p) = self.conn_mut(key) else {
@@ -589,14 +569,7 @@ impl Endpoint {
             .and_then(|s| s.paths.get_mut(&path))
         else {
             // Callers create the record first; a connection is never dropped undrained.
-            self.routes.insert(key, Route::Loose);
-            self.loose.insert(
-                key,
-                Loose {
-                    session: Some(h),
-                    path: p,
-                },
-            );
+            self.let_go(h, p);
             return None;
         };
         let old = record.conn.replace(p);
@@ -638,6 +611,22 @@ impl Endpoint {
         {
             p.close_app(now, quinn_proto::VarInt::from_u32(0), reason);
             self.dirty.insert(key);
+        }
+    }
+
+    /// Calls `f` on every connection in key order, with the set of connections to drive.
+    fn each_conn_mut(&mut self, mut f: impl FnMut(ConnKey, &mut Path, &mut BTreeSet<ConnKey>)) {
+        let Self {
+            routes,
+            sessions,
+            loose,
+            dirty,
+            ..
+        } = self;
+        for (key, route) in routes.iter() {
+            if let Some((_, p)) = route_mut(sessions, loose, key, route) {
+                f(key, p, dirty);
+            }
         }
     }
 
