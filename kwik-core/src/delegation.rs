@@ -14,6 +14,9 @@ use bytes::Bytes;
 
 use crate::ids::{DelegationId, PathId, StreamId};
 
+/// Most delegations a client tracks, and a server serves, at once per session.
+pub const MAX_DELEGATIONS: usize = 4096;
+
 /// A range this server was asked to write, as [`Session::accept_delegation`] returns it.
 ///
 /// [`Session::accept_delegation`]: crate::Session::accept_delegation

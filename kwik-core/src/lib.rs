@@ -47,11 +47,11 @@
 //!
 //! | owner | holds |
 //! |---|---|
-//! | [`Endpoint`] (`endpoint/mod.rs`) | quinn-proto's endpoint; every session by [`SessionHandle`]; a route per QUIC connection, by quinn-proto's connection handle, to the session and path that hold it; the connections no session holds (a server's before its `Hello` or `Join`, and those a session let go of while they close); the queue of [`Event`]s; the set of connections with work to do; ticket key and budgets |
-//! | session state (`session/mod.rs`) | role and phase, config, the logical streams (`streams::Streams`), one record per path (state, address, credentials, last figures, and the connection that carries it now), raw datagrams, and the role's delegation state: tickets issued (primary), held and pulls owed (client), ranges served (any server) |
+//! | [`Endpoint`] (`endpoint/mod.rs`) | quinn-proto's endpoint; every session by [`SessionHandle`]; a route per QUIC connection, by quinn-proto's connection handle, to the session and path that hold it; the connections no session holds (a server's before its `Hello` or `Join`, and those a session let go of while they close); the queue of [`Event`]s; the set of connections with work to do; ticket key and budgets. It runs a session's work with what the session may use of it (`session::Cx`) and applies the effects the session asks for (`endpoint/apply.rs`): drive a connection, queue an event, dial a path, take in a connection the session let go of |
+//! | session state (`session/mod.rs`) | role and phase, config, the logical streams (`streams::Streams`), one record per path (state, address, credentials, last figures, and the connection that carries it now), raw datagrams, and the role's delegation state: tickets issued (primary), held and pulls owed (client), ranges served (any server). The session handles its control messages, drives its own connections (`session/drive.rs`), runs its paths' lives (`paths.rs`), its delegation roles (`primary.rs`, `pulls.rs`, `serving.rs`) and its same-peer schedule (`schedule.rs`); it never sees the endpoint, and asks it for the rest as `session::Effect`s (`effects.rs`) |
 //! | `path::Path` (`path/`) | one QUIC connection: its control stream (`control.rs`), the carriers it receives on (`rx.rs`) and sends on (`tx.rs`), delegated carriers (`delegated.rs`), health probes, counters, its [`PathId`], address and tracing span |
 //! | `streams::Streams` (`streams/`) | per logical stream: receive reassembly and flow control (`recv.rs`), send buffers and credit (`send.rs`), the flow-control frames owed (`signals.rs`), delegated and striped credit (`delegated.rs`), bytes kept for reinjection (`retain.rs`) |
-//! | control table (`session/control.rs`) | which control message each role accepts on which path, answered as a `Control` that `endpoint/apply.rs` applies |
+//! | control table (`session/control.rs`) | which control message each role accepts on which path, answered as a `Control` that `SessionState::on_control` acts on |
 //!
 //! A datagram in, a stream read, and a datagram out:
 //!
@@ -59,12 +59,14 @@
 //!    connection, and the endpoint's route finds it; the connection is marked to drive. A
 //!    datagram for no known connection is a new connection: `endpoint/accept.rs` admits
 //!    it (within `max_sessions`) as a connection no session holds yet.
-//! 2. The next `poll_*` call drives every marked path (`endpoint/drive.rs`): quinn-proto's
+//! 2. The next `poll_*` call drives every marked connection: `endpoint/drive.rs` routes
+//!    it to the session that holds it, which drives it (`session/drive.rs`): quinn-proto's
 //!    events (connected: open the control stream and send `Hello` or `Join`; carriers
 //!    opened; readable streams), then the control stream. A connection without a session
 //!    takes only `Hello` (a new session) or `Join` (a secondary's or a same-peer address's
-//!    path) in `accept.rs`, which moves it into the session's path record; any other
-//!    message goes through the control table and is applied.
+//!    path) in `endpoint/accept.rs`, which moves it into the session's path record; any
+//!    other message goes through the control table. The endpoint applies the session's
+//!    effects once the session returns.
 //! 3. The path decodes its carriers into data-plane frames (`frame.rs`). On a client,
 //!    a secondary's frames are first checked against the ranges the client pulled there.
 //!    `Streams::on_frame` reassembles them by offset under the stream and session windows
@@ -100,6 +102,7 @@ mod config;
 mod delegation;
 mod endpoint;
 mod error;
+mod event;
 mod ids;
 pub mod join;
 mod path;
@@ -147,20 +150,21 @@ pub use config::{
     ALPN, ClientConfig, Config, ConfigError, LoadBalancing, RAW_QUEUE_LIMIT, ServerConfig,
     SetupError,
 };
+pub use delegation::MAX_DELEGATIONS;
 pub use delegation::{DelegateError, DelegationOutcome, IncomingDelegation};
 #[cfg(feature = "qlog")]
 pub use endpoint::QlogFactory;
 pub use endpoint::{
-    AddPathError, ConnectError, Delegated, Endpoint, EndpointConfig, Event, MAX_DELEGATIONS,
-    PathKind, RecvStream, SendStream, Session, Transmit,
+    ConnectError, Delegated, Endpoint, EndpointConfig, RecvStream, SendStream, Session,
 };
 pub use error::{
     ClosedStream, ErrorCode, KWIK_ERROR_BASE, PathError, ProtocolError, RawSendError, ReadError,
     SessionError, WriteError,
 };
+pub use event::{Event, Transmit};
 pub use ids::{DelegationId, PathId, SessionHandle, StreamId, StripeId};
 pub use join::GroupKey;
-pub use session::{PathInfo, PathState, Role};
+pub use session::{AddPathError, PathInfo, PathKind, PathState, Role};
 pub use stats::{EndpointStats, PathStats, SessionStats};
 pub use ticket::TicketError;
 

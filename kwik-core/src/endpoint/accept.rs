@@ -16,14 +16,9 @@ use crate::join;
 use crate::path::Path;
 use crate::session::{
     PathRecord, PathState, Phase, Role, SessionState, limits_from_wire, limits_to_wire,
-    local_limits,
+    local_limits, refusal,
 };
 use crate::streams::Streams;
-
-/// A refused Join.
-pub(super) fn refusal(reason: &str) -> ProtocolError {
-    ProtocolError::new(ErrorCode::JoinRefused, reason)
-}
 
 impl Endpoint {
     pub(super) fn on_incoming(

@@ -1,94 +1,158 @@
-//! Applies what the control table ([`crate::session::control`]) decides a control message
-//! asks for.
+//! Runs session work and applies what it asks of the endpoint ([`Effect`]): drive a
+//! connection, hand out an event, dial a path, take in a connection the session let go of.
 
 use std::time::Instant;
 
-use bytes::Bytes;
-use kwik_proto::control_frame::Kind;
+use quinn_proto::Side;
 
-use super::{Endpoint, Event};
-use crate::error::{PathError, ProtocolError, SessionError};
-use crate::ids::{ConnKey, PathId};
-use crate::session::{self, Control, PathState};
+use super::{Endpoint, Loose, Route};
+use crate::ids::{ConnKey, PathId, SessionHandle};
+use crate::path::Path;
+use crate::session::{Cx, Effect, PathState, SessionState, failed_status, state_event};
 
 impl Endpoint {
-    /// A control message arrived on path `key`: set-up while the path has no session,
-    /// else whatever the control table answers.
-    pub(super) fn on_control(
+    /// Runs `f` on session `h` with what it may use of the endpoint, then applies the
+    /// effects it asked for, in order; `None` if the session is gone.
+    pub(super) fn with_session<R>(
         &mut self,
         now: Instant,
-        key: ConnKey,
-        kind: Kind,
-    ) -> Result<(), ProtocolError> {
-        let Some(path) = self.conn(key).map(|p| p.id) else {
-            return Ok(());
+        h: SessionHandle,
+        f: impl FnOnce(&mut SessionState, &mut Cx<'_>) -> R,
+    ) -> Option<R> {
+        let unix = self.unix_secs(now);
+        let s = self.sessions.get_mut(&h)?;
+        let mut effects = std::mem::take(&mut self.effects);
+        let mut cx = Cx {
+            now,
+            unix,
+            handle: h,
+            effects: &mut effects,
+            stats: &mut self.stats,
+            tickets: &self.ticket_key,
+            budgets: &mut self.budgets,
         };
-        let Some(h) = self.session_of(key) else {
-            return self.on_setup(now, key, kind);
-        };
-        let Some(s) = self.sessions.get(&h) else {
-            return Ok(());
-        };
-        match session::control(s.role, s.phase, path, kind)? {
-            Control::Reply(reply) => {
-                if let Some(p) = self.conn_mut(key) {
-                    p.send_control(reply);
-                }
+        let r = f(s, &mut cx);
+        for effect in effects.drain(..) {
+            self.apply(now, h, effect);
+        }
+        self.effects = effects;
+        Some(r)
+    }
+
+    /// Applies one effect session `h` asked for.
+    fn apply(&mut self, now: Instant, h: SessionHandle, effect: Effect) {
+        match effect {
+            Effect::Drive(key) => {
+                self.dirty.insert(key);
             }
-            Control::Pong(seq) => {
-                if let Some(p) = self.conn_mut(key) {
-                    p.health.on_pong(now, seq);
+            Effect::Event(event) => self.events.push_back(event),
+            Effect::Dial { path, new } => {
+                let dialed = self.dial_path(now, h, path);
+                if !new {
+                    // A retry that cannot dial waits for the next.
+                    return;
                 }
-            }
-            Control::Welcome(welcome) => {
                 let Some(s) = self.sessions.get_mut(&h) else {
-                    return Ok(());
+                    return;
                 };
-                s.on_welcome(welcome)?;
-                s.set_state(PathId::PRIMARY, PathState::Active);
-                let (interval, threshold) = (
-                    s.config.path_health_check_interval,
-                    s.config.path_failure_threshold,
-                );
-                let Some(p) = s.conn_mut(path) else {
-                    return Ok(());
-                };
-                p.health.start(now, interval, threshold);
-                if s.config.metrics_enabled {
-                    s.next_metrics = Some(now + s.config.metrics_interval);
-                }
-                s.record_id();
-                tracing::info!(parent: &s.span, "session established");
-                self.events.push_back(Event::Connected(h));
-                self.qlog_label(key, h, PathId::PRIMARY, "primary");
-            }
-            Control::PeerClosed { code, reason } => {
-                self.close_session(h, SessionError::ApplicationClosed { code, reason });
-                for k in self.session_paths(h) {
-                    if let Some(p) = self.conn_mut(k)
-                        && !p.closing
-                    {
-                        p.close_app(now, code, Bytes::new());
+                match dialed {
+                    Ok(()) => {
+                        let event = state_event(&s.span, h, path, PathState::Connecting, "");
+                        self.events.push_back(event);
+                    }
+                    Err(reason) => {
+                        tracing::debug!(%path, reason, "refused AddPath");
+                        s.paths.remove(&path);
+                        if let Some(p) = s.conn_mut(PathId::PRIMARY) {
+                            p.send_control(failed_status(path, reason));
+                            self.dirty.insert(p.key);
+                        }
                     }
                 }
             }
-            Control::SecondaryClosed { code, reason } => {
-                let error = SessionError::ApplicationClosed { code, reason };
-                self.secondary_failed(now, h, path, PathError::Connection(error));
+            Effect::LetGo(p) => {
+                self.let_go(h, *p);
             }
-            Control::AddPath(add) => self.on_add_path(now, h, add),
-            Control::RemovePath(removed) => {
-                self.remove_path(now, h, removed);
+            Effect::Label { path, kind } => {
+                if let Some(key) = self
+                    .sessions
+                    .get(&h)
+                    .and_then(|s| s.conn(path))
+                    .map(|p| p.key)
+                {
+                    self.qlog_label(key, h, path, kind);
+                }
             }
-            Control::RefreshPath(refresh) => self.on_refresh_path(h, refresh),
-            Control::Delegate(delegate) => self.on_delegate_client(now, h, delegate)?,
-            Control::PullRefused(refused) => self.on_pull_refused(now, h, path, refused),
-            Control::JoinResult(result) => self.on_join_result(now, h, path, result)?,
-            Control::PathStatus(status) => self.on_path_status(now, h, status)?,
-            Control::DelegationUpdate(update) => self.on_delegation_update(now, h, update),
-            Control::Pull(pull) => self.on_pull(now, h, path, pull)?,
-            Control::PullCancel(id) => self.on_pull_cancel(h, id),
         }
+    }
+
+    /// Connects (or reconnects) the client to the server of `path`.
+    fn dial_path(
+        &mut self,
+        now: Instant,
+        h: SessionHandle,
+        path: PathId,
+    ) -> Result<(), &'static str> {
+        let s = self.sessions.get(&h).ok_or("no session")?;
+        let meta = s.paths.get(&path).ok_or("unknown path")?;
+        let dial = s.client.dial.clone().ok_or("no client config")?;
+        let rate = s.config.max_control_messages_per_sec;
+        let (address, name) = (meta.address, meta.server_name.clone());
+        let kind = if meta.same_peer {
+            "same-peer"
+        } else {
+            "secondary"
+        };
+        let span = super::path_span(Some(&s.span), Some(path), address, kind);
+        let (dial, token) = self.dial_config(&dial, &s.config, address);
+        let (ch, conn) = self
+            .quic
+            .connect(now, dial, address, &name)
+            .map_err(|_| "cannot connect")?;
+        let key = ConnKey::from(ch);
+        self.qlog_bind(key, token);
+        self.qlog_label(key, h, path, kind);
+        self.attach(h, Path::new(key, conn, path, Side::Client, span, rate));
+        if let Some(s) = self.sessions.get_mut(&h) {
+            let deadline = now + s.config.idle_timeout;
+            if let Some(m) = s.paths.get_mut(&path) {
+                m.join_deadline = Some(deadline);
+            }
+        }
+        self.dirty.insert(key);
         Ok(())
+    }
+
+    /// Makes `p` the connection of its path in session `h` (whose record must exist);
+    /// returns the connection it replaces, now loose, if any.
+    pub(super) fn attach(&mut self, h: SessionHandle, p: Path) -> Option<ConnKey> {
+        let (key, path) = (p.key, p.id);
+        let Some(record) = self
+            .sessions
+            .get_mut(&h)
+            .and_then(|s| s.paths.get_mut(&path))
+        else {
+            // Callers create the record first; a connection is never dropped undrained.
+            self.let_go(h, p);
+            return None;
+        };
+        let old = record.conn.replace(p);
+        self.routes.insert(key, Route::Path(h, path));
+        Some(self.let_go(h, old?))
+    }
+
+    /// Connection `p`, which session `h` no longer holds, drains under the endpoint.
+    /// Returns its key.
+    pub(super) fn let_go(&mut self, h: SessionHandle, p: Path) -> ConnKey {
+        let key = p.key;
+        self.routes.insert(key, Route::Loose);
+        self.loose.insert(
+            key,
+            Loose {
+                session: Some(h),
+                path: p,
+            },
+        );
+        key
     }
 }

@@ -1,18 +1,19 @@
-//! Driving one path's connection: QUIC events, control messages, carriers in and out, and
-//! the end of a connection.
+//! Driving the connections marked with work: each goes to the session that holds it
+//! (`session/drive.rs`); a connection no session holds is set up (a server's first
+//! `Hello` or `Join`) or left to close here. Also the end of a connection, and the
+//! datagrams connections send.
 
 use std::time::Instant;
 
 use kwik_proto::control_frame::Kind;
 use quinn_proto::Side;
 
-use super::event::stream_event;
-use super::paths::Schedule;
-use super::{Endpoint, Event, Route, Transmit, route_mut, stats};
+use super::{Endpoint, Route, stats};
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
+use crate::event::{Event, Transmit};
 use crate::ids::{ConnKey, PathId, SessionHandle};
 use crate::path::Path;
-use crate::session::{Phase, Role, limits_to_wire, local_limits};
+use crate::session::Schedule;
 
 impl Endpoint {
     /// Drives every path that has work: QUIC events, reads, writes, endpoint events.
@@ -37,13 +38,13 @@ impl Endpoint {
         };
         endpoint_events(quic, p);
         if p.conn.is_drained() {
-            self.drained(key);
+            self.drained(now, key);
         }
     }
 
     /// Connection `key` is drained: it goes, and what it carried stays in its path's
     /// figures.
-    fn drained(&mut self, key: ConnKey) {
+    fn drained(&mut self, now: Instant, key: ConnKey) {
         let (session, p) = match self.routes.remove(key) {
             Some(Route::Path(h, path)) => {
                 let Some(p) = self
@@ -74,43 +75,53 @@ impl Endpoint {
             let all = stats::path_stats(&p).with_earlier(m.last.as_deref());
             m.last = Some(Box::new(all));
         }
-        self.path_gone(h);
+        self.path_gone(now, h);
     }
 
     /// A connection of session `h` is gone for good: without connections left, so is the
     /// session.
-    pub(super) fn path_gone(&mut self, h: SessionHandle) {
+    fn path_gone(&mut self, now: Instant, h: SessionHandle) {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
         if s.conns().next().is_none() {
             if s.error.is_none() {
-                self.close_session(h, SessionError::LocallyClosed);
+                self.close_session(now, h, SessionError::LocallyClosed);
             }
             self.sessions.remove(&h);
         }
     }
 
-    pub(super) fn drive_path(&mut self, now: Instant, key: ConnKey) -> Result<(), ProtocolError> {
-        let Some(route) = self.routes.get(key) else {
+    fn drive_path(&mut self, now: Instant, key: ConnKey) -> Result<(), ProtocolError> {
+        match self.routes.get(key) {
+            Some(Route::Path(h, path)) => {
+                let Some(started) = self.with_session(now, h, |s, cx| s.start_drive(cx, path))
+                else {
+                    return Ok(());
+                };
+                let Some((schedule, messages)) = started? else {
+                    return Ok(());
+                };
+                self.drive_session(now, h, path, &schedule, messages)
+            }
+            Some(Route::Loose) => self.drive_loose(now, key),
+            None => Ok(()),
+        }
+    }
+
+    /// Drives a connection no session holds: a server's before its Hello or Join (which
+    /// may make it a session's, the rest of its messages then the session's), or one a
+    /// session let go of, which only closes.
+    fn drive_loose(&mut self, now: Instant, key: ConnKey) -> Result<(), ProtocolError> {
+        let Some(l) = self.loose.get_mut(&key) else {
             return Ok(());
         };
-        let schedule = match route {
-            Route::Path(h, path) => self.schedule(h, path),
-            // Nothing is written on a loose connection.
-            Route::Loose => Schedule::everything(),
-        };
-        let Some((session_handle, p)) = route_mut(&mut self.sessions, &mut self.loose, key, route)
-        else {
-            return Ok(());
-        };
+        let (session, p) = (l.session, &mut l.path);
         let server = p.side == Side::Server;
         let mut lost = None;
-        let mut connected = false;
         let mut raw_writable = false;
         while let Some(event) = p.conn.poll() {
             match event {
-                quinn_proto::Event::Connected => connected = !server,
                 quinn_proto::Event::ConnectionLost { reason } => lost = Some(reason),
                 quinn_proto::Event::Stream(quinn_proto::StreamEvent::Opened { .. }) => {
                     p.accept_streams(server)?;
@@ -122,49 +133,25 @@ impl Endpoint {
                     p.raw_blocked = false;
                     raw_writable = true;
                 }
-                quinn_proto::Event::Stream(_)
+                // A client's connection is loose only once let go of (closed or lost):
+                // none completes its handshake here.
+                quinn_proto::Event::Connected
+                | quinn_proto::Event::Stream(_)
                 | quinn_proto::Event::HandshakeDataReady
                 | quinn_proto::Event::DatagramReceived => {}
             }
         }
         p.note_progress(now);
-        let path_id = p.id;
-        if let (true, Some(session)) = (raw_writable, session_handle) {
-            self.events.push_back(Event::RawWritable {
-                session,
-                path: path_id,
-            });
+        let path = p.id;
+        if let (true, Some(session)) = (raw_writable, session) {
+            self.events.push_back(Event::RawWritable { session, path });
         }
-        let p = if connected {
-            p.open_control()?;
-            let first = if path_id == PathId::PRIMARY {
-                session_handle.and_then(|h| self.sessions.get(&h)).map(|s| {
-                    Kind::Hello(kwik_proto::Hello {
-                        version: kwik_proto::VERSION,
-                        limits: Some(limits_to_wire(local_limits(&s.config), &s.config)),
-                        app_protocols: s.config.app_protocols.clone(),
-                    })
-                })
-            } else {
-                self.join_message(key)
-            };
-            let Some(kind) = first else {
-                return Err(ProtocolError::new(
-                    ErrorCode::Handshake,
-                    "cannot start the session on this path",
-                ));
-            };
-            let Some(p) = self.conn_mut(key) else {
-                return Ok(());
-            };
-            p.send_control(kind);
-            p
-        } else {
-            p
-        };
         if let Some(reason) = lost {
-            if let Some(h) = session_handle {
-                self.path_lost(now, h, path_id, reason.into());
+            if let Some(h) = session {
+                let error = SessionError::from(reason);
+                self.with_session(now, h, |s, cx| {
+                    s.path_down(cx, path, PathError::Connection(error.clone()), error)
+                });
             }
             return Ok(());
         }
@@ -172,141 +159,51 @@ impl Endpoint {
             // Closed by this side, or lost: only the connection's own shutdown remains.
             return Ok(());
         }
+        if session.is_some() {
+            // Let go of by its session: nothing more is read.
+            return p.flush_control();
+        }
         // Server paths accept no data before the client's Hello made them a session.
-        let messages = p.read_control(now)?;
-        for kind in messages {
-            self.on_control(now, key, kind)?;
-        }
-        // Control may have closed this path, or made a server's connection a session's.
-        let Some(route) = self.routes.get(key) else {
-            return Ok(());
-        };
-        let Route::Path(h, path_id) = route else {
-            let Some(l) = self.loose.get_mut(&key) else {
-                return Ok(());
+        let mut messages = p.read_control(now)?.into_iter();
+        while let Some(Route::Loose) = self.routes.get(key) {
+            let Some(kind) = messages.next() else {
+                let Some(l) = self.loose.get_mut(&key).filter(|l| !l.path.closing) else {
+                    return Ok(());
+                };
+                l.path.flush_control()?;
+                return l.path.read_carriers(|_| {
+                    Err(ProtocolError::new(
+                        ErrorCode::Handshake,
+                        "data before session setup",
+                    ))
+                });
             };
-            if l.path.closing {
-                return Ok(());
-            }
-            l.path.flush_control()?;
-            if l.session.is_some() {
-                // Let go of by its session (and so closing): nothing more is read.
-                return Ok(());
-            }
-            return l.path.read_carriers(|_| {
-                Err(ProtocolError::new(
-                    ErrorCode::Handshake,
-                    "data before session setup",
-                ))
-            });
-        };
-        let Some(s) = self.sessions.get_mut(&h) else {
+            self.on_setup(now, key, kind)?;
+        }
+        // Set up: the session takes the rest.
+        let Some(Route::Path(h, path)) = self.routes.get(key) else {
             return Ok(());
         };
-        let secondary = s.role == Role::Client && !s.is_peer_path(path_id);
-        let Some(p) = s.paths.get_mut(&path_id).and_then(|r| r.conn.as_mut()) else {
-            return Ok(());
-        };
-        if p.closing {
-            return Ok(());
-        }
-        p.flush_control()?;
-        if s.phase == Phase::Closed {
-            return Ok(());
-        }
-        let mut received = 0;
-        if secondary {
-            // Every frame of the batch is checked against what was owed before any is
-            // applied: a batch with one frame that was not asked for applies none.
-            let mut frames = Vec::new();
-            let streams = &s.streams;
-            let owed = &s.client.owed;
-            p.read_carriers(|frame| {
-                super::pulls::check_secondary_frame(owed, streams, path_id, &frame)?;
-                frames.push(frame);
-                Ok(())
-            })?;
-            for frame in frames {
-                if let crate::frame::Frame::Stream { data, .. } = &frame {
-                    received += data.len() as u64;
-                }
-                s.streams.on_frame(frame)?;
-            }
-        } else {
-            let streams = &mut s.streams;
-            p.read_carriers(|frame| {
-                if let crate::frame::Frame::Stream { data, .. } = &frame {
-                    received += data.len() as u64;
-                }
-                streams.on_frame(frame)
-            })?;
-        }
-        p.counters.stream_bytes_received += received;
-        if s.take_raw(path_id) {
-            self.events.push_back(Event::RawDatagram { session: h });
-        }
-        let Some(p) = s.paths.get_mut(&path_id).and_then(|r| r.conn.as_mut()) else {
-            return Ok(());
-        };
-        let mut copies = Vec::new();
-        let mut pulled = false;
-        if s.phase == Phase::Established && !secondary {
-            if schedule.multipath {
-                // A path takes no more than it can send soon: the rest is for the others.
-                let cwnd = p.conn.congestion_state().window();
-                p.conn.set_send_window((2 * cwnd).max(64 * 1024));
-            }
-            let copy = (!schedule.copy_to.is_empty()).then_some(&mut copies);
-            let before = p.counters.frames_sent;
-            p.write(
-                &mut s.streams,
-                s.config.streams_per_carrier as usize,
-                s.config.max_carriers_per_path as usize,
-                schedule.allowance,
-                copy,
-            )?;
-            pulled = p.counters.frames_sent > before;
-        }
-        while let Some(event) = s.streams.poll_event() {
-            self.events.push_back(stream_event(h, event));
-        }
-        let role = s.role;
-        if !copies.is_empty() {
-            for k in &schedule.copy_to {
-                if let Some(other) = self.conn_mut(*k) {
-                    other.push_copies(&copies);
-                    self.dirty.insert(*k);
-                }
-            }
-        }
-        if schedule.multipath && pulled {
-            // Another path to the peer may take what this one could not, or its turn.
-            self.mark_dirty_except(h, key);
-        }
-        self.write_delegated(h, path_id)?;
-        if role == Role::Client {
-            self.settle_pulls(now, h);
-        }
-        Ok(())
+        self.drive_session(now, h, path, &Schedule::everything(), messages)
     }
 
-    /// A path's QUIC connection was lost (not by this side's own close).
-    pub(super) fn path_lost(
+    /// Session `h` handles the control `messages` that arrived on `path`, each applied
+    /// before the next (a message's effects, a dial among them, are in place for the
+    /// messages after it), then moves the path's data.
+    fn drive_session(
         &mut self,
         now: Instant,
         h: SessionHandle,
         path: PathId,
-        error: SessionError,
-    ) {
-        let role = self.sessions.get(&h).map(|s| s.role);
-        if role == Some(Role::Client) && path != PathId::PRIMARY {
-            self.secondary_failed(now, h, path, PathError::Connection(error));
-        } else if role == Some(Role::Primary) && path != PathId::PRIMARY {
-            self.peer_path_lost(now, h, path);
-        } else {
-            self.close_session(h, error);
-            self.close_remaining_paths(now, h);
+        schedule: &Schedule,
+        messages: impl IntoIterator<Item = Kind>,
+    ) -> Result<(), ProtocolError> {
+        for kind in messages {
+            self.with_session(now, h, |s, cx| s.on_control(cx, path, kind))
+                .unwrap_or(Ok(()))?;
         }
+        self.with_session(now, h, |s, cx| s.drive_data(cx, path, schedule))
+            .unwrap_or(Ok(()))
     }
 }
 

@@ -6,12 +6,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quinn_proto::{Dir, Side, VarInt};
 
-use super::{AddPathError, Endpoint, PathKind};
+use super::Endpoint;
 use crate::delegation::{DelegateError, IncomingDelegation, Outgoing};
 use crate::error::{ClosedStream, RawSendError, ReadError, SessionError, WriteError};
 use crate::ids::{DelegationId, PathId, SessionHandle, StreamId, StripeId};
-use crate::session::{PathInfo, Role};
-use crate::session::{Phase, SessionState};
+use crate::session::{AddPathError, PathInfo, PathKind, Phase, Role, SessionState};
 use crate::stats::SessionStats;
 
 /// Commands for one session, borrowed from its [`Endpoint`].
@@ -114,7 +113,8 @@ impl Session<'_> {
                 p.close_app(now, code, Bytes::copy_from_slice(reason));
             }
         }
-        self.endpoint.close_session(h, SessionError::LocallyClosed);
+        self.endpoint
+            .close_session(now, h, SessionError::LocallyClosed);
         self.endpoint.mark_dirty(h);
     }
 
@@ -211,8 +211,7 @@ impl Session<'_> {
         address: SocketAddr,
         server_name: &str,
     ) -> Result<PathId, AddPathError> {
-        self.endpoint
-            .add_path(now, self.handle, address, server_name, PathKind::Secondary)
+        self.add_path_of(now, address, server_name, PathKind::Secondary)
     }
 
     /// Primary: asks the client to open another path to this server, at `address` (one of
@@ -227,14 +226,35 @@ impl Session<'_> {
         server_name: &str,
         kind: PathKind,
     ) -> Result<PathId, AddPathError> {
+        self.add_path_of(now, address, server_name, kind)
+    }
+
+    fn add_path_of(
+        &mut self,
+        now: Instant,
+        address: SocketAddr,
+        server_name: &str,
+        kind: PathKind,
+    ) -> Result<PathId, AddPathError> {
+        let group = self
+            .endpoint
+            .server
+            .as_ref()
+            .and_then(|s| s.group_key.clone())
+            .ok_or(AddPathError::NoGroupKey)?;
         self.endpoint
-            .add_path(now, self.handle, address, server_name, kind)
+            .with_session(now, self.handle, |s, cx| {
+                s.add_path(cx, &group, address, server_name, kind)
+            })
+            .unwrap_or(Err(AddPathError::SessionLost(SessionError::LocallyClosed)))
     }
 
     /// Removes a path (primary: tells the client to drop it; client: drops it). Its
     /// unfinished delegated ranges are handed back. Returns whether it was there.
     pub fn remove_path(&mut self, now: Instant, path: PathId) -> bool {
-        self.endpoint.remove_path(now, self.handle, path)
+        self.endpoint
+            .with_session(now, self.handle, |s, cx| s.remove_path(cx, path))
+            .unwrap_or(false)
     }
 
     /// Every path of the session this side knows of, the primary path first.
@@ -287,7 +307,15 @@ impl Delegated<'_> {
     /// [`TicketError::Content`](crate::TicketError::Content) and pulls the range from
     /// another server. Only before the first byte is written (`ClosedStream` after).
     pub fn refuse(&mut self) -> Result<(), ClosedStream> {
-        if self.endpoint.refuse_outgoing(self.handle, self.id.0) {
+        // A delegation arrived with a datagram, so the engine has seen an input.
+        let Some(now) = self.endpoint.last_now else {
+            return Err(ClosedStream);
+        };
+        let id = self.id.0;
+        let refused = self
+            .endpoint
+            .with_session(now, self.handle, |s, cx| s.refuse_outgoing(cx, id));
+        if refused == Some(true) {
             self.endpoint.mark_dirty(self.handle);
             Ok(())
         } else {
@@ -417,9 +445,13 @@ impl SendStream<'_> {
         request: Bytes,
         len: u64,
     ) -> Result<DelegationId, DelegateError> {
+        let stream = self.id;
         let r = self
             .endpoint
-            .delegate(now, self.handle, self.id, path, request, len);
+            .with_session(now, self.handle, |s, cx| {
+                s.delegate(cx, stream, path, request, len)
+            })
+            .unwrap_or(Err(DelegateError::SessionLost(SessionError::LocallyClosed)));
         self.endpoint.mark_dirty(self.handle);
         r
     }
@@ -438,10 +470,11 @@ impl SendStream<'_> {
         request: Bytes,
         len: u64,
     ) -> Result<StripeId, DelegateError> {
+        let stream = self.id;
         let r = self
             .endpoint
-            .stripe(now, self.handle, self.id, request, len)
-            .map(StripeId);
+            .with_session(now, self.handle, |s, cx| s.stripe(cx, stream, request, len))
+            .unwrap_or(Err(DelegateError::SessionLost(SessionError::LocallyClosed)));
         self.endpoint.mark_dirty(self.handle);
         r
     }

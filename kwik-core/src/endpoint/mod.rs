@@ -20,37 +20,31 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use kwik_proto::control_frame::Kind;
 use quinn_proto::{DatagramEvent, EcnCodepoint, Side};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::config::{ClientConfig, ServerConfig};
-use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
+use crate::error::{PathError, ProtocolError, SessionError};
+use crate::event::{Event, Transmit};
 use crate::ids::{ConnKey, PathId, SessionHandle};
 use crate::path::Path;
-use crate::session::{PathRecord, PathState, Phase, Role, SessionState};
+use crate::session::{Effect, PathRecord, PathState, Role, SessionState};
 use crate::stats::EndpointStats;
 use crate::ticket::{Budgets, TicketKey};
 
 mod accept;
 mod apply;
-mod delegations;
 mod drive;
-mod event;
 mod handles;
-mod multi;
-mod paths;
-mod pulls;
 mod qlog;
 mod routes;
 mod stats;
+mod timers;
 
 use routes::{Route, Routes};
 
-pub use event::{Event, Transmit};
 pub use handles::{Delegated, RecvStream, SendStream, Session};
-pub use multi::{AddPathError, MAX_DELEGATIONS, PathKind};
 #[cfg(feature = "qlog")]
 pub use qlog::QlogFactory;
 
@@ -112,6 +106,8 @@ pub struct Endpoint {
     ticket_key: TicketKey,
     /// Bytes served under each ticket, for their budgets.
     budgets: Budgets,
+    /// What the session being worked on asks of the endpoint (kept for its allocation).
+    effects: Vec<Effect>,
 }
 
 /// The ticket key of a server: from its group key, else from `fallback` secret bytes.
@@ -209,6 +205,7 @@ impl Endpoint {
             wall: None,
             ticket_key,
             budgets: Budgets::default(),
+            effects: Vec::new(),
         }
     }
 
@@ -478,50 +475,6 @@ impl Endpoint {
         self.routes.is_empty()
     }
 
-    /// Sends due health probes and fails paths that went silent.
-    fn check_health(&mut self, now: Instant) {
-        let mut failed = Vec::new();
-        self.each_conn_mut(|key, p, dirty| {
-            let rtt = p.conn.rtt();
-            if p.health.deadline(rtt).is_none_or(|t| t > now) {
-                return;
-            }
-            let verdict = p.health.on_timeout(now, rtt);
-            if let Some(seq) = verdict.ping {
-                p.send_control(Kind::Ping(kwik_proto::Ping { seq }));
-                dirty.insert(key);
-            }
-            if verdict.failed {
-                failed.push(key);
-            }
-        });
-        for key in failed {
-            let session = self.session_of(key);
-            let Some(p) = self.conn_mut(key) else {
-                continue;
-            };
-            let path = p.id;
-            tracing::warn!(parent: &p.span, "path stopped answering health checks");
-            p.close_with(
-                now,
-                &ProtocolError::new(ErrorCode::PathUnresponsive, "no answer to health checks"),
-            );
-            self.dirty.insert(key);
-            if let Some(h) = session {
-                let role = self.sessions.get(&h).map(|s| s.role);
-                if role == Some(Role::Client) && path != PathId::PRIMARY {
-                    self.secondary_failed(now, h, path, PathError::Unresponsive);
-                } else if role == Some(Role::Primary) && path != PathId::PRIMARY {
-                    // A same-peer path: the session lives on over the others.
-                    self.peer_path_lost(now, h, path);
-                } else {
-                    self.close_session(h, SessionError::PathUnresponsive { path });
-                    self.close_remaining_paths(now, h);
-                }
-            }
-        }
-    }
-
     /// The connections session `h` holds, in path order.
     fn session_paths(&self, h: SessionHandle) -> Vec<ConnKey> {
         self.sessions
@@ -557,51 +510,6 @@ impl Endpoint {
             Route::Path(h, _) => Some(h),
             Route::Loose => self.loose.get(&key)?.session,
         }
-    }
-
-    /// Makes `p` the connection of its path in session `h` (whose record must exist);
-    /// returns the connection it replaces, now loose, if any.
-    fn attach(&mut self, h: SessionHandle, p: Path) -> Option<ConnKey> {
-        let (key, path) = (p.key, p.id);
-        let Some(record) = self
-            .sessions
-            .get_mut(&h)
-            .and_then(|s| s.paths.get_mut(&path))
-        else {
-            // Callers create the record first; a connection is never dropped undrained.
-            self.let_go(h, p);
-            return None;
-        };
-        let old = record.conn.replace(p);
-        self.routes.insert(key, Route::Path(h, path));
-        Some(self.let_go(h, old?))
-    }
-
-    /// Session `h` lets go of the connection of `path`: it closes under the endpoint.
-    /// Returns its key.
-    fn detach(&mut self, h: SessionHandle, path: PathId) -> Option<ConnKey> {
-        let p = self
-            .sessions
-            .get_mut(&h)?
-            .paths
-            .get_mut(&path)?
-            .conn
-            .take()?;
-        Some(self.let_go(h, p))
-    }
-
-    /// Connection `p`, which session `h` no longer holds, drains under the endpoint.
-    fn let_go(&mut self, h: SessionHandle, p: Path) -> ConnKey {
-        let key = p.key;
-        self.routes.insert(key, Route::Loose);
-        self.loose.insert(
-            key,
-            Loose {
-                session: Some(h),
-                path: p,
-            },
-        );
-        key
     }
 
     /// Closes connection `key` with application code 0, unless it is closing already.
@@ -666,7 +574,9 @@ impl Endpoint {
                 p.close_with(now, &error);
                 self.dirty.insert(key);
             }
-            self.secondary_failed(now, h, path, PathError::Protocol(error));
+            self.with_session(now, h, |s, cx| {
+                s.secondary_failed(cx, path, PathError::Protocol(error))
+            });
             return;
         }
         let keys = match session {
@@ -680,35 +590,26 @@ impl Endpoint {
             }
         }
         if let Some(h) = session {
-            self.close_session(h, SessionError::ProtocolViolation(error));
+            self.close_session(now, h, SessionError::ProtocolViolation(error));
         }
     }
 
     /// Records the session's sticky error and tells the application, once.
-    fn close_session(&mut self, h: SessionHandle, error: SessionError) {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
-        if s.error.is_some() {
-            return;
-        }
-        s.phase = Phase::Closed;
-        tracing::info!(parent: &s.span, %error, "session closed");
-        s.error = Some(error.clone());
-        s.next_metrics = None;
-        self.events.push_back(Event::Closed { session: h, error });
-    }
-
-    fn mark_dirty_except(&mut self, h: SessionHandle, key: ConnKey) {
-        if let Some(s) = self.sessions.get(&h) {
-            self.dirty
-                .extend(s.conns().map(|p| p.key).filter(|k| *k != key));
-        }
+    fn close_session(&mut self, now: Instant, h: SessionHandle, error: SessionError) {
+        self.with_session(now, h, |s, cx| s.close(cx, error));
     }
 
     fn mark_dirty(&mut self, h: SessionHandle) {
         if let Some(s) = self.sessions.get(&h) {
             self.dirty.extend(s.conns().map(|p| p.key));
+        }
+    }
+
+    /// Unix time at `now`, from the anchor given to [`Endpoint::set_wall_clock`].
+    fn unix_secs(&self, now: Instant) -> u64 {
+        match self.wall {
+            Some((at, since_epoch)) => (since_epoch + now.saturating_duration_since(at)).as_secs(),
+            None => 0,
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::Endpoint;
 use crate::ids::{PathId, SessionHandle};
 use crate::path::Path;
-use crate::session::Role;
+use crate::session::{PathInfo, Role};
 use crate::stats::{PathStats, SessionStats};
 
 impl Endpoint {
@@ -34,6 +34,53 @@ impl Endpoint {
             bytes_unacked: s.streams.unsent_bytes() + s.streams.retained_bytes(),
             paths,
         })
+    }
+
+    /// Every path of session `h` this side knows of, the primary path first.
+    pub(super) fn paths_of(&self, h: SessionHandle) -> Vec<PathInfo> {
+        let Some(s) = self.sessions.get(&h) else {
+            return Vec::new();
+        };
+        s.paths
+            .iter()
+            .map(|(id, m)| {
+                let conn = self
+                    .path_conn(h, *id)
+                    .map(|p| (p.conn.rtt(), p.conn.stats()));
+                // What the path's earlier connections carried (a failed path that
+                // reconnects keeps it).
+                let (sent_before, received_before) = m
+                    .last
+                    .as_deref()
+                    .map_or((0, 0), |l| (l.bytes_sent, l.bytes_received));
+                let (rtt, sent, received) = match (conn, m.last.as_deref()) {
+                    // A connection still being set up has only QUIC's initial guess.
+                    (Some((rtt, q)), _) if m.state.is_usable() => (
+                        Some(rtt),
+                        q.udp_tx.bytes + sent_before,
+                        q.udp_rx.bytes + received_before,
+                    ),
+                    (Some((_, q)), _) => (
+                        m.reported_rtt,
+                        q.udp_tx.bytes + sent_before,
+                        q.udp_rx.bytes + received_before,
+                    ),
+                    (None, Some(last)) => (m.reported_rtt, last.bytes_sent, last.bytes_received),
+                    (None, None) => (m.reported_rtt, m.delivered, 0),
+                };
+                PathInfo {
+                    id: *id,
+                    address: m.address,
+                    is_primary: *id == PathId::PRIMARY,
+                    same_peer: m.same_peer,
+                    state: m.state,
+                    rtt,
+                    bytes_sent: sent,
+                    bytes_received: received,
+                    delivery_rate: m.delivery_rate,
+                }
+            })
+            .collect()
     }
 
     /// The connection of `path` in session `h`, also while it closes after the session

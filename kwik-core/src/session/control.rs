@@ -1,8 +1,9 @@
 //! The control table: what each control message received on an established session's path
-//! asks of the engine, decided by the receiver's role, the session's phase and the path the
-//! message came on. Every message kind is matched here and nowhere else (a server path's
-//! first message, `Hello` or `Join`, is set-up, not session control: see the endpoint's
-//! `accept`). The engine applies the answer.
+//! asks of the session, decided by the receiver's role, the session's phase and the path
+//! the message came on ([`handle`]), and what the session does about it
+//! ([`SessionState::on_control`]). Every message kind is matched here and nowhere else (a
+//! server path's first message, `Hello` or `Join`, is set-up, not session control: see the
+//! endpoint's `accept`). What only the endpoint can do, the session asks for as effects.
 //!
 //! Who may send what (anything else is `UnexpectedControlMessage`):
 //! - either side, on any path: `Ping` (answered with `Pong`), `Pong`, `Close` (ends the
@@ -19,11 +20,13 @@ use bytes::Bytes;
 use kwik_proto::control_frame::Kind;
 use quinn_proto::VarInt;
 
-use super::{Phase, Role};
-use crate::error::{ErrorCode, ProtocolError};
+use super::effects::{Cx, Effect};
+use super::{PathState, Phase, Role, SessionState};
+use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
+use crate::event::Event;
 use crate::ids::PathId;
 
-/// What a control message asks for. The engine applies each variant in one place.
+/// What a control message asks for. [`SessionState::on_control`] acts on each variant.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Control {
     /// Answer on the path the message came on.
@@ -121,6 +124,88 @@ pub(crate) fn handle(
         | Kind::Pull(_)
         | Kind::PullCancel(_)) => return Err(unexpected(&kind)),
     })
+}
+
+impl SessionState {
+    /// A control message arrived on `path`: whatever the control table answers.
+    pub(crate) fn on_control(
+        &mut self,
+        cx: &mut Cx<'_>,
+        path: PathId,
+        kind: Kind,
+    ) -> Result<(), ProtocolError> {
+        match handle(self.role, self.phase, path, kind)? {
+            Control::Reply(reply) => {
+                if let Some(p) = self.conn_mut(path) {
+                    p.send_control(reply);
+                }
+            }
+            Control::Pong(seq) => {
+                let now = cx.now;
+                if let Some(p) = self.conn_mut(path) {
+                    p.health.on_pong(now, seq);
+                }
+            }
+            Control::Welcome(welcome) => self.on_welcome(cx, path, welcome)?,
+            Control::PeerClosed { code, reason } => {
+                self.close(cx, SessionError::ApplicationClosed { code, reason });
+                let now = cx.now;
+                for p in self.conns_mut() {
+                    if !p.closing {
+                        p.close_app(now, code, Bytes::new());
+                    }
+                }
+            }
+            Control::SecondaryClosed { code, reason } => {
+                let error = SessionError::ApplicationClosed { code, reason };
+                self.secondary_failed(cx, path, PathError::Connection(error));
+            }
+            Control::AddPath(add) => self.on_add_path(cx, add),
+            Control::RemovePath(removed) => {
+                self.remove_path(cx, removed);
+            }
+            Control::RefreshPath(refresh) => self.on_refresh_path(refresh),
+            Control::Delegate(delegate) => self.on_delegate(cx, delegate)?,
+            Control::PullRefused(refused) => self.on_pull_refused(cx, path, refused),
+            Control::JoinResult(result) => self.on_join_result(cx, path, result)?,
+            Control::PathStatus(status) => self.on_path_status(cx, status)?,
+            Control::DelegationUpdate(update) => self.on_delegation_update(cx, update),
+            Control::Pull(pull) => self.on_pull(cx, path, pull),
+            Control::PullCancel(id) => self.on_pull_cancel(cx, id),
+        }
+        Ok(())
+    }
+
+    /// Client: the primary's Welcome establishes the session.
+    fn on_welcome(
+        &mut self,
+        cx: &mut Cx<'_>,
+        path: PathId,
+        welcome: kwik_proto::Welcome,
+    ) -> Result<(), ProtocolError> {
+        self.accept_welcome(welcome)?;
+        self.set_state(PathId::PRIMARY, PathState::Active);
+        let (interval, threshold) = (
+            self.config.path_health_check_interval,
+            self.config.path_failure_threshold,
+        );
+        let now = cx.now;
+        let Some(p) = self.conn_mut(path) else {
+            return Ok(());
+        };
+        p.health.start(now, interval, threshold);
+        if self.config.metrics_enabled {
+            self.next_metrics = Some(now + self.config.metrics_interval);
+        }
+        self.record_id();
+        tracing::info!(parent: &self.span, "session established");
+        cx.event(Event::Connected(cx.handle));
+        cx.effects.push(Effect::Label {
+            path: PathId::PRIMARY,
+            kind: "primary",
+        });
+        Ok(())
+    }
 }
 
 /// The error for a message this side does not accept here.

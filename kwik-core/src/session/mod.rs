@@ -17,8 +17,24 @@ use crate::rate::TokenBucket;
 use crate::streams::{Limits, Streams};
 
 mod control;
+mod drive;
+mod effects;
+mod paths;
+mod primary;
+mod pulls;
+mod schedule;
+mod serving;
 
-pub(crate) use control::{Control, handle as control, kind_name, unexpected};
+pub(crate) use control::{kind_name, unexpected};
+pub(crate) use effects::{Cx, Effect};
+pub use paths::{AddPathError, PathKind};
+pub(crate) use paths::{failed_status, state_event};
+pub(crate) use schedule::Schedule;
+
+/// The error for a Join the other side refused, or could not check.
+pub(crate) fn refusal(reason: &str) -> ProtocolError {
+    ProtocolError::new(ErrorCode::JoinRefused, reason)
+}
 
 /// What this side is in a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -450,8 +466,11 @@ impl SessionState {
         self.paths.values_mut().filter_map(|r| r.conn.as_mut())
     }
 
-    /// Client: the primary's Welcome establishes the session.
-    pub(crate) fn on_welcome(&mut self, welcome: kwik_proto::Welcome) -> Result<(), ProtocolError> {
+    /// Client: checks the primary's Welcome and takes the session's id and limits from it.
+    pub(crate) fn accept_welcome(
+        &mut self,
+        welcome: kwik_proto::Welcome,
+    ) -> Result<(), ProtocolError> {
         if welcome.version != kwik_proto::VERSION {
             return Err(ProtocolError::new(
                 ErrorCode::VersionMismatch,

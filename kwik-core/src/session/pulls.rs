@@ -7,16 +7,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use kwik_proto::DelegationOutcome as WireOutcome;
 use kwik_proto::control_frame::Kind;
 
-use super::delegations::update;
-use super::multi::MAX_DELEGATIONS;
-use super::{Endpoint, Event};
-use crate::delegation::{Held, Owed};
+use super::effects::Cx;
+use super::{Phase, Role, SessionState};
+use crate::delegation::{Held, MAX_DELEGATIONS, Owed};
 use crate::error::{ErrorCode, ProtocolError};
+use crate::event::Event;
 use crate::frame::Frame;
-use crate::ids::{PathId, SessionHandle, StreamId};
-use crate::session::{Phase, Role, SessionState};
+use crate::ids::{PathId, StreamId};
 use crate::streams::Streams;
 use crate::stripe::{MIN_CHUNK, Stripe};
 use crate::ticket::TicketError;
@@ -24,24 +24,21 @@ use crate::ticket::TicketError;
 /// Largest chunk a stripe cuts.
 const MAX_CHUNK: u64 = 16 << 20;
 
-/// Most pulls one call to [`Endpoint::pull_stripes`] makes per stripe.
+/// Most pulls one call to [`SessionState::pull_stripes`] makes per stripe.
 const MAX_PULLS_PER_ROUND: usize = 256;
 
 fn delegation_error(reason: impl Into<String>) -> ProtocolError {
     ProtocolError::new(ErrorCode::Delegation, reason)
 }
 
-impl Endpoint {
+impl SessionState {
     /// Client: the primary issued (or refreshed) a ticket.
-    pub(super) fn on_delegate_client(
+    pub(crate) fn on_delegate(
         &mut self,
-        now: Instant,
-        h: SessionHandle,
+        cx: &mut Cx<'_>,
         delegate: kwik_proto::Delegate,
     ) -> Result<(), ProtocolError> {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return Ok(());
-        };
+        let s = self;
         let t = delegate
             .ticket
             .ok_or_else(|| delegation_error("delegation without a ticket"))?;
@@ -93,7 +90,7 @@ impl Endpoint {
                     refused: Vec::new(),
                 },
             );
-            self.pull_stripes(now, h);
+            s.pull_stripes(cx);
             return Ok(());
         }
         s.client.held.insert(
@@ -110,8 +107,8 @@ impl Endpoint {
                 .is_some_and(|m| m.state.is_usable() && !m.same_peer);
         let pull = s.client.next_pull;
         s.client.next_pull += 1;
-        if !usable || !self.send_pull(h, path, id, pull, offset, end) {
-            self.settle_plain(h, id, Some(offset), offset);
+        if !usable || !s.send_pull(cx, path, id, pull, offset, end) {
+            s.settle_plain(cx, id, Some(offset), offset);
         }
         Ok(())
     }
@@ -120,16 +117,14 @@ impl Endpoint {
     /// the path owes and granting its credit; returns whether it went out.
     fn send_pull(
         &mut self,
-        h: SessionHandle,
+        cx: &mut Cx<'_>,
         path: PathId,
         ticket: u64,
         pull: u64,
         start: u64,
         end: u64,
     ) -> bool {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return false;
-        };
+        let s = &mut *self;
         let Some(held) = s.client.held.get(&ticket) else {
             return false;
         };
@@ -152,41 +147,33 @@ impl Endpoint {
                 reported: false,
             },
         );
-        if self.send_on(h, path, message) {
+        if self.send_on(cx, path, message) {
             return true;
         }
-        if let Some(s) = self.sessions.get_mut(&h) {
-            s.client.owed.remove(&pull);
-        }
+        self.client.owed.remove(&pull);
         false
     }
 
     /// Reports a plain delegation to the primary (done, or failed from `missing`) and
     /// forgets its ticket.
-    fn settle_plain(&mut self, h: SessionHandle, ticket: u64, missing: Option<u64>, end: u64) {
-        if let Some(s) = self.sessions.get_mut(&h) {
-            s.client.held.remove(&ticket);
-        }
-        self.send_primary(h, update(ticket, missing, missing.unwrap_or(end)));
+    fn settle_plain(&mut self, cx: &mut Cx<'_>, ticket: u64, missing: Option<u64>, end: u64) {
+        self.client.held.remove(&ticket);
+        self.send_primary(cx, update(ticket, missing, missing.unwrap_or(end)));
     }
 
     /// Makes the pulls every stripe of a client session wants now: fresh chunks up to the
     /// reader's window, requeued ranges of failed paths, copies of the chunk a stalled
     /// path holds and end-game copies. Finished stripes are reported to the primary.
-    pub(super) fn pull_stripes(&mut self, now: Instant, h: SessionHandle) {
-        let Some(s) = self.sessions.get(&h) else {
-            return;
-        };
+    pub(crate) fn pull_stripes(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now;
+        let s = &mut *self;
         if s.role != Role::Client
             || s.phase != Phase::Established
             || !s.client.held.values().any(|t| t.stripe.is_some())
         {
             return;
         }
-        let lanes = self.lane_facts(s);
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
+        let lanes = s.lane_facts();
         let window = s.streams.stream_window();
         let depth = u64::from(s.config.stripe_depth);
         let mut pulls = Vec::new();
@@ -227,8 +214,8 @@ impl Endpoint {
                 let id = s.client.next_pull;
                 s.client.next_pull += 1;
                 stripe.assigned(plan, id, now);
-                self.stats.stripe_chunks += 1;
-                self.stats.stripe_copies += u64::from(plan.twin_of.is_some());
+                cx.stats.stripe_chunks += 1;
+                cx.stats.stripe_copies += u64::from(plan.twin_of.is_some());
                 pulls.push((*tid, id, plan));
             }
             if stripe.is_complete() {
@@ -246,30 +233,29 @@ impl Endpoint {
                 copy_of = plan.twin_of,
                 "stripe chunk pulled"
             );
-            if !self.send_pull(h, plan.path, tid, id, plan.start, plan.end) {
+            if !self.send_pull(cx, plan.path, tid, id, plan.start, plan.end) {
                 unsent.push((tid, id, plan.start));
             }
         }
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
+        let s = &mut *self;
         let span = s.span.clone();
         for (tid, id, start) in unsent {
             if let Some(stripe) = s.client.held.get_mut(&tid).and_then(|t| t.stripe.as_mut()) {
                 tracing::info!(parent: &span, ticket = tid, pull = id, start, "pull not sent: range handed to another path");
                 stripe.on_failed(id, start);
-                self.stats.failovers += 1;
+                cx.stats.failovers += 1;
             }
         }
         for tid in finished {
-            self.finish_stripe(h, tid);
+            self.finish_stripe(cx, tid);
         }
     }
 
     /// Each stripe lane's path, round trip and progress (QUIC STREAM frames received):
     /// path 0 and every usable secondary path (same-peer paths carry path 0's bytes and
     /// count with it).
-    fn lane_facts(&self, s: &SessionState) -> Vec<(PathId, Duration, u64)> {
+    fn lane_facts(&self) -> Vec<(PathId, Duration, u64)> {
+        let s = self;
         let mut primary = (PathId::PRIMARY, Duration::ZERO, 0);
         let mut lanes = Vec::new();
         for path in s.usable_paths() {
@@ -295,10 +281,8 @@ impl Endpoint {
 
     /// A stripe is complete (or no longer wanted): the primary hears who delivered what,
     /// and every pull still out is cancelled.
-    fn finish_stripe(&mut self, h: SessionHandle, tid: u64) {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
+    fn finish_stripe(&mut self, cx: &mut Cx<'_>, tid: u64) {
+        let s = &mut *self;
         let Some(held) = s.client.held.remove(&tid) else {
             return;
         };
@@ -323,30 +307,29 @@ impl Endpoint {
         }
         tracing::debug!(ticket = tid, "stripe complete");
         for (path, id) in cancels {
-            self.send_on(h, path, Kind::PullCancel(kwik_proto::PullCancel { id }));
+            self.send_on(cx, path, Kind::PullCancel(kwik_proto::PullCancel { id }));
         }
         let end = held.ticket.offset + held.ticket.len;
         let Kind::DelegationUpdate(mut report) = update(tid, None, end) else {
             return;
         };
         report.shares = shares;
-        self.send_primary(h, Kind::DelegationUpdate(report));
+        self.send_primary(cx, Kind::DelegationUpdate(report));
     }
 
     /// Settles pulls whose bytes all arrived (from their path or from a copy), forgets
     /// those the reader passed, and makes the pulls the stripes want now (the reader may
     /// have opened its window).
-    pub(super) fn settle_pulls(&mut self, now: Instant, h: SessionHandle) {
-        self.check_owed(now, h);
-        self.pull_stripes(now, h);
+    pub(crate) fn settle_pulls(&mut self, cx: &mut Cx<'_>) {
+        self.check_owed(cx);
+        self.pull_stripes(cx);
     }
 
     /// Settles pulls whose bytes all arrived (from their path or from a copy), and
     /// forgets those the reader passed.
-    pub(super) fn check_owed(&mut self, now: Instant, h: SessionHandle) {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
+    pub(crate) fn check_owed(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now;
+        let s = &mut *self;
         if s.client.owed.is_empty() {
             return;
         }
@@ -379,19 +362,17 @@ impl Endpoint {
             }
         }
         for (path, id) in cancels {
-            self.send_on(h, path, Kind::PullCancel(kwik_proto::PullCancel { id }));
+            self.send_on(cx, path, Kind::PullCancel(kwik_proto::PullCancel { id }));
         }
         for (tid, end) in plain {
-            self.settle_plain(h, tid, None, end);
+            self.settle_plain(cx, tid, None, end);
         }
     }
 
     /// A path failed: a stripe re-pulls what it owed from the other paths at once; a
     /// plain delegation is reported to the primary, which serves the rest itself.
-    pub(super) fn fail_delegations(&mut self, now: Instant, h: SessionHandle, path: PathId) {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
+    pub(crate) fn fail_delegations(&mut self, cx: &mut Cx<'_>, path: PathId) {
+        let s = &mut *self;
         let mut failed = Vec::new();
         let streams = &s.streams;
         s.client.owed.retain(|id, o| {
@@ -404,18 +385,12 @@ impl Endpoint {
             }
             false
         });
-        self.requeue_or_settle(now, h, failed);
+        self.requeue_or_settle(cx, failed);
     }
 
-    fn requeue_or_settle(
-        &mut self,
-        now: Instant,
-        h: SessionHandle,
-        failed: Vec<(u64, u64, Option<u64>, u64)>,
-    ) {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
+    fn requeue_or_settle(&mut self, cx: &mut Cx<'_>, failed: Vec<(u64, u64, Option<u64>, u64)>) {
+        let now = cx.now;
+        let s = &mut *self;
         let span = s.span.clone();
         let mut plain = Vec::new();
         for (id, tid, missing, end) in failed {
@@ -430,7 +405,7 @@ impl Endpoint {
                             "failover: the rest of a stripe chunk goes to another path"
                         );
                         stripe.on_failed(id, first);
-                        self.stats.failovers += 1;
+                        cx.stats.failovers += 1;
                     }
                     None => {
                         stripe.on_done(id, now);
@@ -450,24 +425,21 @@ impl Endpoint {
                     "failover: the rest of a delegation goes back to the primary"
                 );
             }
-            self.stats.failovers += u64::from(missing.is_some());
-            self.settle_plain(h, tid, missing, end);
+            cx.stats.failovers += u64::from(missing.is_some());
+            self.settle_plain(cx, tid, missing, end);
         }
-        self.pull_stripes(now, h);
+        self.pull_stripes(cx);
     }
 
     /// A server refused a pull: the client's application hears why, and the range goes
     /// elsewhere (the refusing path gets no more pulls under that ticket).
-    pub(super) fn on_pull_refused(
+    pub(crate) fn on_pull_refused(
         &mut self,
-        now: Instant,
-        h: SessionHandle,
+        cx: &mut Cx<'_>,
         path: PathId,
         refused: kwik_proto::PullRefused,
     ) {
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
+        let s = &mut *self;
         let Some(o) = s
             .client
             .owed
@@ -486,50 +458,44 @@ impl Endpoint {
             held.refused.push(path);
         }
         let missing = s.streams.first_missing(o.stream, o.start, o.end);
-        self.events.push_back(Event::PullRefused {
-            session: h,
+        cx.event(Event::PullRefused {
+            session: cx.handle,
             path,
             error,
         });
-        self.requeue_or_settle(now, h, vec![(refused.id, o.ticket, missing, o.end)]);
+        self.requeue_or_settle(cx, vec![(refused.id, o.ticket, missing, o.end)]);
     }
 
-    /// When a stripe of some client session may find a stalled path.
-    pub(super) fn stripe_deadline(&self) -> Option<Instant> {
-        self.sessions
+    /// When a stripe of this client session may find a stalled path.
+    pub(crate) fn stripe_deadline(&self) -> Option<Instant> {
+        if self.role != Role::Client || self.phase != Phase::Established {
+            return None;
+        }
+        self.client
+            .held
             .values()
-            .filter(|s| s.role == Role::Client && s.phase == Phase::Established)
-            .flat_map(|s| s.client.held.values())
             .filter_map(|t| t.stripe.as_ref()?.next_deadline())
             .min()
     }
+}
 
-    /// Re-plans the stripes whose stall deadline passed.
-    pub(super) fn check_stalls(&mut self, now: Instant) {
-        let due: Vec<SessionHandle> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| {
-                s.role == Role::Client
-                    && s.phase == Phase::Established
-                    && s.client
-                        .held
-                        .values()
-                        .filter_map(|t| t.stripe.as_ref()?.next_deadline())
-                        .any(|t| t <= now)
-            })
-            .map(|(h, _)| *h)
-            .collect();
-        for h in due {
-            self.pull_stripes(now, h);
-        }
-    }
+/// A client's report on a delegation: done, or failed from `missing`.
+pub(crate) fn update(id: u64, missing: Option<u64>, first_missing: u64) -> Kind {
+    Kind::DelegationUpdate(kwik_proto::DelegationUpdate {
+        id,
+        outcome: match missing {
+            Some(_) => WireOutcome::Failed,
+            None => WireOutcome::Done,
+        } as i32,
+        first_missing,
+        shares: Vec::new(),
+    })
 }
 
 /// Checks a frame that arrived on a client's secondary path against what the client
 /// asked of it (`owed`) and what its reader has: only stream bytes inside ranges pulled
 /// from that path (or bytes the reader already passed) are accepted.
-pub(super) fn check_secondary_frame(
+pub(crate) fn check_secondary_frame(
     owed: &BTreeMap<u64, Owed>,
     streams: &Streams,
     path: PathId,

@@ -188,7 +188,7 @@ pub enum Event {
     },
 }
 
-pub(super) fn stream_event(session: SessionHandle, e: StreamEvent) -> Event {
+pub(crate) fn stream_event(session: SessionHandle, e: StreamEvent) -> Event {
     match e {
         StreamEvent::Opened(dir) => Event::StreamOpened { session, dir },
         StreamEvent::Readable(stream) => Event::StreamReadable { session, stream },

@@ -1,0 +1,207 @@
+//! Driving one of the session's connections: QUIC's events, the session's first message
+//! on a client's new path, control messages, carriers in, stream data and delegated ranges
+//! out.
+
+use kwik_proto::control_frame::Kind;
+use quinn_proto::Side;
+
+use super::effects::Cx;
+use super::schedule::Schedule;
+use super::{Phase, Role, SessionState, limits_to_wire, local_limits};
+use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
+use crate::event::{Event, stream_event};
+use crate::frame::Frame;
+use crate::ids::PathId;
+
+impl SessionState {
+    /// Starts driving the connection of `path`: QUIC's events, the session's first message
+    /// if its handshake just completed, and the control messages that arrived, which the
+    /// caller hands to [`Self::on_control`] one by one before [`Self::drive_data`]. `None`
+    /// when nothing more is to be done (the connection is closing, or was lost). The share
+    /// of stream data the path may take is decided now, before its control messages are
+    /// handled.
+    pub(crate) fn start_drive(
+        &mut self,
+        cx: &mut Cx<'_>,
+        path: PathId,
+    ) -> Result<Option<(Schedule, Vec<Kind>)>, ProtocolError> {
+        let schedule = self.schedule(path);
+        let now = cx.now;
+        let Some(p) = self.conn_mut(path) else {
+            return Ok(None);
+        };
+        let server = p.side == Side::Server;
+        let mut lost = None;
+        let mut connected = false;
+        let mut raw_writable = false;
+        while let Some(event) = p.conn.poll() {
+            match event {
+                quinn_proto::Event::Connected => connected = !server,
+                quinn_proto::Event::ConnectionLost { reason } => lost = Some(reason),
+                quinn_proto::Event::Stream(quinn_proto::StreamEvent::Opened { .. }) => {
+                    p.accept_streams(server)?;
+                }
+                quinn_proto::Event::Stream(quinn_proto::StreamEvent::Readable { id }) => {
+                    p.mark_readable(id);
+                }
+                quinn_proto::Event::DatagramsUnblocked => {
+                    p.raw_blocked = false;
+                    raw_writable = true;
+                }
+                quinn_proto::Event::Stream(_)
+                | quinn_proto::Event::HandshakeDataReady
+                | quinn_proto::Event::DatagramReceived => {}
+            }
+        }
+        p.note_progress(now);
+        if raw_writable {
+            cx.event(Event::RawWritable {
+                session: cx.handle,
+                path,
+            });
+        }
+        if connected {
+            self.start_path(path)?;
+        }
+        if let Some(reason) = lost {
+            let error = SessionError::from(reason);
+            self.path_down(cx, path, PathError::Connection(error.clone()), error);
+            return Ok(None);
+        }
+        let Some(p) = self.conn_mut(path) else {
+            return Ok(None);
+        };
+        if p.closing || p.conn.is_closed() {
+            // Closed by this side, or lost: only the connection's own shutdown remains.
+            return Ok(None);
+        }
+        let messages = p.read_control(now)?;
+        Ok(Some((schedule, messages)))
+    }
+
+    /// Client: the QUIC handshake of `path` completed; the session's first message goes
+    /// out on it (Hello on the primary path, Join elsewhere).
+    fn start_path(&mut self, path: PathId) -> Result<(), ProtocolError> {
+        if let Some(p) = self.conn_mut(path) {
+            p.open_control()?;
+        }
+        let first = if path == PathId::PRIMARY {
+            Some(Kind::Hello(kwik_proto::Hello {
+                version: kwik_proto::VERSION,
+                limits: Some(limits_to_wire(local_limits(&self.config), &self.config)),
+                app_protocols: self.config.app_protocols.clone(),
+            }))
+        } else {
+            self.join_message(path)
+        };
+        let Some(kind) = first else {
+            return Err(ProtocolError::new(
+                ErrorCode::Handshake,
+                "cannot start the session on this path",
+            ));
+        };
+        if let Some(p) = self.conn_mut(path) {
+            p.send_control(kind);
+        }
+        Ok(())
+    }
+
+    /// Moves the data of `path` once its control messages are handled: frames in, the
+    /// stream data `schedule` allows out, delegated ranges on the writer path.
+    pub(crate) fn drive_data(
+        &mut self,
+        cx: &mut Cx<'_>,
+        path: PathId,
+        schedule: &Schedule,
+    ) -> Result<(), ProtocolError> {
+        // A control message may have ended the path (a secondary's Close): its
+        // connection, closing, is then no longer the session's.
+        let secondary = self.role == Role::Client && !self.is_peer_path(path);
+        let Some(p) = self.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
+            return Ok(());
+        };
+        if p.closing {
+            return Ok(());
+        }
+        p.flush_control()?;
+        if self.phase == Phase::Closed {
+            return Ok(());
+        }
+        let mut received = 0;
+        if secondary {
+            // Every frame of the batch is checked against what was owed before any is
+            // applied: a batch with one frame that was not asked for applies none.
+            let mut frames = Vec::new();
+            let streams = &self.streams;
+            let owed = &self.client.owed;
+            p.read_carriers(|frame| {
+                super::pulls::check_secondary_frame(owed, streams, path, &frame)?;
+                frames.push(frame);
+                Ok(())
+            })?;
+            for frame in frames {
+                if let Frame::Stream { data, .. } = &frame {
+                    received += data.len() as u64;
+                }
+                self.streams.on_frame(frame)?;
+            }
+        } else {
+            let streams = &mut self.streams;
+            p.read_carriers(|frame| {
+                if let Frame::Stream { data, .. } = &frame {
+                    received += data.len() as u64;
+                }
+                streams.on_frame(frame)
+            })?;
+        }
+        p.counters.stream_bytes_received += received;
+        if self.take_raw(path) {
+            cx.event(Event::RawDatagram { session: cx.handle });
+        }
+        let Some(p) = self.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
+            return Ok(());
+        };
+        let mut copies = Vec::new();
+        let mut pulled = false;
+        if self.phase == Phase::Established && !secondary {
+            if schedule.multipath {
+                // A path takes no more than it can send soon: the rest is for the others.
+                let cwnd = p.conn.congestion_state().window();
+                p.conn.set_send_window((2 * cwnd).max(64 * 1024));
+            }
+            let copy = (!schedule.copy_to.is_empty()).then_some(&mut copies);
+            let before = p.counters.frames_sent;
+            p.write(
+                &mut self.streams,
+                self.config.streams_per_carrier as usize,
+                self.config.max_carriers_per_path as usize,
+                schedule.allowance,
+                copy,
+            )?;
+            pulled = p.counters.frames_sent > before;
+        }
+        let key = p.key;
+        while let Some(event) = self.streams.poll_event() {
+            cx.event(stream_event(cx.handle, event));
+        }
+        if !copies.is_empty() {
+            for other in &schedule.copy_to {
+                if let Some(o) = self.conn_mut(*other) {
+                    o.push_copies(&copies);
+                    cx.drive(o.key);
+                }
+            }
+        }
+        if schedule.multipath && pulled {
+            // Another path to the peer may take what this one could not, or its turn.
+            for p in self.conns().filter(|p| p.key != key) {
+                cx.drive(p.key);
+            }
+        }
+        self.write_delegated(cx, path)?;
+        if self.role == Role::Client {
+            self.settle_pulls(cx);
+        }
+        Ok(())
+    }
+}
