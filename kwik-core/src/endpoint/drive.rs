@@ -13,7 +13,7 @@ use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
 use crate::event::{Event, Transmit};
 use crate::ids::{ConnKey, PathId, SessionHandle};
 use crate::path::Path;
-use crate::session::Schedule;
+use crate::session::{Flow, Schedule};
 
 impl Endpoint {
     /// Drives every path that has work: QUIC events, reads, writes, endpoint events.
@@ -189,7 +189,7 @@ impl Endpoint {
 
     /// Session `h` handles the control `messages` that arrived on `path`, each applied
     /// before the next (a message's effects, a dial among them, are in place for the
-    /// messages after it), then moves the path's data.
+    /// messages after it), then moves the path's data unless a message ended the path.
     fn drive_session(
         &mut self,
         now: Instant,
@@ -198,9 +198,17 @@ impl Endpoint {
         schedule: &Schedule,
         messages: impl IntoIterator<Item = Kind>,
     ) -> Result<(), ProtocolError> {
+        let mut flow = Flow::Goes;
         for kind in messages {
-            self.with_session(now, h, |s, cx| s.on_control(cx, path, kind))
-                .unwrap_or(Ok(()))?;
+            let next = self
+                .with_session(now, h, |s, cx| s.on_control(cx, path, kind))
+                .unwrap_or(Ok(Flow::Ended))?;
+            if next == Flow::Ended {
+                flow = Flow::Ended;
+            }
+        }
+        if flow == Flow::Ended {
+            return Ok(());
         }
         self.with_session(now, h, |s, cx| s.drive_data(cx, path, schedule))
             .unwrap_or(Ok(()))

@@ -126,6 +126,17 @@ pub(crate) fn handle(
     })
 }
 
+/// What becomes of the path a control message came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// It goes on: its data moves once its messages are handled.
+    Goes,
+    /// The message ended it (a secondary's `Close`, or the client's report that a
+    /// same-peer path failed, sent on that path): its connection closes, and no data
+    /// moves on it any more.
+    Ended,
+}
+
 impl SessionState {
     /// A control message arrived on `path`: whatever the control table answers.
     pub(crate) fn on_control(
@@ -133,7 +144,7 @@ impl SessionState {
         cx: &mut Cx<'_>,
         path: PathId,
         kind: Kind,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<Flow, ProtocolError> {
         match handle(self.role, self.phase, path, kind)? {
             Control::Reply(reply) => {
                 if let Some(p) = self.conn_mut(path) {
@@ -159,6 +170,7 @@ impl SessionState {
             Control::SecondaryClosed { code, reason } => {
                 let error = SessionError::ApplicationClosed { code, reason };
                 self.secondary_failed(cx, path, PathError::Connection(error));
+                return Ok(Flow::Ended);
             }
             Control::AddPath(add) => self.on_add_path(cx, add),
             Control::RemovePath(removed) => {
@@ -168,12 +180,17 @@ impl SessionState {
             Control::Delegate(delegate) => self.on_delegate(cx, delegate)?,
             Control::PullRefused(refused) => self.on_pull_refused(cx, path, refused),
             Control::JoinResult(result) => self.on_join_result(cx, path, result)?,
-            Control::PathStatus(status) => self.on_path_status(cx, status)?,
+            Control::PathStatus(status) => {
+                let about = PathId(status.path_id);
+                if self.on_path_status(cx, status)? && about == path {
+                    return Ok(Flow::Ended);
+                }
+            }
             Control::DelegationUpdate(update) => self.on_delegation_update(cx, update),
             Control::Pull(pull) => self.on_pull(cx, path, pull),
             Control::PullCancel(id) => self.on_pull_cancel(cx, id),
         }
-        Ok(())
+        Ok(Flow::Goes)
     }
 
     /// Client: the primary's Welcome establishes the session.

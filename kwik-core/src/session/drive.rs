@@ -114,8 +114,6 @@ impl SessionState {
         path: PathId,
         schedule: &Schedule,
     ) -> Result<(), ProtocolError> {
-        // A control message may have ended the path (a secondary's Close): its
-        // connection, closing, is then no longer the session's.
         let secondary = self.role == Role::Client && !self.is_peer_path(path);
         let Some(p) = self.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
             return Ok(());

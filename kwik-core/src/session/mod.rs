@@ -25,7 +25,7 @@ mod pulls;
 mod schedule;
 mod serving;
 
-pub(crate) use control::{kind_name, unexpected};
+pub(crate) use control::{Flow, kind_name, unexpected};
 pub(crate) use effects::{Cx, Effect};
 pub use paths::{AddPathError, PathKind};
 pub(crate) use paths::{failed_status, state_event};

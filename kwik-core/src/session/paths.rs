@@ -287,12 +287,13 @@ impl SessionState {
         true
     }
 
-    /// Primary: the client reports a path's state.
+    /// Primary: the client reports a path's state. Returns whether this side let go of
+    /// the path's connection (a same-peer path the client lost).
     pub(crate) fn on_path_status(
         &mut self,
         cx: &mut Cx<'_>,
         status: PathStatus,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<bool, ProtocolError> {
         let path = PathId(status.path_id);
         let state = PathState::from_wire(status.state).ok_or_else(|| {
             ProtocolError::new(ErrorCode::ControlDecode, "path status without a state")
@@ -302,7 +303,7 @@ impl SessionState {
             && !self.paths.contains_key(&path)
         {
             // A path removed long ago and forgotten (`purge_removed`): a late report.
-            return Ok(());
+            return Ok(false);
         }
         if path == PathId::PRIMARY || !self.paths.contains_key(&path) {
             return Err(ProtocolError::new(
@@ -317,17 +318,20 @@ impl SessionState {
             m.delivery_rate = status.delivery_rate;
         }
         let same_peer = self.paths.get(&path).is_some_and(|m| m.same_peer);
+        let mut let_go = false;
         if self.set_state(path, state) {
             if same_peer && matches!(state, PathState::Failed | PathState::Removed) {
                 // The client lost a path to this server: what it carried is sent again
                 // on the others, and this side's end of it is closed.
-                self.let_go(cx, path, Bytes::from_static(b"failed"));
+                let_go = self
+                    .let_go(cx, path, Bytes::from_static(b"failed"))
+                    .is_some();
                 self.reinject(cx);
             }
             self.path_event(cx, path, state, &status.reason);
             self.purge_removed();
         }
-        Ok(())
+        Ok(let_go)
     }
 
     /// Client: the primary adds a path. A refusal goes back as a failed `PathStatus`.
