@@ -1,4 +1,6 @@
-//! The engine: one QUIC endpoint, every path's connection and every session.
+//! The engine: one QUIC endpoint, the sessions (each with its paths' connections), a route
+//! per connection and the connections no session holds. The endpoint routes; sessions do
+//! their own work and ask it for the rest (`apply.rs`).
 //!
 //! # Driving it
 //!

@@ -1,4 +1,7 @@
-//! Session state shared by all paths of one session: setup, streams and the sticky error.
+//! One session: its role and phase, its logical streams, its paths with the connections
+//! that carry them, its side of delegation and its sticky error. The session does its own
+//! work (control messages, driving its connections, its paths' lives, delegation) and asks
+//! the endpoint, through [`Effect`]s, only for what the endpoint owns.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
