@@ -1,12 +1,16 @@
 //! Downloads a URL from an HTTP/3-over-KWIK server (`h3_server`) with a progress bar, and
 //! prints how much of the body each server of the session sent.
 //!
-//! `cargo run --release --example h3_get -- https://127.0.0.1:4433/big.bin --wait-paths 2`
+//! `cargo run --release --example h3_get -- https://localhost:4433/big.bin --cert
+//! kwik-cert.der --wait-paths 2`
+//!
+//! The URL's host is resolved and its addresses tried in order; the server's certificate
+//! is verified against the host (or `--server-name`), trusting the platform's roots, or
+//! only the certificate `--cert` pins (as `h3_server` writes its self-signed one).
 //!
 //! `--wait-paths N` waits until N secondaries are active before asking, so that a striped
 //! body is served by all of them.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -14,22 +18,23 @@ use bytes::{Buf, Bytes};
 use clap::Parser;
 use http::{Request, Uri};
 use indicatif::{ProgressBar, ProgressStyle};
-use kwik_examples::{bulk_config, client_config, rate, read_cert, wait_paths};
+use kwik_examples::{bulk_config, dial_first, rate, resolve, trusting, wait_paths};
 use std::io::Write;
 
 #[derive(Parser)]
 struct Args {
-    /// The URL to get, `https://HOST:PORT/path` (HOST an IP address).
+    /// The URL to get, `https://HOST[:PORT]/path` (HOST a name or an IP address).
     url: Uri,
     /// Log filter (RUST_LOG wins when set).
     #[arg(long, default_value = "warn")]
     log_level: String,
-    /// The server's certificate (written by h3_server).
-    #[arg(long, default_value = "kwik-cert.der")]
-    cert: PathBuf,
-    /// Name to verify the certificate against.
-    #[arg(long, default_value = "localhost")]
-    server_name: String,
+    /// Trust only this certificate (DER, as h3_server writes its self-signed one) instead
+    /// of the platform's roots.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Name to verify the certificate against (default: the URL's host).
+    #[arg(long)]
+    server_name: Option<String>,
     /// Wait until this many secondaries are active before the request.
     #[arg(long, default_value_t = 0)]
     wait_paths: usize,
@@ -42,22 +47,13 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     kwik_examples::init_logging(&args.log_level)?;
-    let addr = kwik_examples::url_addr(&args.url)?;
+    let (host, addrs) = resolve(&args.url).await?;
+    let server_name = args.server_name.clone().unwrap_or(host);
     let mut config = bulk_config();
     config.app_protocols = vec![kwik_h3::ALPN.to_vec()];
-    let local = if addr.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
-    let endpoint = kwik_tokio::Endpoint::client(local)?;
-    let session = endpoint
-        .connect_with(
-            client_config(&read_cert(&args.cert)?, config)?,
-            addr,
-            &args.server_name,
-        )?
-        .await?;
+    let client = trusting(args.cert.as_deref(), config)?;
+    let (endpoint, session) =
+        dial_first(&client, &addrs, &server_name, Duration::from_secs(5)).await?;
     if args.wait_paths > 0 {
         wait_paths(&session, args.wait_paths, Duration::from_secs(5)).await?;
     }

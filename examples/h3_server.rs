@@ -6,7 +6,8 @@
 //!
 //! `cargo run --release --example h3_server -- --root ./files --secondary 127.0.0.1:4434`
 //! writes its certificate, key and group key as the `server` example does; then
-//! `cargo run --release --example h3_get -- https://127.0.0.1:4433/big.bin`.
+//! `cargo run --release --example h3_get -- https://localhost:4433/big.bin --cert
+//! kwik-cert.der` (the certificate is self-signed: the client pins it).
 //!
 //! This is HTTP/3 over a KWIK session: only KWIK clients (`h3_get`) can connect.
 

@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 use h3_webtransport::server::AcceptedBi;
 use http::Uri;
 use kwik_async::Session;
-use kwik_examples::{client_config, read_cert, self_signed, server_config, url_addr};
+use kwik_examples::{client_config, read_cert, resolve, self_signed, server_config};
 use kwik_h3::webtransport::{Client, ServerControl, session_stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -91,7 +91,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Role::Client { url, cert, load }) => {
-            client(url_addr(&url)?, url, &read_cert(&cert)?, load).await
+            let (_, addrs) = resolve(&url).await?;
+            client(addrs[0], url, &read_cert(&cert)?, load).await
         }
         None => {
             // Both on loopback, in one process.

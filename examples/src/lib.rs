@@ -154,17 +154,74 @@ pub fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     )))
 }
 
-/// The server address an `https://HOST:PORT/...` URL names (HOST an IP address; port 443
-/// when none is given).
-pub fn url_addr(url: &http::Uri) -> anyhow::Result<SocketAddr> {
+/// The host an `https://HOST[:PORT]/...` URL names and its addresses, in the resolver's
+/// order (port 443 when the URL gives none). HOST is a name or an IP address.
+pub async fn resolve(url: &http::Uri) -> anyhow::Result<(String, Vec<SocketAddr>)> {
     let authority = url.authority().context("the URL names no server")?;
-    format!(
-        "{}:{}",
-        authority.host(),
-        authority.port_u16().unwrap_or(443)
-    )
-    .parse()
-    .context("the URL's host must be an IP address")
+    // An IPv6 literal comes in brackets.
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = authority.port_u16().unwrap_or(443);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot resolve {host}"))?
+        .collect();
+    anyhow::ensure!(!addrs.is_empty(), "{host} has no address");
+    Ok((host, addrs))
+}
+
+/// A client config that trusts the certificate at `pinned` alone (DER, as the example
+/// servers write their self-signed one), or else the platform's roots.
+pub fn trusting(pinned: Option<&Path>, config: Config) -> anyhow::Result<ClientConfig> {
+    if let Some(path) = pinned {
+        return client_config(&read_cert(path)?, config);
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+        .context("cannot load the platform's root certificates")?;
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(ClientConfig::from_rustls(tls, config)?)
+}
+
+/// Dials `addrs` in order, verifying the server's certificate as `server_name`, until one
+/// completes its handshake within `each`; returns that session with its endpoint (one of
+/// the address's family). The attempts before it are closed.
+pub async fn dial_first(
+    config: &ClientConfig,
+    addrs: &[SocketAddr],
+    server_name: &str,
+    each: Duration,
+) -> anyhow::Result<(Endpoint, Session)> {
+    let mut failures = Vec::new();
+    for &addr in addrs {
+        let local = if addr.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        let endpoint = match Endpoint::client(local) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                failures.push(format!("{addr}: {e}"));
+                continue;
+            }
+        };
+        let attempt = endpoint.connect_with(config.clone(), addr, server_name)?;
+        match tokio::time::timeout(each, attempt).await {
+            Ok(Ok(session)) => return Ok((endpoint, session)),
+            Ok(Err(e)) => failures.push(format!("{addr}: {e}")),
+            Err(_) => failures.push(format!("{addr}: no answer within {each:?}")),
+        }
+        endpoint.close(kwik_tokio::VarInt::from_u32(0), b"");
+    }
+    anyhow::bail!("no address answered: {}", failures.join("; "))
 }
 
 /// Formats a byte rate.

@@ -1,3 +1,4 @@
 //! The examples' servers on real loopback sockets.
 
+mod dialing;
 mod prometheus;
