@@ -6,13 +6,12 @@
 use std::time::Instant;
 
 use kwik_proto::control_frame::Kind;
-use quinn_proto::Side;
 
 use super::{Endpoint, Route, stats};
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
 use crate::event::{Event, Transmit};
 use crate::ids::{ConnKey, PathId, SessionHandle};
-use crate::path::Path;
+use crate::path::{Path, Polled};
 use crate::session::{Flow, Schedule};
 
 impl Endpoint {
@@ -117,31 +116,11 @@ impl Endpoint {
             return Ok(());
         };
         let (session, p) = (l.session, &mut l.path);
-        let server = p.side == Side::Server;
-        let mut lost = None;
-        let mut raw_writable = false;
-        while let Some(event) = p.conn.poll() {
-            match event {
-                quinn_proto::Event::ConnectionLost { reason } => lost = Some(reason),
-                quinn_proto::Event::Stream(quinn_proto::StreamEvent::Opened { .. }) => {
-                    p.accept_streams(server)?;
-                }
-                quinn_proto::Event::Stream(quinn_proto::StreamEvent::Readable { id }) => {
-                    p.mark_readable(id);
-                }
-                quinn_proto::Event::DatagramsUnblocked => {
-                    p.raw_blocked = false;
-                    raw_writable = true;
-                }
-                // A client's connection is loose only once let go of (closed or lost):
-                // none completes its handshake here.
-                quinn_proto::Event::Connected
-                | quinn_proto::Event::Stream(_)
-                | quinn_proto::Event::HandshakeDataReady
-                | quinn_proto::Event::DatagramReceived => {}
-            }
-        }
-        p.note_progress(now);
+        // A client's connection is loose only once let go of (closed or lost): none
+        // completes its handshake here, so `connected` is not looked at.
+        let Polled {
+            lost, raw_writable, ..
+        } = p.poll_quic(now)?;
         let path = p.id;
         if let (true, Some(session)) = (raw_writable, session) {
             self.events.push_back(Event::RawWritable { session, path });

@@ -150,6 +150,17 @@ pub(crate) const MAX_CONTROL_BACKLOG: usize = 64 * 1024;
 /// A carrier or control stream misbehaved.
 pub(crate) type PathResult<T> = Result<T, ProtocolError>;
 
+/// What quinn-proto reported for a connection since it was last driven.
+#[derive(Debug, Default)]
+pub(crate) struct Polled {
+    /// A client's handshake completed: the session's first message is due.
+    pub(crate) connected: bool,
+    /// The connection was lost (not closed by this side).
+    pub(crate) lost: Option<quinn_proto::ConnectionError>,
+    /// Raw datagrams may be sent again.
+    pub(crate) raw_writable: bool,
+}
+
 impl Path {
     pub(crate) fn new(
         key: ConnKey,
@@ -207,6 +218,34 @@ impl Path {
     /// Tells health whether the peer was heard from since the last look: any frame of an
     /// authenticated packet (ACKs, stream data, pings, datagrams) is proof of life, so a
     /// `Pong` queued behind a full bottleneck does not fail a path that delivers.
+    /// Takes quinn-proto's events for the connection: accepts the carriers the peer
+    /// opened, marks readable ones, and notes progress for the health check.
+    pub(crate) fn poll_quic(&mut self, now: std::time::Instant) -> PathResult<Polled> {
+        let server = self.side == quinn_proto::Side::Server;
+        let mut polled = Polled::default();
+        while let Some(event) = self.conn.poll() {
+            match event {
+                quinn_proto::Event::Connected => polled.connected = !server,
+                quinn_proto::Event::ConnectionLost { reason } => polled.lost = Some(reason),
+                quinn_proto::Event::Stream(quinn_proto::StreamEvent::Opened { .. }) => {
+                    self.accept_streams(server)?;
+                }
+                quinn_proto::Event::Stream(quinn_proto::StreamEvent::Readable { id }) => {
+                    self.mark_readable(id);
+                }
+                quinn_proto::Event::DatagramsUnblocked => {
+                    self.raw_blocked = false;
+                    polled.raw_writable = true;
+                }
+                quinn_proto::Event::Stream(_)
+                | quinn_proto::Event::HandshakeDataReady
+                | quinn_proto::Event::DatagramReceived => {}
+            }
+        }
+        self.note_progress(now);
+        Ok(polled)
+    }
+
     pub(crate) fn note_progress(&mut self, now: std::time::Instant) {
         let stats = self.conn.stats();
         let rx = stats.frame_rx;

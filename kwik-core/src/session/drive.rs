@@ -3,7 +3,6 @@
 //! out.
 
 use kwik_proto::control_frame::Kind;
-use quinn_proto::Side;
 
 use super::effects::Cx;
 use super::schedule::Schedule;
@@ -12,6 +11,7 @@ use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
 use crate::event::{Event, stream_event};
 use crate::frame::Frame;
 use crate::ids::PathId;
+use crate::path::Polled;
 
 impl SessionState {
     /// Starts driving the connection of `path`: QUIC's events, the session's first message
@@ -30,30 +30,11 @@ impl SessionState {
         let Some(p) = self.conn_mut(path) else {
             return Ok(None);
         };
-        let server = p.side == Side::Server;
-        let mut lost = None;
-        let mut connected = false;
-        let mut raw_writable = false;
-        while let Some(event) = p.conn.poll() {
-            match event {
-                quinn_proto::Event::Connected => connected = !server,
-                quinn_proto::Event::ConnectionLost { reason } => lost = Some(reason),
-                quinn_proto::Event::Stream(quinn_proto::StreamEvent::Opened { .. }) => {
-                    p.accept_streams(server)?;
-                }
-                quinn_proto::Event::Stream(quinn_proto::StreamEvent::Readable { id }) => {
-                    p.mark_readable(id);
-                }
-                quinn_proto::Event::DatagramsUnblocked => {
-                    p.raw_blocked = false;
-                    raw_writable = true;
-                }
-                quinn_proto::Event::Stream(_)
-                | quinn_proto::Event::HandshakeDataReady
-                | quinn_proto::Event::DatagramReceived => {}
-            }
-        }
-        p.note_progress(now);
+        let Polled {
+            connected,
+            lost,
+            raw_writable,
+        } = p.poll_quic(now)?;
         if raw_writable {
             cx.event(Event::RawWritable {
                 session: cx.handle,

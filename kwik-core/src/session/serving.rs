@@ -24,15 +24,7 @@ impl SessionState {
             Ok(t) => t,
             Err(error) => {
                 tracing::debug!(%path, pull = id, %error, "pull refused");
-                cx.stats.pulls_refused += 1;
-                self.send_on(
-                    cx,
-                    path,
-                    Kind::PullRefused(kwik_proto::PullRefused {
-                        id,
-                        code: error.to_wire() as i32,
-                    }),
-                );
+                self.refuse_pull(cx, path, id, error);
                 return;
             }
         };
@@ -93,16 +85,21 @@ impl SessionState {
         let (ticket, unsent, path) = (out.ticket, out.end - out.start, self.serving.writer_path);
         cx.budgets.refund(self.id, ticket, unsent);
         self.cancel_outgoing(cx, id);
+        self.refuse_pull(cx, path, id, TicketError::Content);
+        true
+    }
+
+    /// Tells the client on `path` that pull `id` is refused, and why.
+    fn refuse_pull(&mut self, cx: &mut Cx<'_>, path: PathId, id: u64, error: TicketError) {
         cx.stats.pulls_refused += 1;
         self.send_on(
             cx,
             path,
             Kind::PullRefused(kwik_proto::PullRefused {
                 id,
-                code: TicketError::Content.to_wire() as i32,
+                code: error.to_wire() as i32,
             }),
         );
-        true
     }
 
     /// Any server: the client no longer needs pull `id`; what was not sent is refunded.
