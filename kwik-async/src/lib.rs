@@ -39,7 +39,7 @@ pub use stream::{RecvStream, SendStream};
 pub use bytes::Bytes;
 pub use kwik_core::{
     AddPathError, ClientConfig, Config, DelegateError, DelegationId, DelegationOutcome, Dir,
-    EndpointStats, GroupKey, IncomingDelegation, LoadBalancing, PathError, PathId, PathInfo,
+    EndpointStats, GroupKey, IncomingDelegation, LoadBalancing, Mode, PathError, PathId, PathInfo,
     PathKind, PathState, PathStats, RawSendError, Role, ServerConfig, SessionStats, StreamId,
     StripeId, TicketError, VarInt,
 };

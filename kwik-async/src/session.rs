@@ -199,6 +199,18 @@ impl Session {
             .and_then(|s| s.app_protocol())
     }
 
+    /// Whether the session speaks KWIK with its peer or runs plain QUIC because the peer
+    /// does not (see [`kwik_core::Mode::Plain`]): a server's plain session is a stock QUIC
+    /// client's (an HTTP/3 client, a browser), a client's is the fallback when the server
+    /// chose an application protocol instead of `kwik/1`.
+    pub fn mode(&self) -> kwik_core::Mode {
+        let mut state = self.inner.shared.lock();
+        state
+            .engine
+            .session(self.handle())
+            .map_or(kwik_core::Mode::Kwik, |s| s.mode())
+    }
+
     /// The old name of [`Session::id`].
     #[deprecated(since = "0.1.0", note = "use `id`")]
     pub fn session_id(&self) -> u64 {

@@ -8,9 +8,10 @@
 //!
 //! | name | type | labels |
 //! |---|---|---|
-//! | `kwik_sessions_opened_total` | counter | `role` |
+//! | `kwik_sessions_opened_total` | counter | `role`, `mode` (kwik, plain) |
 //! | `kwik_sessions_closed_total` | counter | `role`, `reason` |
-//! | `kwik_sessions` | gauge | `role` |
+//! | `kwik_sessions` | gauge | `role`, `mode` |
+//! | `kwik_fallbacks_total` | counter | (client sessions that fell back to plain QUIC) |
 //! | `kwik_connections` | gauge | |
 //! | `kwik_paths` | gauge | `state` |
 //! | `kwik_path_events_total` | counter | `event` (added, active, degraded, failed, removed) |
@@ -38,8 +39,8 @@ use metrics::{counter, gauge, histogram};
 use rustc_hash::FxHashMap;
 
 use kwik_core::{
-    DelegationOutcome, EndpointStats, ErrorCode, Event, PathError, PathId, PathInfo, PathState,
-    Role, SessionError, SessionHandle,
+    DelegationOutcome, EndpointStats, ErrorCode, Event, Mode, PathError, PathId, PathInfo,
+    PathState, Role, SessionError, SessionHandle,
 };
 
 /// How often the engine's counters are sampled.
@@ -70,10 +71,11 @@ pub(crate) struct Telemetry {
     gauges: Gauges,
 }
 
-/// Sessions by role, paths by state and connections, as last added to the gauges.
+/// Sessions by role and mode, paths by state and connections, as last added to the
+/// gauges.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 struct Gauges {
-    roles: [u64; 3],
+    roles: [[u64; 2]; 3],
     states: [u64; 5],
     connections: u64,
 }
@@ -90,8 +92,11 @@ impl Gauges {
         };
         for role in [Role::Client, Role::Primary, Role::Secondary] {
             let i = role_index(role);
-            let g = gauge!("kwik_sessions", "role" => role.name());
-            moved(g, self.roles[i], was.roles[i]);
+            for mode in [Mode::Kwik, Mode::Plain] {
+                let m = mode_index(mode);
+                let g = gauge!("kwik_sessions", "role" => role.name(), "mode" => mode.name());
+                moved(g, self.roles[i][m], was.roles[i][m]);
+            }
         }
         for (i, state) in STATES.iter().enumerate() {
             moved(
@@ -130,9 +135,16 @@ impl Telemetry {
     pub(crate) fn on_event(&mut self, engine: &mut kwik_core::Endpoint, event: &Event) {
         match event {
             Event::Connected(h) | Event::Incoming(h) => {
-                let role = engine.session(*h).map_or(Role::Client, |s| s.role());
+                let (role, mode) = engine
+                    .session(*h)
+                    .map_or((Role::Client, Mode::Kwik), |s| (s.role(), s.mode()));
                 if self.sessions.insert(*h, role).is_none() {
-                    counter!("kwik_sessions_opened_total", "role" => role.name()).increment(1);
+                    counter!(
+                        "kwik_sessions_opened_total",
+                        "role" => role.name(),
+                        "mode" => mode.name(),
+                    )
+                    .increment(1);
                 }
             }
             Event::Closed { session, error } => {
@@ -186,7 +198,8 @@ impl Telemetry {
             let Some((role, paths)) = self.sample_session(engine, h) else {
                 continue;
             };
-            gauges.roles[role_index(role)] += 1;
+            let mode = engine.session(h).map_or(Mode::Kwik, |s| s.mode());
+            gauges.roles[role_index(role)][mode_index(mode)] += 1;
             for p in paths {
                 gauges.states[state_index(p.state)] += 1;
             }
@@ -266,6 +279,7 @@ impl Telemetry {
                 was.stripe_copies,
             ),
             ("kwik_failovers_total", now.failovers, was.failovers),
+            ("kwik_fallbacks_total", now.fallbacks, was.fallbacks),
         ];
         for (name, n, w) in plain {
             if n > w {
@@ -374,6 +388,13 @@ fn state_index(state: PathState) -> usize {
     }
 }
 
+fn mode_index(mode: Mode) -> usize {
+    match mode {
+        Mode::Kwik => 0,
+        Mode::Plain => 1,
+    }
+}
+
 fn role_index(role: Role) -> usize {
     match role {
         Role::Client => 0,
@@ -410,6 +431,7 @@ fn close_reason(error: &SessionError) -> &'static str {
         SessionError::PathUnresponsive { .. } => "path_unresponsive",
         SessionError::Reset => "reset",
         SessionError::Transport(_) => "transport",
+        SessionError::FallbackRefused { .. } => "fallback_refused",
         _ => "other",
     }
 }
@@ -419,13 +441,17 @@ fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "kwik_sessions_opened_total",
-        "Sessions established, by this side's role"
+        "Sessions established, by this side's role and mode"
     );
     describe_counter!(
         "kwik_sessions_closed_total",
         "Sessions ended, by role and reason"
     );
-    describe_gauge!("kwik_sessions", "Sessions held, by role");
+    describe_gauge!("kwik_sessions", "Sessions held, by role and mode");
+    describe_counter!(
+        "kwik_fallbacks_total",
+        "Client sessions that fell back to plain QUIC (the server does not speak KWIK)"
+    );
     describe_gauge!("kwik_connections", "QUIC connections held (every path)");
     describe_gauge!("kwik_paths", "Paths of the sessions held, by state");
     describe_counter!("kwik_path_events_total", "Path state changes");

@@ -20,6 +20,11 @@ pub const RAW_QUEUE_LIMIT: usize = 1024;
 /// The ALPN protocol identifier of KWIK version 1.
 pub const ALPN: &[u8] = b"kwik/1";
 
+/// A stream count as QUIC carries it.
+pub(crate) fn count(n: u64) -> VarInt {
+    VarInt::from_u64(n).unwrap_or(VarInt::MAX)
+}
+
 /// The largest UDP payload a path's datagrams take (quinn-proto's default ceiling).
 const MAX_UDP_PAYLOAD: u16 = 1452;
 
@@ -109,9 +114,15 @@ pub struct Config {
     /// Control messages the peer may send per second on one path, in bursts of as many.
     /// More closes the session with `ErrorCode::ControlRate`. Default 1000.
     pub max_control_messages_per_sec: u32,
-    /// Idle timeout of each path's QUIC connection. Default 30 s.
+    /// Idle timeout of each path's QUIC connection (the smaller of the two sides' applies).
+    /// Default 30 s. A KWIK path fails sooner on silence, through its health probes; a
+    /// plain session has no probes: this is how long its peer may go silent.
     pub idle_timeout: Duration,
-    /// QUIC keep-alive interval; `None` sends none. Default `None`.
+    /// QUIC keep-alive interval; `None` sends none. Default 10 s: a plain session, whose
+    /// liveness is QUIC's own, then stays open while idle for as long as both ends live,
+    /// as a KWIK session does through its health probes (with `None`, an idle plain
+    /// session ends after `idle_timeout`). On KWIK paths the probes keep packets flowing,
+    /// so it never fires there.
     pub keep_alive_interval: Option<Duration>,
     /// Application protocols this side speaks over the session, most preferred first, named
     /// as ALPN names them (`b"h3"` for HTTP/3); at most 16 of 1 to 255 bytes. A client
@@ -119,7 +130,22 @@ pub struct Config {
     /// client offered, and refuses a client that offered none of them
     /// (`ErrorCode::NoApplicationProtocol`); a server without one picks none. Either side
     /// reads the choice from its session. Default: empty.
+    ///
+    /// They are also TLS ALPN names: a server's ALPN list is `kwik/1` followed by these (with
+    /// `accept_plain`), so that a peer that does not speak KWIK (a stock HTTP/3 client, a
+    /// browser) reaches the same port as a [plain session](crate::Mode::Plain); a client
+    /// offers them after `kwik/1` on its primary path, and falls back to a plain session
+    /// when the server picks one of them (unless `require_kwik`).
     pub app_protocols: Vec<Vec<u8>>,
+    /// Server: admits peers that do not speak KWIK, as plain sessions, when they negotiate
+    /// one of `app_protocols` by ALPN. Without `app_protocols` there is nothing to
+    /// negotiate and only KWIK clients are admitted. A joins-only server
+    /// ([`ServerConfig::joins_only`]) never admits them. Default true.
+    pub accept_plain: bool,
+    /// Client: refuses to fall back to a plain session when the server picks an
+    /// application protocol instead of `kwik/1`; the session then ends with
+    /// `SessionError::FallbackRefused`, naming the server's choice. Default false.
+    pub require_kwik: bool,
 }
 
 /// Most application protocols a side may name (see [`Config::app_protocols`]).
@@ -150,6 +176,22 @@ pub(crate) fn choose_app_protocol(
     }
 }
 
+/// The ALPN list of a connection: `kwik/1`, then the application protocols when plain
+/// peers are admitted (server) or fallback is possible (a client's primary path).
+fn alpn_list(config: &Config, plain: bool) -> Vec<Vec<u8>> {
+    let mut list = vec![ALPN.to_vec()];
+    if plain {
+        list.extend(
+            config
+                .app_protocols
+                .iter()
+                .filter(|p| p[..] != *ALPN)
+                .cloned(),
+        );
+    }
+    list
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -177,8 +219,10 @@ impl Default for Config {
             raw_receive_queue: RAW_QUEUE_LIMIT,
             max_control_messages_per_sec: 1000,
             idle_timeout: Duration::from_secs(30),
-            keep_alive_interval: None,
+            keep_alive_interval: Some(Duration::from_secs(10)),
             app_protocols: Vec::new(),
+            accept_plain: true,
+            require_kwik: false,
         }
     }
 }
@@ -311,16 +355,26 @@ impl Config {
         Ok(())
     }
 
+    /// QUIC unidirectional streams a KWIK path lets its peer open: data carriers plus the
+    /// signal carrier.
+    pub(crate) fn kwik_uni_streams(&self) -> u64 {
+        u64::from(self.max_carriers_per_path) + 1
+    }
+
     /// The QUIC transport parameters of every path of a session with this config.
     ///
     /// QUIC's datagram receive buffer holds `raw_receive_queue` datagrams of up to
     /// `MAX_UDP_PAYLOAD` bytes, at least 1 MiB.
     pub(crate) fn transport(&self) -> TransportConfig {
         let mut t = TransportConfig::default();
-        // The control stream is the only bidirectional QUIC stream.
+        // Before the ALPN is known, what both modes allow (credit granted in transport
+        // parameters cannot be taken back): the control stream is KWIK's only
+        // bidirectional QUIC stream, and a plain peer gets no more unidirectional streams
+        // than its limit. `Path::set_stream_limits` raises them once the mode is known.
         t.max_concurrent_bidi_streams(VarInt::from_u32(1));
-        // Data carriers plus the signal carrier.
-        t.max_concurrent_uni_streams(VarInt::from_u32(self.max_carriers_per_path + 1));
+        t.max_concurrent_uni_streams(count(
+            self.kwik_uni_streams().min(self.max_concurrent_uni_streams),
+        ));
         // Carriers are drained as soon as bytes arrive: logical flow control bounds the
         // memory, so QUIC's windows only need to cover the bandwidth-delay product.
         let window = self.receive_window.max(16 << 20);
@@ -343,7 +397,11 @@ impl Config {
 /// How a client dials: TLS settings plus the session [`Config`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// The primary path's: ALPN `kwik/1` and the application protocols (fallback).
     pub(crate) quic: quinn_proto::ClientConfig,
+    /// Every other path's: ALPN `kwik/1` alone, so that no primary can steer the client
+    /// onto a server that does not speak KWIK.
+    pub(crate) paths: quinn_proto::ClientConfig,
     pub(crate) config: Arc<Config>,
 }
 
@@ -383,16 +441,24 @@ impl ClientConfig {
         Self::from_rustls(tls, config)
     }
 
-    /// Uses a rustls configuration of the caller's making; ALPN is set to `kwik/1`.
+    /// Uses a rustls configuration of the caller's making; ALPN is set to `kwik/1` followed
+    /// by `Config::app_protocols` on the primary path, `kwik/1` alone on the others.
     pub fn from_rustls(mut tls: rustls::ClientConfig, config: Config) -> Result<Self, SetupError> {
         config.validate()?;
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        let crypto =
-            QuicClientConfig::try_from(tls).map_err(|_| SetupError::NoInitialCipherSuite)?;
-        let mut quic = quinn_proto::ClientConfig::new(Arc::new(crypto));
-        quic.transport_config(Arc::new(config.transport()));
+        let transport = Arc::new(config.transport());
+        let mut build = |alpn: Vec<Vec<u8>>| -> Result<quinn_proto::ClientConfig, SetupError> {
+            tls.alpn_protocols = alpn;
+            let crypto = QuicClientConfig::try_from(tls.clone())
+                .map_err(|_| SetupError::NoInitialCipherSuite)?;
+            let mut quic = quinn_proto::ClientConfig::new(Arc::new(crypto));
+            quic.transport_config(transport.clone());
+            Ok(quic)
+        };
+        let quic = build(alpn_list(&config, true))?;
+        let paths = build(alpn_list(&config, false))?;
         Ok(Self {
             quic,
+            paths,
             config: Arc::new(config),
         })
     }
@@ -406,7 +472,10 @@ impl ClientConfig {
 /// How a server accepts sessions: its certificate plus the session [`Config`].
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub(crate) quic: Arc<quinn_proto::ServerConfig>,
+    /// ALPN `kwik/1`, then the application protocols when plain peers are admitted.
+    quic_all: Arc<quinn_proto::ServerConfig>,
+    /// ALPN `kwik/1` alone: a joins-only server's.
+    quic_kwik: Arc<quinn_proto::ServerConfig>,
     pub(crate) config: Arc<Config>,
     /// Most sessions this server holds at once; more are refused. Default 4096.
     pub(crate) max_sessions: usize,
@@ -431,17 +500,26 @@ impl ServerConfig {
         Self::from_rustls(tls, config)
     }
 
-    /// Uses a rustls configuration of the caller's making; ALPN is set to `kwik/1`.
+    /// Uses a rustls configuration of the caller's making; ALPN is set to `kwik/1`
+    /// followed by `Config::app_protocols` when `Config::accept_plain` (server preference
+    /// order: a client that offers both gets `kwik/1`).
     pub fn from_rustls(mut tls: rustls::ServerConfig, config: Config) -> Result<Self, SetupError> {
         config.validate()?;
-        tls.alpn_protocols = vec![ALPN.to_vec()];
         tls.max_early_data_size = 0;
-        let crypto =
-            QuicServerConfig::try_from(tls).map_err(|_| SetupError::NoInitialCipherSuite)?;
-        let mut quic = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
-        quic.transport_config(Arc::new(config.transport()));
+        let transport = Arc::new(config.transport());
+        let mut build = |alpn: Vec<Vec<u8>>| -> Result<_, SetupError> {
+            tls.alpn_protocols = alpn;
+            let crypto = QuicServerConfig::try_from(tls.clone())
+                .map_err(|_| SetupError::NoInitialCipherSuite)?;
+            let mut quic = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
+            quic.transport_config(transport.clone());
+            Ok(Arc::new(quic))
+        };
+        let quic_all = build(alpn_list(&config, config.accept_plain))?;
+        let quic_kwik = build(alpn_list(&config, false))?;
         Ok(Self {
-            quic: Arc::new(quic),
+            quic_all,
+            quic_kwik,
             config: Arc::new(config),
             max_sessions: 4096,
             group_key: None,
@@ -468,9 +546,21 @@ impl ServerConfig {
     /// primaries, and refuses a client's own session with `ErrorCode::JoinsOnly` before it
     /// exists. Content such a server holds then goes out only against a primary's tickets.
     /// Default off.
+    ///
+    /// A joins-only server offers ALPN `kwik/1` alone: a peer that does not speak KWIK is
+    /// refused by TLS, before anything of a session exists.
     pub fn joins_only(&mut self, on: bool) -> &mut Self {
         self.joins_only = on;
         self
+    }
+
+    /// The QUIC configuration connections are accepted with.
+    pub(crate) fn quic(&self) -> &Arc<quinn_proto::ServerConfig> {
+        if self.joins_only {
+            &self.quic_kwik
+        } else {
+            &self.quic_all
+        }
     }
 
     /// The session knobs.

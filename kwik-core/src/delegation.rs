@@ -57,6 +57,10 @@ pub enum DelegateError {
     /// Zero bytes, or aggregation is disabled in the config.
     #[error("invalid delegation")]
     Invalid,
+    /// The session is plain (its peer does not speak KWIK): no other server can serve
+    /// it, only a delegation to path 0 (or a stripe), which this server writes itself.
+    #[error("a plain session has no other servers")]
+    PlainSession,
     /// The session is gone or closed, with the error that ended it.
     #[error("session lost: {0}")]
     SessionLost(crate::error::SessionError),

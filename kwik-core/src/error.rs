@@ -201,6 +201,14 @@ pub enum SessionError {
     /// Any other QUIC-level failure of the primary path.
     #[error("transport: {0}")]
     Transport(ConnectionError),
+    /// Client with `Config::require_kwik`: the server does not speak KWIK and chose this
+    /// application protocol instead; this side closed the connection rather than fall
+    /// back to a plain session.
+    #[error("server does not speak KWIK (it chose {}); fallback refused", String::from_utf8_lossy(.protocol))]
+    FallbackRefused {
+        /// The application protocol the server chose.
+        protocol: Bytes,
+    },
 }
 
 impl From<ConnectionError> for SessionError {

@@ -10,8 +10,13 @@ use crate::ids::PathId;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EndpointStats {
-    /// Sessions held now.
+    /// Sessions held now, plain ones included.
     pub sessions: u64,
+    /// Of those, plain sessions (peers that do not speak KWIK, see [`crate::Mode::Plain`]).
+    pub plain_sessions: u64,
+    /// Client: sessions that fell back to plain QUIC because the server chose an
+    /// application protocol instead of `kwik/1`.
+    pub fallbacks: u64,
     /// QUIC connections held now (all paths, plus server connections not yet in a session).
     pub connections: u64,
     /// UDP datagrams sent.

@@ -28,10 +28,11 @@ pub use kwik_async::ConnectionError;
 pub use kwik_async::{
     Accept, AddPathError, Bytes, ClientConfig, ClosedStream, Config, ConnectError, Connecting,
     DelegateError, DelegationId, DelegationOutcome, DelegationWriter, DialError, Dir,
-    EndpointStats, GroupKey, Incoming, IncomingDelegation, LoadBalancing, PathError, PathEvent,
-    PathId, PathInfo, PathKind, PathState, PathStats, RawSendError, ReadError, ReadExactError,
-    ReadToEndError, RecvStream, Role, SendStream, ServerConfig, Session, SessionError,
-    SessionStats, StoppedError, StreamId, StripeId, TicketError, TransferEvent, VarInt, WriteError,
+    EndpointStats, GroupKey, Incoming, IncomingDelegation, LoadBalancing, Mode, PathError,
+    PathEvent, PathId, PathInfo, PathKind, PathState, PathStats, RawSendError, ReadError,
+    ReadExactError, ReadToEndError, RecvStream, Role, SendStream, ServerConfig, Session,
+    SessionError, SessionStats, StoppedError, StreamId, StripeId, TicketError, TransferEvent,
+    VarInt, WriteError,
 };
 
 /// The smol / async-io [`Runtime`].

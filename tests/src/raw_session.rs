@@ -11,7 +11,7 @@ use kwik_core::{
 
 use crate::certs::TestCert;
 use crate::net::LinkConfig;
-use crate::raw::{RawPeer, client_config, default_limits};
+use crate::raw::{RawPeer, client_config, client_config_for, default_limits};
 use crate::sim::{NodeId, Sim, addr};
 
 /// A KWIK server and a raw peer connected to it over a simulated link.
@@ -40,20 +40,39 @@ impl RawSession {
     /// [`RawSession::connect`], the peer granting only `window` bytes per QUIC stream if
     /// given (so that a peer that stops reading soon blocks the server's writes).
     pub fn connect_with_window(seed: u64, config: Config, window: Option<u32>) -> Self {
-        Self::connect_inner(seed, config, window, None)
+        let transport = window.map(|window| {
+            let mut transport = quinn_proto::TransportConfig::default();
+            transport.stream_receive_window(window.into());
+            transport
+        });
+        Self::connect_inner(seed, config, transport, None, kwik_core::ALPN)
+    }
+
+    /// A server with `config` and a raw peer that negotiated `alpn` (one of
+    /// `config.app_protocols`) instead of KWIK's: a plain QUIC client, whose session the
+    /// server holds once the handshake completed. The peer may keep 256 MiB unacknowledged,
+    /// so that only the server's limits hold it back.
+    pub fn connect_plain(seed: u64, config: Config, alpn: &[u8]) -> Self {
+        let mut transport = quinn_proto::TransportConfig::default();
+        transport.send_window(256 << 20);
+        let mut this = Self::connect_inner(seed, config, Some(transport), None, alpn);
+        let admitted = this.run_until(Duration::from_secs(1), |s| s.session.is_some());
+        assert!(admitted, "the server did not admit the plain peer");
+        this
     }
 
     /// [`RawSession::connect`] to a server that holds the group key `key`, so that it
     /// admits joins: the peer may then send a `Join` as its first control frame.
     pub fn connect_secondary(seed: u64, config: Config, key: GroupKey) -> Self {
-        Self::connect_inner(seed, config, None, Some(key))
+        Self::connect_inner(seed, config, None, Some(key), kwik_core::ALPN)
     }
 
     fn connect_inner(
         seed: u64,
         config: Config,
-        window: Option<u32>,
+        transport: Option<quinn_proto::TransportConfig>,
         key: Option<GroupKey>,
+        alpn: &[u8],
     ) -> Self {
         let cert = TestCert::localhost();
         let mut sim = Sim::new(seed);
@@ -71,10 +90,8 @@ impl RawSession {
         let server = sim.add_node(server_addr, Some(server_config));
         let peer = sim.hosts.add_raw(peer_addr);
         let now = sim.now();
-        let mut quic = client_config(std::slice::from_ref(&cert.cert));
-        if let Some(window) = window {
-            let mut transport = quinn_proto::TransportConfig::default();
-            transport.stream_receive_window(window.into());
+        let mut quic = client_config_for(std::slice::from_ref(&cert.cert), alpn);
+        if let Some(transport) = transport {
             quic.transport_config(Arc::new(transport));
         }
         sim.hosts.raw[peer].connect(now, quic, server_addr, "localhost");

@@ -156,6 +156,34 @@ impl Endpoint {
         Ok(())
     }
 
+    /// A server connection's handshake completed with an application protocol instead of
+    /// `kwik/1`: it becomes a plain session (see [`crate::Mode::Plain`]), without health
+    /// probes (QUIC's idle timeout is its liveness). Returns the session's handle.
+    pub(super) fn accept_plain(&mut self, now: Instant, key: ConnKey) -> Option<SessionHandle> {
+        let config = self.server.as_ref()?.config.clone();
+        let Loose { path: p, .. } = self.loose.remove(&key)?;
+        let h = SessionHandle(self.next_session);
+        self.next_session += 1;
+        let id: u64 = self.rng.random();
+        let mut session = SessionState::new(Side::Server, id, config.clone(), p.remote);
+        session.start_plain(p.alpn.clone().unwrap_or_default());
+        if config.metrics_enabled {
+            session.next_metrics = Some(now + config.metrics_interval);
+        }
+        session.label_span(h);
+        label_path_span(&p.span, h, PathId::PRIMARY, "plain");
+        tracing::info!(parent: &session.span, "plain session accepted");
+        session.paths.insert(
+            PathId::PRIMARY,
+            PathRecord::new(p.remote, String::new(), PathState::Active),
+        );
+        self.sessions.insert(h, session);
+        self.attach(h, p);
+        self.events.push_back(Event::Incoming(h));
+        self.qlog_label(key, h, PathId::PRIMARY, "plain");
+        Some(h)
+    }
+
     /// The first control message of a server path was a Join.
     pub(super) fn on_join(
         &mut self,

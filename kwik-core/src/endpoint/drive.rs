@@ -116,10 +116,13 @@ impl Endpoint {
             return Ok(());
         };
         let (session, p) = (l.session, &mut l.path);
-        // A client's connection is loose only once let go of (closed or lost): none
-        // completes its handshake here, so `connected` is not looked at.
+        // A client's connection is loose only once let go of (closed or lost): only a
+        // server's completes its handshake here.
         let Polled {
-            lost, raw_writable, ..
+            connected,
+            negotiated,
+            lost,
+            raw_writable,
         } = p.poll_quic(now)?;
         let path = p.id;
         if let (true, Some(session)) = (raw_writable, session) {
@@ -141,6 +144,20 @@ impl Endpoint {
         if session.is_some() {
             // Let go of by its session: nothing more is read.
             return p.flush_control();
+        }
+        if let (true, Some(server)) = (negotiated, &self.server) {
+            p.set_stream_limits(&server.config);
+        }
+        if p.plain {
+            // A peer that does not speak KWIK: its streams are the session's, once the
+            // handshake completes.
+            if !connected {
+                return Ok(());
+            }
+            let Some(h) = self.accept_plain(now, key) else {
+                return Ok(());
+            };
+            return self.drive_session(now, h, PathId::PRIMARY, &Schedule::everything(), []);
         }
         // Server paths accept no data before the client's Hello made them a session.
         let mut messages = p.read_control(now)?.into_iter();

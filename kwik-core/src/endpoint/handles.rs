@@ -10,7 +10,7 @@ use super::Endpoint;
 use crate::delegation::{DelegateError, IncomingDelegation, Outgoing};
 use crate::error::{ClosedStream, RawSendError, ReadError, SessionError, WriteError};
 use crate::ids::{DelegationId, PathId, SessionHandle, StreamId, StripeId};
-use crate::session::{AddPathError, PathInfo, PathKind, Phase, Role, SessionState};
+use crate::session::{AddPathError, Mode, PathInfo, PathKind, Phase, Role, SessionState};
 use crate::stats::SessionStats;
 
 /// Commands for one session, borrowed from its [`Endpoint`].
@@ -77,13 +77,31 @@ impl Session<'_> {
         if s.phase != Phase::Established {
             return None;
         }
-        s.streams.open(dir)
+        let opened = match s.mode {
+            Mode::Kwik => s.streams.open(dir),
+            Mode::Plain => s.plain_open(dir),
+        };
+        if opened.is_some() && s.mode == Mode::Plain {
+            // quinn-proto sends nothing for an opened stream until it is written.
+            self.endpoint.mark_dirty(self.handle);
+        }
+        opened
     }
 
     /// Takes the next logical stream the peer opened.
     pub fn accept(&mut self, dir: Dir) -> Option<StreamId> {
         let s = self.state_mut()?;
-        s.streams.accept(dir)
+        match s.mode {
+            Mode::Kwik => s.streams.accept(dir),
+            Mode::Plain => s.plain_accept(dir),
+        }
+    }
+
+    /// Whether the session speaks KWIK with its peer or runs plain QUIC (the peer does not
+    /// speak KWIK: see [`Mode::Plain`]). A client's session is `Kwik` until the handshake
+    /// shows otherwise.
+    pub fn mode(&self) -> Mode {
+        self.state().map_or(Mode::Kwik, |s| s.mode)
     }
 
     /// The send half of a logical stream.
@@ -236,6 +254,9 @@ impl Session<'_> {
         server_name: &str,
         kind: PathKind,
     ) -> Result<PathId, AddPathError> {
+        if self.mode() == Mode::Plain {
+            return Err(AddPathError::PlainSession);
+        }
         let group = self
             .endpoint
             .server
@@ -251,7 +272,12 @@ impl Session<'_> {
 
     /// Removes a path (primary: tells the client to drop it; client: drops it). Its
     /// unfinished delegated ranges are handed back. Returns whether it was there.
+    ///
+    /// A plain session has no path to remove (`false`).
     pub fn remove_path(&mut self, now: Instant, path: PathId) -> bool {
+        if self.mode() == Mode::Plain {
+            return false;
+        }
         self.endpoint
             .with_session(now, self.handle, |s, cx| s.remove_path(cx, path))
             .unwrap_or(false)
@@ -376,10 +402,12 @@ pub struct SendStream<'a> {
 }
 
 impl SendStream<'_> {
+    /// Runs `f` on the session's state, unless the session ended; its connections are
+    /// driven afterwards.
     fn run<T, E>(
         &mut self,
         lost: impl FnOnce(SessionError) -> E,
-        f: impl FnOnce(&mut crate::streams::Streams, StreamId) -> Result<T, E>,
+        f: impl FnOnce(&mut SessionState, StreamId) -> Result<T, E>,
     ) -> Result<T, E> {
         let Some(s) = self.endpoint.sessions.get_mut(&self.handle) else {
             return Err(lost(SessionError::LocallyClosed));
@@ -387,29 +415,48 @@ impl SendStream<'_> {
         if let Some(e) = &s.error {
             return Err(lost(e.clone()));
         }
-        let r = f(&mut s.streams, self.id);
+        let r = f(s, self.id);
         self.endpoint.mark_dirty(self.handle);
         r
     }
 
     /// Queues bytes; returns how many were taken (`Blocked` if none could be).
     pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
-        self.run(WriteError::SessionLost, |s, id| s.write(id, data))
+        self.run(WriteError::SessionLost, |s, id| match s.mode {
+            Mode::Kwik => s.streams.write(id, data),
+            Mode::Plain => s.plain_write(id, data),
+        })
     }
 
     /// Queues whole chunks without copying; taken bytes are removed from `chunks`.
     pub fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<usize, WriteError> {
-        self.run(WriteError::SessionLost, |s, id| s.write_chunks(id, chunks))
+        self.run(WriteError::SessionLost, |s, id| match s.mode {
+            Mode::Kwik => s.streams.write_chunks(id, chunks),
+            Mode::Plain => s.plain_write_chunks(id, chunks),
+        })
     }
 
-    /// Ends the stream after the bytes written so far.
+    /// Ends the stream after the bytes written so far. Finishing a stream the peer
+    /// stopped is harmless (`Ok`), as with quinn: `stopped` reports the peer's code.
     pub fn finish(&mut self) -> Result<(), ClosedStream> {
-        self.run(|_| ClosedStream, |s, id| s.finish(id))
+        self.run(
+            |_| ClosedStream,
+            |s, id| match s.mode {
+                Mode::Kwik => s.streams.finish(id),
+                Mode::Plain => s.plain_finish(id),
+            },
+        )
     }
 
     /// Abandons the stream: unsent bytes are dropped and the peer told `code`.
     pub fn reset(&mut self, code: VarInt) -> Result<(), ClosedStream> {
-        self.run(|_| ClosedStream, |s, id| s.reset(id, code))
+        self.run(
+            |_| ClosedStream,
+            |s, id| match s.mode {
+                Mode::Kwik => s.streams.reset(id, code),
+                Mode::Plain => s.plain_reset(id, code),
+            },
+        )
     }
 
     /// `Ok(Some(code))` if the peer stopped the stream, `Ok(None)` once every byte of a
@@ -418,17 +465,23 @@ impl SendStream<'_> {
         let s = self
             .endpoint
             .sessions
-            .get(&self.handle)
+            .get_mut(&self.handle)
             .ok_or(ClosedStream)?;
-        s.streams.stopped(self.id)
+        match s.mode {
+            Mode::Kwik => s.streams.stopped(self.id),
+            Mode::Plain => s.plain_stopped(self.id),
+        }
     }
 
     /// Whether the stream still has a send half.
-    pub fn is_open(&self) -> bool {
+    pub fn is_open(&mut self) -> bool {
         self.endpoint
             .sessions
-            .get(&self.handle)
-            .is_some_and(|s| s.streams.is_sending(self.id))
+            .get_mut(&self.handle)
+            .is_some_and(|s| match s.mode {
+                Mode::Kwik => s.streams.is_sending(self.id),
+                Mode::Plain => s.plain_is_sending(self.id),
+            })
     }
 
     /// Primary: reserves the next `len` bytes of this stream for the server on `path`,
@@ -486,7 +539,10 @@ impl SendStream<'_> {
         let Some(s) = self.endpoint.sessions.get_mut(&self.handle) else {
             return false;
         };
-        let forgotten = s.streams.forget_stopped(self.id);
+        let forgotten = match s.mode {
+            Mode::Kwik => s.streams.forget_stopped(self.id),
+            Mode::Plain => s.plain_forget(self.id),
+        };
         if forgotten {
             self.endpoint.mark_dirty(self.handle);
         }
@@ -508,6 +564,16 @@ impl RecvStream<'_> {
         let Some(s) = self.endpoint.sessions.get_mut(&self.handle) else {
             return Err(ReadError::SessionLost(SessionError::LocallyClosed));
         };
+        if s.mode == Mode::Plain {
+            let (r, transmit) = s.plain_read(self.id, max);
+            if let (Err(ReadError::Blocked | ReadError::ClosedStream), Some(e)) = (&r, &s.error) {
+                return Err(ReadError::SessionLost(e.clone()));
+            }
+            if transmit {
+                self.endpoint.mark_dirty(self.handle);
+            }
+            return r;
+        }
         let r = s.streams.read(self.id, max);
         if let (Err(ReadError::Blocked), Some(e)) = (&r, &s.error) {
             return Err(ReadError::SessionLost(e.clone()));
@@ -529,7 +595,10 @@ impl RecvStream<'_> {
             .sessions
             .get_mut(&self.handle)
             .ok_or(ClosedStream)?;
-        let r = s.streams.stop(self.id, code);
+        let r = match s.mode {
+            Mode::Kwik => s.streams.stop(self.id, code),
+            Mode::Plain => s.plain_stop(self.id, code),
+        };
         self.endpoint.mark_dirty(self.handle);
         r
     }

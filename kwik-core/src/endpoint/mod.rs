@@ -181,7 +181,7 @@ impl Endpoint {
         let quic_seed: [u8; 32] = rng.random();
         let quic = quinn_proto::Endpoint::new(
             Arc::new(quinn_proto::EndpointConfig::default()),
-            server.as_ref().map(|s| s.quic.clone()),
+            server.as_ref().map(|s| s.quic().clone()),
             config.allow_mtud,
             Some(quic_seed),
         );
@@ -221,7 +221,7 @@ impl Endpoint {
     /// Replaces the server configuration (or stops accepting with `None`).
     pub fn set_server_config(&mut self, server: Option<ServerConfig>) {
         self.quic
-            .set_server_config(server.as_ref().map(|s| s.quic.clone()));
+            .set_server_config(server.as_ref().map(|s| s.quic().clone()));
         if server.as_ref().is_some_and(|s| s.group_key.is_some()) {
             self.ticket_key = ticket_key_of(server.as_ref(), [0; 32]);
         }
@@ -248,7 +248,7 @@ impl Endpoint {
             remote,
             "primary",
         );
-        session.client.dial = Some(config.quic.clone());
+        session.client.dial = Some(config.paths.clone());
         let mut record = PathRecord::new(remote, server_name.to_owned(), PathState::Connecting);
         record.conn = Some(Path::new(
             key,
@@ -462,6 +462,11 @@ impl Endpoint {
     pub fn stats(&self) -> EndpointStats {
         let mut s = self.stats;
         s.sessions = self.sessions.len() as u64;
+        s.plain_sessions = self
+            .sessions
+            .values()
+            .filter(|s| s.mode == crate::Mode::Plain)
+            .count() as u64;
         s.connections = self.routes.len() as u64;
         s
     }

@@ -98,7 +98,7 @@ impl Endpoint {
             && let Some((token, transport)) =
                 self.qlog_transport(quinn_proto::Side::Server, remote, &server.config)
         {
-            let mut quic = (*server.quic).clone();
+            let mut quic = (**server.quic()).clone();
             quic.transport_config(transport);
             return (Some(Arc::new(quic)), Some(token));
         }

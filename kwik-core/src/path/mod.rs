@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
+use quinn_proto::crypto::rustls::HandshakeData;
 use quinn_proto::{Connection, Dir, StreamId as QuicStreamId, VarInt};
 use rustc_hash::FxHashMap;
 
@@ -113,6 +114,13 @@ pub(crate) struct Path {
     control_budget: TokenBucket,
     /// This side closed the connection: nothing more is read or written.
     pub(crate) closing: bool,
+    /// The application protocol TLS negotiated, once the handshake data is in.
+    pub(crate) alpn: Option<Bytes>,
+    /// The connection negotiated an application protocol instead of `kwik/1`: its QUIC
+    /// streams are the session's logical streams (a plain session).
+    pub(crate) plain: bool,
+    /// A plain connection's stream events, for its session to hand on.
+    pub(crate) plain_events: Vec<quinn_proto::StreamEvent>,
     /// A raw datagram was handed back for want of room: QUIC says when there is room
     /// again while sending, so each transmit has the path driven to hear it.
     pub(crate) raw_blocked: bool,
@@ -153,8 +161,10 @@ pub(crate) type PathResult<T> = Result<T, ProtocolError>;
 /// What quinn-proto reported for a connection since it was last driven.
 #[derive(Debug, Default)]
 pub(crate) struct Polled {
-    /// A client's handshake completed: the session's first message is due.
+    /// The handshake completed (a client's session's first message is due).
     pub(crate) connected: bool,
+    /// TLS negotiated the application protocol ([`Path::alpn`], [`Path::plain`]).
+    pub(crate) negotiated: bool,
     /// The connection was lost (not closed by this side).
     pub(crate) lost: Option<quinn_proto::ConnectionError>,
     /// Raw datagrams may be sent again.
@@ -194,6 +204,9 @@ impl Path {
             loss_mark: (0, 0),
             control_budget: TokenBucket::new(control_rate),
             closing: false,
+            alpn: None,
+            plain: false,
+            plain_events: Vec::new(),
             raw_blocked: false,
             delegated: BTreeMap::new(),
             copy: CarrierTx::default(),
@@ -225,8 +238,20 @@ impl Path {
         let mut polled = Polled::default();
         while let Some(event) = self.conn.poll() {
             match event {
-                quinn_proto::Event::Connected => polled.connected = !server,
+                quinn_proto::Event::Connected => polled.connected = true,
                 quinn_proto::Event::ConnectionLost { reason } => polled.lost = Some(reason),
+                quinn_proto::Event::HandshakeDataReady => {
+                    self.alpn = self
+                        .conn
+                        .crypto_session()
+                        .handshake_data()
+                        .and_then(|d| d.downcast::<HandshakeData>().ok())
+                        .and_then(|d| d.protocol)
+                        .map(Bytes::from);
+                    self.plain = self.alpn.as_deref().is_some_and(|a| a != crate::ALPN);
+                    polled.negotiated = true;
+                }
+                quinn_proto::Event::Stream(e) if self.plain => self.plain_events.push(e),
                 quinn_proto::Event::Stream(quinn_proto::StreamEvent::Opened { .. }) => {
                     self.accept_streams(server)?;
                 }
@@ -237,9 +262,7 @@ impl Path {
                     self.raw_blocked = false;
                     polled.raw_writable = true;
                 }
-                quinn_proto::Event::Stream(_)
-                | quinn_proto::Event::HandshakeDataReady
-                | quinn_proto::Event::DatagramReceived => {}
+                quinn_proto::Event::Stream(_) | quinn_proto::Event::DatagramReceived => {}
             }
         }
         self.note_progress(now);
@@ -325,6 +348,22 @@ impl Path {
         self.assignment.len()
     }
 
+    /// Once TLS named the protocol, lets the peer open the QUIC streams its mode needs
+    /// (the transport parameters granted what both modes allow): a KWIK path its carriers,
+    /// a plain connection as many streams as `config` allows logical streams.
+    pub(crate) fn set_stream_limits(&mut self, config: &crate::Config) {
+        use crate::config::count;
+        if self.plain {
+            self.conn
+                .set_max_concurrent_streams(Dir::Bi, count(config.max_concurrent_bidi_streams));
+            self.conn
+                .set_max_concurrent_streams(Dir::Uni, count(config.max_concurrent_uni_streams));
+        } else if config.kwik_uni_streams() > config.max_concurrent_uni_streams {
+            self.conn
+                .set_max_concurrent_streams(Dir::Uni, count(config.kwik_uni_streams()));
+        }
+    }
+
     /// Closes the QUIC connection over a KWIK protocol error.
     pub(crate) fn close_with(&mut self, now: std::time::Instant, error: &ProtocolError) {
         let mut reason = error.reason.clone().into_bytes();
@@ -355,5 +394,6 @@ impl Path {
         self.rx.clear();
         self.readable.clear();
         self.control_readable = false;
+        self.plain_events.clear();
     }
 }

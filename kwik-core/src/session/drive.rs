@@ -3,10 +3,11 @@
 //! out.
 
 use kwik_proto::control_frame::Kind;
+use quinn_proto::Side;
 
 use super::effects::Cx;
 use super::schedule::Schedule;
-use super::{Phase, Role, SessionState, limits_to_wire, local_limits};
+use super::{Mode, Phase, Role, SessionState, limits_to_wire, local_limits};
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
 use crate::event::{Event, stream_event};
 use crate::frame::Frame;
@@ -27,22 +28,38 @@ impl SessionState {
     ) -> Result<Option<(Schedule, Vec<Kind>)>, ProtocolError> {
         let schedule = self.schedule(path);
         let now = cx.now;
-        let Some(p) = self.conn_mut(path) else {
+        let Some(p) = self.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
             return Ok(None);
         };
         let Polled {
             connected,
+            negotiated,
             lost,
             raw_writable,
         } = p.poll_quic(now)?;
+        let plain = p.plain;
         if raw_writable {
             cx.event(Event::RawWritable {
                 session: cx.handle,
                 path,
             });
         }
-        if connected {
-            self.start_path(path)?;
+        if negotiated {
+            p.set_stream_limits(&self.config);
+        }
+        if negotiated && plain && path != PathId::PRIMARY {
+            // Other paths offer `kwik/1` alone: a server cannot have chosen anything else.
+            return Err(ProtocolError::new(
+                ErrorCode::Handshake,
+                "a secondary path negotiated an application protocol",
+            ));
+        }
+        if connected && self.side == Side::Client {
+            if plain {
+                self.fall_back(cx);
+            } else {
+                self.start_path(path)?;
+            }
         }
         if let Some(reason) = lost {
             let error = SessionError::from(reason);
@@ -55,6 +72,9 @@ impl SessionState {
         if p.closing || p.conn.is_closed() {
             // Closed by this side, or lost: only the connection's own shutdown remains.
             return Ok(None);
+        }
+        if p.plain {
+            return Ok(Some((schedule, Vec::new())));
         }
         let messages = p.read_control(now)?;
         Ok(Some((schedule, messages)))
@@ -95,6 +115,9 @@ impl SessionState {
         path: PathId,
         schedule: &Schedule,
     ) -> Result<(), ProtocolError> {
+        if self.mode == Mode::Plain {
+            return self.drive_plain(cx);
+        }
         let secondary = self.role == Role::Client && !self.is_peer_path(path);
         let Some(p) = self.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
             return Ok(());

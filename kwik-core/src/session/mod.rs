@@ -23,6 +23,7 @@ mod control;
 mod drive;
 mod effects;
 mod paths;
+mod plain;
 mod primary;
 mod pulls;
 mod schedule;
@@ -57,6 +58,35 @@ impl Role {
             Self::Client => "client",
             Self::Primary => "primary",
             Self::Secondary => "secondary",
+        }
+    }
+}
+
+/// What a session speaks with its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// KWIK (ALPN `kwik/1`): a control stream, logical streams over carriers, paths to
+    /// several servers, delegation and striping.
+    #[default]
+    Kwik,
+    /// Plain QUIC: the peer negotiated one of `Config::app_protocols` by ALPN instead of
+    /// `kwik/1` (a stock HTTP/3 client or a browser reaching a KWIK server, or a KWIK
+    /// client that fell back). One path, no control stream, no carriers: logical stream
+    /// ids are the QUIC stream ids, raw datagrams are QUIC datagrams on path 0, and flow
+    /// control and liveness are QUIC's own (its stream and connection windows, idle
+    /// timeout and keep-alive). What needs other servers degrades: `stripe`, and
+    /// `delegate` to path 0, are served by this server alone through `accept_delegation`,
+    /// one range after another onto the stream; `add_path`, `add_same_peer_path` and
+    /// `delegate` to another path are refused with a typed error.
+    Plain,
+}
+
+impl Mode {
+    /// `kwik` or `plain`, for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kwik => "kwik",
+            Self::Plain => "plain",
         }
     }
 }
@@ -204,6 +234,10 @@ pub(crate) struct SessionState {
     pub(crate) side: Side,
     pub(crate) id: u64,
     pub(crate) phase: Phase,
+    /// KWIK, or plain QUIC with a peer that does not speak it.
+    pub(crate) mode: Mode,
+    /// A plain session's ranges served onto its QUIC streams.
+    pub(crate) plain: plain::PlainState,
     pub(crate) config: Arc<Config>,
     pub(crate) streams: Streams,
     /// Every path this side knows of, connected or not.
@@ -307,6 +341,7 @@ impl SessionState {
             handle = tracing::field::Empty,
             id = tracing::field::Empty,
             role = tracing::field::Empty,
+            mode = tracing::field::Empty,
             peer = %remote,
         );
         Self {
@@ -314,6 +349,8 @@ impl SessionState {
             side,
             id,
             phase: Phase::Handshaking,
+            mode: Mode::Kwik,
+            plain: plain::PlainState::default(),
             config,
             streams,
             paths: BTreeMap::new(),
@@ -353,6 +390,7 @@ impl SessionState {
     pub(crate) fn label_span(&self, h: SessionHandle) {
         self.span.record("handle", h.0);
         self.span.record("role", tracing::field::debug(self.role));
+        self.span.record("mode", self.mode.name());
         self.record_id();
     }
 

@@ -30,6 +30,9 @@ pub enum AddPathError {
     /// The session holds `max_paths_per_session` paths already.
     #[error("path limit reached")]
     TooManyPaths,
+    /// The session is plain (its peer does not speak KWIK): it has one path only.
+    #[error("a plain session has no other paths")]
+    PlainSession,
     /// The session is gone or closed, with the error that ended it.
     #[error("session lost: {0}")]
     SessionLost(SessionError),

@@ -8,7 +8,7 @@ use kwik_proto::DelegationOutcome as WireOutcome;
 use kwik_proto::control_frame::Kind;
 
 use super::effects::Cx;
-use super::{PathState, Role, SessionState};
+use super::{Mode, PathState, Role, SessionState};
 use crate::config::Config;
 use crate::delegation::{DelegateError, DelegationOutcome, Issued};
 use crate::event::Event;
@@ -46,6 +46,14 @@ impl SessionState {
         len: u64,
     ) -> Result<DelegationId, DelegateError> {
         self.check_can_delegate(len)?;
+        if self.mode == Mode::Plain {
+            if path != PathId::PRIMARY {
+                return Err(DelegateError::PlainSession);
+            }
+            return self
+                .plain_range(cx, stream, request, len, false)
+                .map(DelegationId);
+        }
         if !self.usable_paths().contains(&path)
             || (path != PathId::PRIMARY && self.is_peer_path(path))
         {
@@ -79,6 +87,11 @@ impl SessionState {
         len: u64,
     ) -> Result<StripeId, DelegateError> {
         self.check_can_delegate(len)?;
+        if self.mode == Mode::Plain {
+            return self
+                .plain_range(cx, stream, request, len, true)
+                .map(StripeId);
+        }
         if !self.streams.is_sending(stream) {
             return Err(DelegateError::ClosedStream);
         }

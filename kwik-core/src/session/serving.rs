@@ -76,6 +76,9 @@ impl SessionState {
     /// Any server: the application refuses delegation `id` before writing any of it; the
     /// client hears `PullRefused` (`TicketError::Content`) and pulls the range elsewhere.
     pub(crate) fn refuse_outgoing(&mut self, cx: &mut Cx<'_>, id: u64) -> bool {
+        if self.mode == super::Mode::Plain {
+            return self.plain_refuse(cx, id);
+        }
         let Some(out) = self.serving.outgoing.get(&id) else {
             return false;
         };

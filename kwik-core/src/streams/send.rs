@@ -96,6 +96,11 @@ impl Streams {
 
     pub(crate) fn finish(&mut self, id: StreamId) -> Result<(), ClosedStream> {
         let s = self.send.get_mut(&id).ok_or(ClosedStream)?;
+        if s.stopped.is_some() {
+            // As with quinn: finishing a stream the peer stopped (and so reset) is
+            // harmless; `stopped` and writes report the peer's code.
+            return Ok(());
+        }
         if s.state != SendState::Open {
             return Err(ClosedStream);
         }

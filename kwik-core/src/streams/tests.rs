@@ -956,7 +956,12 @@ fn stop_sending_from_the_peer_resets_the_stream_at_the_framed_size() {
         s.write(a, b"x"),
         Err(WriteError::Stopped(VarInt::from_u32(9)))
     );
-    assert_eq!(s.finish(a), Err(ClosedStream));
+    assert_eq!(
+        s.finish(a),
+        Ok(()),
+        "finishing a stopped stream is harmless"
+    );
+    assert_eq!(signals(&mut s), [], "and sends nothing");
     assert_eq!(s.reset(a, VarInt::from_u32(1)), Err(ClosedStream));
     // A repeated STOP_SENDING changes nothing.
     s.on_frame(Frame::StopSending { id: a, code: 9 }).unwrap();

@@ -30,6 +30,15 @@ pub use server::RawServer;
 
 /// A QUIC client config with the KWIK ALPN that trusts only `roots` (TLS 1.3, ring).
 pub fn client_config(roots: &[CertificateDer<'static>]) -> quinn_proto::ClientConfig {
+    client_config_for(roots, kwik_core::ALPN)
+}
+
+/// A QUIC client config offering the ALPN `alpn` alone that trusts only `roots`: with
+/// another protocol than KWIK's, a plain QUIC client.
+pub fn client_config_for(
+    roots: &[CertificateDer<'static>],
+    alpn: &[u8],
+) -> quinn_proto::ClientConfig {
     let mut store = rustls::RootCertStore::empty();
     for cert in roots {
         store.add(cert.clone()).expect("valid root certificate");
@@ -41,7 +50,7 @@ pub fn client_config(roots: &[CertificateDer<'static>]) -> quinn_proto::ClientCo
     .expect("TLS 1.3 is supported")
     .with_root_certificates(store)
     .with_no_client_auth();
-    tls.alpn_protocols = vec![kwik_core::ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = QuicClientConfig::try_from(tls).expect("TLS 1.3 config usable for QUIC");
     quinn_proto::ClientConfig::new(Arc::new(crypto))
 }

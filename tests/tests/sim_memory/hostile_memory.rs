@@ -7,8 +7,6 @@
 //! settled.
 #![allow(clippy::unwrap_used)]
 
-use std::alloc::System;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,19 +15,9 @@ use kwik_core::{Config, Dir, StreamId};
 use kwik_tests::raw::frames;
 use kwik_tests::raw_session::RawSession;
 use quinn_proto::Side;
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use stats_alloc::Region;
 
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-/// The counters are global: scenarios run one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Bytes allocated and not freed since `region` began (reallocations count in both).
-fn live(region: &Region<'_, System>) -> i64 {
-    let c = region.change();
-    c.bytes_allocated as i64 - c.bytes_deallocated as i64
-}
+use super::{GLOBAL, SERIAL, live};
 
 /// Live heap growth while a session is attacked with one-byte frames after a withheld
 /// first byte, filling a stream window of `window` bytes.
