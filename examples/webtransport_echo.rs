@@ -1,15 +1,28 @@
 //! A WebTransport echo server and client over KWIK sessions.
 //!
-//! The server runs `h3-webtransport` unchanged on kwik-h3: it echoes every bidirectional
-//! stream, answers every unidirectional stream with one of its own carrying the same bytes,
-//! echoes every datagram, and closes with a code and reason when the client does. The
-//! client is kwik-h3's.
+//! The server runs `h3-webtransport` unchanged on kwik-h3 (`kwik_examples::webtransport`):
+//! it echoes every bidirectional stream, answers every unidirectional stream with one of
+//! its own carrying the same bytes, echoes every datagram, and closes with a code and
+//! reason when the client does. The client is kwik-h3's. A browser reaches the server too,
+//! as a plain session: the server's certificate is ECDSA P-256 and valid for 13 days, and
+//! it prints the certificate's SHA-256 hash for the page's `serverCertificateHashes`.
 //!
 //! ```text
 //! cargo run --release --example webtransport_echo                      # both, on loopback
 //! cargo run --release --example webtransport_echo -- server --listen 127.0.0.1:4434
 //! cargo run --release --example webtransport_echo -- client https://127.0.0.1:4434/echo
 //! ```
+//!
+//! In a page served from `http://localhost` (a secure context), with the printed hash:
+//!
+//! ```text
+//! const wt = new WebTransport("https://127.0.0.1:4434/echo", {
+//!   serverCertificateHashes: [{ algorithm: "sha-256", value: new Uint8Array([...]) }],
+//! });
+//! ```
+//!
+//! Chromium sends WebTransport for `localhost` to `::1` only: name the server by its IPv4
+//! address when it listens on IPv4.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,11 +32,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use h3_webtransport::server::AcceptedBi;
 use http::Uri;
-use kwik_async::Session;
-use kwik_examples::{client_config, read_cert, resolve, self_signed, server_config};
-use kwik_h3::webtransport::{Client, ServerControl, session_stream};
+use kwik_examples::webtransport::serve;
+use kwik_examples::{
+    cert_hash, client_config, read_cert, read_key, resolve, self_signed, server_config,
+};
+use kwik_h3::webtransport::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Parser)]
@@ -44,6 +58,13 @@ enum Role {
         /// Where to write the self-signed certificate (DER).
         #[arg(long, default_value = "kwik-wt-cert.der")]
         cert_out: PathBuf,
+        /// Serve this certificate (DER) instead of a self-signed one, with `--key`. A
+        /// browser that trusts it by hash needs ECDSA and at most 14 days of validity.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// The key of `--cert` (DER, PKCS#8).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
     },
     /// Open a session, echo streams and datagrams, close.
     Client {
@@ -78,16 +99,26 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     kwik_examples::init_logging(&args.log_level)?;
     match args.role {
-        Some(Role::Server { listen, cert_out }) => {
-            let (cert, key) = self_signed()?;
-            std::fs::write(&cert_out, cert.as_ref())?;
+        Some(Role::Server {
+            listen,
+            cert_out,
+            cert,
+            key,
+        }) => {
+            let (cert, key) = match (cert, key) {
+                (Some(cert), Some(key)) => (read_cert(&cert)?, read_key(&key)?),
+                _ => {
+                    let (cert, key) = self_signed()?;
+                    std::fs::write(&cert_out, cert.as_ref())?;
+                    println!("certificate in {}", cert_out.display());
+                    (cert, key)
+                }
+            };
+            let hash = cert_hash(&cert);
             let server = kwik_tokio::listen(listen, server_config(&cert, &key, config())?)?;
-            println!(
-                "WebTransport echo on {}, certificate in {}",
-                server.local_addr()?,
-                cert_out.display()
-            );
-            serve(server).await;
+            println!("WebTransport echo on {}", server.local_addr()?);
+            println!("certificate SHA-256 (serverCertificateHashes): {hash:?}");
+            serve(server, None).await;
             Ok(())
         }
         Some(Role::Client { url, cert, load }) => {
@@ -102,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
                 server_config(&cert, &key, config())?,
             )?;
             let addr = server.local_addr()?;
-            tokio::spawn(serve(server));
+            tokio::spawn(serve(server, None));
             let url: Uri = format!("https://{addr}/echo").parse()?;
             let load = Load {
                 streams: 1000,
@@ -111,102 +142,6 @@ async fn main() -> anyhow::Result<()> {
             client(addr, url, &cert, load).await
         }
     }
-}
-
-async fn serve(server: kwik_tokio::Endpoint) {
-    while let Some(incoming) = server.accept().await {
-        tokio::spawn(async move {
-            let result = async {
-                let session = incoming.await?;
-                serve_session(session).await
-            }
-            .await;
-            if let Err(e) = result {
-                eprintln!("session: {e:#}");
-            }
-        });
-    }
-}
-
-async fn serve_session(session: Session) -> anyhow::Result<()> {
-    let conn = kwik_h3::Connection::new(session.clone());
-    let control: ServerControl = conn.webtransport_server();
-    let mut h3: h3::server::Connection<_, Bytes> =
-        kwik_h3::webtransport::server_builder().build(conn).await?;
-    let Some(resolver) = h3.accept().await? else {
-        return Ok(());
-    };
-    let (request, stream) = resolver.resolve_request().await?;
-    let wt = Arc::new(kwik_h3::webtransport::accept_session(request, stream, h3).await?);
-    let id = wt.session_id();
-
-    let bidi = {
-        let wt = wt.clone();
-        tokio::spawn(async move {
-            loop {
-                let mut s = match wt.accept_bi().await {
-                    Ok(Some(AcceptedBi::BidiStream(_, s))) => s,
-                    // A request inside the session is not ours to answer.
-                    Ok(Some(AcceptedBi::Request(..))) => continue,
-                    Ok(None) | Err(h3::error::StreamError::ConnectionError(_)) => return,
-                    // One stream that failed before its header (reset early, say).
-                    Err(_) => continue,
-                };
-                tokio::spawn(async move {
-                    let mut got = Vec::new();
-                    if s.read_to_end(&mut got).await.is_ok() && s.write_all(&got).await.is_ok() {
-                        let _ = s.shutdown().await;
-                    }
-                });
-            }
-        })
-    };
-    let uni = {
-        let wt = wt.clone();
-        tokio::spawn(async move {
-            while let Ok(Some((sid, mut s))) = wt.accept_uni().await {
-                let wt = wt.clone();
-                tokio::spawn(async move {
-                    let mut got = Vec::new();
-                    if s.read_to_end(&mut got).await.is_err() {
-                        return;
-                    }
-                    if let Ok(mut back) = wt.open_uni(sid).await
-                        && back.write_all(&got).await.is_ok()
-                    {
-                        let _ = back.shutdown().await;
-                    }
-                });
-            }
-        })
-    };
-    let datagrams = {
-        let wt = wt.clone();
-        let sender = control.datagrams(id);
-        tokio::spawn(async move {
-            let mut reader = wt.datagram_reader();
-            while let Ok(d) = reader.read_datagram().await {
-                if sender.send_wait(d.payload()).await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
-    let closed = control.closed(id).await?;
-    println!(
-        "session {}: the client closed with {} {:?}",
-        session_stream(id),
-        closed.code,
-        closed.reason
-    );
-    control.close(id, closed.code, "echoed").await?;
-    // Closing the connection now could discard the capsule unsent: the client closes it
-    // once it has read the capsule.
-    let _ = tokio::time::timeout(Duration::from_secs(5), session.closed()).await;
-    bidi.abort();
-    uni.abort();
-    datagrams.abort();
-    Ok(())
 }
 
 async fn client(

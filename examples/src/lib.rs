@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod plot;
+pub mod webtransport;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -107,15 +108,29 @@ impl ServerOps {
     }
 }
 
-/// A self-signed certificate for `localhost` and `127.0.0.1`, with its key.
+/// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`, with its key: ECDSA
+/// P-256, valid from an hour ago for 13 days, as browsers require of a certificate they
+/// accept by its hash (WebTransport's `serverCertificateHashes`: at most 14 days, no RSA).
 pub fn self_signed() -> anyhow::Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
-    let cert = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        certified.signing_key.serialize_der(),
-    ));
-    Ok((cert, key))
+    let names = ["localhost", "127.0.0.1", "::1"]
+        .map(str::to_owned)
+        .to_vec();
+    let mut params = rcgen::CertificateParams::new(names)?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(13);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let cert = params.self_signed(&key)?;
+    let der = cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    Ok((der, key))
+}
+
+/// The SHA-256 hash of a certificate, as a page passes it to WebTransport's
+/// `serverCertificateHashes`.
+pub fn cert_hash(cert: &CertificateDer<'_>) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(cert.as_ref()).into()
 }
 
 /// A server config for `cert`.

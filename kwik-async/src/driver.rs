@@ -38,6 +38,56 @@ const RECV_BUF: usize = 64 * 1024;
 /// memory behind a held slice. quinn copies the whole batch at once.
 const RECV_GROUP: usize = 4;
 
+/// The tasks waiting to read one stream. Usually one; several when tasks share a stream's
+/// receive half (h3-webtransport's `accept_uni` and `accept_bi` both poll the streams whose
+/// type is not known yet, each from its own task), and then every one of them must hear of
+/// new data: a single waker, replaced by the last task to poll, leaves the others asleep
+/// with the stream's news taken by another task.
+#[derive(Debug)]
+pub(crate) struct StreamWakers {
+    first: Waker,
+    more: Vec<Waker>,
+}
+
+/// Most distinct tasks [`StreamWakers`] remembers beyond the first; the oldest goes.
+const MORE_READERS: usize = 8;
+
+impl StreamWakers {
+    /// Adds the task of `cx` to the wakers of `stream` in `readers`.
+    pub(crate) fn register(
+        readers: &mut FxHashMap<StreamId, StreamWakers>,
+        stream: StreamId,
+        cx: &Context<'_>,
+    ) {
+        let w = cx.waker();
+        match readers.entry(stream) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Self {
+                    first: w.clone(),
+                    more: Vec::new(),
+                });
+            }
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let r = e.get_mut();
+                if r.first.will_wake(w) || r.more.iter().any(|m| m.will_wake(w)) {
+                    return;
+                }
+                if r.more.len() == MORE_READERS {
+                    r.more.remove(0);
+                }
+                r.more.push(w.clone());
+            }
+        }
+    }
+
+    pub(crate) fn wake(self) {
+        self.first.wake();
+        for w in self.more {
+            w.wake();
+        }
+    }
+}
+
 /// What waits on one session.
 #[derive(Debug, Default)]
 pub(crate) struct SessionWaiters {
@@ -47,7 +97,7 @@ pub(crate) struct SessionWaiters {
     pub(crate) closed: Vec<Waker>,
     pub(crate) accept: [Vec<Waker>; 2],
     pub(crate) open: [Vec<Waker>; 2],
-    pub(crate) readers: FxHashMap<StreamId, Waker>,
+    pub(crate) readers: FxHashMap<StreamId, StreamWakers>,
     pub(crate) writers: FxHashMap<StreamId, Waker>,
     pub(crate) stopped: FxHashMap<StreamId, Waker>,
     pub(crate) raw: Vec<Waker>,
@@ -74,7 +124,10 @@ impl SessionWaiters {
         for w in &mut self.open {
             wakers.append(w);
         }
-        wakers.extend(std::mem::take(&mut self.readers).into_values());
+        for r in std::mem::take(&mut self.readers).into_values() {
+            wakers.push(r.first);
+            wakers.extend(r.more);
+        }
         wakers.extend(std::mem::take(&mut self.writers).into_values());
         wakers.extend(std::mem::take(&mut self.stopped).into_values());
         wakers.append(&mut self.raw);

@@ -245,7 +245,7 @@ impl RecvStream {
                 Poll::Ready(Ok(None))
             }
             Err(kwik_core::ReadError::Blocked) => {
-                state.waiters(h).readers.insert(self.id, cx.waker().clone());
+                crate::driver::StreamWakers::register(&mut state.waiters(h).readers, self.id, cx);
                 Poll::Pending
             }
             Err(kwik_core::ReadError::Reset(code)) => {

@@ -10,13 +10,16 @@
 //! The session types are those of `kwik-async`, which `kwik-tokio` and `kwik-smol` share,
 //! so this crate works on either runtime.
 //!
-//! This is HTTP/3 semantics over a KWIK session, not HTTP/3 over plain QUIC: the peer must
-//! speak KWIK (its control stream, carriers and logical streams), so a stock HTTP/3 client
-//! or a browser cannot connect to a server built on this crate.
+//! The session may be plain ([`kwik_async::Mode::Plain`]): a stock HTTP/3 client (or a
+//! browser's WebTransport) that negotiated `h3` by ALPN on a KWIK server's port, or a
+//! stock HTTP/3 server a KWIK client fell back to. Its logical streams are then the QUIC
+//! streams themselves, so this crate speaks ordinary HTTP/3 over QUIC to such a peer, and
+//! [`Striper::send_striped`] has the primary serve the whole body itself.
 //!
-//! Both sides name HTTP/3 in [`kwik_async::Config::app_protocols`] ([`ALPN`]), as TLS's
-//! ALPN would: a server that lists only [`ALPN`] refuses a session that does not offer it
-//! with `ErrorCode::NoApplicationProtocol`, before any stream exists, and
+//! Both sides name HTTP/3 in [`kwik_async::Config::app_protocols`] ([`ALPN`]), which is
+//! also what TLS's ALPN offers after `kwik/1`. Over KWIK, a server that lists only
+//! [`ALPN`] refuses a session that does not offer it with
+//! `ErrorCode::NoApplicationProtocol`, before any stream exists, and
 //! [`kwik_async::Session::app_protocol`] tells either side what was chosen.
 //!
 //! Errors keep their codes: a session the peer closed with an application code reaches h3

@@ -1,4 +1,5 @@
 //! The examples' servers on real loopback sockets.
 
+mod browser;
 mod dialing;
 mod prometheus;

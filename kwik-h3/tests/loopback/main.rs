@@ -2,6 +2,7 @@
 //! One module per scenario.
 
 mod h3_datagrams;
+mod h3_interop;
 mod h3_loopback;
 mod h3_striped;
 mod webtransport;
