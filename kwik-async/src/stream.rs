@@ -197,6 +197,8 @@ pub struct RecvStream {
     /// Part of a chunk read but not yet handed to the application.
     buffered: Bytes,
     done: bool,
+    /// Stopped by this side: later reads fail rather than report a clean end.
+    stopped: bool,
 }
 
 impl RecvStream {
@@ -206,6 +208,7 @@ impl RecvStream {
             id,
             buffered: Bytes::new(),
             done: false,
+            stopped: false,
         }
     }
 
@@ -222,6 +225,9 @@ impl RecvStream {
         if !self.buffered.is_empty() {
             let n = max.min(self.buffered.len());
             return Poll::Ready(Ok(Some(self.buffered.split_to(n))));
+        }
+        if self.stopped {
+            return Poll::Ready(Err(ReadError::ClosedStream));
         }
         if self.done {
             return Poll::Ready(Ok(None));
@@ -337,18 +343,25 @@ impl RecvStream {
         Ok(first.map_or(out, |f| f.to_vec()))
     }
 
-    /// Stops reading: the peer is asked to stop sending with `code`.
+    /// Stops reading: the peer is asked to stop sending with `code`. Later reads fail with
+    /// `ClosedStream`, as with quinn: a stopped stream never looks finished.
     pub fn stop(&mut self, code: VarInt) -> Result<(), ClosedStream> {
         if self.done {
             return Err(ClosedStream);
         }
         self.done = true;
+        self.stopped = true;
         self.buffered = Bytes::new();
         let mut state = self.session.shared.lock();
         let r = match state.engine.session(self.session.handle) {
             Some(mut s) => s.recv_stream(self.id).stop(code),
             None => Err(ClosedStream),
         };
+        // A task that shares this half (h3's readers do) and waits for data would wait
+        // forever: nothing more arrives on a stopped stream. It reads the stop instead.
+        if let Some(w) = state.waiters(self.session.handle).readers.remove(&self.id) {
+            w.wake();
+        }
         state.wake_driver();
         r
     }

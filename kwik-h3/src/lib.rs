@@ -60,6 +60,11 @@ pub const ALPN: &[u8] = b"h3";
 pub(crate) struct Registry {
     pub(crate) send: Mutex<HashMap<u64, Weak<Mutex<kwik_async::SendStream>>>>,
     pub(crate) recv: Mutex<HashMap<u64, Weak<Mutex<RecvHalf>>>>,
+    /// Set once a [`webtransport::ServerControl`] exists: streams then tell which
+    /// WebTransport session they belong to, by their header.
+    pub(crate) watch: std::sync::atomic::AtomicBool,
+    /// The WebTransport streams of each session, by CONNECT stream id.
+    pub(crate) sessions: Mutex<HashMap<u64, webtransport::Tracked>>,
 }
 
 impl Registry {
@@ -134,10 +139,15 @@ impl<B: Buf> quic::Connection<B> for Connection {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::RecvStream, ConnectionErrorIncoming>> {
         let Some(wt) = &self.webtransport else {
+            let watch = self.registry.watching();
             return self
                 .session
                 .poll_accept_uni(cx)
-                .map_ok(RecvStream::new)
+                .map_ok(|s| {
+                    let mut s = RecvStream::new(s);
+                    s.watch = watch;
+                    s
+                })
                 .map_err(connection_error);
         };
         // A WebTransport client: h3 0.0.8's client does not take WebTransport streams, so
@@ -189,6 +199,7 @@ impl<B: Buf> quic::Connection<B> for Connection {
                 let mut stream = BidiStream::new(halves);
                 stream.send.register(registry);
                 stream.recv.register(registry);
+                stream.recv.watch = registry.watching();
                 stream
             })
             .map_err(connection_error)
@@ -198,6 +209,7 @@ impl<B: Buf> quic::Connection<B> for Connection {
         OpenStreams {
             session: self.session.clone(),
             webtransport: self.webtransport.is_some(),
+            registry: self.registry.clone(),
         }
     }
 }
@@ -210,14 +222,15 @@ impl<B: Buf> quic::OpenStreams<B> for Connection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        open_bidi(&self.session, cx)
+        open_bidi(&self.session, cx, &self.registry)
     }
 
     fn poll_open_send(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        open_send(&self.session, cx, self.webtransport.is_some())
+        let webtransport = self.webtransport.is_some();
+        open_send(&self.session, cx, webtransport, &self.registry)
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
@@ -230,6 +243,7 @@ impl<B: Buf> quic::OpenStreams<B> for Connection {
 pub struct OpenStreams {
     session: Session,
     webtransport: bool,
+    registry: Arc<Registry>,
 }
 
 impl<B: Buf> quic::OpenStreams<B> for OpenStreams {
@@ -240,14 +254,14 @@ impl<B: Buf> quic::OpenStreams<B> for OpenStreams {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        open_bidi(&self.session, cx)
+        open_bidi(&self.session, cx, &self.registry)
     }
 
     fn poll_open_send(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        open_send(&self.session, cx, self.webtransport)
+        open_send(&self.session, cx, self.webtransport, &self.registry)
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
@@ -258,10 +272,17 @@ impl<B: Buf> quic::OpenStreams<B> for OpenStreams {
 fn open_bidi<B: Buf>(
     session: &Session,
     cx: &mut Context<'_>,
+    registry: &Arc<Registry>,
 ) -> Poll<Result<BidiStream<B>, StreamErrorIncoming>> {
     session
         .poll_open_bi(cx)
-        .map_ok(BidiStream::new)
+        .map_ok(|halves| {
+            let mut stream = BidiStream::new(halves);
+            stream.send.watch = registry
+                .watching()
+                .map(|r| (r, Some(Arc::downgrade(&stream.recv.half))));
+            stream
+        })
         .map_err(stream_connection_error)
 }
 
@@ -271,12 +292,14 @@ fn open_send<B: Buf>(
     session: &Session,
     cx: &mut Context<'_>,
     webtransport: bool,
+    registry: &Arc<Registry>,
 ) -> Poll<Result<SendStream<B>, StreamErrorIncoming>> {
     session
         .poll_open_uni(cx)
         .map_ok(|s| {
             let mut s = SendStream::new(s);
             s.announce_webtransport = webtransport;
+            s.watch = registry.watching().map(|r| (r, None));
             s
         })
         .map_err(stream_connection_error)
@@ -374,6 +397,9 @@ pub struct RecvStream {
     half: Arc<Mutex<RecvHalf>>,
     id: u64,
     registry: Option<Arc<Registry>>,
+    /// Until the first bytes arrive: where to file the stream if they are a WebTransport
+    /// header (server side).
+    watch: Option<Arc<Registry>>,
 }
 
 /// A receive half, with what was read off it before its reader took it: the bytes (a
@@ -424,6 +450,7 @@ impl RecvStream {
                 end,
             })),
             registry: None,
+            watch: None,
         }
     }
 
@@ -448,9 +475,15 @@ impl quic::RecvStream for RecvStream {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Self::Buf>, StreamErrorIncoming>> {
-        lock(&self.half)
+        let r = lock(&self.half)
             .poll_chunk(cx, usize::MAX)
-            .map_err(read_error)
+            .map_err(read_error);
+        if let (Poll::Ready(Ok(Some(first))), Some(registry)) = (&r, self.watch.take()) {
+            // The other half of a bidirectional stream, if this side accepted one.
+            let send = registry.send_half(self.id);
+            registry.note_header(first, send, Some(self.half.clone()));
+        }
+        r
     }
 
     fn stop_sending(&mut self, error_code: u64) {
@@ -478,7 +511,13 @@ pub struct SendStream<B: Buf> {
     /// stream, its SETTINGS gain the WebTransport settings.
     announce_webtransport: bool,
     registry: Option<Arc<Registry>>,
+    /// Until the first write: where to file the stream if it starts with a WebTransport
+    /// header (server side), with the other half of a bidirectional stream.
+    watch: Option<(Arc<Registry>, Option<WeakRecv>)>,
 }
+
+/// The receive half of a bidirectional stream, seen from its send half.
+type WeakRecv = Weak<Mutex<RecvHalf>>;
 
 impl<B: Buf> std::fmt::Debug for SendStream<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -501,6 +540,7 @@ impl<B: Buf> SendStream<B> {
             rewritten: None,
             announce_webtransport: false,
             registry: None,
+            watch: None,
         }
     }
 
@@ -597,6 +637,10 @@ impl<B: Buf> quic::SendStreamUnframed<B> for SendStream<B> {
             }));
         }
         self.announce_webtransport = false;
+        if let Some((registry, recv)) = self.watch.take() {
+            let recv = recv.and_then(|r| r.upgrade());
+            registry.note_header(buf.chunk(), Some(self.stream.clone()), recv);
+        }
         let n = ready!(self.stream().poll_send(cx, buf.chunk())).map_err(write_error)?;
         buf.advance(n);
         Poll::Ready(Ok(n))

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
@@ -18,7 +18,7 @@ use kwik_async::{PathId, Session, SessionError, VarInt};
 use super::sniff::{Sniff, Sniffed};
 use super::{
     BUFFERED_STREAM_REJECTED, ClientBidiStream, ClientRecvStream, ClientSendStream, Datagrams,
-    SESSION_GONE, STREAM_CREATION_ERROR, SessionId, WebTransportError, session_stream,
+    STREAM_CREATION_ERROR, SessionId, Tracked, WebTransportError, session_stream,
 };
 use crate::capsule::{CapsuleReader, close_capsule};
 use crate::{Closed, Connection, lock};
@@ -81,48 +81,6 @@ impl Future for Driver {
             self.shared.fail(SessionError::LocallyClosed);
         }
         r
-    }
-}
-
-/// A session's streams, held weakly: a stream the application dropped is left out.
-#[derive(Default)]
-struct Tracked {
-    send: Vec<Weak<Mutex<kwik_async::SendStream>>>,
-    recv: Vec<Weak<Mutex<crate::RecvHalf>>>,
-    /// Dropped streams are pruned when the lists reach this length, so they stay within
-    /// twice the live streams.
-    prune_at: usize,
-    ended: bool,
-}
-
-impl Tracked {
-    fn add(
-        &mut self,
-        send: Option<&Arc<Mutex<kwik_async::SendStream>>>,
-        recv: Option<&Arc<Mutex<crate::RecvHalf>>>,
-    ) {
-        if self.send.len() + self.recv.len() >= self.prune_at {
-            self.send.retain(|w| w.strong_count() > 0);
-            self.recv.retain(|w| w.strong_count() > 0);
-            self.prune_at = (2 * (self.send.len() + self.recv.len())).max(64);
-        }
-        self.send.extend(send.map(Arc::downgrade));
-        self.recv.extend(recv.map(Arc::downgrade));
-    }
-
-    /// Resets every send half and stops every receive half still held (once).
-    fn end(&mut self) {
-        if std::mem::replace(&mut self.ended, true) {
-            return;
-        }
-        let code = VarInt::from_u64(SESSION_GONE).unwrap_or(VarInt::MAX);
-        // Halves that already ended have nothing left to refuse.
-        for send in self.send.drain(..).filter_map(|w| w.upgrade()) {
-            let _ = lock(&send).reset(code);
-        }
-        for recv in self.recv.drain(..).filter_map(|w| w.upgrade()) {
-            let _ = lock(&recv).stream.stop(code);
-        }
     }
 }
 

@@ -24,15 +24,18 @@
 //! [`Connection`]: crate::Connection
 //! [`Connection::with_datagram_path`]: crate::Connection::with_datagram_path
 
+use std::sync::{Arc, Mutex, Weak};
+
 use bytes::{Bytes, BytesMut};
 use h3::error::{ConnectionError, StreamError};
 use h3::quic::{StreamErrorIncoming, StreamId};
 use h3::stream::BufRecvStream;
-use kwik_async::{PathId, RawSendError, ReadError, Session, SessionError, WriteError};
+use kwik_async::{PathId, RawSendError, ReadError, Session, SessionError, VarInt, WriteError};
 
 pub use h3::webtransport::SessionId;
 pub use h3_webtransport;
 
+use crate::lock;
 use crate::varint::put_varint;
 
 mod client;
@@ -159,4 +162,73 @@ impl Datagrams {
             .max_raw_size(self.path)
             .map(|m| m.saturating_sub(self.head.len()))
     }
+}
+
+/// A session's streams, held weakly: a stream the application dropped is left out.
+#[derive(Debug, Default)]
+pub(crate) struct Tracked {
+    send: Vec<Weak<Mutex<kwik_async::SendStream>>>,
+    recv: Vec<Weak<Mutex<crate::RecvHalf>>>,
+    /// Dropped streams are pruned when the lists reach this length, so they stay within
+    /// twice the live streams.
+    prune_at: usize,
+    ended: bool,
+}
+
+impl Tracked {
+    pub(crate) fn add(
+        &mut self,
+        send: Option<&Arc<Mutex<kwik_async::SendStream>>>,
+        recv: Option<&Arc<Mutex<crate::RecvHalf>>>,
+    ) {
+        if self.ended {
+            // The session is over: a stream of it that comes late ends at once.
+            let code = VarInt::from_u64(SESSION_GONE).unwrap_or(VarInt::MAX);
+            if let Some(send) = send {
+                let _ = lock(send).reset(code);
+            }
+            if let Some(recv) = recv {
+                end_recv(recv, code);
+            }
+            return;
+        }
+        if self.send.len() + self.recv.len() >= self.prune_at {
+            self.send.retain(|w| w.strong_count() > 0);
+            self.recv.retain(|w| w.strong_count() > 0);
+            self.prune_at = (2 * (self.send.len() + self.recv.len())).max(64);
+        }
+        self.send.extend(send.map(Arc::downgrade));
+        self.recv.extend(recv.map(Arc::downgrade));
+    }
+
+    /// Resets every send half and stops every receive half still held (once).
+    pub(crate) fn end(&mut self) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let code = VarInt::from_u64(SESSION_GONE).unwrap_or(VarInt::MAX);
+        // Halves that already ended have nothing left to refuse.
+        for send in self.send.drain(..).filter_map(|w| w.upgrade()) {
+            let _ = lock(&send).reset(code);
+        }
+        for recv in self.recv.drain(..).filter_map(|w| w.upgrade()) {
+            end_recv(&recv, code);
+        }
+    }
+}
+
+/// Stops a receive half of a session that ended, and leaves its reader the session's end
+/// to read, [`SESSION_GONE`] as if the peer had reset it: whoever holds the half must not
+/// take what it read so far for the whole stream.
+fn end_recv(recv: &Mutex<crate::RecvHalf>, code: VarInt) {
+    let mut half = lock(recv);
+    if half.stream.stop(code).is_ok() {
+        half.prefix = None;
+        half.end = Some(Err(ReadError::Reset(code)));
+    }
+}
+
+/// Whether a stream (or first frame) type is a WebTransport stream header's.
+pub(crate) fn is_stream_header(ty: u64) -> bool {
+    ty == WT_UNI || ty == WT_BIDI
 }

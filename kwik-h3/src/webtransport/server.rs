@@ -9,9 +9,10 @@ use std::task::{Poll, ready};
 use bytes::Bytes;
 use kwik_async::{PathId, Session, SessionError};
 
-use super::{Datagrams, SessionId, WebTransportError, session_stream};
+use super::{Datagrams, SessionId, WebTransportError, is_stream_header, session_stream};
 use crate::capsule::{FrameReader, close_capsule, data_frame};
-use crate::{Closed, Connection, Registry, lock};
+use crate::varint::get_varint;
+use crate::{Closed, Connection, RecvHalf, Registry, lock};
 
 /// An h3 server builder with what WebTransport needs: WebTransport, extended CONNECT and
 /// HTTP datagrams on, one WebTransport session per connection.
@@ -84,11 +85,59 @@ struct CloseWatch {
     closed: Option<Closed>,
 }
 
+impl Registry {
+    /// This registry, if a [`ServerControl`] watches the connection's WebTransport streams.
+    pub(crate) fn watching(self: &Arc<Self>) -> Option<Arc<Self>> {
+        self.watch
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| self.clone())
+    }
+
+    /// Files a stream under its WebTransport session if `first` (its first bytes) is a
+    /// WebTransport stream header naming a CONNECT stream this side accepted. A header cut
+    /// short leaves the stream unfiled.
+    pub(crate) fn note_header(
+        &self,
+        first: &[u8],
+        send: Option<Arc<Mutex<kwik_async::SendStream>>>,
+        recv: Option<Arc<Mutex<RecvHalf>>>,
+    ) {
+        let Some((ty, n)) = get_varint(first) else {
+            return;
+        };
+        let Some((session, _)) = get_varint(&first[n..]) else {
+            return;
+        };
+        // The header names the session by its CONNECT stream's id.
+        if !is_stream_header(ty) || self.send_half(session).is_none() {
+            return;
+        }
+        let mut sessions = lock(&self.sessions);
+        if !sessions.contains_key(&session) && sessions.len() >= 16 {
+            // Sessions whose CONNECT stream is gone keep nothing worth ending.
+            sessions.retain(|id, _| self.send_half(*id).is_some());
+        }
+        sessions
+            .entry(session)
+            .or_default()
+            .add(send.as_ref(), recv.as_ref());
+    }
+
+    /// Resets and stops the streams of a WebTransport session (and those that come later)
+    /// with [`super::SESSION_GONE`].
+    pub(crate) fn end_session(&self, session: u64) {
+        lock(&self.sessions).entry(session).or_default().end();
+    }
+}
+
 impl Connection {
     /// The WebTransport controls of this (server) connection; see [`ServerControl`]. Its
     /// datagrams go on the path chosen with [`Connection::with_datagram_path`] before this
     /// call.
     pub fn webtransport_server(&self) -> ServerControl {
+        self.registry
+            .watch
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         ServerControl {
             registry: self.registry.clone(),
             session: self.session.clone(),
@@ -100,7 +149,8 @@ impl Connection {
 
 impl ServerControl {
     /// Closes `session`: sends CLOSE_WEBTRANSPORT_SESSION with `code` and `reason` (cut to
-    /// [`crate::MAX_CLOSE_REASON`] bytes) on its CONNECT stream and finishes the stream.
+    /// [`crate::MAX_CLOSE_REASON`] bytes) on its CONNECT stream and finishes the stream,
+    /// then resets and stops the session's streams with [`super::SESSION_GONE`].
     pub async fn close(
         &self,
         session: SessionId,
@@ -118,11 +168,13 @@ impl ServerControl {
             written += poll_fn(|cx| lock(&send).poll_send(cx, &frame[written..])).await?;
         }
         lock(&send).finish()?;
+        self.registry.end_session(id);
         Ok(())
     }
 
     /// Waits until the client ends `session`: its close capsule, or the end of its CONNECT
-    /// stream without one (code 0, no reason). It reads the CONNECT stream, which
+    /// stream without one (code 0, no reason); the session's streams are then reset and
+    /// stopped with [`super::SESSION_GONE`]. It reads the CONNECT stream, which
     /// h3-webtransport leaves alone once the session is accepted: one call at a time per
     /// session. A call dropped halfway loses nothing; a later call returns the same close.
     pub async fn closed(&self, session: SessionId) -> Result<Closed, WebTransportError> {
@@ -152,6 +204,7 @@ impl ServerControl {
                 };
                 if let Some(closed) = closed {
                     watch.closed = Some(closed.clone());
+                    self.registry.end_session(id);
                     return Poll::Ready(Ok(closed));
                 }
             }

@@ -2,7 +2,8 @@
 //! server unchanged, and kwik-h3's client. 1,000 bidirectional echoes, unidirectional
 //! streams both ways, a bidirectional stream the server opens, 10,000 datagrams each way
 //! with the senders waiting for buffer space, and a close with a code and reason seen at
-//! both ends, which resets a stream the client left open with WEBTRANSPORT_SESSION_GONE.
+//! both ends, which resets the streams either side left open with
+//! WEBTRANSPORT_SESSION_GONE.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
@@ -168,6 +169,10 @@ async fn server(session: Session, spawn: Spawn) {
     ours.read_to_end(&mut answer).await.unwrap();
     assert_eq!(answer, b"answered: from the server");
 
+    // A stream the server holds open until the session ends.
+    let mut held = wt.open_bi(id).await.unwrap();
+    held.write_all(b"held by the server").await.unwrap();
+
     // Datagrams both ways, each sender waiting for room.
     let mut reader = wt.datagram_reader();
     let datagrams = control.datagrams(id);
@@ -196,8 +201,13 @@ async fn server(session: Session, spawn: Spawn) {
             reason: "client done".into()
         }
     );
-    // The stream the client held open was reset when it closed the session.
+    // The stream the client held open was reset when it closed the session, and the one
+    // the server held was reset on this side when the close arrived.
     assert_eq!(reset_rx.await.unwrap(), SESSION_GONE);
+    assert!(
+        held.write_all(b"more").await.is_err(),
+        "the server's stream of the closed session is reset"
+    );
     control.close(id, 8, "server done").await.unwrap();
     let stats = session.stats();
     assert_eq!(
