@@ -16,6 +16,14 @@
 //!   client and server over `kwik-h3` against the same over `h3-quinn` and plain quinn;
 //! - `stripe_gbps_1`, `stripe_gbps_3`: one body striped (`stripe`) by a primary alone and
 //!   by a primary with two secondaries, against `bulk_gbps` of the same run;
+//! - `plain_bulk_gbps`, `plain_small_streams_per_s`, `plain_rr_p99_us`: a quinn client and a KWIK server's
+//!   plain session (the client speaks an application protocol, not KWIK), against a quinn
+//!   client and a quinn server, both pairs with the QUIC settings a KWIK endpoint gives a
+//!   plain session;
+//! - `first_get`: an h3-quinn client's first GET of 1 KiB through a relay that holds each
+//!   datagram 10 ms each way, from a kwik-h3 server (a plain session) and from an h3-quinn
+//!   server: UDP payload bytes each way, round trips to the last body byte (not with
+//!   `--reps`: one GET each);
 //! - `limit_udp_gbps`: a plain UDP socket pair with GSO and GRO, no crypto;
 //! - `limit_aead_gbps`: AES-128-GCM (ring) sealing and opening 1,200-byte packets on one
 //!   core: the rate at which one core can both seal and open;
@@ -29,15 +37,16 @@
 use clap::Parser;
 use kwik_core::Config;
 
+mod first_get;
 mod limits;
 mod pairs;
 mod report;
 mod workloads;
 
 use limits::{cpu_ns, limit_aead, limit_udp};
-use pairs::{ServerThread, kwik_pair, quinn_pair};
+use pairs::{ServerThread, kwik_pair, plain_pair, plain_transport, quinn_pair, quinn_pair_with};
 use report::{Report, percentile};
-use workloads::{h3_on_kwik, h3_on_quinn, on_kwik, on_quinn, stripe};
+use workloads::{h3_on_kwik, h3_on_quinn, on_kwik, on_plain, on_quinn, stripe};
 
 #[derive(Parser, Clone)]
 struct Args {
@@ -59,7 +68,8 @@ struct Args {
     /// Repetitions of every measurement; the median is printed with min and max.
     #[arg(long, default_value_t = 9)]
     reps: usize,
-    /// Only these figures (comma-separated prefixes: bulk, small, rr, h3, stripe, limit).
+    /// Only these figures (comma-separated prefixes: bulk, small, plain, first_get, rr,
+    /// h3, stripe, limit).
     #[arg(long)]
     only: Option<String>,
     /// Also write the figures as JSON lines here.
@@ -228,6 +238,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
             report.figure(&name, &rates, Some(&quinn));
         }
         report.figure("cpu_us_per_stream", &kcpu, Some(&qcpu));
+    }
+    if wanted(&args, "plain") {
+        let (mut bulk, mut bulk_q, mut small, mut small_q) = (vec![], vec![], vec![], vec![]);
+        let n = args.streams;
+        for _ in 0..reps {
+            let (c, s) = quinn_pair_with(srv, plain_transport(), Some(b"perf")).await?;
+            bulk_q.push(on_quinn::bulk(c, s, srv, total).await);
+            let (c, s) = plain_pair(srv).await?;
+            bulk.push(on_plain::bulk(c, s, srv, total).await);
+            let (c, s) = quinn_pair_with(srv, plain_transport(), Some(b"perf")).await?;
+            small_q.push(on_quinn::small_streams(c, s, srv, n, args.concurrency).await);
+            let (c, s) = plain_pair(srv).await?;
+            small.push(on_plain::small_streams(c, s, srv, n, args.concurrency).await);
+        }
+        let (mut rr, mut rr_q) = (vec![], vec![]);
+        for _ in 0..reps {
+            let (c, s) = quinn_pair_with(srv, plain_transport(), Some(b"perf")).await?;
+            let mut samples = on_quinn::rr(c, s, srv, args.rr / 10, args.rr).await;
+            rr_q.push(percentile(&mut samples, 990));
+            let (c, s) = plain_pair(srv).await?;
+            let mut samples = on_plain::rr(c, s, srv, args.rr / 10, args.rr).await;
+            rr.push(percentile(&mut samples, 990));
+        }
+        report.figure("plain_bulk_gbps", &bulk, Some(&bulk_q));
+        report.figure("plain_small_streams_per_s", &small, Some(&small_q));
+        report.figure("plain_rr_p99_us", &rr, Some(&rr_q));
+    }
+    if wanted(&args, "first_get") {
+        for (name, kwik) in [("kwik-h3", true), ("h3-quinn", false)] {
+            let f = first_get::first_get(kwik).await?;
+            println!(
+                "first_get {name}: {} bytes up, {} bytes down, {:.2} round trips",
+                f.up, f.down, f.round_trips
+            );
+        }
     }
     if wanted(&args, "rr") {
         let warmup = args.rr / 10;

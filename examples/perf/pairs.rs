@@ -87,12 +87,94 @@ pub(crate) async fn kwik_pair(
 pub(crate) async fn quinn_pair(
     srv: &Handle,
 ) -> anyhow::Result<(quinn::Connection, quinn::Connection)> {
-    let (cert, key) = self_signed()?;
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(1024u32.into());
     transport.max_concurrent_uni_streams(1024u32.into());
-    let transport = Arc::new(transport);
-    let mut server_cfg = quinn::ServerConfig::with_single_cert(vec![cert.clone()], key)?;
+    quinn_pair_with(srv, Arc::new(transport), None).await
+}
+
+/// The QUIC transport settings a KWIK endpoint with [`kwik_config`] gives a plain session:
+/// stream windows of `max(receive_window, 16 MiB)` (32 MiB), twice that for the
+/// connection and the send window, 1,024 streams each way, keep-alive every 10 s.
+pub(crate) fn plain_transport() -> Arc<quinn::TransportConfig> {
+    let window = 32u32 << 20;
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(1024u32.into());
+    t.max_concurrent_uni_streams(1024u32.into());
+    t.stream_receive_window(window.into());
+    t.receive_window((2 * window).into());
+    t.send_window(2 * u64::from(window));
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(10)));
+    Arc::new(t)
+}
+
+/// A quinn client and a KWIK server's plain session (the client offers the application
+/// protocol alone), both sides with [`plain_transport`]'s settings.
+pub(crate) async fn plain_pair(
+    srv: &Handle,
+) -> anyhow::Result<(quinn::Connection, kwik_tokio::Session)> {
+    let (cert, key) = self_signed()?;
+    let mut config = kwik_config(4);
+    config.app_protocols = vec![PLAIN_ALPN.to_vec()];
+    let config = server_config(&cert, &key, config)?;
+    let server = srv
+        .spawn(async move { kwik_tokio::Endpoint::server(config, LOOPBACK) })
+        .await??;
+    let addr = server.local_addr()?;
+    let accepted = srv.spawn(async move {
+        let session = server.accept().await.expect("incoming").await;
+        (session, server)
+    });
+    let c = quinn_client(&cert, plain_transport(), Some(PLAIN_ALPN))?
+        .connect(addr, "localhost")?
+        .await?;
+    let (s, _server) = accepted.await?;
+    let s = s?;
+    anyhow::ensure!(s.mode() == kwik_tokio::Mode::Plain, "not a plain session");
+    Ok((c, s))
+}
+
+/// The application protocol of [`plain_pair`].
+const PLAIN_ALPN: &[u8] = b"perf";
+
+fn quinn_client(
+    cert: &rustls::pki_types::CertificateDer<'static>,
+    transport: Arc<quinn::TransportConfig>,
+    alpn: Option<&[u8]>,
+) -> anyhow::Result<quinn::Endpoint> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone())?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = alpn.into_iter().map(<[u8]>::to_vec).collect();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut client_cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    client_cfg.transport_config(transport);
+    let mut client = quinn::Endpoint::client(LOOPBACK)?;
+    client.set_default_client_config(client_cfg);
+    Ok(client)
+}
+
+/// A quinn pair with `transport` on both sides (and ALPN `alpn`, if given).
+pub(crate) async fn quinn_pair_with(
+    srv: &Handle,
+    transport: Arc<quinn::TransportConfig>,
+    alpn: Option<&[u8]>,
+) -> anyhow::Result<(quinn::Connection, quinn::Connection)> {
+    let (cert, key) = self_signed()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.clone()], key)?;
+    tls.alpn_protocols = alpn.into_iter().map(<[u8]>::to_vec).collect();
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server_cfg.transport_config(transport.clone());
     let server = srv
         .spawn(async move { quinn::Endpoint::server(server_cfg, LOOPBACK) })
@@ -102,13 +184,9 @@ pub(crate) async fn quinn_pair(
         let conn = server.accept().await.expect("incoming").await;
         (conn, server)
     });
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert)?;
-    let mut client_cfg = quinn::ClientConfig::with_root_certificates(Arc::new(roots))?;
-    client_cfg.transport_config(transport);
-    let mut client = quinn::Endpoint::client(LOOPBACK)?;
-    client.set_default_client_config(client_cfg);
-    let c = client.connect(addr, "localhost")?.await?;
+    let c = quinn_client(&cert, transport, alpn)?
+        .connect(addr, "localhost")?
+        .await?;
     let (s, _server) = accepted.await?;
     Ok((c, s?))
 }

@@ -17,12 +17,15 @@ const MSG: usize = 1024;
 /// The same workload code for both stacks: their stream APIs have the same shape.
 macro_rules! workloads {
     ($name:ident, $conn:ty) => {
+        workloads!($name, $conn, $conn);
+    };
+    ($name:ident, $conn:ty, $server:ty) => {
         pub(crate) mod $name {
             use super::*;
 
             pub(crate) async fn bulk(
                 client: $conn,
-                server: $conn,
+                server: $server,
                 srv: &Handle,
                 total: u64,
             ) -> f64 {
@@ -48,7 +51,7 @@ macro_rules! workloads {
 
             pub(crate) async fn small_streams(
                 client: $conn,
-                server: $conn,
+                server: $server,
                 srv: &Handle,
                 count: usize,
                 concurrency: usize,
@@ -90,7 +93,7 @@ macro_rules! workloads {
 
             pub(crate) async fn rr(
                 client: $conn,
-                server: $conn,
+                server: $server,
                 srv: &Handle,
                 warmup: usize,
                 rounds: usize,
@@ -149,6 +152,7 @@ impl NextChunk for quinn::RecvStream {
 
 workloads!(on_kwik, kwik_tokio::Session);
 workloads!(on_quinn, quinn::Connection);
+workloads!(on_plain, quinn::Connection, kwik_tokio::Session);
 
 /// The same h3 code over both stacks.
 macro_rules! h3_workload {
