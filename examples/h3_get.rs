@@ -1,5 +1,7 @@
-//! Downloads a URL from an HTTP/3-over-KWIK server (`h3_server`) with a progress bar, and
-//! prints how much of the body each server of the session sent.
+//! Downloads a URL from an HTTP/3 server with a progress bar, and prints how much of the
+//! body each server of the session sent. Against a KWIK server (`h3_server`) the body may
+//! come from several servers; against any other HTTP/3 server the session falls back to
+//! plain HTTP/3 over one connection, and says so.
 //!
 //! `cargo run --release --example h3_get -- https://localhost:4433/big.bin --cert
 //! kwik-cert.der --wait-paths 2`
@@ -54,7 +56,11 @@ async fn main() -> anyhow::Result<()> {
     let client = trusting(args.cert.as_deref(), config)?;
     let (endpoint, session) =
         dial_first(&client, &addrs, &server_name, Duration::from_secs(5)).await?;
-    if args.wait_paths > 0 {
+    if session.mode() == kwik_tokio::Mode::Plain {
+        println!(
+            "{server_name} does not speak KWIK: plain HTTP/3 over one connection (fallback)"
+        );
+    } else if args.wait_paths > 0 {
         wait_paths(&session, args.wait_paths, Duration::from_secs(5)).await?;
     }
     let (mut driver, mut send) = h3::client::new(kwik_h3::Connection::new(session.clone())).await?;

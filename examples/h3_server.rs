@@ -9,7 +9,9 @@
 //! `cargo run --release --example h3_get -- https://localhost:4433/big.bin --cert
 //! kwik-cert.der` (the certificate is self-signed: the client pins it).
 //!
-//! This is HTTP/3 over a KWIK session: only KWIK clients (`h3_get`) can connect.
+//! KWIK clients (`h3_get`) and stock HTTP/3 clients share the port: a client that does not
+//! speak KWIK (curl, a browser, any h3 library) negotiates `h3` by ALPN and is served as a
+//! plain session by the same code, its striped bodies by this server alone.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,7 +98,12 @@ async fn main() -> anyhow::Result<()> {
         };
         tokio::spawn(kwik_h3::serve_stripes(session.clone(), find, spawn));
         if session.role() == Role::Primary {
-            for addr in &args.secondary {
+            // A plain session (a client that does not speak KWIK) has no other path.
+            let secondaries = match session.mode() {
+                kwik_tokio::Mode::Kwik => &args.secondary[..],
+                kwik_tokio::Mode::Plain => &[],
+            };
+            for addr in secondaries {
                 if let Err(e) = session.add_path(*addr, &args.secondary_name) {
                     eprintln!("cannot add {addr}: {e}");
                 }

@@ -387,7 +387,12 @@ pub async fn serve(endpoint: Endpoint, secondaries: Vec<SocketAddr>, server_name
         };
         tokio::spawn(serve_delegations(session.clone()));
         if session.role() == Role::Primary {
-            for addr in &secondaries {
+            // A plain session (a client that does not speak KWIK) has no other path.
+            let secondaries = match session.mode() {
+                kwik_tokio::Mode::Kwik => &secondaries[..],
+                kwik_tokio::Mode::Plain => &[],
+            };
+            for addr in secondaries {
                 if let Err(e) = session.add_path(*addr, &server_name) {
                     eprintln!("cannot add {addr}: {e}");
                 }
