@@ -57,9 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let (endpoint, session) =
         dial_first(&client, &addrs, &server_name, Duration::from_secs(5)).await?;
     if session.mode() == kwik_tokio::Mode::Plain {
-        println!(
-            "{server_name} does not speak KWIK: plain HTTP/3 over one connection (fallback)"
-        );
+        println!("{server_name} does not speak KWIK: plain HTTP/3 over one connection (fallback)");
     } else if args.wait_paths > 0 {
         wait_paths(&session, args.wait_paths, Duration::from_secs(5)).await?;
     }

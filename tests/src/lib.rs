@@ -12,7 +12,9 @@
 //!   secondaries);
 //! - [`runtimes`]: runners for the suites run on both async runtimes;
 //! - [`soak`]: many sessions, faults and hostile peers over a virtual minute;
-//! - [`app`]: small application behaviours (echo servers, bulk readers) for scenarios.
+//! - [`app`]: small application behaviours (echo servers, bulk readers) for scenarios;
+//! - [`stock`]: quinn endpoints that speak an application protocol and no KWIK, for the
+//!   interop suites.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod app;
@@ -27,3 +29,4 @@ pub mod raw_session;
 pub mod runtimes;
 pub mod sim;
 pub mod soak;
+pub mod stock;

@@ -1,6 +1,8 @@
 //! Incoming connections and their set-up: a server path's first control message, a Hello
 //! (a new session) or a Join (a secondary's, or a same-peer address's, path).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -10,6 +12,7 @@ use quinn_proto::Side;
 use rand::Rng;
 
 use super::{Endpoint, Event, Loose, Route, label_path_span, path_span};
+use crate::config::Config;
 use crate::error::{ErrorCode, ProtocolError};
 use crate::ids::{ConnKey, PathId, SessionHandle};
 use crate::join;
@@ -117,21 +120,12 @@ impl Endpoint {
         let Some(Loose { path: mut p, .. }) = self.loose.remove(&key) else {
             return Ok(());
         };
-        let h = SessionHandle(self.next_session);
-        self.next_session += 1;
-        let id: u64 = self.rng.random();
-        let mut session = SessionState::new(Side::Server, id, config.clone(), p.remote);
+        let (h, mut session) = self.new_server_session(now, &config, p.remote);
         session
             .streams
             .set_peer_limits(limits_from_wire(hello.limits));
         session.phase = Phase::Established;
         session.app_protocol = app_protocol.clone();
-        if config.metrics_enabled {
-            session.next_metrics = Some(now + config.metrics_interval);
-        }
-        session.label_span(h);
-        label_path_span(&p.span, h, PathId::PRIMARY, "primary");
-        tracing::info!(parent: &session.span, "session accepted");
         // Servers probe too: a dead client is noticed within the health window rather
         // than QUIC's idle timeout.
         p.health.start(
@@ -141,18 +135,11 @@ impl Endpoint {
         );
         p.send_control(Kind::Welcome(kwik_proto::Welcome {
             version: kwik_proto::VERSION,
-            session_id: id,
+            session_id: session.id,
             limits: Some(limits_to_wire(local_limits(&config), &config)),
             app_protocol: app_protocol.map(Vec::from).unwrap_or_default(),
         }));
-        session.paths.insert(
-            PathId::PRIMARY,
-            PathRecord::new(p.remote, String::new(), PathState::Active),
-        );
-        self.sessions.insert(h, session);
-        self.attach(h, p);
-        self.events.push_back(Event::Incoming(h));
-        self.qlog_label(key, h, PathId::PRIMARY, "primary");
+        self.admit(h, session, p, "primary");
         Ok(())
     }
 
@@ -162,26 +149,43 @@ impl Endpoint {
     pub(super) fn accept_plain(&mut self, now: Instant, key: ConnKey) -> Option<SessionHandle> {
         let config = self.server.as_ref()?.config.clone();
         let Loose { path: p, .. } = self.loose.remove(&key)?;
-        let h = SessionHandle(self.next_session);
-        self.next_session += 1;
-        let id: u64 = self.rng.random();
-        let mut session = SessionState::new(Side::Server, id, config.clone(), p.remote);
+        let (h, mut session) = self.new_server_session(now, &config, p.remote);
         session.start_plain(p.alpn.clone().unwrap_or_default());
+        self.admit(h, session, p, "plain");
+        Some(h)
+    }
+
+    /// A new session of this server with a client at `remote`: its handle and state.
+    fn new_server_session(
+        &mut self,
+        now: Instant,
+        config: &Arc<Config>,
+        remote: SocketAddr,
+    ) -> (SessionHandle, SessionState) {
+        let h = self.new_session_handle();
+        let id: u64 = self.rng.random();
+        let mut session = SessionState::new(Side::Server, id, config.clone(), remote);
         if config.metrics_enabled {
             session.next_metrics = Some(now + config.metrics_interval);
         }
+        (h, session)
+    }
+
+    /// Session `h` takes connection `p` as its primary path (`kind` names the path in its
+    /// span and qlog trace), and the application hears of the session.
+    fn admit(&mut self, h: SessionHandle, mut session: SessionState, p: Path, kind: &'static str) {
         session.label_span(h);
-        label_path_span(&p.span, h, PathId::PRIMARY, "plain");
-        tracing::info!(parent: &session.span, "plain session accepted");
+        label_path_span(&p.span, h, PathId::PRIMARY, kind);
+        tracing::info!(parent: &session.span, "session accepted");
         session.paths.insert(
             PathId::PRIMARY,
             PathRecord::new(p.remote, String::new(), PathState::Active),
         );
+        let key = p.key;
         self.sessions.insert(h, session);
         self.attach(h, p);
         self.events.push_back(Event::Incoming(h));
-        self.qlog_label(key, h, PathId::PRIMARY, "plain");
-        Some(h)
+        self.qlog_label(key, h, PathId::PRIMARY, kind);
     }
 
     /// The first control message of a server path was a Join.
@@ -243,8 +247,7 @@ impl Endpoint {
         let Some(Loose { path: mut p, .. }) = self.loose.remove(&key) else {
             return Ok(());
         };
-        let h = SessionHandle(self.next_session);
-        self.next_session += 1;
+        let h = self.new_session_handle();
         let mut session = SessionState::new(Side::Server, join.session_id, config, p.remote);
         // A secondary serves delegated ranges only: the client opens no streams on it.
         session.streams = Streams::new(

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
 use kwik_async::{GroupKey, Mode, PathEvent, Role, ServerConfig, Session};
-use kwik_core::{Config, rustls};
+use kwik_core::Config;
 use kwik_h3::{Content, StripedRequest};
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
@@ -152,45 +152,51 @@ where
     body.freeze()
 }
 
+/// h3's client on `conn`, its driver on a task of its own.
+async fn h3_client<C>(
+    conn: C,
+) -> (
+    h3::client::SendRequest<C::OpenStreams, Bytes>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    C: h3::quic::Connection<Bytes> + Send + 'static,
+    C::OpenStreams: Send,
+    C::RecvStream: Send,
+    C::BidiStream: Send,
+    <C as h3::quic::OpenStreams<Bytes>>::SendStream: Send,
+    <C as h3::quic::OpenStreams<Bytes>>::BidiStream: Send,
+{
+    let (mut driver, send) = h3::client::new(conn).await.unwrap();
+    let drive = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    (send, drive)
+}
+
+/// GETs every file through `send`, each body compared whole.
+async fn get_every_file<T: h3::quic::OpenStreams<Bytes>>(
+    send: &mut h3::client::SendRequest<T, Bytes>,
+    files: &BTreeMap<&'static str, Content>,
+) {
+    for path in ["/0", "/1", "/1m", STRIPED] {
+        let body = get(send, path).await;
+        assert_whole(path, &body, files);
+    }
+}
+
 fn assert_whole(path: &str, got: &Bytes, files: &BTreeMap<&'static str, Content>) {
     let want = &files[path].bytes;
     assert_eq!(got.len(), want.len(), "{path}: length");
     assert!(sha256(got) == sha256(want), "{path}: the body differs");
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 fn quinn_client(cert: &TestCert) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.clone()).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![kwik_h3::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint
+    kwik_tests::stock::quinn_client(cert, kwik_h3::ALPN, None)
 }
 
 fn quinn_server(cert: &TestCert) -> quinn::Endpoint {
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.cert.clone()],
-            kwik_core::PrivateKeyDer::Pkcs8(cert.key.clone_key()),
-        )
-        .unwrap();
-    tls.alpn_protocols = vec![kwik_h3::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
-    let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    quinn::Endpoint::server(config, loopback()).unwrap()
+    kwik_tests::stock::quinn_server(cert, kwik_h3::ALPN, None)
 }
 
 /// An h3 server over h3-quinn, serving `files`.
@@ -250,15 +256,8 @@ async fn stock_and_kwik_clients_on_one_port(servers: [Endpoint; 3], cert: TestCe
             .unwrap()
             .await
             .unwrap();
-        let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
-            .await
-            .unwrap();
-        let drive =
-            tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
-        for path in ["/0", "/1", "/1m", STRIPED] {
-            let body = get(&mut send, path).await;
-            assert_whole(path, &body, &files);
-        }
+        let (mut send, drive) = h3_client(h3_quinn::Connection::new(conn.clone())).await;
+        get_every_file(&mut send, &files).await;
         drop(send);
         conn.close(quinn::VarInt::from_u32(0x100), b"done");
         drive.abort();
@@ -277,11 +276,7 @@ async fn stock_and_kwik_clients_on_one_port(servers: [Endpoint; 3], cert: TestCe
                 active += 1;
             }
         }
-        let (mut driver, mut send) = h3::client::new(kwik_h3::Connection::new(session.clone()))
-            .await
-            .unwrap();
-        let drive =
-            tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+        let (mut send, drive) = h3_client(kwik_h3::Connection::new(session.clone())).await;
         let body = get(&mut send, STRIPED).await;
         assert_whole(STRIPED, &body, &files);
         let from = |server: usize| {
@@ -320,15 +315,8 @@ async fn kwik_client_falls_back_to_stock_h3(client: Endpoint, cert: TestCert) {
         assert_eq!(session.mode(), Mode::Plain, "fell back");
         assert_eq!(session.app_protocol().as_deref(), Some(kwik_h3::ALPN));
         assert_eq!(client.stats().fallbacks, 1);
-        let (mut driver, mut send) = h3::client::new(kwik_h3::Connection::new(session.clone()))
-            .await
-            .unwrap();
-        let drive =
-            tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
-        for path in ["/0", "/1", "/1m", STRIPED] {
-            let body = get(&mut send, path).await;
-            assert_whole(path, &body, &files);
-        }
+        let (mut send, drive) = h3_client(kwik_h3::Connection::new(session.clone())).await;
+        get_every_file(&mut send, &files).await;
         drop(send);
         session.close(kwik_async::VarInt::from_u32(0x100), b"done");
         drive.abort();

@@ -14,7 +14,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use kwik_async::{AddPathError, Endpoint, Mode, PathId, Session, SessionError, VarInt};
 use kwik_core::Config;
-use kwik_core::rustls;
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
 use kwik_tests::runtimes::tokio_run;
@@ -35,10 +34,6 @@ fn kwik_config() -> Config {
     c
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 fn quinn_transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(256));
@@ -47,102 +42,48 @@ fn quinn_transport() -> Arc<quinn::TransportConfig> {
 }
 
 fn quinn_server(cert: &TestCert, alpn: &[u8]) -> quinn::Endpoint {
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.cert.clone()],
-            kwik_core::PrivateKeyDer::Pkcs8(cert.key.clone_key()),
-        )
-        .unwrap();
-    tls.alpn_protocols = vec![alpn.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(quinn_transport());
-    quinn::Endpoint::server(config, loopback()).unwrap()
+    kwik_tests::stock::quinn_server(cert, alpn, Some(quinn_transport()))
 }
 
 fn quinn_client(cert: &TestCert, alpn: &[u8]) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.clone()).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![alpn.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(quinn_transport());
-    let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
-    endpoint.set_default_client_config(config);
-    endpoint
+    kwik_tests::stock::quinn_client(cert, alpn, Some(quinn_transport()))
 }
 
-/// The quinn side's echo: every bidirectional stream back on itself, every
-/// unidirectional one back on a new one, every datagram back.
-async fn quinn_echo(conn: quinn::Connection) {
-    loop {
-        tokio::select! {
-            bi = conn.accept_bi() => {
-                let Ok((mut send, mut recv)) = bi else { return };
-                tokio::spawn(async move {
-                    let data = recv.read_to_end(usize::MAX).await.unwrap();
-                    send.write_all(&data).await.unwrap();
-                    send.finish().unwrap();
-                    let _ = send.stopped().await;
-                });
-            }
-            uni = conn.accept_uni() => {
-                let Ok(mut recv) = uni else { return };
-                let conn = conn.clone();
-                tokio::spawn(async move {
-                    let data = recv.read_to_end(usize::MAX).await.unwrap();
-                    let mut send = conn.open_uni().await.unwrap();
-                    send.write_all(&data).await.unwrap();
-                    send.finish().unwrap();
-                    let _ = send.stopped().await;
-                });
-            }
-            d = conn.read_datagram() => {
-                let Ok(d) = d else { return };
-                let _ = conn.send_datagram(d);
-            }
-        }
+/// The one difference between the two stacks' APIs the exchange meets: quinn's datagrams
+/// against KWIK's raw datagrams on a path (path 0 on a plain session).
+trait Datagrams {
+    async fn recv_datagram(&self) -> Option<Bytes>;
+    fn send_datagram_now(&self, d: Bytes);
+    async fn send_datagram_paced(&self, d: Bytes);
+}
+
+impl Datagrams for quinn::Connection {
+    async fn recv_datagram(&self) -> Option<Bytes> {
+        self.read_datagram().await.ok()
+    }
+
+    fn send_datagram_now(&self, d: Bytes) {
+        let _ = self.send_datagram(d);
+    }
+
+    async fn send_datagram_paced(&self, d: Bytes) {
+        self.send_datagram_wait(d).await.unwrap();
     }
 }
 
-/// The KWIK side's echo, the same as [`quinn_echo`].
-async fn kwik_echo(session: Session) {
-    loop {
-        tokio::select! {
-            bi = session.accept_bi() => {
-                let Ok((mut send, mut recv)) = bi else { return };
-                tokio::spawn(async move {
-                    let data = recv.read_to_end(usize::MAX).await.unwrap();
-                    send.write_all(&data).await.unwrap();
-                    send.finish().unwrap();
-                    let _ = send.stopped().await;
-                });
-            }
-            uni = session.accept_uni() => {
-                let Ok(mut recv) = uni else { return };
-                let session = session.clone();
-                tokio::spawn(async move {
-                    let data = recv.read_to_end(usize::MAX).await.unwrap();
-                    let mut send = session.open_uni().await.unwrap();
-                    send.write_all(&data).await.unwrap();
-                    send.finish().unwrap();
-                    let _ = send.stopped().await;
-                });
-            }
-            d = session.read_raw() => {
-                let Ok((path, d)) = d else { return };
-                assert_eq!(path, PathId::PRIMARY);
-                let _ = session.send_raw(PathId::PRIMARY, d);
-            }
-        }
+impl Datagrams for Session {
+    async fn recv_datagram(&self) -> Option<Bytes> {
+        let (path, d) = self.read_raw().await.ok()?;
+        assert_eq!(path, PathId::PRIMARY);
+        Some(d)
+    }
+
+    fn send_datagram_now(&self, d: Bytes) {
+        let _ = self.send_raw(PathId::PRIMARY, d);
+    }
+
+    async fn send_datagram_paced(&self, d: Bytes) {
+        self.send_raw_wait(PathId::PRIMARY, d).await.unwrap();
     }
 }
 
@@ -151,109 +92,102 @@ struct Echoed {
     datagrams: usize,
 }
 
-/// The quinn side drives the exchange against a KWIK echo.
-async fn quinn_drive(conn: &quinn::Connection) -> Echoed {
-    let bidi = (0..BIDI).map(|i| {
-        let conn = conn.clone();
-        async move {
-            let (mut send, mut recv) = conn.open_bi().await.unwrap();
-            let data = payload(i as u64, STREAM_LEN);
-            let writer = async {
-                send.write_all(&data).await.unwrap();
-                send.finish().unwrap();
-            };
-            let (_, echoed) = tokio::join!(writer, recv.read_to_end(usize::MAX));
-            assert_eq!(sha256(&echoed.unwrap()), sha256(&data), "bidi stream {i}");
-        }
-    });
-    futures::future::join_all(bidi).await;
-    let mut sent = BTreeSet::new();
-    for i in 0..UNI {
-        let data = payload(1000 + i as u64, STREAM_LEN);
-        sent.insert(sha256(&data));
-        let mut send = conn.open_uni().await.unwrap();
-        send.write_all(&data).await.unwrap();
-        send.finish().unwrap();
-    }
-    let mut back = BTreeSet::new();
-    for _ in 0..UNI {
-        let mut recv = conn.accept_uni().await.unwrap();
-        back.insert(sha256(&recv.read_to_end(usize::MAX).await.unwrap()));
-    }
-    assert_eq!(back, sent, "every unidirectional stream came back exact");
-    let mut echoed = 0;
-    for window in 0..DATAGRAMS / 10 {
-        let mut want = BTreeSet::new();
-        for i in 0..10 {
-            let d = Bytes::from(format!("datagram {}", window * 10 + i));
-            want.insert(d.clone());
-            conn.send_datagram_wait(d).await.unwrap();
-        }
-        while !want.is_empty() {
-            match tokio::time::timeout(Duration::from_millis(200), conn.read_datagram()).await {
-                Ok(d) => {
-                    assert!(want.remove(&d.unwrap()), "an echo of a datagram sent");
-                    echoed += 1;
+/// The same exchange code for both stacks: their stream APIs have the same shape.
+macro_rules! exchange {
+    ($name:ident, $conn:ty) => {
+        mod $name {
+            use super::*;
+
+            /// The echo: every bidirectional stream back on itself, every unidirectional
+            /// one back on a new one, every datagram back.
+            pub(super) async fn echo(conn: $conn) {
+                loop {
+                    tokio::select! {
+                        bi = conn.accept_bi() => {
+                            let Ok((mut send, mut recv)) = bi else { return };
+                            tokio::spawn(async move {
+                                let data = recv.read_to_end(usize::MAX).await.unwrap();
+                                send.write_all(&data).await.unwrap();
+                                send.finish().unwrap();
+                                let _ = send.stopped().await;
+                            });
+                        }
+                        uni = conn.accept_uni() => {
+                            let Ok(mut recv) = uni else { return };
+                            let conn = conn.clone();
+                            tokio::spawn(async move {
+                                let data = recv.read_to_end(usize::MAX).await.unwrap();
+                                let mut send = conn.open_uni().await.unwrap();
+                                send.write_all(&data).await.unwrap();
+                                send.finish().unwrap();
+                                let _ = send.stopped().await;
+                            });
+                        }
+                        d = conn.recv_datagram() => {
+                            let Some(d) = d else { return };
+                            conn.send_datagram_now(d);
+                        }
+                    }
                 }
-                Err(_) => break,
+            }
+
+            /// Drives the exchange against the other stack's echo.
+            pub(super) async fn drive(conn: &$conn) -> Echoed {
+                let bidi = (0..BIDI).map(|i| {
+                    let conn = conn.clone();
+                    async move {
+                        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+                        let data = payload(i as u64, STREAM_LEN);
+                        let writer = async {
+                            send.write_all(&data).await.unwrap();
+                            send.finish().unwrap();
+                        };
+                        let (_, echoed) = tokio::join!(writer, recv.read_to_end(usize::MAX));
+                        assert_eq!(sha256(&echoed.unwrap()), sha256(&data), "bidi stream {i}");
+                    }
+                });
+                futures::future::join_all(bidi).await;
+                let mut sent = BTreeSet::new();
+                for i in 0..UNI {
+                    let data = payload(1000 + i as u64, STREAM_LEN);
+                    sent.insert(sha256(&data));
+                    let mut send = conn.open_uni().await.unwrap();
+                    send.write_all(&data).await.unwrap();
+                    send.finish().unwrap();
+                }
+                let mut back = BTreeSet::new();
+                for _ in 0..UNI {
+                    let mut recv = conn.accept_uni().await.unwrap();
+                    back.insert(sha256(&recv.read_to_end(usize::MAX).await.unwrap()));
+                }
+                assert_eq!(back, sent, "every unidirectional stream came back exact");
+                let mut echoed = 0;
+                for window in 0..DATAGRAMS / 10 {
+                    let mut want = BTreeSet::new();
+                    for i in 0..10 {
+                        let d = Bytes::from(format!("datagram {}", window * 10 + i));
+                        want.insert(d.clone());
+                        conn.send_datagram_paced(d).await;
+                    }
+                    while !want.is_empty() {
+                        let wait = Duration::from_millis(200);
+                        match tokio::time::timeout(wait, conn.recv_datagram()).await {
+                            Ok(d) => {
+                                assert!(want.remove(&d.unwrap()), "an echo of a datagram sent");
+                                echoed += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Echoed { datagrams: echoed }
             }
         }
-    }
-    Echoed { datagrams: echoed }
+    };
 }
 
-/// The KWIK side drives the exchange against a quinn echo.
-async fn kwik_drive(session: &Session) -> Echoed {
-    let bidi = (0..BIDI).map(|i| {
-        let session = session.clone();
-        async move {
-            let (mut send, mut recv) = session.open_bi().await.unwrap();
-            let data = payload(i as u64, STREAM_LEN);
-            let writer = async {
-                send.write_chunk(data.clone()).await.unwrap();
-                send.finish().unwrap();
-            };
-            let (_, echoed) = tokio::join!(writer, recv.read_to_end(usize::MAX));
-            assert_eq!(sha256(&echoed.unwrap()), sha256(&data), "bidi stream {i}");
-        }
-    });
-    futures::future::join_all(bidi).await;
-    let mut sent = BTreeSet::new();
-    for i in 0..UNI {
-        let data = payload(1000 + i as u64, STREAM_LEN);
-        sent.insert(sha256(&data));
-        let mut send = session.open_uni().await.unwrap();
-        send.write_chunk(data).await.unwrap();
-        send.finish().unwrap();
-    }
-    let mut back = BTreeSet::new();
-    for _ in 0..UNI {
-        let mut recv = session.accept_uni().await.unwrap();
-        back.insert(sha256(&recv.read_to_end(usize::MAX).await.unwrap()));
-    }
-    assert_eq!(back, sent, "every unidirectional stream came back exact");
-    let mut echoed = 0;
-    for window in 0..DATAGRAMS / 10 {
-        let mut want = BTreeSet::new();
-        for i in 0..10 {
-            let d = Bytes::from(format!("datagram {}", window * 10 + i));
-            want.insert(d.clone());
-            session.send_raw_wait(PathId::PRIMARY, d).await.unwrap();
-        }
-        while !want.is_empty() {
-            match tokio::time::timeout(Duration::from_millis(200), session.read_raw()).await {
-                Ok(d) => {
-                    let (path, d) = d.unwrap();
-                    assert_eq!(path, PathId::PRIMARY);
-                    assert!(want.remove(&d), "an echo of a datagram sent");
-                    echoed += 1;
-                }
-                Err(_) => break,
-            }
-        }
-    }
-    Echoed { datagrams: echoed }
-}
+exchange!(on_quinn, quinn::Connection);
+exchange!(on_kwik, Session);
 
 /// Loopback drops nothing paced like this; a few lost datagrams are still datagrams.
 fn assert_datagrams(e: &Echoed) {
@@ -282,7 +216,7 @@ async fn quinn_client_to_kwik_server(server: Endpoint, cert: TestCert) {
             Err(AddPathError::PlainSession)
         );
         assert_eq!(server.stats().plain_sessions, 1);
-        tokio::spawn(kwik_echo(session.clone()));
+        tokio::spawn(on_kwik::echo(session.clone()));
         session
     };
     let cli = async {
@@ -296,7 +230,7 @@ async fn quinn_client_to_kwik_server(server: Endpoint, cert: TestCert) {
                 .as_deref(),
             Some(ALPN)
         );
-        let echoed = quinn_drive(&conn).await;
+        let echoed = on_quinn::drive(&conn).await;
         (conn, echoed)
     };
     let (session, (conn, echoed)) = within(async { tokio::join!(srv, cli) }).await;
@@ -317,7 +251,7 @@ async fn kwik_client_to_quinn_server(client: Endpoint, cert: TestCert) {
     let addr = server.local_addr().unwrap();
     let srv = async {
         let conn = server.accept().await.unwrap().await.unwrap();
-        tokio::spawn(quinn_echo(conn.clone()));
+        tokio::spawn(on_quinn::echo(conn.clone()));
         conn
     };
     let cli = async {
@@ -329,7 +263,7 @@ async fn kwik_client_to_quinn_server(client: Endpoint, cert: TestCert) {
         assert_eq!(session.mode(), Mode::Plain, "fell back");
         assert_eq!(session.app_protocol().as_deref(), Some(ALPN));
         assert_eq!(client.stats().fallbacks, 1);
-        let echoed = kwik_drive(&session).await;
+        let echoed = on_kwik::drive(&session).await;
         (session, echoed)
     };
     let (conn, (session, echoed)) = within(async { tokio::join!(srv, cli) }).await;
