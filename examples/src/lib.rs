@@ -262,13 +262,20 @@ pub fn bulk_config() -> Config {
 const BLOCK: usize = 1 << 20;
 
 /// The body every example server serves: a deterministic 1 MiB pattern, repeated, so that
-/// any server can produce any range of it and the client can check the whole.
+/// any server can produce any range of it and the client can check the whole. Made once
+/// per process and shared: each call is a reference to the same bytes, so a server that
+/// holds thousands of sessions holds one block, not one per session.
 pub fn block() -> Bytes {
-    Bytes::from(
-        (0..BLOCK as u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect::<Vec<u8>>(),
-    )
+    static SHARED: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            Bytes::from(
+                (0..BLOCK as u32)
+                    .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                    .collect::<Vec<u8>>(),
+            )
+        })
+        .clone()
 }
 
 /// The bytes `[offset, offset + len)` of a body made of `block` repeated, as slices of it.
