@@ -40,7 +40,7 @@ pub use bytes::Bytes;
 pub use kwik_core::{
     AddPathError, ClientConfig, Config, DelegateError, DelegationId, DelegationOutcome, Dir,
     EndpointStats, GroupKey, IncomingDelegation, LoadBalancing, Mode, PathError, PathId, PathInfo,
-    PathKind, PathState, PathStats, RawSendError, Role, ServerConfig, SessionStats, StreamId,
-    StripeId, TicketError, VarInt,
+    PathKind, PathState, PathStats, RawSendError, RemovePathError, Role, ServerConfig,
+    SessionStats, StreamId, StripeId, TicketError, VarInt,
 };
 pub use quinn_udp;

@@ -8,7 +8,7 @@ use std::task::Poll;
 use bytes::Bytes;
 use kwik_core::{
     AddPathError, DelegateError, DelegationId, IncomingDelegation, PathId, PathInfo, PathKind,
-    Role, StripeId,
+    RemovePathError, Role, StripeId,
 };
 
 use crate::driver::SessionRef;
@@ -68,15 +68,14 @@ impl Session {
         r
     }
 
-    /// Removes a path; its unfinished delegated ranges are handed back. Returns whether it
-    /// was there.
-    pub fn remove_path(&self, path: PathId) -> bool {
+    /// Removes a path; its unfinished delegated ranges are handed back.
+    pub fn remove_path(&self, path: PathId) -> Result<(), RemovePathError> {
         let mut state = self.shared().lock();
         let now = self.shared().now();
-        let r = state
-            .engine
-            .session(self.handle())
-            .is_some_and(|mut s| s.remove_path(now, path));
+        let r = match state.engine.session(self.handle()) {
+            Some(mut s) => s.remove_path(now, path),
+            None => Err(RemovePathError::SessionLost(SessionError::LocallyClosed)),
+        };
         state.wake_driver();
         r
     }

@@ -30,9 +30,9 @@ pub use kwik_async::{
     DelegateError, DelegationId, DelegationOutcome, DelegationWriter, DialError, Dir,
     EndpointStats, GroupKey, Incoming, IncomingDelegation, LoadBalancing, Mode, PathError,
     PathEvent, PathId, PathInfo, PathKind, PathState, PathStats, RawSendError, ReadError,
-    ReadExactError, ReadToEndError, RecvStream, Role, SendStream, ServerConfig, Session,
-    SessionError, SessionStats, StoppedError, StreamId, StripeId, TicketError, TransferEvent,
-    VarInt, WriteError,
+    ReadExactError, ReadToEndError, RecvStream, RemovePathError, Role, SendStream, ServerConfig,
+    Session, SessionError, SessionStats, StoppedError, StreamId, StripeId, TicketError,
+    TransferEvent, VarInt, WriteError,
 };
 
 /// The smol / async-io [`Runtime`].

@@ -10,7 +10,9 @@ use super::Endpoint;
 use crate::delegation::{DelegateError, IncomingDelegation, Outgoing};
 use crate::error::{ClosedStream, RawSendError, ReadError, SessionError, WriteError};
 use crate::ids::{DelegationId, PathId, SessionHandle, StreamId, StripeId};
-use crate::session::{AddPathError, Mode, PathInfo, PathKind, Phase, Role, SessionState};
+use crate::session::{
+    AddPathError, Mode, PathInfo, PathKind, Phase, RemovePathError, Role, SessionState,
+};
 use crate::stats::SessionStats;
 
 /// Commands for one session, borrowed from its [`Endpoint`].
@@ -271,16 +273,26 @@ impl Session<'_> {
     }
 
     /// Removes a path (primary: tells the client to drop it; client: drops it). Its
-    /// unfinished delegated ranges are handed back. Returns whether it was there.
-    ///
-    /// A plain session has no path to remove (`false`).
-    pub fn remove_path(&mut self, now: Instant, path: PathId) -> bool {
-        if self.mode() == Mode::Plain {
-            return false;
+    /// unfinished delegated ranges are handed back.
+    pub fn remove_path(&mut self, now: Instant, path: PathId) -> Result<(), RemovePathError> {
+        let Some(s) = self.state() else {
+            return Err(RemovePathError::SessionLost(SessionError::LocallyClosed));
+        };
+        if let Some(e) = &s.error {
+            return Err(RemovePathError::SessionLost(e.clone()));
         }
-        self.endpoint
+        if s.mode == Mode::Plain {
+            return Err(RemovePathError::PlainSession);
+        }
+        let removed = self
+            .endpoint
             .with_session(now, self.handle, |s, cx| s.remove_path(cx, path))
-            .unwrap_or(false)
+            .unwrap_or(false);
+        if removed {
+            Ok(())
+        } else {
+            Err(RemovePathError::NoSuchPath(path))
+        }
     }
 
     /// Every path of the session this side knows of, the primary path first.

@@ -31,7 +31,7 @@ mod serving;
 
 pub(crate) use control::{Flow, kind_name, unexpected};
 pub(crate) use effects::{Cx, Effect};
-pub use paths::{AddPathError, PathKind};
+pub use paths::{AddPathError, PathKind, RemovePathError};
 pub(crate) use paths::{failed_status, state_event};
 pub(crate) use schedule::Schedule;
 

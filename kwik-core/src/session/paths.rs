@@ -38,6 +38,22 @@ pub enum AddPathError {
     SessionLost(SessionError),
 }
 
+/// Why [`Session::remove_path`](crate::Session::remove_path) removed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemovePathError {
+    /// No path this side may remove: unknown, already removed, the primary path (close
+    /// the session instead), or this side is a secondary.
+    #[error("{0} cannot be removed")]
+    NoSuchPath(PathId),
+    /// The session is plain (its peer does not speak KWIK): it has one path only.
+    #[error("a plain session has no other paths")]
+    PlainSession,
+    /// The session is gone or closed, with the error that ended it.
+    #[error("session lost: {0}")]
+    SessionLost(SessionError),
+}
+
 /// What a path added by the primary leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PathKind {

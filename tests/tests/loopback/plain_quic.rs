@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kwik_async::{AddPathError, Endpoint, Mode, PathId, Session, SessionError, VarInt};
+use kwik_async::{
+    AddPathError, Endpoint, Mode, PathId, RemovePathError, Session, SessionError, VarInt,
+};
 use kwik_core::Config;
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
@@ -214,6 +216,10 @@ async fn quinn_client_to_kwik_server(server: Endpoint, cert: TestCert) {
         assert_eq!(
             session.add_path(addr, "localhost"),
             Err(AddPathError::PlainSession)
+        );
+        assert_eq!(
+            session.remove_path(PathId(1)),
+            Err(RemovePathError::PlainSession)
         );
         assert_eq!(server.stats().plain_sessions, 1);
         tokio::spawn(on_kwik::echo(session.clone()));

@@ -167,7 +167,7 @@ impl Multi {
         if paths.is_empty() {
             return;
         }
-        s.remove_path(now, paths[usize::from(pick) % paths.len()]);
+        let _ = s.remove_path(now, paths[usize::from(pick) % paths.len()]);
     }
 
     /// Secondary `which` closes every session it holds; with `shut_down`, it also stops
