@@ -40,6 +40,10 @@
 //! | tickets held, pulls owed (client) | primary `Delegate`s, pulls | [`MAX_DELEGATIONS`] each (else `Delegation`) |
 //! | pulls served (any server) | client `Pull`s | [`MAX_DELEGATIONS`] (else a `Limit` refusal), each within its ticket's budget |
 //! | ticket budgets (any server) | tickets served | [`ticket::MAX_BUDGET_ENTRIES`], forgotten at expiry |
+//! | a plain session's streams | peer opens | `max_concurrent_bidi_streams`, `max_concurrent_uni_streams`, as QUIC stream limits |
+//! | a plain session's received, unread bytes | peer data | QUIC's windows, fixed before the protocol is known: `max(receive_window, 16 MiB)` per stream and twice that per connection (64 MiB with the defaults: twice a KWIK session's 32 MiB) |
+//! | a plain session's datagrams | peer datagrams | QUIC's datagram buffer, then `raw_receive_queue`, then dropped |
+//! | a plain session's range state | the application's stripes | one entry per stream the application writes, gone when QUIC reports the stream done, stopped or reset |
 //!
 //! # Engine map
 //!

@@ -146,8 +146,11 @@ impl Endpoint {
     /// A server connection's handshake completed with an application protocol instead of
     /// `kwik/1`: it becomes a plain session (see [`crate::Mode::Plain`]), without health
     /// probes (QUIC's idle timeout is its liveness). Returns the session's handle.
+    /// `None` when this server takes no plain session any more (it stopped accepting, or
+    /// became joins-only, while the handshake was under way).
     pub(super) fn accept_plain(&mut self, now: Instant, key: ConnKey) -> Option<SessionHandle> {
-        let config = self.server.as_ref()?.config.clone();
+        let server = self.server.as_ref().filter(|s| !s.joins_only)?;
+        let config = server.config.clone();
         let Loose { path: p, .. } = self.loose.remove(&key)?;
         let (h, mut session) = self.new_server_session(now, &config, p.remote);
         session.start_plain(p.alpn.clone().unwrap_or_default());

@@ -155,6 +155,12 @@ impl Endpoint {
                 return Ok(());
             }
             let Some(h) = self.accept_plain(now, key) else {
+                let refused =
+                    ProtocolError::new(ErrorCode::Handshake, "this server accepts no new sessions");
+                if let Some(l) = self.loose.get_mut(&key) {
+                    l.path.close_with(now, &refused);
+                    self.dirty.insert(key);
+                }
                 return Ok(());
             };
             return self.drive_session(now, h, PathId::PRIMARY, &Schedule::everything(), []);

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use quinn_proto::{Dir, VarInt};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::effects::Cx;
 use super::{Mode, PathRecord, Phase, SessionState};
@@ -35,6 +35,25 @@ pub(crate) struct PlainState {
     sent: FxHashMap<StreamId, u64>,
     /// Ranges reserved on each stream, in stream order.
     ranges: FxHashMap<StreamId, Ranges>,
+    /// Streams the application finished (QUIC holds their fin) and QUIC has not reported
+    /// done: a peer's STOP_SENDING on one of them is answered with a reset at once, since
+    /// nobody will reset it later.
+    finished: FxHashSet<StreamId>,
+    /// What the application must hear after its own calls, which have no event queue:
+    /// drained by the next drive.
+    notices: Vec<Notice>,
+}
+
+/// An event owed to the application, queued where no event can be sent.
+#[derive(Debug, Clone, Copy)]
+enum Notice {
+    /// A delegation's writer waits for room it will never get: it must try again (and
+    /// learn that the range is gone).
+    DelegationWritable(u64),
+    /// A writer waits behind ranges that are gone.
+    StreamWritable(StreamId),
+    /// A `delegate` range will not be served.
+    DelegationFailed { id: u64, first_missing: u64 },
 }
 
 #[derive(Debug, Default)]
@@ -151,8 +170,12 @@ impl SessionState {
         let qid = quic(id).ok_or(ClosedStream)?;
         let p = self.plain_conn().ok_or(ClosedStream)?;
         match p.conn.send_stream(qid).finish() {
+            Ok(()) => {
+                self.plain.finished.insert(id);
+                Ok(())
+            }
             // As with quinn: finishing a stream the peer stopped is harmless.
-            Ok(()) | Err(quinn_proto::FinishError::Stopped(_)) => Ok(()),
+            Err(quinn_proto::FinishError::Stopped(_)) => Ok(()),
             Err(quinn_proto::FinishError::ClosedStream) => Err(ClosedStream),
         }
     }
@@ -167,16 +190,21 @@ impl SessionState {
             return false;
         };
         let mut stream = p.conn.send_stream(qid);
-        match stream.stopped() {
+        let forgotten = match stream.stopped() {
             Ok(Some(code)) => stream.reset(code).is_ok(),
             _ => false,
+        };
+        if forgotten {
+            self.plain.sent.remove(&id);
         }
+        forgotten
     }
 
     /// Resets a stream; its ranges are dropped.
     pub(crate) fn plain_reset(&mut self, id: StreamId, code: VarInt) -> Result<(), ClosedStream> {
         self.drop_ranges(id);
         self.plain.sent.remove(&id);
+        self.plain.finished.remove(&id);
         let qid = quic(id).ok_or(ClosedStream)?;
         let p = self.plain_conn().ok_or(ClosedStream)?;
         p.conn
@@ -255,7 +283,15 @@ impl SessionState {
         len: u64,
         stripe: bool,
     ) -> Result<u64, DelegateError> {
-        if !self.plain_is_sending(stream) || self.plain.ranges.get(&stream).is_some_and(|r| r.fin) {
+        // Writable: QUIC holds the send half, not stopped, and the application has not
+        // finished it.
+        let writable = quic(stream).is_some_and(|qid| {
+            primary(&mut self.paths).is_some_and(|p| p.conn.send_stream(qid).stopped() == Ok(None))
+        });
+        if !writable
+            || self.plain.finished.contains(&stream)
+            || self.plain.ranges.get(&stream).is_some_and(|r| r.fin)
+        {
             return Err(DelegateError::ClosedStream);
         }
         let id = self.new_delegation_id();
@@ -322,15 +358,52 @@ impl SessionState {
         cx.event(Event::DelegationReceived { session: cx.handle });
     }
 
-    /// Drops the ranges of `stream` (reset or stopped): the delegation being written
-    /// refuses further writes.
-    fn drop_ranges(&mut self, stream: StreamId) {
+    /// Drops the ranges of `stream` (reset, stopped or refused). The delegation being
+    /// written refuses further writes, and whoever waits hears of it: its writer, a stream
+    /// writer behind the ranges, and the primary of each `delegate` range (failed from
+    /// its first byte not written). Returns whether a fin waited behind the ranges.
+    fn drop_ranges(&mut self, stream: StreamId) -> bool {
         let Some(ranges) = self.plain.ranges.remove(&stream) else {
-            return;
+            return false;
         };
-        for id in ranges.queue.iter().filter_map(|r| r.current) {
-            self.serving.outgoing.remove(&id);
-            self.serving.incoming.retain(|d| d.id.0 != id);
+        for range in &ranges.queue {
+            let mut first_missing = range.start + range.handed;
+            if let Some(id) = range.current {
+                if let Some(out) = self.serving.outgoing.remove(&id) {
+                    first_missing = out.framed;
+                }
+                self.serving.incoming.retain(|d| d.id.0 != id);
+                self.plain.notices.push(Notice::DelegationWritable(id));
+            }
+            if !range.stripe {
+                self.plain.notices.push(Notice::DelegationFailed {
+                    id: range.id,
+                    first_missing,
+                });
+            }
+        }
+        if ranges.writer_blocked {
+            self.plain.notices.push(Notice::StreamWritable(stream));
+        }
+        ranges.fin
+    }
+
+    /// Hands the application what it is owed (see [`Notice`]).
+    fn deliver_notices(&mut self, cx: &mut Cx<'_>) {
+        let session = cx.handle;
+        for notice in std::mem::take(&mut self.plain.notices) {
+            cx.event(match notice {
+                Notice::DelegationWritable(id) => Event::DelegationWritable {
+                    session,
+                    delegation: DelegationId(id),
+                },
+                Notice::StreamWritable(stream) => Event::StreamWritable { session, stream },
+                Notice::DelegationFailed { id, first_missing } => Event::DelegationFinished {
+                    session,
+                    delegation: DelegationId(id),
+                    outcome: DelegationOutcome::Failed { first_missing },
+                },
+            });
         }
     }
 
@@ -344,21 +417,9 @@ impl SessionState {
         if out.written != out.start {
             return false;
         }
-        let (stream, first_missing) = (out.stream, out.start);
-        let failed: Vec<u64> = self
-            .plain
-            .ranges
-            .get(&stream)
-            .map(|r| r.queue.iter().filter(|r| !r.stripe).map(|r| r.id).collect())
-            .unwrap_or_default();
+        let stream = out.stream;
         let _ = self.plain_reset(stream, ErrorCode::Delegation.to_wire());
-        for delegation in failed {
-            cx.event(Event::DelegationFinished {
-                session: cx.handle,
-                delegation: DelegationId(delegation),
-                outcome: DelegationOutcome::Failed { first_missing },
-            });
-        }
+        self.deliver_notices(cx);
         if let Some(p) = self.plain_conn() {
             cx.drive(p.key);
         }
@@ -429,6 +490,7 @@ impl SessionState {
                 }
                 quinn_proto::StreamEvent::Finished { id } => {
                     self.plain.sent.remove(&logical(id));
+                    self.plain.finished.remove(&logical(id));
                     cx.event(Event::StreamFinished {
                         session,
                         stream: logical(id),
@@ -438,7 +500,13 @@ impl SessionState {
                     // Writes fail with the code from now on; QUIC forgets the stream once
                     // the application lets go of it (`plain_forget`) and it is reset.
                     let stream = logical(id);
-                    self.drop_ranges(stream);
+                    self.plain.sent.remove(&stream);
+                    // A stream the application finished (or whose fin waited behind its
+                    // ranges) is reset now: nobody holds it to reset it later.
+                    let fin = self.drop_ranges(stream);
+                    if self.plain.finished.remove(&stream) || fin {
+                        let _ = self.plain_reset(stream, error_code);
+                    }
                     cx.event(Event::StreamStopped {
                         session,
                         stream,
@@ -457,6 +525,7 @@ impl SessionState {
         for stream in streams {
             self.write_ranges(cx, stream);
         }
+        self.deliver_notices(cx);
         Ok(())
     }
 
@@ -507,6 +576,7 @@ impl SessionState {
                 *sent += moved;
             }
             if closed {
+                // Stopped or reset under the range: the drive hands out the notices.
                 self.drop_ranges(stream);
                 return;
             }

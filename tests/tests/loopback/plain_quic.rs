@@ -376,6 +376,66 @@ async fn striped_body_for_plain_client(server: Endpoint, cert: TestCert) {
     assert_eq!(sha256(&got[5..]), sha256(&body), "the body arrived whole");
 }
 
+/// A plain client stops a striped body partway: the primary's writer of the current range
+/// is woken and refused (not left waiting for credit that never comes), the stream is
+/// reset, and the session serves the next request.
+async fn stopped_mid_range(server: Endpoint, cert: TestCert) {
+    const BODY: usize = 32 << 20;
+    let addr = server.local_addr().unwrap();
+    let body = payload(78, BODY);
+    let client = quinn_client(&cert, ALPN);
+    let srv = async move {
+        let session = server.accept().await.unwrap().await.unwrap();
+        let (mut send, mut recv) = session.accept_bi().await.unwrap();
+        let request = recv.read_to_end(64).await.unwrap();
+        send.stripe(Bytes::from(request), BODY as u64).unwrap();
+        send.finish().unwrap();
+        let refused = loop {
+            let (d, mut writer) = session.accept_delegation().await.unwrap();
+            let start = d.body_offset as usize;
+            let range = body.slice(start..start + d.len as usize);
+            if let Err(e) = writer.write_chunk(range).await {
+                break e;
+            }
+        };
+        // The next request is served as usual.
+        let (mut send, mut recv) = session.accept_bi().await.unwrap();
+        let ping = recv.read_to_end(64).await.unwrap();
+        send.write_all(&ping).await.unwrap();
+        send.finish().unwrap();
+        let _ = send.stopped().await;
+        refused
+    };
+    let cli = async {
+        let conn = client.connect(addr, "localhost").unwrap().await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(b"file").await.unwrap();
+        send.finish().unwrap();
+        let mut got = 0;
+        while got < 1 << 20 {
+            got += recv
+                .read_chunk(usize::MAX, true)
+                .await
+                .unwrap()
+                .unwrap()
+                .bytes
+                .len();
+        }
+        recv.stop(quinn::VarInt::from_u32(7)).unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(b"ping").await.unwrap();
+        send.finish().unwrap();
+        let pong = recv.read_to_end(64).await.unwrap();
+        (conn, pong)
+    };
+    let (refused, (_conn, pong)) = within(async { tokio::join!(srv, cli) }).await;
+    assert_eq!(pong, b"ping");
+    assert!(
+        matches!(refused, kwik_async::WriteError::ClosedStream),
+        "the range's writer is refused: {refused:?}"
+    );
+}
+
 macro_rules! suite {
     ($name:ident, $endpoint:path) => {
         mod $name {
@@ -418,6 +478,15 @@ macro_rules! suite {
                     config.joins_only(true);
                     let server = (*<$endpoint>::server(config, loopback()).unwrap()).clone();
                     joins_only_refuses_plain(server, cert).await
+                });
+            }
+
+            #[test]
+            fn a_plain_client_stopping_a_striped_body_frees_its_writer() {
+                tokio_run(async {
+                    let cert = TestCert::localhost();
+                    let server = server(&cert, kwik_config());
+                    stopped_mid_range(server, cert).await
                 });
             }
 
