@@ -16,25 +16,14 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
 use kwik_async::{GroupKey, Mode, PathEvent, Role, ServerConfig, Session};
-use kwik_core::Config;
 use kwik_h3::{Content, StripedRequest};
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
 use kwik_tests::runtimes::tokio_run;
 
+use crate::support::{config, loopback, spawn};
+
 const STRIPED: &str = "/64m";
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-fn config() -> Config {
-    let mut c = Config::default();
-    c.app_protocols = vec![kwik_h3::ALPN.to_vec()];
-    c.stream_receive_window = 32 << 20;
-    c.receive_window = 64 << 20;
-    c
-}
 
 /// The files every server holds, by path.
 fn files() -> Arc<BTreeMap<&'static str, Content>> {
@@ -50,10 +39,6 @@ fn files() -> Arc<BTreeMap<&'static str, Content>> {
         files.insert(path, Content { bytes, validator });
     }
     Arc::new(files)
-}
-
-fn spawn(f: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) {
-    tokio::spawn(f);
 }
 
 fn response(len: usize) -> Response<()> {

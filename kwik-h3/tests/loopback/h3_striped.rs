@@ -12,24 +12,13 @@ use bytes::{Buf, Bytes};
 use futures::future::{Either, select};
 use http::{Request, Response, StatusCode};
 use kwik_async::{GroupKey, PathEvent, Role, ServerConfig, Session};
-use kwik_core::Config;
 use kwik_h3::{Content, StripedRequest};
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
 use kwik_tests::runtimes::tokio_run;
 use sha2::{Digest, Sha256};
 
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-fn config() -> Config {
-    let mut c = Config::default();
-    c.app_protocols = vec![kwik_h3::ALPN.to_vec()];
-    c.stream_receive_window = 32 << 20;
-    c.receive_window = 64 << 20;
-    c
-}
+use crate::support::{config, loopback, spawn};
 
 fn server_config(cert: &TestCert) -> ServerConfig {
     let mut s = cert.server(config());
@@ -42,10 +31,6 @@ fn content(bytes: &Bytes) -> Content {
         bytes: bytes.clone(),
         validator: Bytes::copy_from_slice(&sha256(bytes)),
     }
-}
-
-fn spawn(f: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) {
-    tokio::spawn(f);
 }
 
 /// The primary's HTTP/3 server: `GET /file` is answered with a striped body.

@@ -5,4 +5,5 @@ mod h3_datagrams;
 mod h3_interop;
 mod h3_loopback;
 mod h3_striped;
+mod support;
 mod webtransport;
