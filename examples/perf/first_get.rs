@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes};
 use kwik_examples::{self_signed, server_config};
 use tokio::net::UdpSocket;
 
-use crate::pairs::LOOPBACK;
+use crate::pairs::{LOOPBACK, quinn_client, quinn_server_config};
 
 /// One way of the relay: a round trip is twice this.
 const DELAY: Duration = Duration::from_millis(10);
@@ -65,8 +65,9 @@ async fn relay(server: SocketAddr, up: Arc<AtomicU64>, down: Arc<AtomicU64>) -> 
     addr
 }
 
-fn tls_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// quinn's own transport settings: the stock client and server as shipped.
+fn quinn_defaults() -> Arc<quinn::TransportConfig> {
+    Arc::new(quinn::TransportConfig::default())
 }
 
 /// Answers every GET with `BODY` bytes on `conn`.
@@ -111,14 +112,8 @@ pub(crate) async fn first_get(kwik: bool) -> anyhow::Result<FirstGet> {
         });
         addr
     } else {
-        let mut tls = rustls::ServerConfig::builder_with_provider(tls_provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key)?;
-        tls.alpn_protocols = vec![kwik_h3::ALPN.to_vec()];
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
-        let server =
-            quinn::Endpoint::server(quinn::ServerConfig::with_crypto(Arc::new(crypto)), LOOPBACK)?;
+        let config = quinn_server_config(&cert, key, quinn_defaults(), Some(kwik_h3::ALPN))?;
+        let server = quinn::Endpoint::server(config, LOOPBACK)?;
         let addr = server.local_addr()?;
         tokio::spawn(async move {
             while let Some(incoming) = server.accept().await {
@@ -132,16 +127,7 @@ pub(crate) async fn first_get(kwik: bool) -> anyhow::Result<FirstGet> {
     let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let via = relay(server_addr, up.clone(), down.clone()).await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert)?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(tls_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![kwik_h3::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-    let mut client = quinn::Endpoint::client(LOOPBACK)?;
-    client.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let client = quinn_client(&cert, quinn_defaults(), Some(kwik_h3::ALPN))?;
 
     let started = Instant::now();
     let conn = client.connect(via, "localhost")?.await?;

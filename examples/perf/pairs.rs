@@ -137,7 +137,9 @@ pub(crate) async fn plain_pair(
 /// The application protocol of [`plain_pair`].
 const PLAIN_ALPN: &[u8] = b"perf";
 
-fn quinn_client(
+/// A quinn client endpoint on loopback trusting `cert` alone, with `transport` and ALPN
+/// `alpn` (if given).
+pub(crate) fn quinn_client(
     cert: &rustls::pki_types::CertificateDer<'static>,
     transport: Arc<quinn::TransportConfig>,
     alpn: Option<&[u8]>,
@@ -159,13 +161,13 @@ fn quinn_client(
     Ok(client)
 }
 
-/// A quinn pair with `transport` on both sides (and ALPN `alpn`, if given).
-pub(crate) async fn quinn_pair_with(
-    srv: &Handle,
+/// A quinn server config serving `cert` with `transport` and ALPN `alpn` (if given).
+pub(crate) fn quinn_server_config(
+    cert: &rustls::pki_types::CertificateDer<'static>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
     transport: Arc<quinn::TransportConfig>,
     alpn: Option<&[u8]>,
-) -> anyhow::Result<(quinn::Connection, quinn::Connection)> {
-    let (cert, key) = self_signed()?;
+) -> anyhow::Result<quinn::ServerConfig> {
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -174,8 +176,19 @@ pub(crate) async fn quinn_pair_with(
     .with_single_cert(vec![cert.clone()], key)?;
     tls.alpn_protocols = alpn.into_iter().map(<[u8]>::to_vec).collect();
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
-    let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server_cfg.transport_config(transport.clone());
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport);
+    Ok(config)
+}
+
+/// A quinn pair with `transport` on both sides (and ALPN `alpn`, if given).
+pub(crate) async fn quinn_pair_with(
+    srv: &Handle,
+    transport: Arc<quinn::TransportConfig>,
+    alpn: Option<&[u8]>,
+) -> anyhow::Result<(quinn::Connection, quinn::Connection)> {
+    let (cert, key) = self_signed()?;
+    let server_cfg = quinn_server_config(&cert, key, transport.clone(), alpn)?;
     let server = srv
         .spawn(async move { quinn::Endpoint::server(server_cfg, LOOPBACK) })
         .await??;

@@ -1,16 +1,12 @@
 //! Endpoints of a QUIC stack not written here (quinn) for the interop suites: a server and
-//! a client that speak one application protocol by ALPN and nothing of KWIK.
+//! a client that speak one application protocol by ALPN and nothing of KWIK. Their TLS
+//! settings are the raw peers' ([`crate::raw`]); quinn's configs are quinn-proto's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kwik_core::{PrivateKeyDer, rustls};
-
 use crate::certs::TestCert;
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+use crate::raw::{client_config_for, server_config_for};
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -22,18 +18,7 @@ pub fn quinn_server(
     alpn: &[u8],
     transport: Option<Arc<quinn::TransportConfig>>,
 ) -> quinn::Endpoint {
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.cert.clone()],
-            PrivateKeyDer::Pkcs8(cert.key.clone_key()),
-        )
-        .expect("a valid certificate");
-    tls.alpn_protocols = vec![alpn.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("QUIC TLS");
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut config = server_config_for(cert, alpn);
     if let Some(t) = transport {
         config.transport_config(t);
     }
@@ -47,16 +32,7 @@ pub fn quinn_client(
     alpn: &[u8],
     transport: Option<Arc<quinn::TransportConfig>>,
 ) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.clone()).expect("a valid root");
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![alpn.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut config = client_config_for(std::slice::from_ref(&cert.cert), alpn);
     if let Some(t) = transport {
         config.transport_config(t);
     }

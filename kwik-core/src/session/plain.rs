@@ -150,11 +150,7 @@ impl SessionState {
         let n = write(&mut p.conn.send_stream(qid)).map_err(write_error)?;
         p.counters.stream_bytes_sent += n as u64;
         self.streams.counters.bytes_written += n as u64;
-        if let Some(sent) = self.plain.sent.get_mut(&id) {
-            *sent += n as u64;
-        } else {
-            self.plain.sent.insert(id, n as u64);
-        }
+        *self.plain.sent.entry(id).or_insert(0) += n as u64;
         Ok(n)
     }
 
@@ -216,9 +212,7 @@ impl SessionState {
     /// `Ok(Some(code))` if the peer stopped the stream, `Ok(None)` once it is gone from
     /// QUIC (every byte of the finished stream acknowledged), `Err` before either.
     pub(crate) fn plain_stopped(&mut self, id: StreamId) -> Result<Option<VarInt>, ClosedStream> {
-        let qid = quic(id).ok_or(ClosedStream)?;
-        let p = self.plain_conn().ok_or(ClosedStream)?;
-        match p.conn.send_stream(qid).stopped() {
+        match self.send_half(id).ok_or(ClosedStream)? {
             Ok(Some(code)) => Ok(Some(code)),
             Ok(None) => Err(ClosedStream),
             Err(_) => Ok(None),
@@ -227,11 +221,17 @@ impl SessionState {
 
     /// Whether QUIC still holds the stream's send half.
     pub(crate) fn plain_is_sending(&mut self, id: StreamId) -> bool {
-        let Some(qid) = quic(id) else {
-            return false;
-        };
-        self.plain_conn()
-            .is_some_and(|p| p.conn.send_stream(qid).stopped().is_ok())
+        matches!(self.send_half(id), Some(Ok(_)))
+    }
+
+    /// QUIC's view of the send half of `id` (`stopped`: `Err` once it is gone, `Ok(Some)`
+    /// once the peer stopped it); `None` without a connection or a valid id.
+    fn send_half(
+        &mut self,
+        id: StreamId,
+    ) -> Option<Result<Option<VarInt>, quinn_proto::ClosedStream>> {
+        let qid = quic(id)?;
+        Some(self.plain_conn()?.conn.send_stream(qid).stopped())
     }
 
     /// Reads up to `max` bytes in order; the flag says whether QUIC owes the peer credit
@@ -285,10 +285,7 @@ impl SessionState {
     ) -> Result<u64, DelegateError> {
         // Writable: QUIC holds the send half, not stopped, and the application has not
         // finished it.
-        let writable = quic(stream).is_some_and(|qid| {
-            primary(&mut self.paths).is_some_and(|p| p.conn.send_stream(qid).stopped() == Ok(None))
-        });
-        if !writable
+        if self.send_half(stream) != Some(Ok(None))
             || self.plain.finished.contains(&stream)
             || self.plain.ranges.get(&stream).is_some_and(|r| r.fin)
         {
@@ -407,23 +404,15 @@ impl SessionState {
         }
     }
 
-    /// The application refuses delegation `id` before writing any of it. No other server
-    /// can serve a plain session, so the stream is reset (`ErrorCode::Delegation`) and
-    /// its ranges dropped; a `delegate` range is reported failed.
-    pub(crate) fn plain_refuse(&mut self, cx: &mut Cx<'_>, id: u64) -> bool {
-        let Some(out) = self.serving.outgoing.get(&id) else {
-            return false;
-        };
-        if out.written != out.start {
-            return false;
-        }
-        let stream = out.stream;
+    /// The application refused a range of `stream` before writing any of it. No other
+    /// server can serve a plain session, so the stream is reset (`ErrorCode::Delegation`)
+    /// and its ranges dropped; a `delegate` range is reported failed.
+    pub(crate) fn plain_refuse(&mut self, cx: &mut Cx<'_>, stream: StreamId) {
         let _ = self.plain_reset(stream, ErrorCode::Delegation.to_wire());
         self.deliver_notices(cx);
         if let Some(p) = self.plain_conn() {
             cx.drive(p.key);
         }
-        true
     }
 
     /// Client: the primary path's server chose an application protocol instead of

@@ -76,14 +76,16 @@ impl SessionState {
     /// Any server: the application refuses delegation `id` before writing any of it; the
     /// client hears `PullRefused` (`TicketError::Content`) and pulls the range elsewhere.
     pub(crate) fn refuse_outgoing(&mut self, cx: &mut Cx<'_>, id: u64) -> bool {
-        if self.mode == super::Mode::Plain {
-            return self.plain_refuse(cx, id);
-        }
         let Some(out) = self.serving.outgoing.get(&id) else {
             return false;
         };
         if out.written != out.start {
             return false;
+        }
+        if self.mode == super::Mode::Plain {
+            let stream = out.stream;
+            self.plain_refuse(cx, stream);
+            return true;
         }
         let (ticket, unsent, path) = (out.ticket, out.end - out.start, self.serving.writer_path);
         cx.budgets.refund(self.id, ticket, unsent);

@@ -195,6 +195,12 @@ impl Quic {
 
 /// A QUIC server config with the KWIK ALPN serving `cert` (TLS 1.3, ring).
 pub fn server_config(cert: &TestCert) -> quinn_proto::ServerConfig {
+    server_config_for(cert, kwik_core::ALPN)
+}
+
+/// A QUIC server config speaking the ALPN `alpn` alone, serving `cert`: with another
+/// protocol than KWIK's, a plain QUIC server.
+pub fn server_config_for(cert: &TestCert, alpn: &[u8]) -> quinn_proto::ServerConfig {
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -206,7 +212,7 @@ pub fn server_config(cert: &TestCert) -> quinn_proto::ServerConfig {
         PrivateKeyDer::Pkcs8(cert.key.clone_key()),
     )
     .expect("valid certificate and key");
-    tls.alpn_protocols = vec![kwik_core::ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).expect("TLS 1.3 config usable for QUIC");
     quinn_proto::ServerConfig::with_crypto(Arc::new(crypto))
 }

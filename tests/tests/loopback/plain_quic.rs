@@ -436,6 +436,36 @@ async fn stopped_mid_range(server: Endpoint, cert: TestCert) {
     );
 }
 
+/// The primary refuses a plain client's striped range (its copy does not match): nobody
+/// else can serve it, so the stream is reset with KWIK's delegation code.
+async fn refused_range(server: Endpoint, cert: TestCert) {
+    let addr = server.local_addr().unwrap();
+    let client = quinn_client(&cert, ALPN);
+    let srv = async move {
+        let session = server.accept().await.unwrap().await.unwrap();
+        let (mut send, mut recv) = session.accept_bi().await.unwrap();
+        let request = recv.read_to_end(64).await.unwrap();
+        send.stripe(Bytes::from(request), 1 << 20).unwrap();
+        send.finish().unwrap();
+        let (_, writer) = session.accept_delegation().await.unwrap();
+        writer.refuse().unwrap();
+        session
+    };
+    let cli = async {
+        let conn = client.connect(addr, "localhost").unwrap().await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(b"file").await.unwrap();
+        send.finish().unwrap();
+        (conn, recv.read_to_end(2 << 20).await)
+    };
+    let (_session, (_conn, read)) = within(async { tokio::join!(srv, cli) }).await;
+    let code = kwik_core::ErrorCode::Delegation.to_wire();
+    assert!(
+        matches!(&read, Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(c))) if c.into_inner() == code.into_inner()),
+        "{read:?}"
+    );
+}
+
 macro_rules! suite {
     ($name:ident, $endpoint:path) => {
         mod $name {
@@ -478,6 +508,15 @@ macro_rules! suite {
                     config.joins_only(true);
                     let server = (*<$endpoint>::server(config, loopback()).unwrap()).clone();
                     joins_only_refuses_plain(server, cert).await
+                });
+            }
+
+            #[test]
+            fn a_refused_range_resets_a_plain_clients_stream() {
+                tokio_run(async {
+                    let cert = TestCert::localhost();
+                    let server = server(&cert, kwik_config());
+                    refused_range(server, cert).await
                 });
             }
 
