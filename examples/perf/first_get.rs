@@ -12,7 +12,9 @@ use bytes::{Buf, Bytes};
 use kwik_examples::{self_signed, server_config};
 use tokio::net::UdpSocket;
 
-use crate::pairs::{LOOPBACK, quinn_client, quinn_server_config};
+use kwik_examples::stock::{quinn_client, quinn_server_config};
+
+use crate::pairs::LOOPBACK;
 
 /// One way of the relay: a round trip is twice this.
 const DELAY: Duration = Duration::from_millis(10);

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kwik_core::Config;
+use kwik_examples::stock::{quinn_client, quinn_server_config};
 use kwik_examples::{client_config, self_signed, server_config};
 use tokio::runtime::Handle;
 
@@ -136,50 +137,6 @@ pub(crate) async fn plain_pair(
 
 /// The application protocol of [`plain_pair`].
 const PLAIN_ALPN: &[u8] = b"perf";
-
-/// A quinn client endpoint on loopback trusting `cert` alone, with `transport` and ALPN
-/// `alpn` (if given).
-pub(crate) fn quinn_client(
-    cert: &rustls::pki_types::CertificateDer<'static>,
-    transport: Arc<quinn::TransportConfig>,
-    alpn: Option<&[u8]>,
-) -> anyhow::Result<quinn::Endpoint> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.clone())?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = alpn.into_iter().map(<[u8]>::to_vec).collect();
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-    let mut client_cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    client_cfg.transport_config(transport);
-    let mut client = quinn::Endpoint::client(LOOPBACK)?;
-    client.set_default_client_config(client_cfg);
-    Ok(client)
-}
-
-/// A quinn server config serving `cert` with `transport` and ALPN `alpn` (if given).
-pub(crate) fn quinn_server_config(
-    cert: &rustls::pki_types::CertificateDer<'static>,
-    key: rustls::pki_types::PrivateKeyDer<'static>,
-    transport: Arc<quinn::TransportConfig>,
-    alpn: Option<&[u8]>,
-) -> anyhow::Result<quinn::ServerConfig> {
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])?
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.clone()], key)?;
-    tls.alpn_protocols = alpn.into_iter().map(<[u8]>::to_vec).collect();
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport);
-    Ok(config)
-}
 
 /// A quinn pair with `transport` on both sides (and ALPN `alpn`, if given).
 pub(crate) async fn quinn_pair_with(

@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod plot;
+pub mod stock;
 pub mod webtransport;
 
 use std::net::SocketAddr;

@@ -86,9 +86,12 @@ pub struct Config {
     /// How a writer spreads stream frames over several paths to one peer (same-peer
     /// multipath, see `Session::add_same_peer_path`). Default [`LoadBalancing::MinRtt`].
     pub load_balancing: LoadBalancing,
-    /// Interval of the client's health probes (`Ping`) on each path. Default 250 ms.
+    /// Interval of the health probes (`Ping`, from both ends) on each busy path. Default
+    /// 250 ms. A path that carried nothing but probes for two windows is idle and is probed
+    /// at the idle cadence instead (see `keep_alive_interval`).
     pub path_health_check_interval: Duration,
-    /// A path fails after `max(3 × RTT, interval × threshold)` without an answer. Default 3.
+    /// A busy path fails after `max(3 × RTT, interval × threshold)` without an answer, an
+    /// idle one after `threshold` idle intervals. Default 3.
     pub path_failure_threshold: u32,
     /// How long a failed secondary path is retried before it is removed. Default 10 s.
     /// A failed primary path ends the session with `SessionError::PathUnresponsive`.
@@ -115,14 +118,15 @@ pub struct Config {
     /// More closes the session with `ErrorCode::ControlRate`. Default 1000.
     pub max_control_messages_per_sec: u32,
     /// Idle timeout of each path's QUIC connection (the smaller of the two sides' applies).
-    /// Default 30 s. A KWIK path fails sooner on silence, through its health probes; a
-    /// plain session has no probes: this is how long its peer may go silent.
+    /// Default 30 s. A busy KWIK path fails sooner on silence, through its health probes;
+    /// a plain session has no probes: this is how long its peer may go silent.
     pub idle_timeout: Duration,
-    /// QUIC keep-alive interval; `None` sends none. Default 10 s: a plain session, whose
-    /// liveness is QUIC's own, then stays open while idle for as long as both ends live,
-    /// as a KWIK session does through its health probes (with `None`, an idle plain
-    /// session ends after `idle_timeout`). On KWIK paths the probes keep packets flowing,
-    /// so it never fires there.
+    /// QUIC keep-alive interval; `None` sends none. Default 10 s: an idle session (KWIK or
+    /// plain) then stays open for as long as both ends live. It is also the idle cadence
+    /// of a KWIK path's health: an idle path is probed by QUIC's keep-alive alone when this
+    /// is at most a third of `idle_timeout` (else the client sends a `Ping` every third of
+    /// `idle_timeout`), and fails after `path_failure_threshold` such intervals of silence.
+    /// Busy paths' own probes keep packets flowing, so it does not fire there.
     pub keep_alive_interval: Option<Duration>,
     /// Application protocols this side speaks over the session, most preferred first, named
     /// as ALPN names them (`b"h3"` for HTTP/3); at most 16 of 1 to 255 bytes. A client

@@ -17,6 +17,17 @@
 //! rate is the caller's recent measurement ([`Health::observe_loss`]); on a clean path the
 //! window is exactly `max(3 × RTT, interval × threshold)`.
 //!
+//! **Idle paths.** Probing every interval is what finds a busy path's death fast, and what
+//! would cost an endpoint with thousands of idle sessions a core. A path that carried
+//! nothing but probes for two windows, and whose peer answers, is *idle*
+//! ([`Health::probe_idle`] sets how it is
+//! probed then): its cadence slows to the idle interval (QUIC's keep-alive where that is
+//! often enough, each end hearing the other's keep-alive or its acknowledgement; else the
+//! client's own `Ping`), and it fails after `threshold` idle intervals of silence (the
+//! loss-aware count applies too). The first use of an idle path ([`Health::on_busy`])
+//! restarts the busy cadence and the busy window from that moment: an idle path that died is
+//! found dead at its next use, within one window of it.
+//!
 //! Pure state: the caller feeds time and RTT and sends what it is told to.
 
 use std::time::{Duration, Instant};
@@ -35,6 +46,15 @@ pub struct Health {
     last_pong: Option<Instant>,
     /// Recent packet loss rate of the path, 0 to 1.
     loss: f64,
+    /// Probe cadence of an idle path; zero: the path never counts as idle.
+    idle_interval: Duration,
+    /// Whether this side sends `Ping`s while the path is idle (else the peer's, or QUIC's
+    /// keep-alive, keep it heard from).
+    idle_pings: bool,
+    /// The path carried nothing but probes for two windows.
+    idle: bool,
+    /// When the path last carried something other than probes (or probing started).
+    last_busy: Option<Instant>,
 }
 
 /// The chance of a false failure per window the loss-aware window allows.
@@ -56,6 +76,61 @@ impl Health {
         self.threshold = threshold;
         self.next_ping = Some(now + interval);
         self.last_pong = Some(now);
+        self.last_busy = Some(now);
+        self.idle = false;
+    }
+
+    /// How the path is probed once idle: every `interval` (zero: never idle), with this
+    /// side's own `Ping`s if `pings`.
+    pub fn probe_idle(&mut self, interval: Duration, pings: bool) {
+        self.idle_interval = interval;
+        self.idle_pings = pings;
+    }
+
+    /// Whether the path is idle (see the module's documentation).
+    #[cfg_attr(not(feature = "_internal_test_exports"), allow(dead_code))]
+    pub fn is_idle(&self) -> bool {
+        self.idle
+    }
+
+    /// Whether health is probing a path that is not idle.
+    pub fn is_busy(&self) -> bool {
+        self.last_pong.is_some() && !self.idle
+    }
+
+    /// The path carried something other than probes at `now`. An idle path is busy again:
+    /// probes at the busy cadence, and silence from now on fails it within one window.
+    pub fn on_busy(&mut self, now: Instant) {
+        if self.last_pong.is_none() {
+            return;
+        }
+        self.last_busy = Some(now);
+        if std::mem::take(&mut self.idle) {
+            self.last_pong = self.last_pong.max(Some(now));
+            self.next_ping = Some(now + self.interval);
+        }
+    }
+
+    /// How long the peer may stay silent now: [`Health::window`] while busy, at least
+    /// `threshold` idle intervals while idle.
+    pub fn current_window(&self, rtt: Duration) -> Duration {
+        let busy = self.window(rtt);
+        if self.idle {
+            busy.max(self.idle_interval * self.intervals())
+        } else {
+            busy
+        }
+    }
+
+    /// How long a client lets the path be silent before it counts as degraded: half the
+    /// current window, and never less than one probe interval and a round trip.
+    pub fn degraded_after(&self, rtt: Duration) -> Duration {
+        let interval = if self.idle {
+            self.idle_interval
+        } else {
+            self.interval
+        };
+        (self.current_window(rtt) / 2).max(interval + rtt)
     }
 
     /// How long the peer may stay silent before the path fails.
@@ -84,9 +159,17 @@ impl Health {
         self.loss = 0.5 * self.loss + 0.5 * sample;
     }
 
+    /// When a path that is not degraded becomes so (silent for [`Health::degraded_after`]
+    /// or longer), while probing.
+    pub fn degraded_at(&self, rtt: Duration) -> Option<Instant> {
+        self.last_pong.map(|t| t + self.degraded_after(rtt))
+    }
+
     /// When [`Health::on_timeout`] must next run.
     pub fn deadline(&self, rtt: Duration) -> Option<Instant> {
-        let failure = self.last_pong.map(|t| t + self.window(rtt));
+        // A busy path is looked at every interval (its next probe), which is also when it
+        // may turn idle.
+        let failure = self.last_pong.map(|t| t + self.current_window(rtt));
         [self.next_ping, failure].into_iter().flatten().min()
     }
 
@@ -96,16 +179,33 @@ impl Health {
         let Some(last) = self.last_pong else {
             return verdict;
         };
-        if now >= last + self.window(rtt) {
+        if now >= last + self.current_window(rtt) {
             verdict.failed = true;
             self.next_ping = None;
             self.last_pong = None;
             return verdict;
         }
+        if !self.idle
+            && !self.idle_interval.is_zero()
+            && self
+                .last_busy
+                .is_some_and(|t| now >= t + self.window(rtt) * 2)
+            && now <= last + self.interval + rtt
+        {
+            // Two windows with nothing but probes, and the peer answers: probe at the idle
+            // cadence from now.
+            self.idle = true;
+            self.next_ping = self.idle_pings.then(|| now + self.idle_interval);
+        }
         if self.next_ping.is_some_and(|t| t <= now) {
             self.seq += 1;
             verdict.ping = Some(self.seq);
-            self.next_ping = Some(now + self.interval);
+            let interval = if self.idle {
+                self.idle_interval
+            } else {
+                self.interval
+            };
+            self.next_ping = Some(now + interval);
         }
         verdict
     }

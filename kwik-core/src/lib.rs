@@ -51,7 +51,7 @@
 //!
 //! | owner | holds |
 //! |---|---|
-//! | [`Endpoint`] (`endpoint/mod.rs`) | quinn-proto's endpoint; every session by [`SessionHandle`]; a route per QUIC connection, by quinn-proto's connection handle, to the session and path that hold it; the connections no session holds (a server's before its `Hello` or `Join`, and those a session let go of while they close); the queue of [`Event`]s; the set of connections with work to do; ticket key and budgets. It runs a session's work with what the session may use of it (`session::Cx`) and applies the effects the session asks for (`endpoint/apply.rs`): drive a connection, queue an event, dial a path, take in a connection the session let go of |
+//! | [`Endpoint`] (`endpoint/mod.rs`) | quinn-proto's endpoint; every session by [`SessionHandle`]; a route per QUIC connection, by quinn-proto's connection handle, to the session and path that hold it; the connections no session holds (a server's before its `Hello` or `Join`, and those a session let go of while they close); the queue of [`Event`]s; the set of connections with work to do and of those that may have a datagram to send; each session's and loose connection's next deadline, in a heap (`endpoint/deadlines.rs`: a timer runs only what is due, so idle sessions cost nothing per input); ticket key and budgets. It runs a session's work with what the session may use of it (`session::Cx`) and applies the effects the session asks for (`endpoint/apply.rs`): drive a connection, queue an event, dial a path, take in a connection the session let go of |
 //! | session state (`session/mod.rs`) | role and phase, config, the logical streams (`streams::Streams`), one record per path (state, address, credentials, last figures, and the connection that carries it now), raw datagrams, and the role's delegation state: tickets issued (primary), held and pulls owed (client), ranges served (any server). The session handles its control messages, drives its own connections (`session/drive.rs`), runs its paths' lives (`paths.rs`), its delegation roles (`primary.rs`, `pulls.rs`, `serving.rs`) and its same-peer schedule (`schedule.rs`); it never sees the endpoint, and asks it for the rest as `session::Effect`s (`effects.rs`) |
 //! | `path::Path` (`path/`) | one QUIC connection: its control stream (`control.rs`), the carriers it receives on (`rx.rs`) and sends on (`tx.rs`), delegated carriers (`delegated.rs`), health probes, counters, its [`PathId`], address and tracing span |
 //! | `streams::Streams` (`streams/`) | per logical stream: receive reassembly and flow control (`recv.rs`), send buffers and credit (`send.rs`), the flow-control frames owed (`signals.rs`), delegated and striped credit (`delegated.rs`), bytes kept for reinjection (`retain.rs`) |
@@ -80,10 +80,12 @@
 //! 5. Driving the path again writes: owed flow-control frames first on the signal carrier,
 //!    then as many stream frames as the scheduler allows this path (all of them with
 //!    one path to the peer), then delegated ranges. The frames go into QUIC streams.
-//! 6. [`Endpoint::poll_transmit`] asks the paths in turn for a datagram and returns it as a
-//!    [`Transmit`] naming the session and path; [`Endpoint::poll_timeout`] says when
-//!    [`Endpoint::handle_timeout`] must run next (QUIC timers, health probes, retries,
-//!    ticket refresh, stripe schedules, metrics).
+//! 6. [`Endpoint::poll_transmit`] asks the connections that may send (driven, timed out or
+//!    commanded since they last had nothing, and every busy path) in turn for a datagram
+//!    and returns it as a [`Transmit`] naming the session and path;
+//!    [`Endpoint::poll_timeout`] says when [`Endpoint::handle_timeout`] must run next
+//!    (QUIC timers, health probes, retries, ticket refresh, stripe schedules, metrics),
+//!    the earliest of the deadlines filed per session.
 //!
 //! # Contract
 //!

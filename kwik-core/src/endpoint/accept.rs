@@ -128,11 +128,7 @@ impl Endpoint {
         session.app_protocol = app_protocol.clone();
         // Servers probe too: a dead client is noticed within the health window rather
         // than QUIC's idle timeout.
-        p.health.start(
-            now,
-            config.path_health_check_interval,
-            config.path_failure_threshold,
-        );
+        p.start_health(now, &config);
         p.send_control(Kind::Welcome(kwik_proto::Welcome {
             version: kwik_proto::VERSION,
             session_id: session.id,
@@ -176,7 +172,13 @@ impl Endpoint {
 
     /// Session `h` takes connection `p` as its primary path (`kind` names the path in its
     /// span and qlog trace), and the application hears of the session.
-    fn admit(&mut self, h: SessionHandle, mut session: SessionState, p: Path, kind: &'static str) {
+    fn admit(
+        &mut self,
+        h: SessionHandle,
+        mut session: SessionState,
+        p: Box<Path>,
+        kind: &'static str,
+    ) {
         session.label_span(h);
         label_path_span(&p.span, h, PathId::PRIMARY, kind);
         tracing::info!(parent: &session.span, "session accepted");
@@ -206,10 +208,6 @@ impl Endpoint {
             .clone()
             .ok_or_else(|| refusal("this server admits no joins"))?;
         let config = server.config.clone();
-        let (interval, threshold) = (
-            config.path_health_check_interval,
-            config.path_failure_threshold,
-        );
         if join.path_id == 0 {
             return Err(refusal("path 0 is the primary path"));
         }
@@ -240,7 +238,7 @@ impl Endpoint {
                 return Ok(());
             };
             p.id = path;
-            p.health.start(now, interval, threshold);
+            p.start_health(now, &config);
             p.send_control(join_accepted());
             if let Some(old) = self.attach(h, p) {
                 self.close_conn(now, old, Bytes::from_static(b"replaced"));
@@ -270,7 +268,7 @@ impl Endpoint {
         session.label_span(h);
         super::label_path_span(&p.span, h, path, "secondary");
         tracing::info!(parent: &session.span, %path, "joined as a secondary");
-        p.health.start(now, interval, threshold);
+        p.start_health(now, &session.config);
         p.send_control(join_accepted());
         session.paths.insert(
             path,

@@ -36,6 +36,7 @@ impl Endpoint {
             self.apply(now, h, effect);
         }
         self.effects = effects;
+        self.touch_session(h);
         Some(r)
     }
 
@@ -71,7 +72,7 @@ impl Endpoint {
                 }
             }
             Effect::LetGo(p) => {
-                self.let_go(h, *p);
+                self.let_go(h, p);
             }
             Effect::Label { path, kind } => {
                 if let Some(key) = self
@@ -125,7 +126,7 @@ impl Endpoint {
 
     /// Makes `p` the connection of its path in session `h` (whose record must exist);
     /// returns the connection it replaces, now loose, if any.
-    pub(super) fn attach(&mut self, h: SessionHandle, p: Path) -> Option<ConnKey> {
+    pub(super) fn attach(&mut self, h: SessionHandle, p: Box<Path>) -> Option<ConnKey> {
         let (key, path) = (p.key, p.id);
         let Some(record) = self
             .sessions
@@ -143,7 +144,7 @@ impl Endpoint {
 
     /// Connection `p`, which session `h` no longer holds, drains under the endpoint.
     /// Returns its key.
-    pub(super) fn let_go(&mut self, h: SessionHandle, p: Path) -> ConnKey {
+    pub(super) fn let_go(&mut self, h: SessionHandle, p: Box<Path>) -> ConnKey {
         let key = p.key;
         self.routes.insert(key, Route::Loose);
         self.loose.insert(
@@ -153,6 +154,7 @@ impl Endpoint {
                 path: p,
             },
         );
+        self.touch_conn(key);
         key
     }
 }

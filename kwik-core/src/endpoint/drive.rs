@@ -29,13 +29,18 @@ impl Endpoint {
         let span = p.span.clone();
         let _entered = span.enter();
         endpoint_events(quic, p);
+        // Whose timers this was (a connection a message moved into a session is then the
+        // session's too).
+        self.touch_conn(key);
         if let Err(error) = self.drive_path(now, key) {
             self.violation(now, key, error);
         }
+        self.touch_conn(key);
         let Some((quic, p)) = self.conn_and_quic(key) else {
             return;
         };
         endpoint_events(quic, p);
+        p.note_use(now);
         if p.conn.is_drained() {
             self.drained(now, key);
         }

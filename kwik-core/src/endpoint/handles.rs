@@ -95,7 +95,13 @@ impl Session<'_> {
         let s = self.state_mut()?;
         match s.mode {
             Mode::Kwik => s.streams.accept(dir),
-            Mode::Plain => s.plain_accept(dir),
+            Mode::Plain => {
+                // QUIC may grant the peer another stream: the connection has a frame to
+                // send.
+                let id = s.plain_accept(dir);
+                self.endpoint.touch_session(self.handle);
+                id
+            }
         }
     }
 

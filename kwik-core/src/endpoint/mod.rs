@@ -37,6 +37,7 @@ use crate::ticket::{Budgets, TicketKey};
 
 mod accept;
 mod apply;
+mod deadlines;
 mod drive;
 mod handles;
 mod qlog;
@@ -44,6 +45,7 @@ mod routes;
 mod stats;
 mod timers;
 
+use deadlines::{Deadlines, Owner};
 use routes::{Route, Routes};
 
 pub use handles::{Delegated, RecvStream, SendStream, Session};
@@ -92,6 +94,11 @@ pub struct Endpoint {
     responses: VecDeque<(Transmit, Bytes)>,
     /// Paths with work to do before the next output.
     dirty: BTreeSet<ConnKey>,
+    /// Connections that may have a datagram to send: driven, timed out or commanded since
+    /// they last had none.
+    sendable: BTreeSet<ConnKey>,
+    /// When each session and loose connection next needs its timers run.
+    deadlines: Deadlines,
     /// Where the next `poll_transmit` starts, for fairness between paths.
     transmit_cursor: ConnKey,
     rng: ChaCha20Rng,
@@ -125,7 +132,7 @@ fn ticket_key_of(server: Option<&ServerConfig>, fallback: [u8; 32]) -> TicketKey
 struct Loose {
     /// The session that let go of it, if any.
     session: Option<SessionHandle>,
-    path: Path,
+    path: Box<Path>,
 }
 
 /// The connection `key` routes to and the session it belongs (or belonged) to, borrowed
@@ -138,7 +145,7 @@ fn route_mut<'a>(
 ) -> Option<(Option<SessionHandle>, &'a mut Path)> {
     match route {
         Route::Path(h, path) => Some((Some(h), sessions.get_mut(&h)?.conn_mut(path)?)),
-        Route::Loose => loose.get_mut(&key).map(|l| (l.session, &mut l.path)),
+        Route::Loose => loose.get_mut(&key).map(|l| (l.session, &mut *l.path)),
     }
 }
 
@@ -197,6 +204,8 @@ impl Endpoint {
             events: VecDeque::new(),
             responses: VecDeque::new(),
             dirty: BTreeSet::new(),
+            sendable: BTreeSet::new(),
+            deadlines: Deadlines::default(),
             transmit_cursor: ConnKey(0),
             rng,
             #[cfg(feature = "qlog")]
@@ -318,41 +327,15 @@ impl Endpoint {
         ));
     }
 
-    /// Advances timers to `now`.
+    /// Advances timers to `now`: runs those of every session and loose connection that
+    /// are due, each found in a heap of deadlines (the others are not looked at).
     pub fn handle_timeout(&mut self, now: Instant) {
         // Datagrams handed in since the last drive are proof of life: a loop that wakes
         // late reads its backlog before its timers, and health must see that backlog.
         self.flush(now);
-        self.each_conn_mut(|key, p, dirty| {
-            if p.conn.poll_timeout().is_some_and(|t| t <= now) {
-                p.conn.handle_timeout(now);
-                dirty.insert(key);
-            }
-        });
-        self.check_health(now);
-        self.update_degraded(now);
-        self.retry_paths(now);
-        self.expire_joins(now);
-        self.sample_rates(now);
-        self.refresh_credentials(now);
-        self.check_stalls(now);
-        let metrics_due: Vec<SessionHandle> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.next_metrics.is_some_and(|t| t <= now))
-            .map(|(h, _)| *h)
-            .collect();
-        for h in metrics_due {
-            let stats = self.session_stats(h);
-            if let Some(s) = self.sessions.get_mut(&h) {
-                s.next_metrics = Some(now + s.config.metrics_interval);
-            }
-            if let Some(stats) = stats {
-                self.events.push_back(Event::Metrics {
-                    session: h,
-                    stats: Box::new(stats),
-                });
-            }
+        self.file_touched();
+        while let Some(owner) = self.deadlines.pop_due(now) {
+            self.run_timers(now, owner);
         }
         self.last_now = Some(now);
     }
@@ -371,35 +354,58 @@ impl Endpoint {
             count_sent(&mut self.stats, &t);
             return Some(t);
         }
-        // Round-robin over paths, starting after the one that sent last.
-        let cursor = self.transmit_cursor;
-        let Self {
-            routes,
-            sessions,
-            loose,
-            quic,
-            stats,
-            ..
-        } = self;
-        let mut sent = None;
-        for (key, route) in routes.from(cursor) {
-            let Some((session, p)) = route_mut(sessions, loose, key, route) else {
+        // Round-robin over the connections that may send, once around, starting after the
+        // one that sent last.
+        let mut at = self.transmit_cursor;
+        let mut wrapped = false;
+        loop {
+            let key = match self.sendable.range(at..).next().copied() {
+                Some(key) if !(wrapped && key >= self.transmit_cursor) => key,
+                None if !wrapped => {
+                    wrapped = true;
+                    at = ConnKey(0);
+                    continue;
+                }
+                _ => return None,
+            };
+            at = ConnKey(key.0 + 1);
+            let Self {
+                routes,
+                sessions,
+                loose,
+                quic,
+                stats,
+                ..
+            } = self;
+            let mut busy = false;
+            let sent = routes.get(key).and_then(|route| {
+                let (session, p) = route_mut(sessions, loose, key, route)?;
+                busy = !p.closing && p.health.is_busy();
+                let t = drive::transmit_from(quic, p, session, now, max_datagrams, buf)?;
+                Some((t, p.raw_blocked))
+            });
+            let Some((t, raw_blocked)) = sent else {
+                // Nothing to send now. QUIC's pacing may have set a timer for its next
+                // burst; a busy KWIK path is asked again at every output anyway, which
+                // spreads its packets between bursts, while an idle one costs nothing
+                // until something happens to it.
+                if !busy {
+                    self.sendable.remove(&key);
+                }
+                self.touch_conn_timers(key);
                 continue;
             };
-            if let Some(t) = drive::transmit_from(quic, p, session, now, max_datagrams, buf) {
-                sent = Some((key, t, p.raw_blocked));
-                break;
+            count_sent(stats, &t);
+            self.transmit_cursor = at;
+            // QUIC frees datagram room as it sends; drive the path so that a blocked
+            // sender hears of it now, not at the next acknowledgement.
+            if raw_blocked {
+                self.dirty.insert(key);
             }
+            // Sending moved the connection's timers.
+            self.touch_conn(key);
+            return Some(t);
         }
-        let (key, t, raw_blocked) = sent?;
-        count_sent(stats, &t);
-        self.transmit_cursor = ConnKey(key.0 + 1);
-        // QUIC frees datagram room as it sends; drive the path so that a blocked sender
-        // hears of it now, not at the next acknowledgement.
-        if raw_blocked {
-            self.dirty.insert(key);
-        }
-        Some(t)
     }
 
     /// The next event for the application.
@@ -413,28 +419,49 @@ impl Endpoint {
     /// When [`Endpoint::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
         self.flush(now);
-        let conns = self
-            .sessions
-            .values_mut()
-            .flat_map(|s| s.conns_mut())
-            .chain(self.loose.values_mut().map(|l| &mut l.path))
-            .filter_map(|p| p.conn.poll_timeout());
-        let conns: Option<Instant> = conns.min();
-        let health = self
-            .sessions
-            .values()
-            .flat_map(|s| s.conns())
-            .chain(self.loose.values().map(|l| &l.path))
-            .filter_map(|p| p.health.deadline(p.conn.rtt()));
-        let metrics = self.sessions.values().filter_map(|s| s.next_metrics);
-        conns
-            .into_iter()
-            .chain(health)
-            .chain(metrics)
-            .chain(self.retry_deadline())
-            .chain(self.refresh_deadline())
-            .chain(self.stripe_deadline())
-            .min()
+        self.file_touched();
+        self.deadlines.next()
+    }
+
+    /// Files again the deadlines of everything touched since they were filed.
+    fn file_touched(&mut self) {
+        for owner in self.deadlines.take_touched() {
+            let deadline = self.deadline_of(owner);
+            self.deadlines.file(owner, deadline);
+        }
+    }
+
+    /// Something happened to `owner`: its timers may have moved.
+    fn touch(&mut self, owner: Owner) {
+        self.deadlines.touch(owner);
+    }
+
+    /// Something happened to connection `key`: its timers may have moved, and it may
+    /// have datagrams to send.
+    fn touch_conn(&mut self, key: ConnKey) {
+        if self.touch_conn_timers(key) {
+            self.sendable.insert(key);
+        }
+    }
+
+    /// The timers of connection `key` may have moved; returns whether it is known.
+    fn touch_conn_timers(&mut self, key: ConnKey) -> bool {
+        match self.routes.get(key) {
+            Some(Route::Path(h, _)) => self.deadlines.touch(Owner::Session(h)),
+            Some(Route::Loose) => self.deadlines.touch(Owner::Loose(key)),
+            None => return false,
+        }
+        true
+    }
+
+    /// Something happened to session `h`: its timers may have moved, and its connections
+    /// may have datagrams to send.
+    fn touch_session(&mut self, h: SessionHandle) {
+        let Some(s) = self.sessions.get(&h) else {
+            return;
+        };
+        self.sendable.extend(s.conns().map(|p| p.key));
+        self.deadlines.touch(Owner::Session(h));
     }
 
     /// A borrowed handle to command one session; `None` once it is gone.
@@ -494,7 +521,7 @@ impl Endpoint {
     fn conn(&self, key: ConnKey) -> Option<&Path> {
         match self.routes.get(key)? {
             Route::Path(h, path) => self.sessions.get(&h)?.conn(path),
-            Route::Loose => self.loose.get(&key).map(|l| &l.path),
+            Route::Loose => self.loose.get(&key).map(|l| &*l.path),
         }
     }
 
@@ -527,30 +554,6 @@ impl Endpoint {
             p.close_app(now, quinn_proto::VarInt::from_u32(0), reason);
             self.dirty.insert(key);
         }
-    }
-
-    /// Calls `f` on every connection in key order, with the set of connections to drive.
-    fn each_conn_mut(&mut self, mut f: impl FnMut(ConnKey, &mut Path, &mut BTreeSet<ConnKey>)) {
-        let Self {
-            routes,
-            sessions,
-            loose,
-            dirty,
-            ..
-        } = self;
-        for (key, route) in routes.iter() {
-            if let Some((_, p)) = route_mut(sessions, loose, key, route) {
-                f(key, p, dirty);
-            }
-        }
-    }
-
-    /// Every connection in key order, with the session it belongs (or belonged) to.
-    fn each_conn(&self) -> impl Iterator<Item = (Option<SessionHandle>, &Path)> + '_ {
-        self.routes.iter().filter_map(|(key, route)| match route {
-            Route::Path(h, path) => Some((Some(h), self.sessions.get(&h)?.conn(path)?)),
-            Route::Loose => self.loose.get(&key).map(|l| (l.session, &l.path)),
-        })
     }
 
     /// The peer on path `key` broke the protocol: close what it belongs to.

@@ -101,7 +101,7 @@ impl Endpoint {
         self.loose
             .values()
             .find(|l| l.session == Some(h) && l.path.id == path)
-            .map(|l| &l.path)
+            .map(|l| &*l.path)
     }
 }
 

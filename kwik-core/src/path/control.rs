@@ -9,6 +9,7 @@ impl Path {
     /// Queues one encoded control frame.
     pub(crate) fn send_control(&mut self, kind: kwik_proto::control_frame::Kind) {
         self.counters.control_sent += 1;
+        self.probes += u64::from(is_probe(&kind));
         crate::control::encode(kind, &mut self.control_tx);
     }
 
@@ -44,6 +45,7 @@ impl Path {
                             }
                             Ok(Some(kind)) => {
                                 self.counters.control_received += 1;
+                                self.probes += u64::from(is_probe(&kind));
                                 out.push(kind);
                             }
                             Ok(None) => break,
@@ -104,4 +106,10 @@ impl Path {
             )),
         }
     }
+}
+
+/// Whether `kind` is a health probe or its answer, which do not make a path busy.
+fn is_probe(kind: &kwik_proto::control_frame::Kind) -> bool {
+    use kwik_proto::control_frame::Kind;
+    matches!(kind, Kind::Ping(_) | Kind::Pong(_))
 }

@@ -110,6 +110,10 @@ pub(crate) struct Path {
     release_epoch: u64,
     /// Packets sent and lost at the last loss sample, for health.
     loss_mark: (u64, u64),
+    /// Health probes and answers sent and received.
+    probes: u64,
+    /// Messages, frames and datagrams other than probes at the last look, for health.
+    used: u64,
     /// Bounds the control messages the peer may send.
     control_budget: TokenBucket,
     /// This side closed the connection: nothing more is read or written.
@@ -172,6 +176,8 @@ pub(crate) struct Polled {
 }
 
 impl Path {
+    /// A path for `conn`, boxed: a path is several KiB (QUIC's connection among them),
+    /// and the maps that hold paths keep room for several entries per node.
     pub(crate) fn new(
         key: ConnKey,
         conn: Connection,
@@ -179,8 +185,8 @@ impl Path {
         side: quinn_proto::Side,
         span: tracing::Span,
         control_rate: u32,
-    ) -> Self {
-        Self {
+    ) -> Box<Self> {
+        Box::new(Self {
             remote: conn.remote_address(),
             conn,
             id,
@@ -202,6 +208,8 @@ impl Path {
             stream_frames: 0,
             release_epoch: 0,
             loss_mark: (0, 0),
+            probes: 0,
+            used: 0,
             control_budget: TokenBucket::new(control_rate),
             closing: false,
             alpn: None,
@@ -214,6 +222,32 @@ impl Path {
             pieces: Vec::new(),
             rx_pieces: Vec::new(),
             headers: BytesMut::new(),
+        })
+    }
+
+    /// Starts probing the path's health with `config`'s interval and threshold. Once idle,
+    /// QUIC's keep-alive probes it if it runs at least every third of the idle timeout;
+    /// else the client sends a `Ping` that often.
+    pub(crate) fn start_health(&mut self, now: std::time::Instant, config: &crate::Config) {
+        let interval = config.path_health_check_interval;
+        self.health
+            .start(now, interval, config.path_failure_threshold);
+        let cadence = config.idle_timeout / 3;
+        let (idle, pings) = match config.keep_alive_interval {
+            Some(k) if k <= cadence => (k, false),
+            _ => (cadence, self.side == quinn_proto::Side::Client),
+        };
+        self.health.probe_idle(idle.max(interval), pings);
+    }
+
+    /// Tells health whether the path carried anything but probes since the last look.
+    pub(crate) fn note_use(&mut self, now: std::time::Instant) {
+        let c = &self.counters;
+        let used = (c.frames_sent + c.frames_received + c.raw_sent + c.raw_received)
+            + (c.control_sent + c.control_received - self.probes);
+        if used != self.used {
+            self.used = used;
+            self.health.on_busy(now);
         }
     }
 

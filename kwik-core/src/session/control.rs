@@ -202,15 +202,12 @@ impl SessionState {
     ) -> Result<(), ProtocolError> {
         self.accept_welcome(welcome)?;
         self.set_state(PathId::PRIMARY, PathState::Active);
-        let (interval, threshold) = (
-            self.config.path_health_check_interval,
-            self.config.path_failure_threshold,
-        );
         let now = cx.now;
+        let config = self.config.clone();
         let Some(p) = self.conn_mut(path) else {
             return Ok(());
         };
-        p.health.start(now, interval, threshold);
+        p.start_health(now, &config);
         if self.config.metrics_enabled {
             self.next_metrics = Some(now + self.config.metrics_interval);
         }

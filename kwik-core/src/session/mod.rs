@@ -192,7 +192,7 @@ pub(crate) struct PathRecord {
     /// removed path carried stays in the session's stats.
     pub(crate) last: Option<Box<crate::stats::PathStats>>,
     /// This side's connection for the path; a primary has none for a secondary's.
-    pub(crate) conn: Option<Path>,
+    pub(crate) conn: Option<Box<Path>>,
 }
 
 impl PathRecord {
@@ -489,22 +489,24 @@ impl SessionState {
 
     /// The connection that carries `path` now.
     pub(crate) fn conn(&self, path: PathId) -> Option<&Path> {
-        self.paths.get(&path)?.conn.as_ref()
+        self.paths.get(&path)?.conn.as_deref()
     }
 
     /// The connection that carries `path` now.
     pub(crate) fn conn_mut(&mut self, path: PathId) -> Option<&mut Path> {
-        self.paths.get_mut(&path)?.conn.as_mut()
+        self.paths.get_mut(&path)?.conn.as_deref_mut()
     }
 
     /// The connections this side holds for the session's paths, in path order.
     pub(crate) fn conns(&self) -> impl Iterator<Item = &Path> {
-        self.paths.values().filter_map(|r| r.conn.as_ref())
+        self.paths.values().filter_map(|r| r.conn.as_deref())
     }
 
     /// The connections this side holds for the session's paths, in path order.
     pub(crate) fn conns_mut(&mut self) -> impl Iterator<Item = &mut Path> {
-        self.paths.values_mut().filter_map(|r| r.conn.as_mut())
+        self.paths
+            .values_mut()
+            .filter_map(|r| r.conn.as_deref_mut())
     }
 
     /// Client: checks the primary's Welcome and takes the session's id and limits from it.

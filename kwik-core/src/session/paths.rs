@@ -168,7 +168,7 @@ impl SessionState {
             p.close_app(cx.now, VarInt::from_u32(0), reason);
             cx.drive(key);
         }
-        cx.effects.push(Effect::LetGo(Box::new(p)));
+        cx.effects.push(Effect::LetGo(p));
         Some(key)
     }
 
@@ -421,8 +421,6 @@ impl SessionState {
         if !result.accepted {
             return Err(super::refusal("join refused"));
         }
-        let interval = self.config.path_health_check_interval;
-        let threshold = self.config.path_failure_threshold;
         if self
             .paths
             .get(&path)
@@ -437,8 +435,9 @@ impl SessionState {
             m.join_deadline = None;
         }
         let now = cx.now;
+        let config = self.config.clone();
         if let Some(p) = self.conn_mut(path) {
-            p.health.start(now, interval, threshold);
+            p.start_health(now, &config);
         }
         self.report_status(cx, path, PathState::Active, "");
         self.path_event(cx, path, PathState::Active, "");
@@ -549,7 +548,7 @@ impl SessionState {
     pub(crate) fn peer_path_lost(&mut self, cx: &mut Cx<'_>, path: PathId) {
         if let Some(p) = self.paths.get_mut(&path).and_then(|r| r.conn.take()) {
             // Lost: it only drains now, loose.
-            cx.effects.push(Effect::LetGo(Box::new(p)));
+            cx.effects.push(Effect::LetGo(p));
         }
         if self.set_state(path, PathState::Failed) {
             cx.event(Event::PathFailed {

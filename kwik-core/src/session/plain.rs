@@ -84,7 +84,7 @@ struct Range {
 
 /// The connection of a plain session, borrowed from its paths alone.
 fn primary(paths: &mut BTreeMap<PathId, PathRecord>) -> Option<&mut Path> {
-    paths.get_mut(&PathId::PRIMARY)?.conn.as_mut()
+    paths.get_mut(&PathId::PRIMARY)?.conn.as_deref_mut()
 }
 
 /// quinn-proto's id of logical stream `id` (the same number).

@@ -48,7 +48,7 @@ impl SessionState {
             .paths
             .iter()
             .filter(|(id, m)| s.is_peer_path(**id) && m.state.is_usable())
-            .filter_map(|(id, m)| Some((*id, m.conn.as_ref()?, m.backup)))
+            .filter_map(|(id, m)| Some((*id, m.conn.as_deref()?, m.backup)))
             .filter(|(_, p, _)| !p.closing)
             .collect();
         if peers.len() <= 1 {

@@ -131,3 +131,104 @@ fn any_packet_heard_keeps_the_path_alive() {
     assert!(!h.on_timeout(last + 749 * MS, rtt).failed);
     assert!(h.on_timeout(last + 750 * MS, rtt).failed);
 }
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// Runs `h` from `from` to `to` at its own deadlines, answering each probe one `rtt`
+/// later (unless `answer` is false); returns the times probes were sent.
+fn run(h: &mut Health, from: Instant, to: Instant, rtt: Duration, answer: bool) -> Vec<Instant> {
+    let mut probes = Vec::new();
+    let mut pending: Option<(u64, Instant)> = None;
+    let mut t = from;
+    loop {
+        let next = [h.deadline(rtt), pending.map(|(_, at)| at)]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(next) = next.filter(|n| *n <= to) else {
+            return probes;
+        };
+        t = t.max(next);
+        if let Some((seq, at)) = pending.filter(|(_, at)| *at <= t) {
+            h.on_pong(at, seq);
+            pending = None;
+        }
+        let v = h.on_timeout(t, rtt);
+        assert!(!v.failed, "failed at {:?}", t - from);
+        if let Some(seq) = v.ping {
+            probes.push(t);
+            if answer {
+                pending = Some((seq, t + rtt));
+            }
+        }
+    }
+}
+
+#[test]
+fn an_idle_path_is_probed_at_the_idle_cadence_and_fails_after_threshold_idle_intervals() {
+    let t0 = Instant::now();
+    let mut h = started(t0);
+    h.probe_idle(10 * SEC, true);
+    let rtt = 40 * MS;
+    let probes = run(&mut h, t0, t0 + 61 * SEC, rtt, true);
+    // Busy cadence for two windows (1.5 s), then one probe every 10 s.
+    let busy: Vec<_> = probes.iter().filter(|t| **t <= t0 + 1500 * MS).collect();
+    assert_eq!(busy.len(), 5, "{probes:?}");
+    assert_eq!(
+        probes.len(),
+        5 + 5,
+        "{:?}",
+        probes.iter().map(|t| *t - t0).collect::<Vec<_>>()
+    );
+    assert!(h.is_idle());
+    assert_eq!(h.degraded_after(rtt), 15 * SEC);
+    // Then silence: it fails three idle intervals after the last answer.
+    let last = *probes.last().unwrap() + rtt;
+    assert_eq!(h.deadline(rtt), Some(last - rtt + 10 * SEC));
+    let v = h.on_timeout(last - rtt + 10 * SEC, rtt);
+    assert!(v.ping.is_some() && !v.failed);
+    assert!(!h.on_timeout(last + 30 * SEC - MS, rtt).failed);
+    assert!(h.on_timeout(last + 30 * SEC, rtt).failed);
+}
+
+#[test]
+fn the_first_use_of_an_idle_path_restores_the_busy_window() {
+    let t0 = Instant::now();
+    let mut h = started(t0);
+    h.probe_idle(10 * SEC, true);
+    let rtt = 40 * MS;
+    let _ = run(&mut h, t0, t0 + 25 * SEC, rtt, true);
+    assert!(h.is_idle());
+    // Used at 25 s, after the path died unseen at 24 s: probes at the busy cadence at
+    // once, and it fails one busy window after the use.
+    let used = t0 + 25 * SEC;
+    h.on_busy(used);
+    assert!(!h.is_idle());
+    assert_eq!(h.deadline(rtt), Some(used + 250 * MS));
+    assert_eq!(h.degraded_after(rtt), 375 * MS);
+    let probes = run(&mut h, used, used + 749 * MS, rtt, false);
+    assert_eq!(probes.len(), 2);
+    assert!(h.on_timeout(used + 750 * MS, rtt).failed);
+}
+
+#[test]
+fn a_side_that_sends_no_idle_probes_lives_on_what_it_hears() {
+    let t0 = Instant::now();
+    let mut h = started(t0);
+    // The peer (or QUIC's keep-alive) probes an idle path; this side only listens.
+    h.probe_idle(10 * SEC, false);
+    let rtt = 40 * MS;
+    let probes = run(&mut h, t0, t0 + 1500 * MS, rtt, true);
+    assert_eq!(probes.len(), 5);
+    assert!(h.is_idle());
+    // A keep-alive heard every 10 s keeps it alive without a probe of its own.
+    for i in 1..=6u32 {
+        let t = t0 + 1500 * MS + 10 * SEC * i;
+        h.on_progress(t);
+        let v = h.on_timeout(t, rtt);
+        assert_eq!(v, HealthVerdict::default(), "at {i}");
+    }
+    let last = t0 + 1500 * MS + 60 * SEC;
+    assert_eq!(h.deadline(rtt), Some(last + 30 * SEC));
+    assert!(h.on_timeout(last + 30 * SEC, rtt).failed);
+}

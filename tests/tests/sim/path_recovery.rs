@@ -36,7 +36,9 @@ fn fail_secondary_after(seed: u64, config: Config, age: Duration) -> (Cluster, P
     let path = c.path_ids[&1];
     let (a, b) = (c.addrs[1].ip(), c.sim.nodes[c.client].addr.ip());
     c.sim.net.set_up(a, b, false);
-    let failed = c.run_until(Duration::from_secs(5), |c| {
+    // A path that carried nothing for a while is idle: QUIC's keep-alive probes it, and
+    // its silence fails it after three keep-alive intervals (30 s).
+    let failed = c.run_until(Duration::from_secs(35), |c| {
         c.reader.events.iter().any(|e| {
             matches!(e, Event::PathFailed { path: p, error: PathError::Unresponsive, .. } if *p == path)
         })

@@ -2,7 +2,8 @@
 //! a `Pong` can wait behind a full queue or a long round trip complete with matching
 //! checksums, and neither side closes the session or fails a path: 512 kbit/s and 1 Mbit/s
 //! with a 50 ms and a one-second queue kept full, a 2 s RTT, and 10 % loss. Servers probe too: a client whose link dies
-//! is noticed by the server within `max(3 × RTT, interval × threshold) + RTT`.
+//! while data moves is noticed by the server within `max(3 × RTT, interval × threshold) +
+//! RTT`; an idle one within three keep-alive intervals and an RTT.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -116,51 +117,81 @@ fn ten_percent_loss_stays_alive() {
     }
 }
 
-#[test]
-fn a_server_notices_a_dead_client() {
+/// A client and a server over a 20 Mbit/s link with a 40 ms RTT; the client's link dies
+/// after `before` of either an upload the server echoes (`busy`) or silence. Returns how
+/// long after the cut the server closed the session, with the error, and the path's RTT.
+fn server_notices_dead_client(
+    seed: u64,
+    busy: bool,
+    before: Duration,
+) -> (Duration, SessionError, Duration) {
     let link = LinkConfig::default()
         .rate_mbit(20)
         .delay_ms(20)
         .queue_ms(50);
     let config = Config::default();
-    let mut p = Pair::new(305, link, config.clone(), config.clone());
-    let mut server_app = App::default();
+    let mut p = Pair::new(seed, link, config.clone(), config);
+    let mut server_app = App::echo();
     let mut client_app = App::default();
     assert!(p.run_until(
         Duration::from_secs(5),
         &mut server_app,
         &mut client_app,
-        |_, s, _| !s.sessions.is_empty()
+        |_, s, c| !s.sessions.is_empty() && !c.sessions.is_empty()
     ));
-    p.run_until(
-        Duration::from_secs(2),
-        &mut server_app,
-        &mut client_app,
-        |_, _, _| false,
-    );
+    if busy {
+        // 40 MB each way: still under way when the link dies.
+        p.open_and_send(&mut client_app, Dir::Bi, payload(seed, 40 << 20))
+            .unwrap();
+    }
+    p.run_until(before, &mut server_app, &mut client_app, |_, _, _| false);
     let sh = server_app.sessions[0];
     let rtt = p.server_endpoint().session(sh).unwrap().stats().paths[0].rtt;
     let (a, b) = (p.server_addr.ip(), p.client_addr.ip());
     p.sim.net.set_up(a, b, false);
     let cut = p.sim.now();
     let closed = p.run_until(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         &mut server_app,
         &mut client_app,
         |_, s, _| !s.closed.is_empty(),
     );
     assert!(closed, "the server never noticed");
-    let after = p.sim.now() - cut;
+    (p.sim.now() - cut, server_app.closed[0].1.clone(), rtt)
+}
+
+#[test]
+fn a_server_notices_a_client_that_dies_mid_transfer_within_the_window() {
+    let config = Config::default();
+    let (after, error, rtt) = server_notices_dead_client(305, true, Duration::from_secs(2));
     let bound =
         (3 * rtt).max(config.path_health_check_interval * config.path_failure_threshold) + rtt;
     println!("the server closed {after:?} after the cut (bound {bound:?})");
     assert!(
-        matches!(
-            server_app.closed[0].1,
-            SessionError::PathUnresponsive { .. }
-        ),
-        "{:?}",
-        server_app.closed
+        matches!(error, SessionError::PathUnresponsive { .. }),
+        "{error:?}"
     );
+    assert!(after <= bound, "{after:?} above {bound:?}");
+}
+
+#[test]
+fn a_server_notices_an_idle_client_that_died_within_the_idle_window() {
+    // Idle for 5 s (idle after two windows, 1.5 s): QUIC's keep-alive (10 s) is the only
+    // probe, and silence fails the path after three of its intervals; QUIC's idle timeout
+    // (30 s) may end it at the same moment.
+    let config = Config::default();
+    let (after, error, rtt) = server_notices_dead_client(306, false, Duration::from_secs(5));
+    let keep_alive = config.keep_alive_interval.unwrap();
+    let bound = keep_alive * config.path_failure_threshold + rtt;
+    println!("the server closed {after:?} after the cut (bound {bound:?})");
+    assert!(
+        matches!(
+            error,
+            SessionError::PathUnresponsive { .. } | SessionError::TimedOut
+        ),
+        "{error:?}"
+    );
+    // Not at the busy cadence: the path was idle.
+    assert!(after > Duration::from_secs(2), "{after:?}");
     assert!(after <= bound, "{after:?} above {bound:?}");
 }

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 mod hostile_memory;
+mod idle_sessions;
 mod plain_flood;
 
 #[global_allocator]
