@@ -90,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             check.verify(len)?;
             println!("every byte matches the body");
             println!("checksum matches");
+            println!("{}", kwik_examples::copy_report(&session.stats(), len));
             let failures = failures.lock().map(|f| f.clone()).unwrap_or_default();
             for p in session.paths() {
                 let why = failures

@@ -154,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let stats = session.stats();
+    println!("{}", kwik_examples::copy_report(&stats, BODY));
     println!(
         "session stats: stream bytes read {}, written {}, raw datagrams dropped {}",
         stats.stream_bytes_read, stats.stream_bytes_written, stats.raw_dropped

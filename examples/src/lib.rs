@@ -346,6 +346,26 @@ impl BodyCheck {
     }
 }
 
+/// What a client's paths received beyond a body of `body` bytes: the ratio of the paths'
+/// stream bytes to the body, and the bytes received twice by reason.
+pub fn copy_report(stats: &kwik_core::SessionStats, body: u64) -> String {
+    let received: u64 = stats.paths.iter().map(|p| p.stream_bytes_received).sum();
+    let c = stats.stripe_copy_bytes;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    format!(
+        "paths received {:.3} x the body; received twice: {:.1} MiB (end game {:.1}, stall          {:.1}, full window {:.1}, failover {:.1}, other {:.1}); end-game copies lost {:.1} of          {:.1} MiB pulled",
+        received as f64 / body.max(1) as f64,
+        mib(c.total()),
+        mib(c.end_game),
+        mib(c.stall),
+        mib(c.window),
+        mib(c.failover),
+        mib(c.other),
+        mib(stats.end_game_copy_bytes_lost),
+        mib(stats.end_game_copy_bytes),
+    )
+}
+
 /// Writes every range this server is delegated in `session`, from the body.
 pub async fn serve_delegations(session: Session) {
     let block = block();

@@ -30,6 +30,7 @@
 //! | `kwik_stripes_finished_total` | counter | |
 //! | `kwik_stripe_chunks_total` | counter | |
 //! | `kwik_stripe_copies_total` | counter | |
+//! | `kwik_stripe_copy_bytes_total` | counter | `reason` (end_game, stall, window, failover, other: stream bytes received twice) |
 //! | `kwik_failovers_total` | counter | |
 //! | `kwik_pulls_refused_total` | counter | `side` (served: this server refused; pulled: a server refused this client) |
 
@@ -286,6 +287,21 @@ impl Telemetry {
                 counter!(name).increment(n - w);
             }
         }
+        let (c, w) = (now.stripe_copy_bytes, was.stripe_copy_bytes);
+        for (reason, n, w) in [
+            ("end_game", c.end_game, w.end_game),
+            ("stall", c.stall, w.stall),
+            ("window", c.window, w.window),
+            ("failover", c.failover, w.failover),
+            ("other", c.other, w.other),
+        ] {
+            add(
+                "kwik_stripe_copy_bytes_total",
+                "reason",
+                reason,
+                delta(n, w),
+            );
+        }
         if now.protocol_violations > was.protocol_violations {
             for code in ErrorCode::ALL {
                 let d = delta(
@@ -510,6 +526,11 @@ fn describe() {
     describe_counter!(
         "kwik_stripe_copies_total",
         "Stripe chunks pulled twice (stall or end game)"
+    );
+    describe_counter!(
+        "kwik_stripe_copy_bytes_total",
+        Unit::Bytes,
+        "Stream bytes a client received twice, by why the range was pulled twice"
     );
     describe_counter!(
         "kwik_failovers_total",

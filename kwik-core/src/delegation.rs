@@ -102,6 +102,11 @@ pub(crate) struct Owed {
     /// Settled (every byte arrived, or reported failed); kept so that late duplicate bytes
     /// are recognised as owed until the reader passed them.
     pub(crate) reported: bool,
+    /// Why the range was pulled twice, if it was: this pull's own reason if it is a copy or
+    /// a re-pull, its copy's if one was made of it.
+    pub(crate) reason: Option<crate::stripe::CopyReason>,
+    /// This pull is the copy (or the re-pull) of a range pulled before.
+    pub(crate) copy: bool,
 }
 
 /// Client: a ticket the primary issued, and what the client does with it.

@@ -93,11 +93,6 @@ impl Health {
         self.idle
     }
 
-    /// Whether health is probing a path that is not idle.
-    pub fn is_busy(&self) -> bool {
-        self.last_pong.is_some() && !self.idle
-    }
-
     /// The path carried something other than probes at `now`. An idle path is busy again:
     /// probes at the busy cadence, and silence from now on fails it within one window.
     pub fn on_busy(&mut self, now: Instant) {

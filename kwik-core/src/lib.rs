@@ -171,7 +171,7 @@ pub use event::{Event, Transmit};
 pub use ids::{DelegationId, PathId, SessionHandle, StreamId, StripeId};
 pub use join::GroupKey;
 pub use session::{AddPathError, Mode, PathInfo, PathKind, PathState, RemovePathError, Role};
-pub use stats::{EndpointStats, PathStats, SessionStats};
+pub use stats::{CopyBytes, EndpointStats, PathStats, SessionStats};
 pub use ticket::TicketError;
 
 pub use bytes::{Bytes, BytesMut};

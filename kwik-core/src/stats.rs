@@ -39,6 +39,8 @@ pub struct EndpointStats {
     /// Client: ranges a failed or refusing path owed, handed to another path (a stripe's
     /// chunk) or back to the primary (a plain delegation's rest).
     pub failovers: u64,
+    /// Client: stream bytes received twice (see [`CopyBytes`]).
+    pub stripe_copy_bytes: CopyBytes,
     /// Protocol violations by code, in [`ErrorCode::ALL`] order.
     violations_by_code: [u64; ErrorCode::ALL.len()],
 }
@@ -57,6 +59,45 @@ impl EndpointStats {
         if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
             self.violations_by_code[i] += 1;
         }
+    }
+}
+
+/// Stream bytes a client received at offsets it had already received, by why the range was
+/// pulled twice. Each byte counts once, with the later of its arrivals, under the reason
+/// of the copy its pull belongs to: the copy itself, or the original a copy was made of.
+/// Their sum is what the paths' stream bytes received exceed the distinct bytes by.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopyBytes {
+    /// End game: an idle path copied the chunk expected to finish last.
+    pub end_game: u64,
+    /// The path holding the reader's chunk stopped delivering while others delivered.
+    pub stall: u64,
+    /// The chunk at the start of a full window held the reader.
+    pub window: u64,
+    /// A failed or refusing path's range re-pulled from another path.
+    pub failover: u64,
+    /// Anything else (a server that sent a range twice, bytes no pull covers).
+    pub other: u64,
+}
+
+impl CopyBytes {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.end_game + self.stall + self.window + self.failover + self.other
+    }
+
+    /// Adds `bytes` under `reason` (`None`: other).
+    pub(crate) fn add(&mut self, reason: Option<crate::stripe::CopyReason>, bytes: u64) {
+        use crate::stripe::CopyReason;
+        let slot = match reason {
+            Some(CopyReason::EndGame) => &mut self.end_game,
+            Some(CopyReason::Stall) => &mut self.stall,
+            Some(CopyReason::Window) => &mut self.window,
+            Some(CopyReason::Failover) => &mut self.failover,
+            None => &mut self.other,
+        };
+        *slot += bytes;
     }
 }
 
@@ -154,6 +195,12 @@ pub struct SessionStats {
     /// Written stream bytes held for the peer: not yet framed, or framed and kept until
     /// `DATA_ACK` (same-peer multipath).
     pub bytes_unacked: u64,
+    /// Client: stream bytes received twice, by reason.
+    pub stripe_copy_bytes: CopyBytes,
+    /// Client: stream bytes pulled as end-game copies.
+    pub end_game_copy_bytes: u64,
+    /// Client: of those, bytes that arrived after the original's (the copy lost).
+    pub end_game_copy_bytes_lost: u64,
     /// Per path.
     pub paths: Vec<PathStats>,
 }

@@ -8,7 +8,7 @@
 //! Chunks are sized by time (`rate × chunk_time`), so a chunk takes about as long on every
 //! path and the client's reorder buffer stays near `total rate × chunk_time`. In the end
 //! game, an idle path duplicates the outstanding chunk expected to finish last, when it
-//! would finish it sooner; the first copy wins. Ranges of a failed path go back to the
+//! would finish it at least one of its round trips sooner; the first copy wins. Ranges of a failed path go back to the
 //! front of the queue and are handed to the best path at once (their credit is already
 //! reserved). A path that stops delivering while it holds the chunk the reader waits for
 //! (no new byte for half its round trip, at least [`MIN_STALL`], after its first byte was
@@ -59,21 +59,67 @@ struct Lane {
     last_progress: Option<Instant>,
     /// When the lane last went from idle to busy.
     busy_since: Option<Instant>,
+    /// The gaps between the lane's deliveries while it is busy.
+    gaps: Gaps,
+}
+
+/// Smoothed gaps between a busy lane's deliveries, and their mean deviation, as TCP
+/// smooths round trips (RFC 6298: gains 1/8 and 1/4).
+#[derive(Debug, Default, Clone, Copy)]
+struct Gaps {
+    mean: f64,
+    deviation: f64,
+    samples: u32,
+}
+
+/// Gap samples a lane needs before its own gaps set its stall threshold.
+const GAP_SAMPLES: u32 = 8;
+
+impl Gaps {
+    fn sample(&mut self, gap: Duration) {
+        let g = gap.as_secs_f64();
+        if self.samples == 0 {
+            self.mean = g;
+            self.deviation = g / 2.0;
+        } else {
+            self.deviation = 0.75 * self.deviation + 0.25 * (g - self.mean).abs();
+            self.mean = 0.875 * self.mean + 0.125 * g;
+        }
+        self.samples = self.samples.saturating_add(1);
+    }
+
+    /// A gap this lane rarely shows when healthy: mean plus four deviations, once
+    /// [`GAP_SAMPLES`] were seen.
+    fn unusual(&self) -> Option<Duration> {
+        (self.samples >= GAP_SAMPLES).then(|| secs(self.mean + 4.0 * self.deviation))
+    }
 }
 
 impl Lane {
-    /// When the lane stalls if nothing more arrives: half a round trip (at least
-    /// [`MIN_STALL`]) after its last byte, or after its first byte was due.
-    fn stall_deadline(&self) -> Option<Instant> {
+    /// Since when the lane owes a delivery: its last byte, or when its first byte was
+    /// due.
+    fn owes_since(&self) -> Option<Instant> {
         if self.outstanding.is_empty() {
             return None;
         }
         let due = self.busy_since.map(|t| t + self.delay);
-        let base = match (self.last_progress, due) {
-            (Some(a), Some(b)) => a.max(b),
-            (a, b) => a.or(b)?,
-        };
-        Some(base + (self.delay / 2).max(MIN_STALL))
+        match (self.last_progress, due) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// How long the lane may go without delivering before it counts as stalled: half a
+    /// round trip and [`MIN_STALL`] at least, and at least a gap it rarely shows when
+    /// healthy once it showed enough of them.
+    fn stall_threshold(&self) -> Duration {
+        let floor = (self.delay / 2).max(MIN_STALL);
+        self.gaps.unusual().map_or(floor, |g| g.max(floor))
+    }
+
+    /// When the lane stalls if nothing more arrives.
+    fn stall_deadline(&self) -> Option<Instant> {
+        Some(self.owes_since()? + self.stall_threshold())
     }
 
     fn queued_bytes(&self) -> u64 {
@@ -114,6 +160,22 @@ pub struct Plan {
     pub fresh: bool,
     /// A copy of this outstanding chunk (end game, full window or stalled path).
     pub twin_of: Option<u64>,
+    /// Why the range is pulled again; `None` for a fresh range.
+    pub reason: Option<CopyReason>,
+}
+
+/// Why a range is pulled a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyReason {
+    /// An idle path copies the chunk expected to finish last, finishing it at least one of
+    /// its round trips sooner.
+    EndGame,
+    /// The path holding the reader's chunk stopped delivering while another delivered.
+    Stall,
+    /// The chunk at the start of a full window holds the reader; a faster path copies it.
+    Window,
+    /// A failed or refusing path's range goes to another path.
+    Failover,
 }
 
 /// The assignment state of one striped body.
@@ -204,18 +266,41 @@ impl Stripe {
             && progress > lane.seen
         {
             lane.seen = progress;
+            // A gap between two deliveries of one busy spell (not the wait for the first).
+            if let Some(last) = lane.last_progress
+                && !lane.outstanding.is_empty()
+                && lane.busy_since.is_none_or(|b| last >= b)
+            {
+                lane.gaps.sample(now.saturating_duration_since(last));
+            }
             lane.last_progress = Some(now);
         }
     }
 
-    /// When [`Stripe::plan`] may next find a stalled path.
-    /// With a single path nothing can be copied, so there is none.
+    /// When [`Stripe::plan_stall`] may next find the path that holds the reader's chunk
+    /// stalled. A path is stalled only relative to the others: while another path owes
+    /// bytes too, only if one of them delivered since this one last did (when the client
+    /// itself stalls, every path looks silent at once, and none is). With a single path
+    /// nothing can be copied, so there is none.
     pub fn next_deadline(&self) -> Option<Instant> {
         let (owner, c) = self.lowest()?;
         if c.twin.is_some() || self.lanes.len() < 2 {
             return None;
         }
-        self.lanes.get(&owner)?.stall_deadline()
+        let lane = self.lanes.get(&owner)?;
+        let since = lane.owes_since()?;
+        let others_owe = self
+            .lanes
+            .iter()
+            .any(|(p, l)| *p != owner && !l.outstanding.is_empty());
+        let others_delivered = self
+            .lanes
+            .iter()
+            .any(|(p, l)| *p != owner && l.last_progress.is_some_and(|t| t > since));
+        if others_owe && !others_delivered {
+            return None;
+        }
+        lane.stall_deadline()
     }
 
     /// The lowest outstanding chunk (the one the reader waits for) and its path.
@@ -249,9 +334,6 @@ impl Stripe {
     /// The next pull to make, given the stream `credit` for new bytes and the largest
     /// chunk the client's window allows.
     pub fn plan(&self, now: Instant, credit: u64, max_chunk: u64) -> Option<Plan> {
-        if let Some(plan) = self.plan_stalled(now) {
-            return Some(plan);
-        }
         if let Some(&(start, end)) = self.requeue.front() {
             let path = self.fastest_lane(now)?;
             return Some(Plan {
@@ -260,6 +342,7 @@ impl Stripe {
                 end,
                 fresh: false,
                 twin_of: None,
+                reason: Some(CopyReason::Failover),
             });
         }
         if self.next < self.end {
@@ -305,25 +388,22 @@ impl Stripe {
                 end: self.next + size,
                 fresh: true,
                 twin_of: None,
+                reason: None,
             });
         }
         self.plan_endgame(now)
     }
 
-    /// The path holding the reader's chunk stalled: the path that would finish a copy
-    /// first takes one, whatever its depth.
-    fn plan_stalled(&self, now: Instant) -> Option<Plan> {
-        let (owner, c) = self.lowest()?;
+    /// If the path holding the reader's chunk stalled (see [`Stripe::next_deadline`]), the
+    /// copy to pull: the path that would finish it first takes it, whatever its depth.
+    /// The caller asks when that deadline passes, after it took in every datagram that
+    /// arrived by then, so that a path's backlog counts as delivery.
+    pub fn plan_stall(&self, now: Instant) -> Option<Plan> {
         // Keep in step with `next_deadline`: whenever it is due, a copy is made here.
-        if c.twin.is_some()
-            || self
-                .lanes
-                .get(&owner)?
-                .stall_deadline()
-                .is_none_or(|t| t > now)
-        {
+        if self.next_deadline().is_none_or(|t| t > now) {
             return None;
         }
+        let (owner, c) = self.lowest()?;
         // The copy holds the lowest offset of all, and servers send lower offsets first:
         // it overtakes what the other path has queued.
         let (path, _) = self
@@ -341,6 +421,7 @@ impl Stripe {
             end: c.end,
             fresh: false,
             twin_of: Some(c.id),
+            reason: Some(CopyReason::Stall),
         })
     }
 
@@ -380,6 +461,7 @@ impl Stripe {
             end: c.end,
             fresh: false,
             twin_of: Some(c.id),
+            reason: Some(CopyReason::Window),
         })
     }
 
@@ -414,14 +496,17 @@ impl Stripe {
             let Some((finish, c)) = victim else {
                 continue;
             };
+            // Worth a copy only if it beats the original by a round trip of its path: a
+            // closer race is a coin toss that mostly sends the bytes twice.
             let mine = now + lane.delay + secs((c.end - c.start) as f64 / rate);
-            if mine < finish {
+            if mine + lane.delay < finish {
                 return Some(Plan {
                     path: *path,
                     start: c.start,
                     end: c.end,
                     fresh: false,
                     twin_of: Some(c.id),
+                    reason: Some(CopyReason::EndGame),
                 });
             }
         }

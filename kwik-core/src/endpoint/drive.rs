@@ -244,6 +244,7 @@ pub(super) fn transmit_from(
 ) -> Option<Transmit> {
     buf.clear();
     let t = p.conn.poll_transmit(now, max_datagrams, buf)?;
+    p.last_sent = Some(now);
     // Sending may have produced endpoint events (new connection ids).
     endpoint_events(quic, p);
     Some(Transmit {

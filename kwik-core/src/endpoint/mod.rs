@@ -377,22 +377,26 @@ impl Endpoint {
                 stats,
                 ..
             } = self;
-            let mut busy = false;
+            let (mut sending, mut timer_moved) = (false, false);
             let sent = routes.get(key).and_then(|route| {
                 let (session, p) = route_mut(sessions, loose, key, route)?;
-                busy = !p.closing && p.health.is_busy();
-                let t = drive::transmit_from(quic, p, session, now, max_datagrams, buf)?;
-                Some((t, p.raw_blocked))
+                let timer = p.conn.poll_timeout();
+                let t = drive::transmit_from(quic, p, session, now, max_datagrams, buf);
+                sending = p.is_sending(now);
+                timer_moved = p.conn.poll_timeout() != timer;
+                Some((t?, p.raw_blocked))
             });
             let Some((t, raw_blocked)) = sent else {
                 // Nothing to send now. QUIC's pacing may have set a timer for its next
-                // burst; a busy KWIK path is asked again at every output anyway, which
-                // spreads its packets between bursts, while an idle one costs nothing
-                // until something happens to it.
-                if !busy {
+                // burst; a connection that is sending is asked again at every output
+                // anyway, while one that is not costs nothing until something happens to
+                // it.
+                if !sending {
                     self.sendable.remove(&key);
                 }
-                self.touch_conn_timers(key);
+                if timer_moved {
+                    self.touch_conn_timers(key);
+                }
                 continue;
             };
             count_sent(stats, &t);

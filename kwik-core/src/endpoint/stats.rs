@@ -32,6 +32,9 @@ impl Endpoint {
             raw_dropped: s.raw_dropped,
             bytes_unread: s.streams.unread_bytes(),
             bytes_unacked: s.streams.unsent_bytes() + s.streams.retained_bytes(),
+            stripe_copy_bytes: s.client.copy_bytes,
+            end_game_copy_bytes: s.client.end_game_pulled,
+            end_game_copy_bytes_lost: s.client.end_game_lost,
             paths,
         })
     }

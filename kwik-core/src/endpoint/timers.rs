@@ -220,7 +220,7 @@ impl Endpoint {
             .get(&h)
             .is_some_and(|s| s.stripe_deadline().is_some_and(|t| t <= now));
         if due {
-            self.with_session(now, h, |s, cx| s.pull_stripes(cx));
+            self.with_session(now, h, |s, cx| s.pull_stalled(cx));
         }
     }
 

@@ -128,6 +128,8 @@ pub(crate) struct Path {
     /// A raw datagram was handed back for want of room: QUIC says when there is room
     /// again while sending, so each transmit has the path driven to hear it.
     pub(crate) raw_blocked: bool,
+    /// When the connection last handed out a datagram.
+    pub(crate) last_sent: Option<std::time::Instant>,
     /// Carriers of the delegated ranges this side writes, one per delegation.
     delegated: BTreeMap<u64, CarrierTx>,
     /// Carrier of frames copied from another path (redundant scheduling).
@@ -216,6 +218,7 @@ impl Path {
             plain: false,
             plain_events: Vec::new(),
             raw_blocked: false,
+            last_sent: None,
             delegated: BTreeMap::new(),
             copy: CarrierTx::default(),
             sendable: Vec::new(),
@@ -238,6 +241,15 @@ impl Path {
             _ => (cadence, self.side == quinn_proto::Side::Client),
         };
         self.health.probe_idle(idle.max(interval), pings);
+    }
+
+    /// Whether the connection is sending: it handed out a datagram within the last
+    /// quarter of its round trip (2 ms at least), so that QUIC's pacing, not a lack of data,
+    /// is what holds its next one. Such a connection is asked for datagrams at every
+    /// output, which spreads its packets between pacing bursts.
+    pub(crate) fn is_sending(&self, now: std::time::Instant) -> bool {
+        let horizon = (self.conn.rtt() / 4).max(std::time::Duration::from_millis(2));
+        !self.closing && self.last_sent.is_some_and(|t| now < t + horizon)
     }
 
     /// Tells health whether the path carried anything but probes since the last look.

@@ -130,6 +130,8 @@ impl SessionState {
             return Ok(());
         }
         let mut received = 0;
+        // Stream bytes that had arrived before: (stream, offset, bytes).
+        let mut twice = Vec::new();
         if secondary {
             // Every frame of the batch is checked against what was owed before any is
             // applied: a batch with one frame that was not asked for applies none.
@@ -142,21 +144,16 @@ impl SessionState {
                 Ok(())
             })?;
             for frame in frames {
-                if let Frame::Stream { data, .. } = &frame {
-                    received += data.len() as u64;
-                }
-                self.streams.on_frame(frame)?;
+                apply_frame(&mut self.streams, frame, &mut received, &mut twice)?;
             }
         } else {
             let streams = &mut self.streams;
-            p.read_carriers(|frame| {
-                if let Frame::Stream { data, .. } = &frame {
-                    received += data.len() as u64;
-                }
-                streams.on_frame(frame)
-            })?;
+            p.read_carriers(|frame| apply_frame(streams, frame, &mut received, &mut twice))?;
         }
         p.counters.stream_bytes_received += received;
+        for (id, offset, bytes) in twice {
+            self.count_twice(cx, path, id, offset, bytes);
+        }
         if self.take_raw(path) {
             cx.event(Event::RawDatagram { session: cx.handle });
         }
@@ -206,4 +203,30 @@ impl SessionState {
         }
         Ok(())
     }
+}
+
+/// Applies one frame from the peer, adding a `STREAM` frame's bytes to `received` and the
+/// part of them that had arrived before to `twice`.
+fn apply_frame(
+    streams: &mut crate::streams::Streams,
+    frame: Frame,
+    received: &mut u64,
+    twice: &mut Vec<(crate::ids::StreamId, u64, u64)>,
+) -> Result<(), ProtocolError> {
+    let at = match &frame {
+        Frame::Stream {
+            id, offset, data, ..
+        } => {
+            *received += data.len() as u64;
+            Some((*id, *offset))
+        }
+        _ => None,
+    };
+    let before = streams.counters.duplicate_bytes;
+    streams.on_frame(frame)?;
+    let again = streams.counters.duplicate_bytes - before;
+    if let Some((id, offset)) = at.filter(|_| again > 0) {
+        twice.push((id, offset, again));
+    }
+    Ok(())
 }

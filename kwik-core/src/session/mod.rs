@@ -272,6 +272,9 @@ pub(crate) struct PrimaryState {
     pub(crate) next_refresh: Option<Instant>,
 }
 
+/// Forgotten pulls a client remembers for counting late copies.
+pub(crate) const FORGOTTEN_PULLS: usize = 64;
+
 /// A client's part of a session.
 #[derive(Debug)]
 pub(crate) struct ClientState {
@@ -286,6 +289,15 @@ pub(crate) struct ClientState {
     pub(crate) next_pull: u64,
     /// The highest ticket id the primary issued so far (ids only grow).
     pub(crate) last_ticket: Option<u64>,
+    /// The last pulls forgotten (settled and passed by the reader, or failed), so that the
+    /// late bytes of a copy that lost still count under its reason; at most
+    /// [`FORGOTTEN_PULLS`].
+    pub(crate) forgotten: VecDeque<Owed>,
+    /// Stream bytes received twice, by reason.
+    pub(crate) copy_bytes: crate::stats::CopyBytes,
+    /// Bytes pulled as end-game copies, and bytes of those copies that arrived second.
+    pub(crate) end_game_pulled: u64,
+    pub(crate) end_game_lost: u64,
 }
 
 /// A server's part of a session as the writer of delegated ranges (a primary serves its
@@ -377,6 +389,10 @@ impl SessionState {
                 owed: BTreeMap::new(),
                 next_pull: 0,
                 last_ticket: None,
+                forgotten: VecDeque::new(),
+                copy_bytes: crate::stats::CopyBytes::default(),
+                end_game_pulled: 0,
+                end_game_lost: 0,
             },
             serving: ServingState {
                 outgoing: BTreeMap::new(),

@@ -18,7 +18,7 @@ use crate::event::Event;
 use crate::frame::Frame;
 use crate::ids::{PathId, StreamId};
 use crate::streams::Streams;
-use crate::stripe::{MIN_CHUNK, Stripe};
+use crate::stripe::{CopyReason, MIN_CHUNK, Stripe};
 use crate::ticket::TicketError;
 
 /// Largest chunk a stripe cuts.
@@ -107,22 +107,23 @@ impl SessionState {
                 .is_some_and(|m| m.state.is_usable() && !m.same_peer);
         let pull = s.client.next_pull;
         s.client.next_pull += 1;
-        if !usable || !s.send_pull(cx, path, id, pull, offset, end) {
+        if !usable || !s.send_pull(cx, path, id, pull, (offset, end), None) {
             s.settle_plain(cx, id, Some(offset), offset);
         }
         Ok(())
     }
 
     /// Sends pull `pull` of `[start, end)` under ticket `ticket` on `path`, recording what
-    /// the path owes and granting its credit; returns whether it went out.
+    /// the path owes and granting its credit; `again` says why the range is pulled a
+    /// second time, if it is. Returns whether it went out.
     fn send_pull(
         &mut self,
         cx: &mut Cx<'_>,
         path: PathId,
         ticket: u64,
         pull: u64,
-        start: u64,
-        end: u64,
+        (start, end): (u64, u64),
+        again: Option<CopyReason>,
     ) -> bool {
         let s = &mut *self;
         let Some(held) = s.client.held.get(&ticket) else {
@@ -145,6 +146,8 @@ impl SessionState {
                 start,
                 end,
                 reported: false,
+                reason: again,
+                copy: again.is_some(),
             },
         );
         if self.send_on(cx, path, message) {
@@ -162,9 +165,19 @@ impl SessionState {
     }
 
     /// Makes the pulls every stripe of a client session wants now: fresh chunks up to the
-    /// reader's window, requeued ranges of failed paths, copies of the chunk a stalled
-    /// path holds and end-game copies. Finished stripes are reported to the primary.
+    /// reader's window, requeued ranges of failed paths, copies of the chunk at the start of
+    /// a full window and end-game copies. Finished stripes are reported to the primary.
     pub(crate) fn pull_stripes(&mut self, cx: &mut Cx<'_>) {
+        self.pull(cx, false);
+    }
+
+    /// [`Self::pull_stripes`], first copying the chunk of a path that stalled: run when a
+    /// stall deadline passes, after every datagram that arrived by then was taken in.
+    pub(crate) fn pull_stalled(&mut self, cx: &mut Cx<'_>) {
+        self.pull(cx, true);
+    }
+
+    fn pull(&mut self, cx: &mut Cx<'_>, stalls: bool) {
         let now = cx.now;
         let s = &mut *self;
         if s.role != Role::Client
@@ -201,6 +214,7 @@ impl SessionState {
             };
             let max_chunk =
                 (window / (2 * depth * paths.len().max(1) as u64)).clamp(MIN_CHUNK, MAX_CHUNK);
+            let mut stall = stalls;
             for _ in 0..MAX_PULLS_PER_ROUND {
                 // Pulls settled but not yet passed by the reader stay in `owed`: a reader
                 // that stops reading stops the pulls at the cap.
@@ -208,7 +222,12 @@ impl SessionState {
                     break;
                 }
                 let credit = limit.saturating_sub(stripe.next_fresh());
-                let Some(plan) = stripe.plan(now, credit, max_chunk) else {
+                let stalled = if std::mem::take(&mut stall) {
+                    stripe.plan_stall(now)
+                } else {
+                    None
+                };
+                let Some(plan) = stalled.or_else(|| stripe.plan(now, credit, max_chunk)) else {
                     break;
                 };
                 let id = s.client.next_pull;
@@ -216,6 +235,9 @@ impl SessionState {
                 stripe.assigned(plan, id, now);
                 cx.stats.stripe_chunks += 1;
                 cx.stats.stripe_copies += u64::from(plan.twin_of.is_some());
+                if plan.reason == Some(CopyReason::EndGame) {
+                    s.client.end_game_pulled += plan.end - plan.start;
+                }
                 pulls.push((*tid, id, plan));
             }
             if stripe.is_complete() {
@@ -233,8 +255,13 @@ impl SessionState {
                 copy_of = plan.twin_of,
                 "stripe chunk pulled"
             );
-            if !self.send_pull(cx, plan.path, tid, id, plan.start, plan.end) {
+            if !self.send_pull(cx, plan.path, tid, id, (plan.start, plan.end), plan.reason) {
                 unsent.push((tid, id, plan.start));
+                continue;
+            }
+            // The original's late bytes count under its copy's reason too.
+            if let Some(o) = plan.twin_of.and_then(|t| self.client.owed.get_mut(&t)) {
+                o.reason = plan.reason;
             }
         }
         let s = &mut *self;
@@ -335,12 +362,17 @@ impl SessionState {
         }
         let mut done = Vec::new();
         let streams = &s.streams;
+        let forgotten = &mut s.client.forgotten;
         s.client.owed.retain(|id, o| {
             if !o.reported && streams.first_missing(o.stream, o.start, o.end).is_none() {
                 o.reported = true;
                 done.push((*id, o.ticket, o.end));
             }
-            !(o.reported && streams.read_offset(o.stream).is_none_or(|r| r >= o.end))
+            let keep = !(o.reported && streams.read_offset(o.stream).is_none_or(|r| r >= o.end));
+            if !keep {
+                forget(forgotten, o);
+            }
+            keep
         });
         let mut cancels = Vec::new();
         let mut plain = Vec::new();
@@ -375,6 +407,7 @@ impl SessionState {
         let s = &mut *self;
         let mut failed = Vec::new();
         let streams = &s.streams;
+        let forgotten = &mut s.client.forgotten;
         s.client.owed.retain(|id, o| {
             if o.path != path {
                 return true;
@@ -383,6 +416,7 @@ impl SessionState {
                 let missing = streams.first_missing(o.stream, o.start, o.end);
                 failed.push((*id, o.ticket, missing, o.end));
             }
+            forget(forgotten, o);
             false
         });
         self.requeue_or_settle(cx, failed);
@@ -466,6 +500,30 @@ impl SessionState {
         self.requeue_or_settle(cx, vec![(refused.id, o.ticket, missing, o.end)]);
     }
 
+    /// Client: `bytes` of a frame on `path` at `offset` of stream `id` had arrived before:
+    /// they count under the reason of the pull they came by.
+    pub(crate) fn count_twice(
+        &mut self,
+        cx: &mut Cx<'_>,
+        path: PathId,
+        id: StreamId,
+        offset: u64,
+        bytes: u64,
+    ) {
+        let client = &self.client;
+        let pull = client
+            .owed
+            .values()
+            .chain(client.forgotten.iter().rev())
+            .find(|o| o.path == path && o.stream == id && o.start <= offset && offset < o.end);
+        let reason = pull.and_then(|o| o.reason);
+        if pull.is_some_and(|o| o.copy && o.reason == Some(CopyReason::EndGame)) {
+            self.client.end_game_lost += bytes;
+        }
+        self.client.copy_bytes.add(reason, bytes);
+        cx.stats.stripe_copy_bytes.add(reason, bytes);
+    }
+
     /// When a stripe of this client session may find a stalled path.
     pub(crate) fn stripe_deadline(&self) -> Option<Instant> {
         if self.role != Role::Client || self.phase != Phase::Established {
@@ -477,6 +535,15 @@ impl SessionState {
             .filter_map(|t| t.stripe.as_ref()?.next_deadline())
             .min()
     }
+}
+
+/// Remembers pull `o`, which the client no longer owes anything for, among the last
+/// [`FORGOTTEN_PULLS`].
+fn forget(forgotten: &mut std::collections::VecDeque<Owed>, o: &Owed) {
+    if forgotten.len() == super::FORGOTTEN_PULLS {
+        forgotten.pop_front();
+    }
+    forgotten.push_back(o.clone());
 }
 
 /// A client's report on a delegation: done, or failed from `missing`.

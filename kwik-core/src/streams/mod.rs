@@ -192,6 +192,8 @@ pub(crate) struct StreamCounters {
     pub(crate) reassembly_visited: u64,
     /// Peer streams given state (skipped ones only when first referred to).
     pub(crate) materialized: u64,
+    /// Stream bytes received at offsets already received (held or read).
+    pub(crate) duplicate_bytes: u64,
 }
 
 /// All logical streams of one session.

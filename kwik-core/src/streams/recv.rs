@@ -346,7 +346,9 @@ impl Streams {
             return Ok(());
         }
         let before = r.contiguous;
+        let (len, held) = (data.len() as u64, r.held);
         r.insert(offset, data);
+        self.counters.duplicate_bytes += len - (r.held - held);
         if r.gap_count > self.max_gaps {
             return Err(violation(
                 ErrorCode::ReassemblyLimit,

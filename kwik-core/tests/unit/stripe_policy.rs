@@ -269,8 +269,10 @@ fn a_stalled_path_loses_the_readers_chunk_at_once() {
     }
     // Half the round trip (20 ms, also the floor) after its last byte.
     assert_eq!(stripe.next_deadline(), Some(t0 + 70 * ms));
-    assert_eq!(stripe.plan(t0 + 69 * ms, 0, 8 << 20), None);
-    let plan = stripe.plan(t0 + 70 * ms, 0, 8 << 20).expect("a copy");
+    assert_eq!(stripe.plan_stall(t0 + 69 * ms), None);
+    // Stall copies are made only where the caller asks for them (at the deadline).
+    assert_eq!(stripe.plan(t0 + 70 * ms, 0, 8 << 20), None);
+    let plan = stripe.plan_stall(t0 + 70 * ms).expect("a copy");
     assert_eq!(
         (plan.path, plan.start, plan.twin_of, plan.fresh),
         (other, 0, Some(lowest), false)
@@ -292,7 +294,11 @@ fn a_path_still_due_its_first_byte_is_not_stalled() {
         stripe.assigned(plan, plan.start, t0);
     }
     // Path 0 holds the first chunk: its first byte is due a round trip after the pull,
-    // and it stalls half a round trip later.
+    // and it stalls half a round trip later, once path 1 delivered since it was due.
+    assert_eq!(stripe.next_deadline(), None);
+    stripe.observe(PathId(1), 1, t0 + 20 * ms);
+    assert_eq!(stripe.next_deadline(), None);
+    stripe.observe(PathId(1), 2, t0 + 320 * ms);
     assert_eq!(stripe.next_deadline(), Some(t0 + 450 * ms));
     // A single path has nowhere to copy to: no deadline at all.
     let mut alone = Stripe::new(0, 1 << 20, Duration::from_millis(100), 2);
@@ -300,4 +306,61 @@ fn a_path_still_due_its_first_byte_is_not_stalled() {
     let plan = alone.plan(t0, u64::MAX, 8 << 20).expect("a chunk");
     alone.assigned(plan, 0, t0);
     assert_eq!(alone.next_deadline(), None);
+}
+
+#[test]
+fn when_every_path_goes_silent_none_is_stalled() {
+    // The client itself stalled (or the network went quiet for all): no path delivered
+    // more than another, so nothing is copied, however long the silence.
+    let t0 = Instant::now();
+    let ms = Duration::from_millis(1);
+    let mut stripe = Stripe::new(0, 100 << 20, Duration::from_millis(100), 2);
+    stripe.set_paths(&[PathId(0), PathId(1)]);
+    for p in [PathId(0), PathId(1)] {
+        stripe.set_delay(p, 40 * ms);
+    }
+    let mut id = 0;
+    while let Some(plan) = stripe.plan(t0, u64::MAX, 8 << 20) {
+        stripe.assigned(plan, id, t0);
+        id += 1;
+    }
+    stripe.observe(PathId(0), 1, t0 + 50 * ms);
+    stripe.observe(PathId(1), 1, t0 + 50 * ms);
+    assert_eq!(stripe.next_deadline(), None);
+    assert_eq!(stripe.plan_stall(t0 + 5000 * ms), None);
+}
+
+#[test]
+fn a_path_with_jittery_deliveries_gets_a_longer_stall_threshold() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis(1);
+    let mut stripe = Stripe::new(0, 100 << 20, Duration::from_millis(100), 2);
+    stripe.set_paths(&[PathId(0), PathId(1)]);
+    for p in [PathId(0), PathId(1)] {
+        stripe.set_delay(p, 10 * ms);
+    }
+    let mut id = 0;
+    let mut owner = None;
+    while let Some(plan) = stripe.plan(t0, u64::MAX, 8 << 20) {
+        if plan.start == 0 {
+            owner = Some(plan.path);
+        }
+        stripe.assigned(plan, id, t0);
+        id += 1;
+    }
+    let owner = owner.expect("the first chunk");
+    let other = PathId(1 - owner.0);
+    // The owner delivers every 10 or 50 ms, alternately: mean about 30 ms, deviation about
+    // 20 ms, so a 40 ms silence is normal for it where the floor (20 ms) would call it a
+    // stall.
+    let mut t = 20;
+    for i in 0..20u64 {
+        t += if i % 2 == 0 { 10 } else { 50 };
+        stripe.observe(owner, i + 1, t0 + t * ms);
+    }
+    stripe.observe(other, 1, t0 + (t + 60) * ms);
+    let deadline = stripe.next_deadline().expect("a deadline");
+    let threshold = deadline - (t0 + t * ms);
+    assert!(threshold > 80 * ms, "{threshold:?}");
+    assert_eq!(stripe.plan_stall(t0 + (t + 60) * ms), None);
 }

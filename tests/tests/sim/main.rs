@@ -23,6 +23,7 @@ mod slow_reader;
 mod soak_sim;
 mod stalled_process;
 mod stream_limit;
+mod stripe_copies;
 mod stripe_grid;
 mod stripe_three_servers;
 mod ticket_lifetime;
