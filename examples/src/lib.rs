@@ -353,7 +353,9 @@ pub fn copy_report(stats: &kwik_core::SessionStats, body: u64) -> String {
     let c = stats.stripe_copy_bytes;
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     format!(
-        "paths received {:.3} x the body; received twice: {:.1} MiB (end game {:.1}, stall          {:.1}, full window {:.1}, failover {:.1}, other {:.1}); end-game copies lost {:.1} of          {:.1} MiB pulled",
+        "paths received {:.3} x the body; received twice: {:.1} MiB (end game {:.1}, \
+         stall {:.1}, full window {:.1}, failover {:.1}, other {:.1}); end-game copies \
+         lost {:.1} of {:.1} MiB pulled",
         received as f64 / body.max(1) as f64,
         mib(c.total()),
         mib(c.end_game),
