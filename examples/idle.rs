@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use kwik_core::Config;
+use kwik_examples::host::{cpu_model, rss_kib};
 use kwik_examples::stock::{quinn_client, quinn_server_config};
 use kwik_examples::{bulk_config, client_config, read_cert, read_key, self_signed, serve};
 use tokio::sync::Semaphore;
@@ -192,7 +193,7 @@ async fn measure(
         .strip_prefix("listening on ")
         .context("server's first line")?
         .parse()?;
-    let rss_before = rss_kib(pid)?;
+    let rss_before = rss_kib(Some(pid)).context("server memory")?;
     let started = Instant::now();
     let clients: Vec<Client> = match stack {
         Stack::Kwik => {
@@ -222,7 +223,7 @@ async fn measure(
     tokio::time::sleep(CPU_WINDOW).await;
     let cpu_after = cpu_ticks(pid)?;
     let window = window_start.elapsed().as_secs_f64();
-    let rss_after = rss_kib(pid)?;
+    let rss_after = rss_kib(Some(pid)).context("server memory")?;
     let answered = echo_all(&clients, args.concurrency).await;
     let ticks = clock_ticks_per_sec()?;
     Ok(Row {
@@ -358,20 +359,6 @@ async fn run_server(
     Ok(())
 }
 
-/// Resident memory of process `pid`, KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?)
-}
-
 /// User and system CPU time of process `pid` (every thread), in clock ticks.
 fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -385,16 +372,4 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 fn clock_ticks_per_sec() -> anyhow::Result<f64> {
     let out = Command::new("getconf").arg("CLK_TCK").output()?;
     Ok(String::from_utf8(out.stdout)?.trim().parse()?)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
 }

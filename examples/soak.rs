@@ -444,19 +444,6 @@ async fn quinn_connect(
 // ---------------------------------------------------------------------------------------
 // Report.
 
-/// Resident memory, from /proc (Linux), in KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 struct Snapshot {
     sessions: u64,
     connections: u64,
@@ -619,7 +606,7 @@ async fn main() -> anyhow::Result<()> {
     let mut live_peak = 0;
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let rss = rss_kib();
+        let rss = kwik_examples::host::rss_kib(None).unwrap_or(0);
         let live = live_kib();
         peak = peak.max(rss);
         live_peak = live_peak.max(live);
@@ -660,7 +647,7 @@ async fn main() -> anyhow::Result<()> {
     for t in tasks {
         let _ = t.await;
     }
-    let rss_end = rss_kib();
+    let rss_end = kwik_examples::host::rss_kib(None).unwrap_or(0);
     let live_end = live_kib();
     let mismatches = counters.mismatches.load(Ordering::Relaxed);
     let at_minute = rss_at_minute.unwrap_or(rss_end);

@@ -2,6 +2,7 @@
 //! multi-server examples use.
 
 pub mod files;
+pub mod host;
 pub mod plot;
 pub mod stock;
 pub mod webtransport;

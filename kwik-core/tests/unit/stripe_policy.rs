@@ -237,14 +237,13 @@ fn a_full_window_copies_the_chunk_that_holds_it() {
     assert!(plan.twin_of.is_some() && !plan.fresh);
 }
 
-#[test]
-fn a_stalled_path_loses_the_readers_chunk_at_once() {
-    let t0 = Instant::now();
-    let ms = Duration::from_millis(1);
+/// Two paths of round trip `rtt` with every chunk they can take pulled at `t0`: the
+/// stripe, the next pull id, and the pull and path of the chunk at offset 0.
+fn two_paths_pulled(t0: Instant, rtt: Duration) -> (Stripe, u64, (u64, PathId)) {
     let mut stripe = Stripe::new(0, 100 << 20, Duration::from_millis(100), 2);
     stripe.set_paths(&[PathId(0), PathId(1)]);
     for p in [PathId(0), PathId(1)] {
-        stripe.set_delay(p, 40 * ms);
+        stripe.set_delay(p, rtt);
     }
     let mut id = 0;
     let mut lowest = None;
@@ -255,7 +254,14 @@ fn a_stalled_path_loses_the_readers_chunk_at_once() {
         stripe.assigned(plan, id, t0);
         id += 1;
     }
-    let (lowest, owner) = lowest.expect("the first chunk");
+    (stripe, id, lowest.expect("the first chunk"))
+}
+
+#[test]
+fn a_stalled_path_loses_the_readers_chunk_at_once() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis(1);
+    let (mut stripe, id, (lowest, owner)) = two_paths_pulled(t0, 40 * ms);
     let other = if owner == PathId(0) {
         PathId(1)
     } else {
@@ -314,16 +320,7 @@ fn when_every_path_goes_silent_none_is_stalled() {
     // more than another, so nothing is copied, however long the silence.
     let t0 = Instant::now();
     let ms = Duration::from_millis(1);
-    let mut stripe = Stripe::new(0, 100 << 20, Duration::from_millis(100), 2);
-    stripe.set_paths(&[PathId(0), PathId(1)]);
-    for p in [PathId(0), PathId(1)] {
-        stripe.set_delay(p, 40 * ms);
-    }
-    let mut id = 0;
-    while let Some(plan) = stripe.plan(t0, u64::MAX, 8 << 20) {
-        stripe.assigned(plan, id, t0);
-        id += 1;
-    }
+    let (mut stripe, _, _) = two_paths_pulled(t0, 40 * ms);
     stripe.observe(PathId(0), 1, t0 + 50 * ms);
     stripe.observe(PathId(1), 1, t0 + 50 * ms);
     assert_eq!(stripe.next_deadline(), None);
@@ -334,21 +331,7 @@ fn when_every_path_goes_silent_none_is_stalled() {
 fn a_path_with_jittery_deliveries_gets_a_longer_stall_threshold() {
     let t0 = Instant::now();
     let ms = Duration::from_millis(1);
-    let mut stripe = Stripe::new(0, 100 << 20, Duration::from_millis(100), 2);
-    stripe.set_paths(&[PathId(0), PathId(1)]);
-    for p in [PathId(0), PathId(1)] {
-        stripe.set_delay(p, 10 * ms);
-    }
-    let mut id = 0;
-    let mut owner = None;
-    while let Some(plan) = stripe.plan(t0, u64::MAX, 8 << 20) {
-        if plan.start == 0 {
-            owner = Some(plan.path);
-        }
-        stripe.assigned(plan, id, t0);
-        id += 1;
-    }
-    let owner = owner.expect("the first chunk");
+    let (mut stripe, _, (_, owner)) = two_paths_pulled(t0, 10 * ms);
     let other = PathId(1 - owner.0);
     // The owner delivers every 10 or 50 ms, alternately: mean about 30 ms, deviation about
     // 20 ms, so a 40 ms silence is normal for it where the floor (20 ms) would call it a
