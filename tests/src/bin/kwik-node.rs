@@ -432,6 +432,20 @@ async fn run_client(
 }
 
 fn print_paths(session: &Session) {
+    let stats = session.stats();
+    let received: u64 = stats.paths.iter().map(|p| p.stream_bytes_received).sum();
+    let read = stats.stream_bytes_read.max(1);
+    let c = stats.stripe_copy_bytes;
+    println!(
+        "copies ratio={:.4} twice={} end_game={} stall={} window={} failover={} other={}",
+        received as f64 / read as f64,
+        c.total(),
+        c.end_game,
+        c.stall,
+        c.window,
+        c.failover,
+        c.other
+    );
     for p in session.paths() {
         println!(
             "path {} {} {:?} rtt={:?} received={}",

@@ -14,8 +14,9 @@
 //!   session fails with a health-check error is printed against
 //!   `max(3 × RTT, interval × threshold) + RTT` (RTT: the smoothed RTT at the cut).
 //!
-//! The checksums must match; the figures are wall-clock, so they are printed, and only
-//! floors far from them are asserted. Needs root and network namespaces; without root or
+//! The checksums must match, and over 50/30/20 the paths may receive at most 1.02 of the
+//! body (1.10 with a fault: copies of what the dead path owed); the other figures are
+//! wall-clock, so they are printed, and only floors far from them are asserted. Needs root and network namespaces; without root or
 //! namespace permission, or without the netlab script, the test says so and passes
 //! without running. Scenarios take turns for the lab, across processes too.
 #![allow(clippy::unwrap_used)]
@@ -191,6 +192,8 @@ struct Run {
     gap_ms: u64,
     /// Longest run of 100 ms windows under 5 Mbit/s after the cut, in ms.
     slow_ms: u64,
+    /// Stream bytes the client's paths received over the body (copies included).
+    copy_ratio: f64,
     paths: Vec<String>,
 }
 
@@ -477,6 +480,7 @@ fn collect(lab: &mut Lab, mut client: Child, fault: Fault) -> Run {
         sha_ok: false,
         gap_ms: 0,
         slow_ms: 0,
+        copy_ratio: 0.0,
         paths: Vec::new(),
     };
     for line in BufReader::new(stdout).lines() {
@@ -498,6 +502,13 @@ fn collect(lab: &mut Lab, mut client: Child, fault: Fault) -> Run {
                     _ => {}
                 }
             }
+        } else if let Some(rest) = line.strip_prefix("copies ") {
+            result.copy_ratio = rest
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix("ratio="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            result.paths.push(line);
         } else if line.starts_with("path ") {
             result.paths.push(line);
         }
@@ -688,6 +699,19 @@ fn three_hosts(scenarios: &[(&str, Scenario)]) {
         report(what, *scenario, &r);
         assert_eq!(r.bytes, scenario.body, "{what}: every byte arrived");
         assert!(r.sha_ok, "{what}: the checksum matches");
+        if scenario.rates == RATES {
+            // What the paths received beyond the body: 1.000 and 1.001 here.
+            let most = if scenario.fault == Fault::None {
+                1.02
+            } else {
+                1.10
+            };
+            assert!(
+                r.copy_ratio > 0.0 && r.copy_ratio <= most,
+                "{what}: the paths received {:.4} of the body",
+                r.copy_ratio
+            );
+        }
     }
 }
 
