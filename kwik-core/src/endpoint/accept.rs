@@ -187,6 +187,7 @@ impl Endpoint {
             PathRecord::new(p.remote, String::new(), PathState::Active),
         );
         let key = p.key;
+        self.primaries.insert(session.id, h);
         self.sessions.insert(h, session);
         self.attach(h, p);
         self.events.push_back(Event::Incoming(h));
@@ -223,13 +224,13 @@ impl Endpoint {
             return Err(refusal("join proof does not verify"));
         }
         let path = PathId(join.path_id);
-        let own = self.sessions.iter().find_map(|(h, s)| {
-            let m = s.paths.get(&path)?;
-            (s.role == Role::Primary
-                && s.id == join.session_id
-                && m.same_peer
-                && m.state != PathState::Removed)
-                .then_some(*h)
+        let own = self.primaries.get(&join.session_id).copied().filter(|h| {
+            self.sessions.get(h).is_some_and(|s| {
+                s.role == Role::Primary
+                    && s.paths
+                        .get(&path)
+                        .is_some_and(|m| m.same_peer && m.state != PathState::Removed)
+            })
         });
         if let Some(h) = own {
             // This server at another address: the path joins the session itself, and

@@ -92,7 +92,11 @@ impl Endpoint {
             if s.error.is_none() {
                 self.close_session(now, h, SessionError::LocallyClosed);
             }
-            self.sessions.remove(&h);
+            if let Some(s) = self.sessions.remove(&h)
+                && self.primaries.get(&s.id) == Some(&h)
+            {
+                self.primaries.remove(&s.id);
+            }
         }
     }
 

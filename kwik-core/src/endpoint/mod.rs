@@ -85,6 +85,9 @@ pub struct Endpoint {
     routes: Routes,
     /// Sessions, each with its paths and their connections.
     sessions: BTreeMap<SessionHandle, SessionState>,
+    /// This server's primary sessions by session id, for a `Join` that reaches the
+    /// primary itself at another address (same-peer multipath).
+    primaries: rustc_hash::FxHashMap<u64, SessionHandle>,
     /// Connections no session holds: a server's before its first control message, and
     /// those a session let go of (a failed, removed or replaced path's) while they close.
     loose: BTreeMap<ConnKey, Loose>,
@@ -199,6 +202,7 @@ impl Endpoint {
             server,
             routes: Routes::default(),
             sessions: BTreeMap::new(),
+            primaries: rustc_hash::FxHashMap::default(),
             loose: BTreeMap::new(),
             next_session: 0,
             events: VecDeque::new(),
