@@ -98,7 +98,7 @@ pub struct Endpoint {
     /// Paths with work to do before the next output.
     dirty: BTreeSet<ConnKey>,
     /// Connections that may have a datagram to send: driven, timed out or commanded since
-    /// they last had none.
+    /// they last had none, and those sending (see `Path::is_sending`).
     sendable: BTreeSet<ConnKey>,
     /// When each session and loose connection next needs its timers run.
     deadlines: Deadlines,
