@@ -21,8 +21,8 @@
 //! | `kwik_path_lost_packets_total` | counter | `kind` |
 //! | `kwik_path_stream_bytes_total` | counter | `kind`, `direction` (logical stream payload) |
 //! | `kwik_control_messages_total` | counter | `kind`, `direction` |
-//! | `kwik_path_rtt_seconds` | histogram | `kind` (one sample per path per interval) |
-//! | `kwik_path_cwnd_bytes` | histogram | `kind` (one sample per path per interval) |
+//! | `kwik_path_rtt_seconds` | histogram | `kind` (one sample per path per interval in which its session was active) |
+//! | `kwik_path_cwnd_bytes` | histogram | `kind` (one sample per path per interval in which its session was active) |
 //! | `kwik_udp_datagrams_total` | counter | `direction` (the whole endpoint) |
 //! | `kwik_udp_bytes_total` | counter | `direction` (the whole endpoint) |
 //! | `kwik_protocol_violations_total` | counter | `code` |
@@ -70,6 +70,18 @@ pub(crate) struct Telemetry {
     sessions: FxHashMap<SessionHandle, Role>,
     /// This endpoint's share of each gauge: several endpoints in one process add up.
     gauges: Gauges,
+    /// What each session added to the gauges at its last sample, and its activity then.
+    seen: FxHashMap<SessionHandle, Seen>,
+}
+
+/// A session as last sampled.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    activity: u64,
+    role: Role,
+    mode: Mode,
+    /// Its paths by state, in [`STATES`] order.
+    states: [u64; 5],
 }
 
 /// Sessions by role and mode, paths by state and connections, as last added to the
@@ -196,13 +208,33 @@ impl Telemetry {
             ..Gauges::default()
         };
         for &h in &handles {
-            let Some((role, paths)) = self.sample_session(engine, h) else {
+            let Some(activity) = engine.session(h).map(|s| s.activity()) else {
                 continue;
             };
-            let mode = engine.session(h).map_or(Mode::Kwik, |s| s.mode());
-            gauges.roles[role_index(role)][mode_index(mode)] += 1;
-            for p in paths {
-                gauges.states[state_index(p.state)] += 1;
+            // A session nothing happened to since the last look has the same figures: it
+            // adds what it added then (thousands of idle sessions cost a lookup each).
+            let seen = match self.seen.get(&h) {
+                Some(seen) if seen.activity == activity => *seen,
+                _ => {
+                    let Some((role, paths)) = self.sample_session(engine, h) else {
+                        continue;
+                    };
+                    let mut seen = Seen {
+                        activity,
+                        role,
+                        mode: engine.session(h).map_or(Mode::Kwik, |s| s.mode()),
+                        states: [0; 5],
+                    };
+                    for p in paths {
+                        seen.states[state_index(p.state)] += 1;
+                    }
+                    self.seen.insert(h, seen);
+                    seen
+                }
+            };
+            gauges.roles[role_index(seen.role)][mode_index(seen.mode)] += 1;
+            for (total, n) in gauges.states.iter_mut().zip(seen.states) {
+                *total += n;
             }
         }
         if gauges != self.gauges {
@@ -214,6 +246,7 @@ impl Telemetry {
             .retain(|(h, _), _| handles.binary_search(h).is_ok());
         self.sessions
             .retain(|h, _| handles.binary_search(h).is_ok());
+        self.seen.retain(|h, _| handles.binary_search(h).is_ok());
     }
 
     /// The endpoint is idle (no connection left): a last sample, then none until it works

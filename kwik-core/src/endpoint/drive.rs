@@ -78,6 +78,9 @@ impl Endpoint {
         {
             let all = stats::path_stats(&p).with_earlier(m.last.as_deref());
             m.last = Some(Box::new(all));
+            if let Some(s) = self.sessions.get_mut(&h) {
+                s.activity += 1;
+            }
         }
         self.path_gone(now, h);
     }

@@ -223,6 +223,14 @@ impl Session<'_> {
         self.endpoint.session_stats(self.handle).unwrap_or_default()
     }
 
+    /// A count that grows whenever something happens to the session (a datagram for one
+    /// of its paths, a command, one of its timers, a datagram sent). A sampler of
+    /// [`Session::stats`] may skip a session whose count did not move since its last look:
+    /// none of its figures did either.
+    pub fn activity(&self) -> u64 {
+        self.state().map_or(0, |s| s.activity)
+    }
+
     /// What this side is in the session: client, primary or joined secondary.
     pub fn role(&self) -> Role {
         self.state().map_or(Role::Client, |s| s.role)

@@ -455,8 +455,20 @@ impl Endpoint {
     /// The timers of connection `key` may have moved; returns whether it is known.
     fn touch_conn_timers(&mut self, key: ConnKey) -> bool {
         match self.routes.get(key) {
-            Some(Route::Path(h, _)) => self.deadlines.touch(Owner::Session(h)),
-            Some(Route::Loose) => self.deadlines.touch(Owner::Loose(key)),
+            Some(Route::Path(h, _)) => {
+                if let Some(s) = self.sessions.get_mut(&h) {
+                    s.activity += 1;
+                }
+                self.deadlines.touch(Owner::Session(h));
+            }
+            Some(Route::Loose) => {
+                // A connection a session let go of still counts in its figures.
+                let session = self.loose.get(&key).and_then(|l| l.session);
+                if let Some(s) = session.and_then(|h| self.sessions.get_mut(&h)) {
+                    s.activity += 1;
+                }
+                self.deadlines.touch(Owner::Loose(key));
+            }
             None => return false,
         }
         true
@@ -465,9 +477,10 @@ impl Endpoint {
     /// Something happened to session `h`: its timers may have moved, and its connections
     /// may have datagrams to send.
     fn touch_session(&mut self, h: SessionHandle) {
-        let Some(s) = self.sessions.get(&h) else {
+        let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
+        s.activity += 1;
         self.sendable.extend(s.conns().map(|p| p.key));
         self.deadlines.touch(Owner::Session(h));
     }

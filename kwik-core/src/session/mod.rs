@@ -258,6 +258,8 @@ pub(crate) struct SessionState {
     pub(crate) serving: ServingState,
     /// The application protocol the server chose (see `Config::app_protocols`).
     pub(crate) app_protocol: Option<Bytes>,
+    /// Grows whenever something happens to the session (see `Session::activity`).
+    pub(crate) activity: u64,
 }
 
 /// A primary's part of a session.
@@ -376,6 +378,7 @@ impl SessionState {
                 Side::Server => Role::Primary,
             },
             app_protocol: None,
+            activity: 0,
             primary: PrimaryState {
                 next_path_id: 1,
                 issued: BTreeMap::new(),
