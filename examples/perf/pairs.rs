@@ -59,12 +59,18 @@ fn kwik_config(streams_per_carrier: u32) -> Config {
 pub(crate) const LOOPBACK: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
-pub(crate) async fn kwik_pair(
+/// A KWIK server on the server thread, and the task that accepts its first session (and
+/// keeps the endpoint alive with it).
+async fn kwik_server(
     srv: &Handle,
-    streams_per_carrier: u32,
-) -> anyhow::Result<(kwik_tokio::Session, kwik_tokio::Session)> {
-    let (cert, key) = self_signed()?;
-    let config = server_config(&cert, &key, kwik_config(streams_per_carrier))?;
+    config: kwik_core::ServerConfig,
+) -> anyhow::Result<(
+    SocketAddr,
+    tokio::task::JoinHandle<(
+        Result<kwik_tokio::Session, kwik_tokio::SessionError>,
+        kwik_tokio::Endpoint,
+    )>,
+)> {
     let server = srv
         .spawn(async move { kwik_tokio::Endpoint::server(config, LOOPBACK) })
         .await??;
@@ -73,6 +79,16 @@ pub(crate) async fn kwik_pair(
         let session = server.accept().await.expect("incoming").await;
         (session, server)
     });
+    Ok((addr, accepted))
+}
+
+pub(crate) async fn kwik_pair(
+    srv: &Handle,
+    streams_per_carrier: u32,
+) -> anyhow::Result<(kwik_tokio::Session, kwik_tokio::Session)> {
+    let (cert, key) = self_signed()?;
+    let config = server_config(&cert, &key, kwik_config(streams_per_carrier))?;
+    let (addr, accepted) = kwik_server(srv, config).await?;
     let client = kwik_tokio::Endpoint::client(LOOPBACK)?;
     let c = client
         .connect_with(
@@ -118,14 +134,7 @@ pub(crate) async fn plain_pair(
     let mut config = kwik_config(4);
     config.app_protocols = vec![PLAIN_ALPN.to_vec()];
     let config = server_config(&cert, &key, config)?;
-    let server = srv
-        .spawn(async move { kwik_tokio::Endpoint::server(config, LOOPBACK) })
-        .await??;
-    let addr = server.local_addr()?;
-    let accepted = srv.spawn(async move {
-        let session = server.accept().await.expect("incoming").await;
-        (session, server)
-    });
+    let (addr, accepted) = kwik_server(srv, config).await?;
     let c = quinn_client(&cert, plain_transport(), Some(PLAIN_ALPN))?
         .connect(addr, "localhost")?
         .await?;

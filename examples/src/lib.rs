@@ -350,7 +350,7 @@ impl BodyCheck {
 /// What a client's paths received beyond a body of `body` bytes: the ratio of the paths'
 /// stream bytes to the body, and the bytes received twice by reason.
 pub fn copy_report(stats: &kwik_core::SessionStats, body: u64) -> String {
-    let received: u64 = stats.paths.iter().map(|p| p.stream_bytes_received).sum();
+    let received = stats.stream_bytes_received();
     let c = stats.stripe_copy_bytes;
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     format!(

@@ -62,6 +62,13 @@ impl EndpointStats {
     }
 }
 
+impl SessionStats {
+    /// Stream bytes received on every path, copies included.
+    pub fn stream_bytes_received(&self) -> u64 {
+        self.paths.iter().map(|p| p.stream_bytes_received).sum()
+    }
+}
+
 /// Stream bytes a client received at offsets it had already received, by why the range was
 /// pulled twice. Each byte counts once, with the later of its arrivals, under the reason
 /// of the copy its pull belongs to: the copy itself, or the original a copy was made of.

@@ -29,12 +29,11 @@ impl Endpoint {
         let span = p.span.clone();
         let _entered = span.enter();
         endpoint_events(quic, p);
-        // Whose timers this was (a connection a message moved into a session is then the
-        // session's too).
-        self.touch_conn(key);
         if let Err(error) = self.drive_path(now, key) {
             self.violation(now, key, error);
         }
+        // Its timers may have moved, and it may have datagrams to send (under the route it
+        // has now: a message may have moved it into a session).
         self.touch_conn(key);
         let Some((quic, p)) = self.conn_and_quic(key) else {
             return;

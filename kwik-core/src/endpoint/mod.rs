@@ -386,8 +386,10 @@ impl Endpoint {
                 let (session, p) = route_mut(sessions, loose, key, route)?;
                 let timer = p.conn.poll_timeout();
                 let t = drive::transmit_from(quic, p, session, now, max_datagrams, buf);
-                sending = p.is_sending(now);
-                timer_moved = p.conn.poll_timeout() != timer;
+                if t.is_none() {
+                    sending = p.is_sending(now);
+                    timer_moved = p.conn.poll_timeout() != timer;
+                }
                 Some((t?, p.raw_blocked))
             });
             let Some((t, raw_blocked)) = sent else {

@@ -14,14 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{Request, Response, StatusCode};
-use kwik_async::{GroupKey, Mode, PathEvent, Role, ServerConfig, Session};
+use http::{Request, StatusCode};
+use kwik_async::{GroupKey, Mode, PathEvent, Role, ServerConfig};
 use kwik_h3::{Content, StripedRequest};
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
 use kwik_tests::runtimes::tokio_run;
 
-use crate::support::{config, loopback, spawn};
+use crate::support::{config, loopback, response, serve_h3, spawn};
 
 const STRIPED: &str = "/64m";
 
@@ -39,49 +39,6 @@ fn files() -> Arc<BTreeMap<&'static str, Content>> {
         files.insert(path, Content { bytes, validator });
     }
     Arc::new(files)
-}
-
-fn response(len: usize) -> Response<()> {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-length", len)
-        .body(())
-        .unwrap()
-}
-
-/// The primary's HTTP/3 server: the striped file through `send_striped`, the others
-/// with `send_data`.
-async fn serve_h3(session: Session, files: Arc<BTreeMap<&'static str, Content>>) {
-    let conn = kwik_h3::Connection::new(session);
-    let striper = conn.striper();
-    let mut h3: h3::server::Connection<kwik_h3::Connection, Bytes> =
-        h3::server::Connection::new(conn).await.unwrap();
-    while let Ok(Some(resolver)) = h3.accept().await {
-        let (req, mut stream) = resolver.resolve_request().await.unwrap();
-        let path = req.uri().path().to_owned();
-        let file = files[path.as_str()].clone();
-        let striper = striper.clone();
-        tokio::spawn(async move {
-            stream
-                .send_response(response(file.bytes.len()))
-                .await
-                .unwrap();
-            if path == STRIPED {
-                let request = StripedRequest {
-                    method: req.method().to_string(),
-                    path,
-                    validator: file.validator.clone(),
-                };
-                striper
-                    .send_striped(&mut stream, &request, file.bytes.len() as u64)
-                    .await
-                    .unwrap();
-            } else if !file.bytes.is_empty() {
-                stream.send_data(file.bytes.clone()).await.unwrap();
-            }
-            stream.finish().await.unwrap();
-        });
-    }
 }
 
 /// Every KWIK server: its share of striped bodies; the primary also adds the secondaries
@@ -104,7 +61,7 @@ async fn serve(
                     session.add_path(*a, "localhost").unwrap();
                 }
             }
-            tokio::spawn(serve_h3(session, files.clone()));
+            tokio::spawn(serve_h3(session, files.clone(), STRIPED));
         }
     }
 }

@@ -6,19 +6,21 @@
 //! nothing.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use futures::future::{Either, select};
-use http::{Request, Response, StatusCode};
-use kwik_async::{GroupKey, PathEvent, Role, ServerConfig, Session};
+use http::{Request, StatusCode};
+use kwik_async::{GroupKey, PathEvent, Role, ServerConfig};
 use kwik_h3::{Content, StripedRequest};
 use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
 use kwik_tests::runtimes::tokio_run;
 use sha2::{Digest, Sha256};
 
-use crate::support::{config, loopback, spawn};
+use crate::support::{config, loopback, serve_h3, spawn};
 
 fn server_config(cert: &TestCert) -> ServerConfig {
     let mut s = cert.server(config());
@@ -33,43 +35,12 @@ fn content(bytes: &Bytes) -> Content {
     }
 }
 
-/// The primary's HTTP/3 server: `GET /file` is answered with a striped body.
-async fn serve_h3(session: Session, file: Content) {
-    let conn = kwik_h3::Connection::new(session);
-    let striper = conn.striper();
-    let mut h3: h3::server::Connection<kwik_h3::Connection, Bytes> =
-        h3::server::Connection::new(conn).await.unwrap();
-    while let Ok(Some(resolver)) = h3.accept().await {
-        let (req, mut stream) = resolver.resolve_request().await.unwrap();
-        assert_eq!(req.uri().path(), "/file");
-        stream
-            .send_response(
-                Response::builder()
-                    .status(StatusCode::OK)
-                    .header("content-length", file.bytes.len())
-                    .body(())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let request = StripedRequest {
-            method: req.method().to_string(),
-            path: req.uri().path().to_owned(),
-            validator: file.validator.clone(),
-        };
-        striper
-            .send_striped(&mut stream, &request, file.bytes.len() as u64)
-            .await
-            .unwrap();
-        stream.finish().await.unwrap();
-    }
-}
-
 /// Every server: its share of striped bodies, from its own copy of `/file`; the primary
 /// also adds the secondaries and answers requests.
 async fn serve(server: kwik_tokio::Endpoint, secondaries: Vec<SocketAddr>, copy: Bytes) {
     // The validator is computed once per copy, as a server would keep it beside the file.
     let mine = content(&copy);
+    let files = Arc::new(BTreeMap::from([("/file", mine.clone())]));
     while let Some(incoming) = server.accept().await {
         let Ok(session) = incoming.await else {
             continue;
@@ -81,7 +52,7 @@ async fn serve(server: kwik_tokio::Endpoint, secondaries: Vec<SocketAddr>, copy:
             for a in &secondaries {
                 session.add_path(*a, "localhost").unwrap();
             }
-            tokio::spawn(serve_h3(session, mine.clone()));
+            tokio::spawn(serve_h3(session, files.clone(), "/file"));
         }
     }
 }

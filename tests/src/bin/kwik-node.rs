@@ -433,7 +433,7 @@ async fn run_client(
 
 fn print_paths(session: &Session) {
     let stats = session.stats();
-    let received: u64 = stats.paths.iter().map(|p| p.stream_bytes_received).sum();
+    let received = stats.stream_bytes_received();
     let read = stats.stream_bytes_read.max(1);
     let c = stats.stripe_copy_bytes;
     println!(

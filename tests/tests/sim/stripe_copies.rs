@@ -75,9 +75,9 @@ fn run(seed: u64, trouble: Trouble) -> Outcome {
     );
     assert_eq!(c.reader.digest(), want, "{trouble:?}");
     let elapsed = c.sim.now() - start;
-    let received: u64 = c.received_per_path().values().sum();
     let h = c.session;
     let stats = c.client_endpoint().session(h).unwrap().stats();
+    let received = stats.stream_bytes_received();
     let extra = received - LEN as u64;
     Outcome {
         ratio: received as f64 / LEN as f64,
