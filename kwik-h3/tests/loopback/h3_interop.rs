@@ -21,7 +21,7 @@ use kwik_tests::app::{payload, sha256};
 use kwik_tests::certs::TestCert;
 use kwik_tests::runtimes::tokio_run;
 
-use crate::support::{config, loopback, response, serve_h3, spawn};
+use crate::support::{config, loopback, response, secondaries, serve_h3, spawn};
 
 const STRIPED: &str = "/64m";
 
@@ -184,12 +184,7 @@ async fn stock_and_kwik_clients_on_one_port(servers: [Endpoint; 3], cert: TestCe
     let files = files();
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.local_addr().unwrap()).collect();
     for (i, s) in servers.iter().enumerate() {
-        let secondaries = if i == 0 {
-            addrs[1..].to_vec()
-        } else {
-            Vec::new()
-        };
-        tokio::spawn(serve(s.clone(), secondaries, files.clone()));
+        tokio::spawn(serve(s.clone(), secondaries(&addrs, i), files.clone()));
     }
     let primary = servers[0].clone();
     let stock = async {

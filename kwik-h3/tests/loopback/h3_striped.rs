@@ -20,7 +20,7 @@ use kwik_tests::certs::TestCert;
 use kwik_tests::runtimes::tokio_run;
 use sha2::{Digest, Sha256};
 
-use crate::support::{config, loopback, serve_h3, spawn};
+use crate::support::{config, loopback, secondaries, serve_h3, spawn};
 
 fn server_config(cert: &TestCert) -> ServerConfig {
     let mut s = cert.server(config());
@@ -81,12 +81,7 @@ async fn striped_get(copies: [Bytes; 3], kill: Option<usize>) -> Outcome {
         .collect();
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.local_addr().unwrap()).collect();
     for (i, s) in servers.iter().enumerate() {
-        let secondaries = if i == 0 {
-            addrs[1..].to_vec()
-        } else {
-            Vec::new()
-        };
-        tokio::spawn(serve(s.clone(), secondaries, copies[i].clone()));
+        tokio::spawn(serve(s.clone(), secondaries(&addrs, i), copies[i].clone()));
     }
     let client = kwik_tokio::Endpoint::client(loopback()).unwrap();
     let session = client

@@ -24,6 +24,16 @@ pub(crate) fn config() -> Config {
     c
 }
 
+/// The secondaries server `i` of `addrs` adds to its sessions: the others if it is the
+/// primary (the first), none otherwise.
+pub(crate) fn secondaries(addrs: &[SocketAddr], i: usize) -> Vec<SocketAddr> {
+    if i == 0 {
+        addrs[1..].to_vec()
+    } else {
+        Vec::new()
+    }
+}
+
 /// How `serve_stripes` starts its tasks here.
 pub(crate) fn spawn(f: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) {
     tokio::spawn(f);
