@@ -4,7 +4,8 @@
 //! maximum; the two stacks alternate within each repetition, so that slow phases of the
 //! machine hit both. Each side of a connection runs on its own current-thread runtime
 //! (the server on a thread of its own, the client on the main thread), so the two stacks
-//! are measured alike.
+//! are measured alike. The two threads are pinned to cores 0 and 1 (`--no-pin` leaves them
+//! to the scheduler).
 //!
 //! - `bulk_gbps`: one stream of `--bulk-mib` MiB;
 //! - `small_streams_per_s`: `--streams` streams each echoing 1 KiB, `--concurrency` at
@@ -85,6 +86,11 @@ struct Args {
     /// Logical streams per carrier for KWIK's figures (the library's default otherwise).
     #[arg(long)]
     streams_per_carrier: Option<u32>,
+    /// Leave the client (main) and server threads unpinned; by default they run on cores 0
+    /// and 1 when the machine has two or more, so that tail figures do not depend on where
+    /// the scheduler happened to put them.
+    #[arg(long)]
+    no_pin: bool,
     /// Record KWIK's metrics into a Prometheus recorder, rendered every 5 s as a scrape
     /// would, to measure what they cost (built with the `metrics` feature, the default;
     /// without this flag they go nowhere).
@@ -149,7 +155,27 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let total = args.bulk_mib << 20;
     let reps = args.reps.max(1);
-    let server = ServerThread::start();
+    let cores = if args.no_pin {
+        Vec::new()
+    } else {
+        core_affinity::get_core_ids().unwrap_or_default()
+    };
+    let server = match cores.as_slice() {
+        [client, server, ..] => {
+            if !core_affinity::set_for_current(*client) {
+                anyhow::bail!("could not pin the client thread to core {}", client.id);
+            }
+            println!(
+                "threads pinned: client on core {}, server on core {}",
+                client.id, server.id
+            );
+            ServerThread::start(Some(*server))?
+        }
+        _ => {
+            println!("threads not pinned");
+            ServerThread::start(None)?
+        }
+    };
     let srv = &server.handle;
     let mut report = Report {
         json: args.json.as_ref().map(std::fs::File::create).transpose()?,

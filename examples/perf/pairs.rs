@@ -16,10 +16,16 @@ pub(crate) struct ServerThread {
 }
 
 impl ServerThread {
-    pub(crate) fn start() -> Self {
+    /// Starts the server thread, pinned to `core` if one is given.
+    pub(crate) fn start(core: Option<core_affinity::CoreId>) -> anyhow::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
+            if let Some(core) = core
+                && !core_affinity::set_for_current(core)
+            {
+                return;
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -29,11 +35,14 @@ impl ServerThread {
                 let _ = stopped.await;
             });
         });
-        Self {
-            handle: rx.recv().expect("server runtime started"),
+        let Ok(handle) = rx.recv() else {
+            anyhow::bail!("the server thread did not start (pinning to {core:?} failed?)");
+        };
+        Ok(Self {
+            handle,
             stop: Some(stop),
             thread: Some(thread),
-        }
+        })
     }
 }
 

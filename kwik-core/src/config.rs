@@ -74,9 +74,13 @@ pub struct Config {
     pub stripe_chunk_time: Duration,
     /// Striping: chunks outstanding per path. Default 3.
     pub stripe_depth: u32,
-    /// Logical streams that share one carrier (QUIC stream) before another carrier opens.
-    /// Default 4. Fewer means less head-of-line blocking under loss, more means fewer QUIC
-    /// streams.
+    /// Logical streams with bytes or a fin still to frame that share one carrier (QUIC
+    /// stream) before another carrier opens. Default 4. A stream's slot frees when its fin
+    /// is framed, so a round of short streams shares one carrier. With 1, each logical
+    /// stream gets a QUIC stream of its own, finished with it: plain QUIC's isolation (no
+    /// stream waits behind another one's lost bytes), at the price of a QUIC stream per
+    /// logical stream. Fewer means less head-of-line blocking under loss, more means fewer
+    /// QUIC streams (`tests/tests/sim/carrier_sharing.rs` measures both).
     pub streams_per_carrier: u32,
     /// Most data carriers per path and direction. Default 64.
     pub max_carriers_per_path: u32,

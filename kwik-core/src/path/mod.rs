@@ -94,7 +94,12 @@ pub(crate) struct Path {
     /// Carrier of flow-control and signalling frames, written ahead of data.
     signal: CarrierTx,
     carriers: Vec<CarrierTx>,
+    /// Carriers whose only stream ended with `streams_per_carrier = 1`: their last bytes
+    /// go out, then QUIC's fin (each logical stream had a QUIC stream of its own).
+    finishing: Vec<CarrierTx>,
     assignment: FxHashMap<StreamId, usize>,
+    /// The first stream that found no carrier in the last round of framing.
+    refused: Option<StreamId>,
     rx: FxHashMap<QuicStreamId, CarrierRx>,
     /// Carriers QUIC reported readable, each listed once (see [`CarrierRx::listed`]).
     readable: Vec<QuicStreamId>,
@@ -200,7 +205,9 @@ impl Path {
             control_tx: Vec::new(),
             signal: CarrierTx::default(),
             carriers: Vec::new(),
+            finishing: Vec::new(),
             assignment: FxHashMap::default(),
+            refused: None,
             rx: FxHashMap::default(),
             readable: Vec::new(),
             control_readable: false,
@@ -381,12 +388,15 @@ impl Path {
 
     /// Whether QUIC refused bytes this path holds: its send window is full.
     pub(crate) fn is_backlogged(&self) -> bool {
-        self.carriers.iter().any(|c| !c.pending.is_empty())
+        self.carriers
+            .iter()
+            .chain(&self.finishing)
+            .any(|c| !c.pending.is_empty())
     }
 
-    /// Carriers open for writing.
+    /// Carriers open for writing (a QUIC stream each, its fin not sent yet).
     pub(crate) fn carrier_count(&self) -> usize {
-        self.carriers.len()
+        self.carriers.iter().filter(|c| c.id.is_some()).count() + self.finishing.len()
     }
 
     /// Logical streams holding a carrier slot on this path.
@@ -435,6 +445,7 @@ impl Path {
         for c in &mut self.carriers {
             c.pending.clear();
         }
+        self.finishing.clear();
         self.delegated.clear();
         self.copy.pending.clear();
         self.rx.clear();

@@ -31,6 +31,7 @@ impl Path {
         for carrier in &mut self.carriers {
             flush(&mut self.conn, carrier)?;
         }
+        self.flush_finishing()?;
         match allowance {
             Allowance::None => Ok(()),
             Allowance::Frames(limit) => {
@@ -88,10 +89,10 @@ impl Path {
         mut copies: Option<&mut Vec<Bytes>>,
     ) -> PathResult<()> {
         loop {
-            self.release(streams);
+            self.release(streams, per_carrier);
             let mut ids = std::mem::take(&mut self.sendable);
             ids.clear();
-            ids.extend(streams.sendable());
+            ids.extend(streams.sendable_from(self.refused.take()));
             let result = self.write_frames(
                 streams,
                 &ids,
@@ -127,6 +128,10 @@ impl Path {
                 return Ok(false);
             }
             let Some(c) = self.carrier_for(id, per_carrier, max_carriers) else {
+                // The first stream refused a carrier is the first to ask in the next round:
+                // streams that become sendable later take the places of those that left
+                // the list, ahead of it, and would take every freed carrier first.
+                self.refused.get_or_insert(id);
                 continue;
             };
             let carrier = &mut self.carriers[c];
@@ -152,8 +157,55 @@ impl Path {
             flush(&mut self.conn, carrier)?;
             progress = true;
             *limit -= 1;
+            // The slot frees with the fin, so that the next stream of the same round can
+            // take it (a stream that must send a lost range again takes a slot anew).
+            if fin && !streams.holds_carrier(id) {
+                self.free_slot(id, per_carrier)?;
+            }
         }
         Ok(progress)
+    }
+
+    /// Gives back `id`'s carrier slot. With one stream per carrier, the carrier's QUIC
+    /// stream ends with its logical stream: the next stream gets a QUIC stream of its own,
+    /// and never waits behind a lost tail of the one before.
+    fn free_slot(&mut self, id: StreamId, per_carrier: usize) -> PathResult<()> {
+        let Some(c) = self.assignment.remove(&id) else {
+            return Ok(());
+        };
+        let carrier = &mut self.carriers[c];
+        carrier.streams -= 1;
+        if per_carrier == 1 && carrier.streams == 0 && carrier.id.is_some() {
+            self.finishing.push(std::mem::take(carrier));
+            self.flush_finishing()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the finishing carriers still hold, and ends the QUIC stream of each
+    /// one that holds nothing more.
+    fn flush_finishing(&mut self) -> PathResult<()> {
+        if self.finishing.is_empty() {
+            return Ok(());
+        }
+        let conn = &mut self.conn;
+        let mut result = Ok(());
+        self.finishing.retain_mut(|carrier| {
+            if result.is_err() {
+                return true;
+            }
+            result = flush(conn, carrier);
+            if !carrier.pending.is_empty() {
+                return true;
+            }
+            if let Some(id) = carrier.id {
+                // A carrier the peer stopped is reported by `flush` while it holds bytes;
+                // one that holds none has nothing left to lose.
+                let _ = conn.send_stream(id).finish();
+            }
+            false
+        });
+        result
     }
 
     /// Queues frames another path sent, to send them here too (redundant scheduling).
@@ -184,33 +236,31 @@ impl Path {
         flush(&mut self.conn, &mut self.copy)
     }
 
-    /// Frees the carrier slots of streams that stopped sending.
-    pub(super) fn release(&mut self, streams: &mut Streams) {
+    /// Frees the carrier slots of streams that stopped sending (a reset, or a fin framed
+    /// on another path).
+    pub(super) fn release(&mut self, streams: &mut Streams, per_carrier: usize) {
         // Every path to the peer frees its own slots: a shared list of released streams
         // would free them on whichever path drained it first, and leak on the others.
         let epoch = streams.release_epoch();
         if epoch == self.release_epoch {
             return;
         }
-        let carriers = &mut self.carriers;
+        let mut freed = std::mem::take(&mut self.sendable);
+        freed.clear();
         match streams.released_since(self.release_epoch) {
-            Some(released) => {
-                for id in released {
-                    if !streams.holds_carrier(id)
-                        && let Some(c) = self.assignment.remove(&id)
-                    {
-                        carriers[c].streams -= 1;
-                    }
-                }
-            }
-            None => self.assignment.retain(|id, c| {
-                let keep = streams.holds_carrier(*id);
-                if !keep {
-                    carriers[*c].streams -= 1;
-                }
-                keep
-            }),
+            Some(released) => freed.extend(released.filter(|id| !streams.holds_carrier(*id))),
+            None => freed.extend(
+                self.assignment
+                    .keys()
+                    .copied()
+                    .filter(|id| !streams.holds_carrier(*id)),
+            ),
         }
+        for &id in &freed {
+            // A carrier the peer stopped shows up when the next frame is written to it.
+            let _ = self.free_slot(id, per_carrier);
+        }
+        self.sendable = freed;
         self.release_epoch = epoch;
     }
 
@@ -224,20 +274,31 @@ impl Path {
         if let Some(c) = self.assignment.get(&id) {
             return Some(*c);
         }
-        let least = (0..self.carriers.len()).min_by_key(|c| (self.carriers[*c].streams, *c));
-        let c = match least {
-            Some(c) if self.carriers[c].streams < per_carrier => c,
-            _ if self.carriers.len() < max_carriers => match self.conn.streams().open(Dir::Uni) {
-                Some(qid) => {
-                    self.carriers.push(CarrierTx {
-                        id: Some(qid),
-                        ..CarrierTx::default()
-                    });
-                    self.carriers.len() - 1
-                }
-                None => least?,
-            },
-            _ => least?,
+        let carriers = &self.carriers;
+        let least = (0..carriers.len()).min_by_key(|c| (carriers[*c].streams, *c));
+        let slot = match least {
+            Some(c) if carriers[c].streams < per_carrier => Some(c),
+            _ if carriers.len() < max_carriers => {
+                self.carriers.push(CarrierTx::default());
+                Some(self.carriers.len() - 1)
+            }
+            _ => None,
+        };
+        // A slot without a QUIC stream (new, or its last one finished) opens one. Where
+        // the peer grants no more streams, the least loaded open carrier takes one more.
+        let opened = slot.filter(|c| {
+            self.carriers[*c].id.is_some()
+                || self.conn.streams().open(Dir::Uni).is_some_and(|qid| {
+                    self.carriers[*c].id = Some(qid);
+                    true
+                })
+        });
+        let carriers = &self.carriers;
+        let c = match opened {
+            Some(c) => c,
+            None => (0..carriers.len())
+                .filter(|c| carriers[*c].id.is_some())
+                .min_by_key(|c| (carriers[*c].streams, *c))?,
         };
         self.carriers[c].streams += 1;
         self.assignment.insert(id, c);

@@ -178,6 +178,18 @@ impl Streams {
         self.sendable.iter().copied()
     }
 
+    /// [`Self::sendable`], turned to start at `first` if it is still there.
+    pub(crate) fn sendable_from(
+        &self,
+        first: Option<StreamId>,
+    ) -> impl Iterator<Item = StreamId> + '_ {
+        let at = first
+            .and_then(|id| self.sendable.get_index_of(&id))
+            .unwrap_or(0);
+        let (head, tail) = self.sendable.as_slice().split_at(at);
+        tail.iter().chain(head).copied()
+    }
+
     /// Moves each time a stream's sending ends (its fin framed, or reset).
     pub(crate) fn release_epoch(&self) -> u64 {
         self.released_base + self.released.len() as u64

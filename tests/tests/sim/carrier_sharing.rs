@@ -1,13 +1,19 @@
-//! The price of sharing carriers under loss, in virtual time: 1 KiB request/response
-//! streams over a 100 Mbit/s link with a 20 ms round trip, 16 in flight at a time on a
-//! link that loses 1 % of its packets, and 256 in flight on one that loses 2 %. A carrier
-//! is one ordered QUIC stream, so a lost packet holds back every logical stream framed
-//! behind it on the same carrier; more streams per carrier mean fewer QUIC streams to
-//! schedule and acknowledge, but more streams held back by each loss.
+//! The price of sharing carriers, in virtual time. A carrier is one ordered QUIC stream, so
+//! a lost packet holds back every logical stream framed behind it on the same carrier; more
+//! streams per carrier mean fewer QUIC streams to open, schedule and acknowledge, but more
+//! streams held back by each loss. A stream's slot frees when its fin is framed, so short
+//! streams share a carrier whatever the limit, and open streams share by the limit.
 //!
-//! The test prints the completion-time percentiles for 1, 4, 16 and 64 streams per
-//! carrier and bounds what the default may cost against one stream per carrier (plain
-//! QUIC's behaviour).
+//! - 1 KiB request/response streams over a 100 Mbit/s link with a 20 ms round trip, 16 in
+//!   flight at 1 % loss and 256 in flight at 2 %: completion-time percentiles for 1, 4, 16
+//!   and 64 streams per carrier, and what the default may cost against one per carrier
+//!   (plain QUIC's behaviour).
+//! - 16 open streams sending 1 KiB every 20 ms at 0.5 % loss: the message delays' tail with
+//!   1, 4 and 16 per carrier. The default may cost a bounded tail against one per carrier,
+//!   and must cost clearly less than every stream on one carrier.
+//! - With one stream per carrier, a stream opened right after another one's fin was framed
+//!   never waits behind that one's lost bytes (each stream's QUIC stream ends with it);
+//!   with four, it does.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -15,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kwik_core::{Config, Dir, StreamId};
-use kwik_tests::app::App;
-use kwik_tests::net::LinkConfig;
+use kwik_tests::app::{App, payload};
+use kwik_tests::net::{LinkConfig, Script};
 use kwik_tests::pair::Pair;
 
 const STREAMS: usize = 3000;
@@ -126,4 +132,195 @@ fn sharing_carriers_costs_a_bounded_tail_under_loss() {
             one.p50
         );
     }
+}
+
+/// When stream A's first datagram is lost and stream B opens a millisecond after A's fin
+/// was framed, returns when the server saw each of them complete, and the carriers the
+/// client's path still holds open at the end.
+fn behind_a_loss(per_carrier: u32) -> (Duration, Duration, usize) {
+    const A_LEN: usize = 64 * 1024;
+    let link = LinkConfig::default()
+        .rate_mbit(100)
+        .delay_ms(10)
+        .queue_ms(40);
+    let mut config = Config::default();
+    config.streams_per_carrier = per_carrier;
+    let mut p = Pair::new(5, link, config.clone(), config);
+    let h = p.session;
+    let mut server_app = App::default();
+    let mut client_app = App::default();
+    let up = p.run_until(
+        Duration::from_secs(5),
+        &mut server_app,
+        &mut client_app,
+        |_, _, c| c.sessions.contains(&h),
+    );
+    assert!(up, "the session opened");
+    p.sim.run_for(Duration::from_millis(100));
+    p.poll(&mut server_app, &mut client_app);
+
+    let start = p.sim.now();
+    let a = p
+        .open_and_send(&mut client_app, Dir::Uni, payload(0xa, A_LEN))
+        .unwrap();
+    // The next datagram to the server carries A's first bytes (and A's fin is framed).
+    let (client, server) = (p.client_addr.ip(), p.server_addr.ip());
+    assert!(p.sim.net.script(client, server, Some(Script::new(0b01, 1))));
+    p.sim.run_for(Duration::from_millis(1));
+    p.poll(&mut server_app, &mut client_app);
+    let b = p
+        .open_and_send(&mut client_app, Dir::Uni, payload(0xb, 1024))
+        .unwrap();
+    let mut done: BTreeMap<StreamId, Duration> = BTreeMap::new();
+    let finished = p.run_until(
+        Duration::from_secs(10),
+        &mut server_app,
+        &mut client_app,
+        |p, s, _| {
+            for ((_, id), r) in &s.received {
+                if r.finished {
+                    done.entry(*id).or_insert(p.sim.now() - start);
+                }
+            }
+            done.contains_key(&a) && done.contains_key(&b)
+        },
+    );
+    assert!(finished, "{per_carrier} per carrier: A and B completed");
+    let stats = p.client_endpoint().session(h).unwrap().stats();
+    assert!(client_app.closed.is_empty() && server_app.closed.is_empty());
+    (done[&a], done[&b], stats.paths[0].carriers)
+}
+
+#[test]
+fn one_stream_per_carrier_never_waits_behind_another_streams_loss() {
+    let (a, b, open) = behind_a_loss(1);
+    println!("1 per carrier: A (64 KiB, first datagram lost) done at {a:?}, B at {b:?}");
+    assert!(
+        b < a,
+        "B waited for A's lost bytes: A done at {a:?}, B at {b:?}"
+    );
+    // Each stream had a QUIC stream of its own, ended with it: none is left open.
+    assert_eq!(open, 0, "carriers left open with one stream per carrier");
+
+    // Sharing is the other side of the trade-off: B is framed behind A's bytes on A's
+    // carrier, whose slot A's fin freed, and waits for the lost datagram.
+    let (a, b, open) = behind_a_loss(4);
+    println!("4 per carrier: A done at {a:?}, B at {b:?}");
+    assert!(
+        b >= a,
+        "B on A's carrier completed before A: {a:?} against {b:?}"
+    );
+    assert_eq!(open, 1, "A and B shared one carrier, which stays open");
+}
+
+/// Per-message delivery delays of long-lived streams: `streams` uni streams stay open and
+/// each sends a 1 KiB message every 20 ms for 4 s over a link that loses 0.5 % of its
+/// packets. Open streams keep their carrier slots, so `per_carrier` of them share each
+/// ordered QUIC stream and each loss holds back every stream behind it.
+fn open_streams(per_carrier: u32, streams: usize) -> Figures {
+    const ROUNDS: usize = 200;
+    const LOSS: f64 = 0.005;
+    let link = LinkConfig::default()
+        .rate_mbit(100)
+        .delay_ms(10)
+        .queue_ms(40)
+        .loss(LOSS);
+    let mut config = Config::default();
+    config.streams_per_carrier = per_carrier;
+    let mut p = Pair::new(11, link, config.clone(), config);
+    let h = p.session;
+    let mut server_app = App::default();
+    let mut client_app = App::default();
+    let up = p.run_until(
+        Duration::from_secs(5),
+        &mut server_app,
+        &mut client_app,
+        |_, _, c| c.sessions.contains(&h),
+    );
+    assert!(up, "the session opened");
+    let ids: Vec<StreamId> = (0..streams)
+        .map(|_| {
+            let ep = p.client_endpoint();
+            ep.session(h).unwrap().open(Dir::Uni).unwrap()
+        })
+        .collect();
+    let start = p.sim.now();
+    let message = Bytes::from(vec![0x5au8; MSG]);
+    // When message `k` of every stream was sent, and the delays of those delivered.
+    let mut sent_at: Vec<Instant> = Vec::new();
+    let mut delivered = vec![0usize; streams];
+    let mut took: Vec<Duration> = Vec::new();
+    let done = p.run_until(
+        Duration::from_secs(60),
+        &mut server_app,
+        &mut client_app,
+        |p, s, c| {
+            let now = p.sim.now();
+            let due = ROUNDS.min(((now - start).as_millis() / 20) as usize + 1);
+            while sent_at.len() < due {
+                let last = sent_at.len() + 1 == ROUNDS;
+                let ep = p.client_endpoint();
+                for id in &ids {
+                    c.send(ep, h, *id, message.clone(), last);
+                }
+                sent_at.push(now);
+            }
+            for (i, id) in ids.iter().enumerate() {
+                let bytes = s
+                    .received
+                    .iter()
+                    .find(|((_, sid), _)| sid == id)
+                    .map_or(0, |(_, r)| r.bytes as usize);
+                while delivered[i] < sent_at.len() && bytes >= (delivered[i] + 1) * MSG {
+                    took.push(now - sent_at[delivered[i]]);
+                    delivered[i] += 1;
+                }
+            }
+            took.len() == ROUNDS * streams
+        },
+    );
+    assert!(
+        done,
+        "{per_carrier} per carrier: {} of {} messages delivered",
+        took.len(),
+        ROUNDS * streams
+    );
+    assert!(client_app.closed.is_empty() && server_app.closed.is_empty());
+    took.sort();
+    Figures {
+        p50: took[took.len() / 2],
+        p99: took[took.len() * 99 / 100],
+        total: p.sim.now() - start,
+    }
+}
+
+#[test]
+fn open_streams_pay_for_sharing_in_their_tail() {
+    const STREAMS: usize = 16;
+    let mut figures = BTreeMap::new();
+    for per_carrier in [1, 4, 16] {
+        let f = open_streams(per_carrier, STREAMS);
+        println!(
+            "{STREAMS} open streams, 1 KiB each every 20 ms, {per_carrier:>2} per carrier: \
+             message delay p50 {:?}, p99 {:?}",
+            f.p50, f.p99
+        );
+        figures.insert(per_carrier, f);
+    }
+    let one = figures[&1].p99.as_secs_f64();
+    let default = figures[&Config::default().streams_per_carrier]
+        .p99
+        .as_secs_f64();
+    let all = figures[&(STREAMS as u32)].p99.as_secs_f64();
+    // Sharing costs open streams some tail against a QUIC stream each (1.67 x measured)...
+    assert!(
+        default <= one * 2.0,
+        "default p99 {default:.3} s against {one:.3} s with one per carrier"
+    );
+    // ...and every stream on one carrier costs more (1.40 x the default's measured): the
+    // default cannot simply be raised.
+    assert!(
+        all >= default * 1.2,
+        "p99 {all:.3} s with every stream on one carrier against the default's {default:.3} s"
+    );
 }

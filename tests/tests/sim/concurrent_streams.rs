@@ -90,8 +90,9 @@ fn thousand_concurrent_echo_streams() {
     let c = p.client_endpoint().session(h).unwrap().stats();
     assert_eq!(c.streams_opened_local, STREAMS);
     assert_eq!(c.streams_open, 0);
-    // Streams were multiplexed on a bounded number of carriers.
+    // Streams were multiplexed on a bounded number of carriers: each is framed whole with
+    // its fin, which frees its slot at once, so a round of them shares a carrier.
     let carriers = c.paths[0].carriers;
     println!("client carriers: {carriers}");
-    assert!(carriers > 1 && carriers <= config.max_carriers_per_path as usize);
+    assert!((1..=config.max_carriers_per_path as usize).contains(&carriers));
 }
