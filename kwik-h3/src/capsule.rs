@@ -164,10 +164,10 @@ impl FrameReader {
                 self.remaining -= n as u64;
                 let (payload, rest) = data.split_at(n);
                 data = rest;
-                if self.data {
-                    if let Some(closed) = self.capsules.push(payload)? {
-                        return Ok(Some(closed));
-                    }
+                if self.data
+                    && let Some(closed) = self.capsules.push(payload)?
+                {
+                    return Ok(Some(closed));
                 }
             }
             let Some((ty, len)) = read_head(&mut self.head, &mut data) else {
