@@ -6,8 +6,12 @@ use std::time::{Duration, Instant};
 use crate::pairs::LOOPBACK;
 
 /// Plain UDP on loopback with GSO and GRO (quinn-udp), no crypto: 1,200-byte datagrams
-/// sent in batches of 10 for about `secs`. Returns the Gbit/s received.
-pub(crate) fn limit_udp(secs: f64) -> anyhow::Result<f64> {
+/// sent in batches of 10 for about `secs`, the sender on `sender_core` if given (the
+/// receiver runs on the calling thread). Returns the Gbit/s received.
+pub(crate) fn limit_udp(
+    secs: f64,
+    sender_core: Option<core_affinity::CoreId>,
+) -> anyhow::Result<f64> {
     use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
     use std::io::IoSliceMut;
     let rx = std::net::UdpSocket::bind(LOOPBACK)?;
@@ -24,6 +28,9 @@ pub(crate) fn limit_udp(secs: f64) -> anyhow::Result<f64> {
     let sender = {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            if let Some(core) = sender_core {
+                core_affinity::set_for_current(core);
+            }
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let t = Transmit {
                     destination: dst,

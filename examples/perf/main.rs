@@ -350,7 +350,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if wanted(&args, "limit") {
         let udp: Vec<f64> = (0..reps.min(5))
-            .map(|_| limit_udp(1.0))
+            .map(|_| limit_udp(1.0, cores.get(1).copied()))
             .collect::<Result<_, _>>()?;
         let udp = report.figure("limit_udp_gbps", &udp, None);
         let (seal, open, both) = limit_aead(1.0)?;

@@ -27,6 +27,9 @@ mod tx;
 struct CarrierTx {
     id: Option<QuicStreamId>,
     pending: VecDeque<Bytes>,
+    /// Small frames of the current round of framing, copied into one buffer that goes to
+    /// QUIC as one piece at the end of the round (see `COALESCE`).
+    staged: BytesMut,
     /// Logical streams assigned to this carrier.
     streams: usize,
 }

@@ -117,15 +117,52 @@ impl Path {
         per_carrier: usize,
         max_carriers: usize,
         limit: &mut usize,
-        mut copies: Option<&mut Vec<Bytes>>,
+        copies: Option<&mut Vec<Bytes>>,
     ) -> PathResult<bool> {
         if ids.is_empty() {
             return Ok(false);
         }
         let mut progress = false;
+        let mut staged = false;
+        let result = self.frame_round(
+            streams,
+            ids,
+            per_carrier,
+            max_carriers,
+            limit,
+            copies,
+            &mut progress,
+            &mut staged,
+        );
+        if staged {
+            for carrier in &mut self.carriers {
+                if !carrier.staged.is_empty() {
+                    carrier.unstage();
+                    flush(&mut self.conn, carrier)?;
+                }
+            }
+        }
+        result?;
+        Ok(progress && *limit > 0)
+    }
+
+    /// The frames of one round of [`Self::write_frames`]; small ones are staged in their
+    /// carrier, for the caller to hand to QUIC.
+    #[allow(clippy::too_many_arguments)]
+    fn frame_round(
+        &mut self,
+        streams: &mut Streams,
+        ids: &[StreamId],
+        per_carrier: usize,
+        max_carriers: usize,
+        limit: &mut usize,
+        mut copies: Option<&mut Vec<Bytes>>,
+        progress: &mut bool,
+        staged: &mut bool,
+    ) -> PathResult<()> {
         for &id in ids {
             if *limit == 0 {
-                return Ok(false);
+                return Ok(());
             }
             let Some(c) = self.carrier_for(id, per_carrier, max_carriers) else {
                 // The first stream refused a carrier is the first to ask in the next round:
@@ -145,17 +182,30 @@ impl Path {
                 continue;
             };
             let len: usize = pieces.iter().map(Bytes::len).sum();
-            let header = stream_header(&mut self.headers, id, offset, len, fin);
-            if let Some(copies) = copies.as_deref_mut() {
-                copies.push(header.clone());
-                copies.extend(pieces.iter().cloned());
+            if len <= COALESCE {
+                let start = carrier.staged.len();
+                frame::encode_stream_header(id, offset, len, fin, &mut carrier.staged);
+                for piece in pieces.drain(..) {
+                    carrier.staged.extend_from_slice(&piece);
+                }
+                if let Some(copies) = copies.as_deref_mut() {
+                    copies.push(Bytes::copy_from_slice(&carrier.staged[start..]));
+                }
+                *staged = true;
+            } else {
+                let header = stream_header(&mut self.headers, id, offset, len, fin);
+                if let Some(copies) = copies.as_deref_mut() {
+                    copies.push(header.clone());
+                    copies.extend(pieces.iter().cloned());
+                }
+                carrier.unstage();
+                carrier.pending.push_back(header);
+                carrier.pending.extend(pieces.drain(..));
+                flush(&mut self.conn, carrier)?;
             }
-            carrier.pending.push_back(header);
-            carrier.pending.extend(pieces.drain(..));
             self.counters.frames_sent += 1;
             self.counters.stream_bytes_sent += len as u64;
-            flush(&mut self.conn, carrier)?;
-            progress = true;
+            *progress = true;
             *limit -= 1;
             // The slot frees with the fin, so that the next stream of the same round can
             // take it (a stream that must send a lost range again takes a slot anew).
@@ -163,7 +213,7 @@ impl Path {
                 self.free_slot(id, per_carrier)?;
             }
         }
-        Ok(progress)
+        Ok(())
     }
 
     /// Gives back `id`'s carrier slot. With one stream per carrier, the carrier's QUIC
@@ -176,6 +226,7 @@ impl Path {
         let carrier = &mut self.carriers[c];
         carrier.streams -= 1;
         if per_carrier == 1 && carrier.streams == 0 && carrier.id.is_some() {
+            carrier.unstage();
             self.finishing.push(std::mem::take(carrier));
             self.flush_finishing()?;
         }
@@ -303,6 +354,23 @@ impl Path {
         self.carriers[c].streams += 1;
         self.assignment.insert(id, c);
         Some(c)
+    }
+}
+
+/// Frames with at most this many payload bytes are copied, with their heads, into one
+/// buffer per carrier and round, which QUIC takes as one piece: quinn-proto looks up the
+/// bytes of each packet it builds by walking a stream's unacknowledged pieces from the
+/// first, so a carrier of many small streams would cost it a walk of every frame in flight
+/// per packet. Larger payloads go to QUIC as they are, uncopied.
+const COALESCE: usize = 2048;
+
+impl CarrierTx {
+    /// Queues the staged frames behind what QUIC has not taken yet.
+    fn unstage(&mut self) {
+        if !self.staged.is_empty() {
+            self.pending
+                .push_back(std::mem::take(&mut self.staged).freeze());
+        }
     }
 }
 
