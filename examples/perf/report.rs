@@ -33,7 +33,51 @@ pub(crate) struct Report {
     pub(crate) json: Option<std::fs::File>,
     /// Every figure's KWIK ÷ quinn ratio, for the picture.
     pub(crate) ratios: Vec<(String, f64)>,
+    /// The floors checked so far: figure, value, the line printed.
+    pub(crate) floors: Vec<(String, f64, bool)>,
 }
+
+/// What a figure must reach: its paired ratio against quinn (or its value, for a figure
+/// without a quinn side), at least or at most `limit`; `aim` is where it should head.
+struct Floor {
+    figure: &'static str,
+    at_most: bool,
+    limit: f64,
+    aim: Option<f64>,
+}
+
+const FLOORS: [Floor; 5] = [
+    Floor {
+        figure: "small_streams_per_s",
+        at_most: false,
+        limit: 1.0,
+        aim: Some(1.3),
+    },
+    Floor {
+        figure: "bulk_gbps",
+        at_most: false,
+        limit: 0.95,
+        aim: None,
+    },
+    Floor {
+        figure: "rr_p99_us",
+        at_most: true,
+        limit: 1.10,
+        aim: None,
+    },
+    Floor {
+        figure: "h3_gets_per_s",
+        at_most: false,
+        limit: 0.95,
+        aim: Some(1.0),
+    },
+    Floor {
+        figure: "stripe_1_over_bulk",
+        at_most: false,
+        limit: 0.9,
+        aim: None,
+    },
+];
 
 impl Report {
     /// Prints a figure from its repetitions: KWIK's median, min and max, quinn's, the ratio
@@ -48,6 +92,9 @@ impl Report {
         let ratio = quinn.map(|q| kwik.median / q.median);
         if let Some(r) = ratio {
             self.ratios.push((name.to_owned(), r));
+        }
+        if let Some(p) = paired {
+            self.check(name, p);
         }
         let q = quinn.map_or(String::new(), |q| {
             format!(" quinn={:.3} [{:.3}..{:.3}]", q.median, q.min, q.max)
@@ -81,8 +128,49 @@ impl Report {
 
     pub(crate) fn single(&mut self, name: &str, value: f64, note: &str) {
         println!("figure {name} {value:.3} {note}");
+        self.check(name, value);
         if let Some(f) = &mut self.json {
             let _ = writeln!(f, r#"{{"figure":"{name}","value":{value}}}"#);
+        }
+    }
+}
+
+impl Report {
+    /// Checks `value` against the floor of figure `name`, if it has one.
+    fn check(&mut self, name: &str, value: f64) {
+        let Some(floor) = FLOORS.iter().find(|f| f.figure == name) else {
+            return;
+        };
+        let met = if floor.at_most {
+            value <= floor.limit
+        } else {
+            value >= floor.limit
+        };
+        self.floors.push((name.to_owned(), value, met));
+        if let Some(f) = &mut self.json {
+            let _ = writeln!(
+                f,
+                r#"{{"floor":"{name}","value":{value},"limit":{},"at_most":{},"met":{met}}}"#,
+                floor.limit, floor.at_most
+            );
+        }
+    }
+
+    /// Prints every floor checked, met or missed, and the aims.
+    pub(crate) fn print_floors(&self) {
+        for (name, value, met) in &self.floors {
+            let Some(floor) = FLOORS.iter().find(|f| f.figure == name) else {
+                continue;
+            };
+            let op = if floor.at_most { "<=" } else { ">=" };
+            let aim = floor
+                .aim
+                .map_or(String::new(), |a| format!(", aim {op} {a}"));
+            println!(
+                "floor {name} {value:.3} {op} {}: {}{aim}",
+                floor.limit,
+                if *met { "met" } else { "MISSED" }
+            );
         }
     }
 }
