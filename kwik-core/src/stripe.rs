@@ -13,6 +13,12 @@
 //! reserved). A path that stops delivering while it holds the chunk the reader waits for
 //! (no new byte for half its round trip, at least [`MIN_STALL`], after its first byte was
 //! due) has that chunk copied to another path at once, long before any health verdict.
+//! When the receiver's window is full, the chunk that holds it (the lowest outstanding
+//! one) is split if another path would finish its rest sooner: that path pulls the back of
+//! the rest, from where the chunk's own path is expected to be when the back is in, so
+//! that the two meet instead of sending the same bytes; if the chunk's path still holds
+//! the window once the back is in, its front share is copied once more. A copy never
+//! covers bytes the receiver already holds below its front.
 //!
 //! Pure state: the caller feeds reports, rates and credit, and issues what it is told.
 
@@ -26,6 +32,8 @@ pub const MIN_CHUNK: u64 = 64 * 1024;
 /// Chunk size before a path's rate is known: small, so that a slow path's first chunks do
 /// not hold the reader while its rate is being learnt.
 pub const INITIAL_CHUNK: u64 = 64 * 1024;
+/// Smallest back of a chunk split for a full window (see [`Stripe::set_front`]).
+pub const MIN_BACK: u64 = 16 * 1024;
 /// Shortest silence that counts as a stall of a path holding the reader's chunk.
 pub const MIN_STALL: Duration = Duration::from_millis(20);
 
@@ -38,6 +46,15 @@ struct Chunk {
     assigned: Instant,
     /// The other copy in the end game.
     twin: Option<u64>,
+    /// One of a split pair: the rest of a chunk was split between its path (the front)
+    /// and another one (the back, a copy pulled from where the front's path is expected to
+    /// be when the copy ends). Each one's path is told to stop when the pair's bytes are in.
+    split: bool,
+    /// Where the back of this chunk's split starts, once it was split.
+    back: Option<u64>,
+    /// The front share was copied too, once the back was in and the path still held the
+    /// window: the chunk is not copied again.
+    front_copied: bool,
 }
 
 #[derive(Debug, Default)]
@@ -182,7 +199,6 @@ pub enum CopyReason {
 #[derive(Debug)]
 pub struct Stripe {
     /// Offset of the body's first byte in the stream.
-    #[cfg_attr(not(feature = "_internal_test_exports"), allow(dead_code))]
     base: u64,
     /// First byte not yet assigned.
     next: u64,
@@ -194,6 +210,8 @@ pub struct Stripe {
     depth: usize,
     /// The receiver's stream window.
     window: u64,
+    /// The first byte of the body the receiver does not hold yet.
+    front: u64,
 }
 
 impl Stripe {
@@ -208,7 +226,14 @@ impl Stripe {
             chunk_time,
             depth: depth.max(1),
             window: u64::MAX,
+            front: base,
         }
+    }
+
+    /// Tells the stripe the first byte of the body the receiver does not hold yet: how
+    /// far into the chunk the reader waits for its path has got.
+    pub fn set_front(&mut self, front: u64) {
+        self.front = front;
     }
 
     /// Tells the stripe the receiver's stream window (unknown: unbounded). It never waits
@@ -224,7 +249,6 @@ impl Stripe {
     }
 
     /// Offset of the body within the stream.
-    #[cfg_attr(not(feature = "_internal_test_exports"), allow(dead_code))]
     pub fn base(&self) -> u64 {
         self.base
     }
@@ -404,6 +428,11 @@ impl Stripe {
             return None;
         }
         let (owner, c) = self.lowest()?;
+        // Of a split chunk whose back is in, only the front share is missing.
+        let (start, end) = match c.back {
+            Some(back) => (self.front.clamp(c.start, back), back),
+            None => (c.start, c.end),
+        };
         // The copy holds the lowest offset of all, and servers send lower offsets first:
         // it overtakes what the other path has queued.
         let (path, _) = self
@@ -412,13 +441,13 @@ impl Stripe {
             .filter(|(p, _)| **p != owner)
             .map(|(p, l)| {
                 let rate = l.rate.unwrap_or(1e6);
-                (*p, now + l.delay + secs((c.end - c.start) as f64 / rate))
+                (*p, now + l.delay + secs((end - start) as f64 / rate))
             })
             .min_by_key(|(_, t)| *t)?;
-        Some(Plan {
+        (start < end).then_some(Plan {
             path,
-            start: c.start,
-            end: c.end,
+            start,
+            end,
             fresh: false,
             twin_of: Some(c.id),
             reason: Some(CopyReason::Stall),
@@ -426,8 +455,12 @@ impl Stripe {
     }
 
     /// The window is full: the chunk at its start (the lowest outstanding one) holds the
-    /// reader. The path that would finish a copy of it first takes one, if that beats the
-    /// path that has it.
+    /// reader. The path that would finish a copy of it first takes the back of its rest,
+    /// if that beats the path that has it: from where that path is expected to be when the
+    /// copy ends, so that neither sends what the other does (a split, see [`Chunk::split`]).
+    /// If the estimates hold, the two meet as the copy ends and nothing is sent twice; if
+    /// the chunk's path is slower, the copy saved the reader the wait for the back, and if
+    /// it is faster, it catches up on the copy and the copy is stopped.
     fn plan_rescue(&self, now: Instant) -> Option<Plan> {
         let (owner, olane, i, c) = self
             .lanes
@@ -439,26 +472,42 @@ impl Stripe {
                     .map(move |(i, c)| (p, l, i, c))
             })
             .min_by_key(|(_, _, _, c)| c.start)?;
-        if c.twin.is_some() {
+        // A chunk is split once; once its back is in, its path's front share may be
+        // copied once more (where its path proved slower than expected).
+        if c.twin.is_some() || c.front_copied {
             return None;
         }
         let theirs = olane
             .finish_estimate(now, i + 1)
             .unwrap_or(now + Duration::from_secs(3600));
-        let (path, mine) = self
+        let (path, mine, lane) = self
             .lanes
             .iter()
             .filter(|(p, l)| *p != owner && l.outstanding.len() < self.depth)
             .filter_map(|(p, l)| {
                 let rate = l.rate?;
                 let queued = l.queued_bytes() + (c.end - c.start);
-                Some((*p, now + l.delay + secs(queued as f64 / rate)))
+                Some((*p, now + l.delay + secs(queued as f64 / rate), l))
             })
-            .min_by_key(|(_, t)| *t)?;
-        (mine < theirs).then_some(Plan {
+            .min_by_key(|(_, t, _)| *t)?;
+        if mine >= theirs {
+            return None;
+        }
+        let (start, end) = match c.back {
+            None => {
+                let start = split_point(c, self.front, olane, lane, now);
+                // A back of a few packets is not worth a pull of its own.
+                if c.end - start < MIN_BACK.min(c.end - c.start) {
+                    return None;
+                }
+                (start, c.end)
+            }
+            Some(back) => (self.front.clamp(c.start, back), back),
+        };
+        (start < end).then_some(Plan {
             path,
-            start: c.start,
-            end: c.end,
+            start,
+            end,
             fresh: false,
             twin_of: Some(c.id),
             reason: Some(CopyReason::Window),
@@ -498,12 +547,17 @@ impl Stripe {
             };
             // Worth a copy only if it beats the original by a round trip of its path: a
             // closer race is a coin toss that mostly sends the bytes twice.
-            let mine = now + lane.delay + secs((c.end - c.start) as f64 / rate);
-            if mine + lane.delay < finish {
+            // Of a split chunk whose back is in, only the front share is missing.
+            let (start, end) = match c.back {
+                Some(back) => (self.front.clamp(c.start, back), back),
+                None => (c.start, c.end),
+            };
+            let mine = now + lane.delay + secs((end - start) as f64 / rate);
+            if mine + lane.delay < finish && start < end {
                 return Some(Plan {
                     path: *path,
-                    start: c.start,
-                    end: c.end,
+                    start,
+                    end,
                     fresh: false,
                     twin_of: Some(c.id),
                     reason: Some(CopyReason::EndGame),
@@ -531,10 +585,18 @@ impl Stripe {
         } else if plan.twin_of.is_none() {
             self.requeue.pop_front();
         }
+        let mut split = false;
         if let Some(twin) = plan.twin_of {
             for lane in self.lanes.values_mut() {
                 if let Some(c) = lane.outstanding.iter_mut().find(|c| c.id == twin) {
                     c.twin = Some(id);
+                    split = plan.start > c.start || plan.end < c.end;
+                    c.split |= split;
+                    if plan.end < c.end {
+                        c.front_copied = true;
+                    } else if plan.start > c.start {
+                        c.back = Some(plan.start);
+                    }
                 }
             }
         }
@@ -548,6 +610,9 @@ impl Stripe {
                 end: plan.end,
                 assigned: now,
                 twin: plan.twin_of,
+                split,
+                back: None,
+                front_copied: false,
             });
         }
     }
@@ -574,9 +639,27 @@ impl Stripe {
         lane.delivered += c.end - c.start;
         let twin = c.twin?;
         for lane in self.lanes.values_mut() {
-            lane.outstanding.retain(|o| o.id != twin);
+            if let Some(i) = lane.outstanding.iter().position(|o| o.id == twin) {
+                let o = &lane.outstanding[i];
+                if o.start < c.start || o.end > c.end {
+                    // The back of a split is in: the front's path still owes its part, and
+                    // may be copied if it stalls.
+                    lane.outstanding[i].twin = None;
+                    return None;
+                }
+                lane.outstanding.remove(i);
+            }
         }
         Some(twin)
+    }
+
+    /// Whether pull `id` is one of a split pair: its path may still be sending bytes the
+    /// other one delivered when the pair is done, and is to be told to stop.
+    pub fn is_split(&self, id: u64) -> bool {
+        self.lanes
+            .values()
+            .flat_map(|l| l.outstanding.iter())
+            .any(|c| c.id == id && c.split)
     }
 
     /// Pull `id` failed (its path failed or refused) with bytes from `first_missing`
@@ -602,6 +685,14 @@ impl Stripe {
                 .find(|o| o.id == twin);
             if let Some(t) = alive {
                 t.twin = None;
+                // A copy of part of the chunk covers only that part: the rest goes back.
+                let (t_start, t_end) = (t.start, t.end);
+                if t_start > c.start {
+                    self.requeue.push_back((c.start, t_start.min(c.end)));
+                }
+                if t_end < c.end {
+                    self.requeue.push_back((t_end.max(c.start), c.end));
+                }
                 return;
             }
         }
@@ -609,6 +700,32 @@ impl Stripe {
             self.requeue.push_back((c.start, c.end));
         }
     }
+}
+
+/// Where the back of a split of `c` starts: the bytes `owner` is expected to deliver of
+/// `c` from the receiver's `front` by the time `copier` would deliver the rest after what
+/// it has queued, so that the two finish together. The owner counts at the lower of its
+/// measured rate and the rate it has shown on `c` so far (the chunk that holds the window
+/// is usually held by a path that slowed down). Without rates, the whole rest is copied.
+fn split_point(c: &Chunk, front: u64, owner: &Lane, copier: &Lane, now: Instant) -> u64 {
+    let m = front.clamp(c.start, c.end);
+    let (Some(own), Some(copy)) = (owner.rate, copier.rate) else {
+        return m;
+    };
+    let since = owner.last_done.map_or(c.assigned, |d| d.max(c.assigned));
+    let elapsed = now.saturating_duration_since(since).as_secs_f64();
+    let shown = if elapsed > 0.0 {
+        (m - c.start) as f64 / elapsed
+    } else {
+        own
+    };
+    let own = own.min(shown);
+    // Owner's share y of the rest r: y = own × (copier's delay + queue time + (r - y) / copy).
+    let rest = (c.end - m) as f64;
+    let ratio = own / copy;
+    let lead = copier.delay.as_secs_f64() + copier.queued_bytes() as f64 / copy;
+    let share = ((own * lead + ratio * rest) / (1.0 + ratio)).clamp(0.0, rest);
+    m + share as u64
 }
 
 /// A duration of `s` seconds, saturating at an hour (and at zero for anything not positive).

@@ -207,6 +207,12 @@ impl SessionState {
                 stripe.observe(path, bytes, now);
             }
             let stream = StreamId(held.ticket.stream);
+            let assigned = stripe.next_fresh();
+            stripe.set_front(
+                s.streams
+                    .first_missing(stream, stripe.base(), assigned)
+                    .unwrap_or(assigned),
+            );
             let Some(limit) = s.streams.pull_limit(stream) else {
                 // The reader stopped or the stream was reset: nothing more to pull.
                 finished.push(*tid);
@@ -366,7 +372,7 @@ impl SessionState {
         s.client.owed.retain(|id, o| {
             if !o.reported && streams.first_missing(o.stream, o.start, o.end).is_none() {
                 o.reported = true;
-                done.push((*id, o.ticket, o.end));
+                done.push((*id, o.ticket, o.end, o.path));
             }
             let keep = !(o.reported && streams.read_offset(o.stream).is_none_or(|r| r >= o.end));
             if !keep {
@@ -376,7 +382,7 @@ impl SessionState {
         });
         let mut cancels = Vec::new();
         let mut plain = Vec::new();
-        for (id, tid, end) in done {
+        for (id, tid, end, path) in done {
             let Some(held) = s.client.held.get_mut(&tid) else {
                 continue;
             };
@@ -384,6 +390,10 @@ impl SessionState {
                 plain.push((tid, end));
                 continue;
             };
+            // Its path may still be sending what the other half of the split delivered.
+            if stripe.is_split(id) {
+                cancels.push((path, id));
+            }
             // The other copy of this chunk lost: its server may stop.
             if let Some(twin) = stripe.on_done(id, now)
                 && let Some(o) = s.client.owed.get_mut(&twin)

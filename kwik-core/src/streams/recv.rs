@@ -91,6 +91,10 @@ impl Recv {
     /// The first offset in `[start, end)` neither read nor held.
     pub(super) fn first_missing(&self, start: u64, end: u64) -> Option<u64> {
         let mut pos = start.max(self.read);
+        // Every byte below `contiguous` is held: no walk over the window's segments.
+        if pos < self.contiguous {
+            pos = self.contiguous;
+        }
         while pos < end {
             match self.segments.range(..=pos).next_back() {
                 Some((&s, held)) if s + held.len() as u64 > pos => pos = s + held.len() as u64,

@@ -347,3 +347,97 @@ fn a_path_with_jittery_deliveries_gets_a_longer_stall_threshold() {
     assert!(threshold > 80 * ms, "{threshold:?}");
     assert_eq!(stripe.plan_stall(t0 + (t + 60) * ms), None);
 }
+
+/// Two lanes of depth 3, every chunk pulled at `t0`, and the first chunk of each done
+/// 50 ms later (both rates known): the stripe, and the chunk that now holds the window
+/// (`(id, start, end)`, on lane 0).
+fn window_held_by_lane_0(t0: Instant) -> (Stripe, (u64, u64, u64)) {
+    let mut stripe = Stripe::new(0, 100 << 20, Duration::from_millis(100), 3);
+    stripe.set_paths(&[PathId(0), PathId(1)]);
+    let mut chunks = Vec::new();
+    let mut id = 0;
+    while let Some(plan) = stripe.plan(t0, u64::MAX, 8 << 20) {
+        stripe.assigned(plan, id, t0);
+        chunks.push((id, plan.path, plan.start, plan.end));
+        id += 1;
+    }
+    let first = |lane| {
+        chunks
+            .iter()
+            .find(|c| c.1 == PathId(lane))
+            .copied()
+            .unwrap()
+    };
+    let t = t0 + Duration::from_millis(50);
+    assert_eq!(stripe.on_done(first(0).0, t), None);
+    assert_eq!(stripe.on_done(first(1).0, t), None);
+    let lowest = chunks
+        .iter()
+        .filter(|c| c.0 != first(0).0 && c.0 != first(1).0)
+        .min_by_key(|c| c.2)
+        .copied()
+        .unwrap();
+    assert_eq!(lowest.1, PathId(0));
+    (stripe, (lowest.0, lowest.2, lowest.3))
+}
+
+#[test]
+fn a_full_window_splits_the_rest_of_a_chunk_whose_path_delivers() {
+    let t0 = Instant::now();
+    let (mut stripe, (held, start, end)) = window_held_by_lane_0(t0);
+    // Lane 0 delivered half of the chunk, slowly; the window is full.
+    let front = start + (end - start) / 2;
+    stripe.set_front(front);
+    let now = t0 + Duration::from_millis(2000);
+    let plan = stripe.plan(now, 0, 8 << 20).expect("a copy of the back");
+    assert_eq!(plan.path, PathId(1));
+    assert_eq!(plan.twin_of, Some(held));
+    assert_eq!(plan.end, end);
+    // Lane 0 keeps a front share of the rest, at the rate it showed on this chunk: the
+    // back starts past the receiver's front, and takes most of the rest.
+    assert!(
+        plan.start > front && plan.start < front + (end - front) / 2,
+        "back from {} in [{front}, {end})",
+        plan.start
+    );
+    let copy = 1000;
+    stripe.assigned(plan, copy, now);
+    assert!(stripe.is_split(copy) && stripe.is_split(held));
+    // The back arriving first cancels nothing: lane 0 still owes the front share.
+    let later = now + Duration::from_millis(10);
+    assert_eq!(stripe.on_done(copy, later), None);
+    assert!(stripe.is_split(held) && !stripe.is_complete());
+    // Lane 0 is still late: its front share, and only that, is copied, once.
+    let front_copy = stripe
+        .plan(later, 0, 8 << 20)
+        .expect("a copy of the front share");
+    assert_eq!(
+        (front_copy.start, front_copy.end, front_copy.twin_of),
+        (front, plan.start, Some(held))
+    );
+    stripe.assigned(front_copy, copy + 1, later);
+    assert_eq!(stripe.on_done(copy + 1, later), None);
+    assert_eq!(stripe.plan(later, 0, 8 << 20), None, "copied a third time");
+    assert_eq!(stripe.on_done(held, later), None);
+}
+
+#[test]
+fn a_split_chunk_whose_path_fails_gives_back_its_front_share() {
+    let t0 = Instant::now();
+    let (mut stripe, (held, start, end)) = window_held_by_lane_0(t0);
+    let front = start + (end - start) / 2;
+    stripe.set_front(front);
+    let now = t0 + Duration::from_millis(2000);
+    let plan = stripe.plan(now, 0, 8 << 20).expect("a copy of the back");
+    stripe.assigned(plan, 1000, now);
+    // Lane 0 fails having delivered up to the front: the back runs on lane 1, and only
+    // the front share goes back, first in line.
+    stripe.on_failed(held, front);
+    stripe.set_paths(&[PathId(1)]);
+    let again = stripe
+        .plan(now, u64::MAX, 8 << 20)
+        .expect("the front share again");
+    assert_eq!((again.start, again.end), (front, plan.start));
+    assert_eq!(again.path, PathId(1));
+    assert!(again.twin_of.is_none() && !again.fresh);
+}
