@@ -704,9 +704,9 @@ impl Stripe {
 
 /// Where the back of a split of `c` starts: the bytes `owner` is expected to deliver of
 /// `c` from the receiver's `front` by the time `copier` would deliver the rest after what
-/// it has queued, so that the two finish together. The owner counts at the lower of its
-/// measured rate and the rate it has shown on `c` so far (the chunk that holds the window
-/// is usually held by a path that slowed down). Without rates, the whole rest is copied.
+/// it has queued, so that the two finish together. An owner already late on its own
+/// estimate for `c` counts at the lower of its measured rate and the rate it has shown on
+/// `c`. Without rates, the whole rest is copied.
 fn split_point(c: &Chunk, front: u64, owner: &Lane, copier: &Lane, now: Instant) -> u64 {
     let m = front.clamp(c.start, c.end);
     let (Some(own), Some(copy)) = (owner.rate, copier.rate) else {
@@ -719,7 +719,8 @@ fn split_point(c: &Chunk, front: u64, owner: &Lane, copier: &Lane, now: Instant)
     } else {
         own
     };
-    let own = own.min(shown);
+    let late = now > since + secs((c.end - c.start) as f64 / own);
+    let own = if late { own.min(shown) } else { own };
     // Owner's share y of the rest r: y = own × (copier's delay + queue time + (r - y) / copy).
     let rest = (c.end - m) as f64;
     let ratio = own / copy;
