@@ -121,6 +121,15 @@ impl Pair {
         })
     }
 
+    /// Steps until the client's session is established, 5 s of virtual time at most;
+    /// returns whether it was.
+    pub fn wait_established(&mut self, server_app: &mut App, client_app: &mut App) -> bool {
+        let h = self.session;
+        self.run_until(Duration::from_secs(5), server_app, client_app, |_, _, c| {
+            c.sessions.contains(&h)
+        })
+    }
+
     /// [`Sim::run_until`] on the pair: `done` polls whatever apps it drives itself.
     pub fn step_until(&mut self, limit: Duration, done: impl FnMut(&mut Pair) -> bool) -> bool {
         drive_until(self, limit, |p| &mut p.sim, done)

@@ -109,6 +109,7 @@ impl Path {
     }
 
     /// One round of [`Self::write_data`] over `ids`: frames at most one frame per stream.
+    /// Small frames are staged in their carrier and go to QUIC at the end of the round.
     /// Returns whether anything was framed (and `limit` is not used up).
     pub(super) fn write_frames(
         &mut self,
@@ -117,52 +118,12 @@ impl Path {
         per_carrier: usize,
         max_carriers: usize,
         limit: &mut usize,
-        copies: Option<&mut Vec<Bytes>>,
-    ) -> PathResult<bool> {
-        if ids.is_empty() {
-            return Ok(false);
-        }
-        let mut progress = false;
-        let mut staged = false;
-        let result = self.frame_round(
-            streams,
-            ids,
-            per_carrier,
-            max_carriers,
-            limit,
-            copies,
-            &mut progress,
-            &mut staged,
-        );
-        if staged {
-            for carrier in &mut self.carriers {
-                if !carrier.staged.is_empty() {
-                    carrier.unstage();
-                    flush(&mut self.conn, carrier)?;
-                }
-            }
-        }
-        result?;
-        Ok(progress && *limit > 0)
-    }
-
-    /// The frames of one round of [`Self::write_frames`]; small ones are staged in their
-    /// carrier, for the caller to hand to QUIC.
-    #[allow(clippy::too_many_arguments)]
-    fn frame_round(
-        &mut self,
-        streams: &mut Streams,
-        ids: &[StreamId],
-        per_carrier: usize,
-        max_carriers: usize,
-        limit: &mut usize,
         mut copies: Option<&mut Vec<Bytes>>,
-        progress: &mut bool,
-        staged: &mut bool,
-    ) -> PathResult<()> {
+    ) -> PathResult<bool> {
+        let mut progress = false;
         for &id in ids {
             if *limit == 0 {
-                return Ok(());
+                break;
             }
             let Some(c) = self.carrier_for(id, per_carrier, max_carriers) else {
                 // The first stream refused a carrier is the first to ask in the next round:
@@ -191,7 +152,6 @@ impl Path {
                 if let Some(copies) = copies.as_deref_mut() {
                     copies.push(Bytes::copy_from_slice(&carrier.staged[start..]));
                 }
-                *staged = true;
             } else {
                 let header = stream_header(&mut self.headers, id, offset, len, fin);
                 if let Some(copies) = copies.as_deref_mut() {
@@ -205,7 +165,7 @@ impl Path {
             }
             self.counters.frames_sent += 1;
             self.counters.stream_bytes_sent += len as u64;
-            *progress = true;
+            progress = true;
             *limit -= 1;
             // The slot frees with the fin, so that the next stream of the same round can
             // take it (a stream that must send a lost range again takes a slot anew).
@@ -213,7 +173,14 @@ impl Path {
                 self.free_slot(id, per_carrier)?;
             }
         }
-        Ok(())
+        // (A flush error above closes the path: what is staged then goes nowhere.)
+        for carrier in &mut self.carriers {
+            if !carrier.staged.is_empty() {
+                carrier.unstage();
+                flush(&mut self.conn, carrier)?;
+            }
+        }
+        Ok(progress && *limit > 0)
     }
 
     /// Gives back `id`'s carrier slot. With one stream per carrier, the carrier's QUIC

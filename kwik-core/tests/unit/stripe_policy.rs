@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use kwik_core::PathId;
-use kwik_core::stripe::{INITIAL_CHUNK, MIN_CHUNK, Stripe};
+use kwik_core::stripe::{INITIAL_CHUNK, MIN_CHUNK, Plan, Stripe};
 
 struct ModelPath {
     id: PathId,
@@ -381,15 +381,21 @@ fn window_held_by_lane_0(t0: Instant) -> (Stripe, (u64, u64, u64)) {
     (stripe, (lowest.0, lowest.2, lowest.3))
 }
 
-#[test]
-fn a_full_window_splits_the_rest_of_a_chunk_whose_path_delivers() {
-    let t0 = Instant::now();
+/// [`window_held_by_lane_0`], with half of the held chunk delivered, slowly, by 2 s and
+/// the window full: the stripe, the held chunk's id and end, the receiver's front, the
+/// time, and the copy of the back planned then.
+fn split_at_half(t0: Instant) -> (Stripe, u64, u64, u64, Instant, Plan) {
     let (mut stripe, (held, start, end)) = window_held_by_lane_0(t0);
-    // Lane 0 delivered half of the chunk, slowly; the window is full.
     let front = start + (end - start) / 2;
     stripe.set_front(front);
     let now = t0 + Duration::from_millis(2000);
     let plan = stripe.plan(now, 0, 8 << 20).expect("a copy of the back");
+    (stripe, held, end, front, now, plan)
+}
+
+#[test]
+fn a_full_window_splits_the_rest_of_a_chunk_whose_path_delivers() {
+    let (mut stripe, held, end, front, now, plan) = split_at_half(Instant::now());
     assert_eq!(plan.path, PathId(1));
     assert_eq!(plan.twin_of, Some(held));
     assert_eq!(plan.end, end);
@@ -423,12 +429,7 @@ fn a_full_window_splits_the_rest_of_a_chunk_whose_path_delivers() {
 
 #[test]
 fn a_split_chunk_whose_path_fails_gives_back_its_front_share() {
-    let t0 = Instant::now();
-    let (mut stripe, (held, start, end)) = window_held_by_lane_0(t0);
-    let front = start + (end - start) / 2;
-    stripe.set_front(front);
-    let now = t0 + Duration::from_millis(2000);
-    let plan = stripe.plan(now, 0, 8 << 20).expect("a copy of the back");
+    let (mut stripe, held, _, front, now, plan) = split_at_half(Instant::now());
     stripe.assigned(plan, 1000, now);
     // Lane 0 fails having delivered up to the front: the back runs on lane 1, and only
     // the front share goes back, first in line.

@@ -35,7 +35,9 @@ struct Figures {
     total: Duration,
 }
 
-fn run(per_carrier: u32, in_flight: usize, loss: f64) -> Figures {
+/// Client and server over a 100 Mbit/s link with a 20 ms round trip that loses `loss` of
+/// its packets, with `per_carrier` streams per carrier and 1,024 streams allowed.
+fn pair(seed: u64, per_carrier: u32, loss: f64) -> Pair {
     let link = LinkConfig::default()
         .rate_mbit(100)
         .delay_ms(10)
@@ -44,7 +46,11 @@ fn run(per_carrier: u32, in_flight: usize, loss: f64) -> Figures {
     let mut config = Config::default();
     config.streams_per_carrier = per_carrier;
     config.max_concurrent_bidi_streams = 1024;
-    let mut p = Pair::new(77, link, config.clone(), config);
+    Pair::new(seed, link, config.clone(), config)
+}
+
+fn run(per_carrier: u32, in_flight: usize, loss: f64) -> Figures {
+    let mut p = pair(77, per_carrier, loss);
     let h = p.session;
     let mut server_app = App::echo();
     let mut client_app = App::default();
@@ -134,28 +140,25 @@ fn sharing_carriers_costs_a_bounded_tail_under_loss() {
     }
 }
 
+/// [`pair`] with its session established, and both ends' apps.
+fn established(seed: u64, per_carrier: u32, loss: f64) -> (Pair, App, App) {
+    let mut p = pair(seed, per_carrier, loss);
+    let mut server_app = App::default();
+    let mut client_app = App::default();
+    assert!(
+        p.wait_established(&mut server_app, &mut client_app),
+        "the session opened"
+    );
+    (p, server_app, client_app)
+}
+
 /// When stream A's first datagram is lost and stream B opens a millisecond after A's fin
 /// was framed, returns when the server saw each of them complete, and the carriers the
 /// client's path still holds open at the end.
 fn behind_a_loss(per_carrier: u32) -> (Duration, Duration, usize) {
     const A_LEN: usize = 64 * 1024;
-    let link = LinkConfig::default()
-        .rate_mbit(100)
-        .delay_ms(10)
-        .queue_ms(40);
-    let mut config = Config::default();
-    config.streams_per_carrier = per_carrier;
-    let mut p = Pair::new(5, link, config.clone(), config);
+    let (mut p, mut server_app, mut client_app) = established(5, per_carrier, 0.0);
     let h = p.session;
-    let mut server_app = App::default();
-    let mut client_app = App::default();
-    let up = p.run_until(
-        Duration::from_secs(5),
-        &mut server_app,
-        &mut client_app,
-        |_, _, c| c.sessions.contains(&h),
-    );
-    assert!(up, "the session opened");
     p.sim.run_for(Duration::from_millis(100));
     p.poll(&mut server_app, &mut client_app);
 
@@ -220,24 +223,8 @@ fn one_stream_per_carrier_never_waits_behind_another_streams_loss() {
 fn open_streams(per_carrier: u32, streams: usize) -> Figures {
     const ROUNDS: usize = 200;
     const LOSS: f64 = 0.005;
-    let link = LinkConfig::default()
-        .rate_mbit(100)
-        .delay_ms(10)
-        .queue_ms(40)
-        .loss(LOSS);
-    let mut config = Config::default();
-    config.streams_per_carrier = per_carrier;
-    let mut p = Pair::new(11, link, config.clone(), config);
+    let (mut p, mut server_app, mut client_app) = established(11, per_carrier, LOSS);
     let h = p.session;
-    let mut server_app = App::default();
-    let mut client_app = App::default();
-    let up = p.run_until(
-        Duration::from_secs(5),
-        &mut server_app,
-        &mut client_app,
-        |_, _, c| c.sessions.contains(&h),
-    );
-    assert!(up, "the session opened");
     let ids: Vec<StreamId> = (0..streams)
         .map(|_| {
             let ep = p.client_endpoint();

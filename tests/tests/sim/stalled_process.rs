@@ -22,12 +22,7 @@ fn stall(seed: u64, stall: Duration, client_alive: bool) -> (Vec<String>, Vec<St
     let h = p.session;
     let mut server_app = App::echo();
     let mut client_app = App::default();
-    let up = p.run_until(
-        Duration::from_secs(5),
-        &mut server_app,
-        &mut client_app,
-        |_, _, c| c.sessions.contains(&h),
-    );
+    let up = p.wait_established(&mut server_app, &mut client_app);
     assert!(up);
     p.open_and_send(&mut client_app, Dir::Bi, payload(seed, 256 << 10))
         .unwrap();
