@@ -63,11 +63,27 @@ pub(crate) struct Registry {
     /// Set once a [`webtransport::ServerControl`] exists: streams then tell which
     /// WebTransport session they belong to, by their header.
     pub(crate) watch: std::sync::atomic::AtomicBool,
+    /// Set once a [`Striper`] or a [`webtransport::ServerControl`] exists: only then are
+    /// accepted request streams filed here (both are taken before h3 gets the connection).
+    pub(crate) lookups: std::sync::atomic::AtomicBool,
     /// The WebTransport streams of each session, by CONNECT stream id.
     pub(crate) sessions: Mutex<HashMap<u64, webtransport::Tracked>>,
 }
 
 impl Registry {
+    /// This registry, if helpers look request streams up in it.
+    pub(crate) fn filing(self: &Arc<Self>) -> Option<Arc<Self>> {
+        self.lookups
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| self.clone())
+    }
+
+    /// Files accepted request streams from now on.
+    pub(crate) fn file_streams(&self) {
+        self.lookups
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(crate) fn send_half(&self, id: u64) -> Option<Arc<Mutex<kwik_async::SendStream>>> {
         lock(&self.send).get(&id).and_then(Weak::upgrade)
     }
@@ -117,8 +133,10 @@ impl Connection {
     }
 
     /// Sends striped responses on the request streams this connection accepts (server
-    /// side). Take it before handing the connection to h3.
+    /// side). Take it before handing the connection to h3: request streams are filed for
+    /// it only from then on (without a striper or WebTransport, they are not filed at all).
     pub fn striper(&self) -> Striper {
+        self.registry.file_streams();
         Striper {
             registry: self.registry.clone(),
         }
@@ -192,14 +210,18 @@ impl<B: Buf> quic::Connection<B> for Connection {
             // WebTransport client accepts itself; h3's client would refuse them.
             return Poll::Pending;
         }
-        let registry = &self.registry;
+        // Without a helper that looks request streams up, a request costs no filing.
+        let filing = self.registry.filing();
+        let watching = self.registry.watching();
         self.session
             .poll_accept_bi(cx)
             .map_ok(|halves| {
                 let mut stream = BidiStream::new(halves);
-                stream.send.register(registry);
-                stream.recv.register(registry);
-                stream.recv.watch = registry.watching();
+                if let Some(registry) = filing {
+                    stream.send.register(&registry);
+                    stream.recv.register(&registry);
+                }
+                stream.recv.watch = watching;
                 stream
             })
             .map_err(connection_error)

@@ -138,6 +138,7 @@ impl Connection {
         self.registry
             .watch
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.registry.file_streams();
         ServerControl {
             registry: self.registry.clone(),
             session: self.session.clone(),
