@@ -113,7 +113,8 @@ pub enum TicketError {
     /// This server already sent the ticket's budget of bytes.
     #[error("ticket budget spent")]
     BudgetSpent,
-    /// Too many pulls outstanding, or a pull id in use.
+    /// Too many pulls outstanding, a pull id in use, or the server's record of spent
+    /// budgets is full of tickets that have not expired yet.
     #[error("too many pulls")]
     Limit,
     /// The stream is not one this server may send on.
@@ -206,15 +207,19 @@ pub fn check(
     Ok(())
 }
 
-/// Most tickets whose spending one server remembers; beyond, the entries that expire first
-/// are forgotten (a client cannot mint tickets, so only the primary's issuing fills it).
+/// Most tickets whose spending one server remembers. An entry is kept until its ticket
+/// expires, whatever comes after: a full record refuses charges under new tickets
+/// (`Limit`) until entries expire, so that no sequence of pulls forgets a spent budget.
 pub const MAX_BUDGET_ENTRIES: usize = 1 << 16;
 
 /// A server's record of the bytes it sent under each ticket, by (session, ticket id), kept
-/// until the ticket expires so that a client cannot reset it by rejoining.
+/// until the ticket expires so that a client cannot reset it by rejoining or by charging
+/// other tickets.
 #[derive(Debug, Default)]
 pub struct Budgets {
     spent: BTreeMap<(u64, u64), Spent>,
+    /// The same entries by expiry: expired ones are dropped from the front, each once.
+    by_expiry: std::collections::BTreeSet<(u64, (u64, u64))>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -232,29 +237,44 @@ impl Budgets {
         unix_now: u64,
     ) -> Result<(), TicketError> {
         let key = (ticket.session_id, ticket.id);
-        if !self.spent.contains_key(&key) && self.spent.len() >= MAX_BUDGET_ENTRIES {
-            self.spent.retain(|_, s| s.expiry > unix_now);
-            if self.spent.len() >= MAX_BUDGET_ENTRIES
-                && let Some(first) = self
-                    .spent
-                    .iter()
-                    .min_by_key(|(_, s)| s.expiry)
-                    .map(|(k, _)| *k)
-            {
-                self.spent.remove(&first);
+        if !self.spent.contains_key(&key) {
+            if self.spent.len() >= MAX_BUDGET_ENTRIES {
+                self.expire(unix_now);
+            }
+            if self.spent.len() >= MAX_BUDGET_ENTRIES {
+                return Err(TicketError::Limit);
             }
         }
-        let entry = self.spent.entry(key).or_insert(Spent {
-            bytes: 0,
-            expiry: ticket.expiry,
+        let entry = self.spent.entry(key).or_insert_with(|| {
+            self.by_expiry.insert((ticket.expiry, key));
+            Spent {
+                bytes: 0,
+                expiry: ticket.expiry,
+            }
         });
         let total = entry.bytes.saturating_add(len);
         if total > ticket.budget {
             return Err(TicketError::BudgetSpent);
         }
         entry.bytes = total;
-        entry.expiry = entry.expiry.max(ticket.expiry);
+        // A refreshed copy of the ticket expires later: the record lasts as long.
+        if ticket.expiry > entry.expiry {
+            self.by_expiry.remove(&(entry.expiry, key));
+            self.by_expiry.insert((ticket.expiry, key));
+            entry.expiry = ticket.expiry;
+        }
         Ok(())
+    }
+
+    /// Forgets the tickets that expired by `unix_now`: O(log n) for each one forgotten.
+    fn expire(&mut self, unix_now: u64) {
+        while let Some(&(expiry, key)) = self.by_expiry.first() {
+            if expiry > unix_now {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.spent.remove(&key);
+        }
     }
 
     /// Gives back bytes charged for a pull that was cancelled before they were sent.
@@ -374,6 +394,32 @@ mod tests {
     }
 
     #[test]
+    fn no_number_of_tickets_charged_forgets_a_spent_budget() {
+        let key = TicketKey::derive(&GroupKey::new([1; 32]));
+        let spent = ticket(&key);
+        let mut b = Budgets::default();
+        assert_eq!(b.charge(&spent, spent.budget, 50), Ok(()));
+        // Fill the record with live tickets of the same session, expiring sooner.
+        let mut other = spent.clone();
+        other.expiry = spent.expiry - 1;
+        for id in 2..MAX_BUDGET_ENTRIES as u64 + 1 {
+            other.id = id;
+            assert_eq!(b.charge(&other, 1, 50), Ok(()), "ticket {id}");
+        }
+        assert_eq!(b.len(), MAX_BUDGET_ENTRIES);
+        // One more ticket is refused, and the spent one stays spent.
+        other.id = MAX_BUDGET_ENTRIES as u64 + 1;
+        assert_eq!(b.charge(&other, 1, 50), Err(TicketError::Limit));
+        assert_eq!(b.charge(&spent, 1, 50), Err(TicketError::BudgetSpent));
+        // Once the others expired, new tickets are charged again, and the spent one,
+        // still live, is still spent.
+        let now = other.expiry;
+        assert_eq!(b.charge(&other, 1, now), Ok(()));
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.charge(&spent, 1, now), Err(TicketError::BudgetSpent));
+    }
+
+    #[test]
     fn budgets_bound_what_one_server_sends() {
         let key = TicketKey::derive(&GroupKey::new([1; 32]));
         let t = ticket(&key);
@@ -383,6 +429,11 @@ mod tests {
         assert_eq!(b.charge(&t, 1, 50), Err(TicketError::BudgetSpent));
         b.refund(7, 1, 500);
         assert_eq!(b.charge(&t, 500, 50), Ok(()));
+        assert_eq!(b.len(), 1);
+        // A copy refreshed to expire later keeps the same record.
+        let mut later = t.clone();
+        later.expiry += 100;
+        assert_eq!(b.charge(&later, 1, 50), Err(TicketError::BudgetSpent));
         assert_eq!(b.len(), 1);
         for code in 0..10 {
             let e = TicketError::from_wire(code);
