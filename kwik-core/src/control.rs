@@ -23,6 +23,8 @@ pub(crate) fn encode(kind: Kind, out: &mut Vec<u8>) {
 #[derive(Debug, Default)]
 pub struct ControlDecoder {
     buf: BytesMut,
+    /// Frames of unknown kinds skipped and not yet taken.
+    unknown: u64,
 }
 
 /// Why the control stream could not be decoded.
@@ -34,9 +36,6 @@ pub enum ControlError {
     /// The bytes are not a valid `ControlFrame`.
     #[error("malformed control frame: {0}")]
     Malformed(String),
-    /// The frame is valid protobuf but carries a message kind this version does not know.
-    #[error("unknown control message kind")]
-    UnknownKind,
 }
 
 impl ControlError {
@@ -45,7 +44,6 @@ impl ControlError {
         match self {
             Self::TooLarge(_) => ErrorCode::ControlFrameTooLarge,
             Self::Malformed(_) => ErrorCode::ControlDecode,
-            Self::UnknownKind => ErrorCode::UnknownControlMessage,
         }
     }
 }
@@ -66,22 +64,35 @@ impl ControlDecoder {
     ///
     /// The decoder holds at most one frame's worth of bytes beyond what is pushed in one
     /// call; an announced length above the limit fails at once, before its bytes arrive.
+    /// A frame of a kind this version does not know (a later version's message, which
+    /// decodes as a frame without a kind) is skipped and counted: see
+    /// [`ControlDecoder::take_unknown`].
     pub fn next_frame(&mut self) -> Result<Option<Kind>, ControlError> {
-        let Some((len, prefix)) = length_prefix(&self.buf)? else {
-            return Ok(None);
-        };
-        if len > MAX_CONTROL_FRAME as u64 {
-            return Err(ControlError::TooLarge(len));
+        loop {
+            let Some((len, prefix)) = length_prefix(&self.buf)? else {
+                return Ok(None);
+            };
+            if len > MAX_CONTROL_FRAME as u64 {
+                return Err(ControlError::TooLarge(len));
+            }
+            let len = len as usize;
+            if self.buf.len() < prefix + len {
+                return Ok(None);
+            }
+            self.buf.advance(prefix);
+            let body = self.buf.split_to(len);
+            let frame = ControlFrame::decode(&body[..])
+                .map_err(|e| ControlError::Malformed(e.to_string()))?;
+            match frame.kind {
+                Some(kind) => return Ok(Some(kind)),
+                None => self.unknown += 1,
+            }
         }
-        let len = len as usize;
-        if self.buf.len() < prefix + len {
-            return Ok(None);
-        }
-        self.buf.advance(prefix);
-        let body = self.buf.split_to(len);
-        let frame =
-            ControlFrame::decode(&body[..]).map_err(|e| ControlError::Malformed(e.to_string()))?;
-        frame.kind.map(Some).ok_or(ControlError::UnknownKind)
+    }
+
+    /// Frames of unknown kinds skipped since the last call.
+    pub fn take_unknown(&mut self) -> u64 {
+        std::mem::take(&mut self.unknown)
     }
 }
 
@@ -157,10 +168,26 @@ mod tests {
     }
 
     #[test]
-    fn empty_kind_and_garbage_are_errors() {
+    fn unknown_kinds_are_skipped_and_counted() {
         let mut decoder = ControlDecoder::default();
         decoder.push(&[0]); // a zero-length frame: no kind set
-        assert_eq!(decoder.next_frame(), Err(ControlError::UnknownKind));
+        // Field 17, the next kind a later version may add: an empty message in it.
+        decoder.push(&[3, 0x8a, 0x01, 0x00]);
+        let mut ping = Vec::new();
+        encode(Kind::Ping(kwik_proto::Ping { seq: 5 }), &mut ping);
+        decoder.push(&ping);
+        assert_eq!(
+            decoder.next_frame(),
+            Ok(Some(Kind::Ping(kwik_proto::Ping { seq: 5 })))
+        );
+        assert_eq!(decoder.take_unknown(), 2);
+        assert_eq!(decoder.take_unknown(), 0);
+        assert_eq!(decoder.next_frame(), Ok(None));
+        assert_eq!(decoder.buffered(), 0);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
         let mut decoder = ControlDecoder::default();
         decoder.push(&[3, 0xff, 0xff, 0xff]);
         assert!(matches!(

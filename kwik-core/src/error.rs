@@ -30,7 +30,9 @@ pub enum ErrorCode {
     ControlFrameTooLarge = 7,
     /// A control frame did not decode.
     ControlDecode = 8,
-    /// A control frame carried a message kind this version does not know.
+    /// A control frame carried a message kind the peer did not know. Sent by earlier
+    /// versions only: this one ignores and counts such messages
+    /// (`PathStats::control_unknown`), so that a fleet can be upgraded one server at a time.
     UnknownControlMessage = 9,
     /// A control message arrived where the protocol does not allow it.
     UnexpectedControlMessage = 10,

@@ -153,6 +153,9 @@ pub struct PathStats {
     pub control_sent: u64,
     /// Control messages received on this path.
     pub control_received: u64,
+    /// Control messages of kinds this version does not know (from a later version),
+    /// received on this path and ignored.
+    pub control_unknown: u64,
 }
 
 impl PathStats {
@@ -174,6 +177,7 @@ impl PathStats {
             self.stream_bytes_sent += e.stream_bytes_sent;
             self.control_sent += e.control_sent;
             self.control_received += e.control_received;
+            self.control_unknown += e.control_unknown;
         }
         self
     }

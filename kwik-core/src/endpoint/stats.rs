@@ -132,5 +132,6 @@ pub(super) fn path_stats(p: &Path) -> PathStats {
         stream_bytes_sent: p.counters.stream_bytes_sent,
         control_sent: p.counters.control_sent,
         control_received: p.counters.control_received,
+        control_unknown: p.counters.control_unknown,
     }
 }

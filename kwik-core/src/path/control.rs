@@ -35,7 +35,19 @@ impl Path {
                 Ok(Some(chunk)) => {
                     self.control_rx.push(&chunk.bytes);
                     loop {
-                        match self.control_rx.next_frame() {
+                        let frame = self.control_rx.next_frame();
+                        // Kinds a later version added are ignored, but they count, and
+                        // they spend the same rate budget as any message.
+                        let unknown = self.control_rx.take_unknown();
+                        self.counters.control_unknown += unknown;
+                        if (0..unknown).any(|_| !self.control_budget.try_take(now)) {
+                            result = Err(ProtocolError::new(
+                                ErrorCode::ControlRate,
+                                "control messages above the allowed rate",
+                            ));
+                            break;
+                        }
+                        match frame {
                             Ok(Some(_)) if !self.control_budget.try_take(now) => {
                                 result = Err(ProtocolError::new(
                                     ErrorCode::ControlRate,

@@ -75,6 +75,7 @@ pub(crate) struct PathCounters {
     pub(crate) stream_bytes_sent: u64,
     pub(crate) control_sent: u64,
     pub(crate) control_received: u64,
+    pub(crate) control_unknown: u64,
 }
 
 /// One QUIC connection of a session's path (or of a server connection that is not in a

@@ -33,6 +33,14 @@ fn a_burst_above_the_limit_closes_with_control_rate() {
 }
 
 #[test]
+fn a_burst_of_unknown_kinds_above_the_limit_closes_with_control_rate() {
+    let mut s = RawSession::establish(76, Config::default());
+    // Ignored messages of kinds a later version adds spend the rate budget all the same.
+    s.peer().write_control(control_frame(None).repeat(1500));
+    s.assert_violation(ErrorCode::ControlRate);
+}
+
+#[test]
 fn a_burst_within_the_limit_is_answered_in_full() {
     let mut s = RawSession::establish(72, Config::default());
     s.peer().write_control(pings(1, 900));
