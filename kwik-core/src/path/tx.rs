@@ -89,7 +89,7 @@ impl Path {
         mut copies: Option<&mut Vec<Bytes>>,
     ) -> PathResult<()> {
         loop {
-            self.release(streams, per_carrier);
+            self.release(streams, per_carrier)?;
             let mut ids = std::mem::take(&mut self.sendable);
             ids.clear();
             ids.extend(streams.sendable_from(self.refused.take()));
@@ -256,12 +256,12 @@ impl Path {
 
     /// Frees the carrier slots of streams that stopped sending (a reset, or a fin framed
     /// on another path).
-    pub(super) fn release(&mut self, streams: &mut Streams, per_carrier: usize) {
+    pub(super) fn release(&mut self, streams: &mut Streams, per_carrier: usize) -> PathResult<()> {
         // Every path to the peer frees its own slots: a shared list of released streams
         // would free them on whichever path drained it first, and leak on the others.
         let epoch = streams.release_epoch();
         if epoch == self.release_epoch {
-            return;
+            return Ok(());
         }
         let mut freed = std::mem::take(&mut self.sendable);
         freed.clear();
@@ -274,12 +274,12 @@ impl Path {
                     .filter(|id| !streams.holds_carrier(*id)),
             ),
         }
-        for &id in &freed {
-            // A carrier the peer stopped shows up when the next frame is written to it.
-            let _ = self.free_slot(id, per_carrier);
-        }
-        self.sendable = freed;
         self.release_epoch = epoch;
+        let result = freed
+            .iter()
+            .try_for_each(|&id| self.free_slot(id, per_carrier));
+        self.sendable = freed;
+        result
     }
 
     /// The carrier of `id`, assigning one (and opening a QUIC stream) if needed.
