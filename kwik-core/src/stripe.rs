@@ -50,7 +50,8 @@ struct Chunk {
     /// and another one (the back, a copy pulled from where the front's path is expected to
     /// be when the copy ends). Each one's path is told to stop when the pair's bytes are in.
     split: bool,
-    /// Where the back of this chunk's split starts, once it was split.
+    /// Where the back of this chunk's split starts, once it was split (until the back's
+    /// pull fails).
     back: Option<u64>,
     /// The front share was copied too, once the back was in and the path still held the
     /// window: the chunk is not copied again.
@@ -428,11 +429,7 @@ impl Stripe {
             return None;
         }
         let (owner, c) = self.lowest()?;
-        // Of a split chunk whose back is in, only the front share is missing.
-        let (start, end) = match c.back {
-            Some(back) => (self.front.clamp(c.start, back), back),
-            None => (c.start, c.end),
-        };
+        let (start, end) = self.to_copy(c);
         // The copy holds the lowest offset of all, and servers send lower offsets first:
         // it overtakes what the other path has queued.
         let (path, _) = self
@@ -502,7 +499,7 @@ impl Stripe {
                 }
                 (start, c.end)
             }
-            Some(back) => (self.front.clamp(c.start, back), back),
+            Some(_) => self.to_copy(c),
         };
         (start < end).then_some(Plan {
             path,
@@ -547,11 +544,7 @@ impl Stripe {
             };
             // Worth a copy only if it beats the original by a round trip of its path: a
             // closer race is a coin toss that mostly sends the bytes twice.
-            // Of a split chunk whose back is in, only the front share is missing.
-            let (start, end) = match c.back {
-                Some(back) => (self.front.clamp(c.start, back), back),
-                None => (c.start, c.end),
-            };
+            let (start, end) = self.to_copy(c);
             let mine = now + lane.delay + secs((end - start) as f64 / rate);
             if mine + lane.delay < finish && start < end {
                 return Some(Plan {
@@ -653,6 +646,15 @@ impl Stripe {
         Some(twin)
     }
 
+    /// What a copy of outstanding chunk `c` covers: all of it, or of a split chunk whose
+    /// back is in, only its front share from the receiver's front.
+    fn to_copy(&self, c: &Chunk) -> (u64, u64) {
+        match c.back {
+            Some(back) => (self.front.clamp(c.start, back), back),
+            None => (c.start, c.end),
+        }
+    }
+
     /// Whether pull `id` is one of a split pair: its path may still be sending bytes the
     /// other one delivered when the pair is done, and is to be told to stop.
     pub fn is_split(&self, id: u64) -> bool {
@@ -685,13 +687,15 @@ impl Stripe {
                 .find(|o| o.id == twin);
             if let Some(t) = alive {
                 t.twin = None;
-                // A copy of part of the chunk covers only that part: the rest goes back.
-                let (t_start, t_end) = (t.start, t.end);
-                if t_start > c.start {
-                    self.requeue.push_back((c.start, t_start.min(c.end)));
+                if t.back == Some(c.start) {
+                    // The back of `t`'s split failed: `t`'s own path still sends it all.
+                    t.back = None;
                 }
-                if t_end < c.end {
-                    self.requeue.push_back((t_end.max(c.start), c.end));
+                // A copy that starts further on covers only the rest: the front goes back.
+                // (A front-share copy ends at the split's back, which is already in.)
+                if t.start > c.start {
+                    let front_end = t.start.min(c.end);
+                    self.requeue.push_back((c.start, front_end));
                 }
                 return;
             }

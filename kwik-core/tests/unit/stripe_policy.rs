@@ -442,3 +442,37 @@ fn a_split_chunk_whose_path_fails_gives_back_its_front_share() {
     assert_eq!(again.path, PathId(1));
     assert!(again.twin_of.is_none() && !again.fresh);
 }
+
+#[test]
+fn a_split_chunk_whose_path_fails_after_its_back_is_in_gives_back_nothing_held() {
+    let (mut stripe, held, _, front, now, plan) = split_at_half(Instant::now());
+    stripe.assigned(plan, 1000, now);
+    assert_eq!(stripe.on_done(1000, now), None);
+    let front_copy = stripe
+        .plan(now, 0, 8 << 20)
+        .expect("a copy of the front share");
+    stripe.assigned(front_copy, 1001, now);
+    // Lane 0's pull fails at the front: the front share runs on lane 1, and the back is
+    // in. (Only the pull fails here: a failed path would give back its other chunks too.)
+    stripe.on_failed(held, front);
+    let next = stripe.plan(now, u64::MAX, 8 << 20).expect("a fresh chunk");
+    assert!(
+        next.fresh,
+        "re-pulled what the receiver holds or what runs: {next:?}"
+    );
+}
+
+#[test]
+fn a_failed_back_leaves_the_chunk_whole_on_its_path() {
+    let (mut stripe, held, end, _, now, plan) = split_at_half(Instant::now());
+    let back_start = plan.start;
+    stripe.assigned(plan, 1000, now);
+    // The back's path fails before it delivered: lane 0 still sends the whole chunk, so
+    // nothing goes back, and a later copy of the chunk covers its whole rest.
+    stripe.on_failed(1000, back_start);
+    let next = stripe.plan(now, u64::MAX, 8 << 20).expect("a fresh chunk");
+    assert!(next.fresh, "re-pulled a range lane 0 still sends: {next:?}");
+    // Lane 0 still holds the window: the chunk's whole rest is copied, not a front share.
+    let copy = stripe.plan(now, 0, 8 << 20).expect("a copy");
+    assert_eq!((copy.twin_of, copy.end), (Some(held), end));
+}
