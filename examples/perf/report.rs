@@ -33,13 +33,13 @@ pub(crate) struct Report {
     pub(crate) json: Option<std::fs::File>,
     /// Every figure's KWIK ÷ quinn ratio, for the picture.
     pub(crate) ratios: Vec<(String, f64)>,
-    /// The floors checked so far: figure, value, the line printed.
-    pub(crate) floors: Vec<(String, f64, bool)>,
+    /// The floors checked so far, with the value each figure reached.
+    pub(crate) floors: Vec<(&'static Floor, f64)>,
 }
 
 /// What a figure must reach: its paired ratio against quinn (or its value, for a figure
 /// without a quinn side), at least or at most `limit`; `aim` is where it should head.
-struct Floor {
+pub(crate) struct Floor {
     figure: &'static str,
     at_most: bool,
     limit: f64,
@@ -135,18 +135,24 @@ impl Report {
     }
 }
 
+impl Floor {
+    fn met(&self, value: f64) -> bool {
+        if self.at_most {
+            value <= self.limit
+        } else {
+            value >= self.limit
+        }
+    }
+}
+
 impl Report {
     /// Checks `value` against the floor of figure `name`, if it has one.
     fn check(&mut self, name: &str, value: f64) {
         let Some(floor) = FLOORS.iter().find(|f| f.figure == name) else {
             return;
         };
-        let met = if floor.at_most {
-            value <= floor.limit
-        } else {
-            value >= floor.limit
-        };
-        self.floors.push((name.to_owned(), value, met));
+        let met = floor.met(value);
+        self.floors.push((floor, value));
         if let Some(f) = &mut self.json {
             let _ = writeln!(
                 f,
@@ -158,10 +164,8 @@ impl Report {
 
     /// Prints every floor checked, met or missed, and the aims.
     pub(crate) fn print_floors(&self) {
-        for (name, value, met) in &self.floors {
-            let Some(floor) = FLOORS.iter().find(|f| f.figure == name) else {
-                continue;
-            };
+        for &(floor, value) in &self.floors {
+            let (name, met) = (floor.figure, floor.met(value));
             let op = if floor.at_most { "<=" } else { ">=" };
             let aim = floor
                 .aim
@@ -169,7 +173,7 @@ impl Report {
             println!(
                 "floor {name} {value:.3} {op} {}: {}{aim}",
                 floor.limit,
-                if *met { "met" } else { "MISSED" }
+                if met { "met" } else { "MISSED" }
             );
         }
     }
