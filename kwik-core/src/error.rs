@@ -58,11 +58,18 @@ pub enum ErrorCode {
     /// The server serves only as a secondary (`ServerConfig::joins_only`): it refuses a
     /// client's own session, which would ask for content without a primary's ticket.
     JoinsOnly = 20,
+    /// The server is draining: it takes no new session or join, and resets the streams a
+    /// client opens after its `Drain` notice.
+    Draining = 21,
+    /// Closes a connection a drain ended in order: the client's, once a draining server
+    /// owed it nothing more, or the server's, once the session's work was done (or its
+    /// drain deadline passed).
+    Drained = 22,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 22] = [
         Self::Internal,
         Self::FrameEncoding,
         Self::FlowControl,
@@ -83,6 +90,8 @@ impl ErrorCode {
         Self::Delegation,
         Self::NoApplicationProtocol,
         Self::JoinsOnly,
+        Self::Draining,
+        Self::Drained,
     ];
 
     /// A short snake_case name, for logs and metric labels.
@@ -108,6 +117,8 @@ impl ErrorCode {
             Self::Delegation => "delegation",
             Self::NoApplicationProtocol => "no_application_protocol",
             Self::JoinsOnly => "joins_only",
+            Self::Draining => "draining",
+            Self::Drained => "drained",
         }
     }
 
@@ -211,6 +222,10 @@ pub enum SessionError {
         /// The application protocol the server chose.
         protocol: Bytes,
     },
+    /// The session's server is draining: it takes no new streams (what opening one
+    /// reports; the session itself lives on until the streams in flight are done).
+    #[error("the server is draining: no new streams")]
+    Draining,
 }
 
 impl From<ConnectionError> for SessionError {

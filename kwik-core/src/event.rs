@@ -134,6 +134,16 @@ pub enum Event {
         /// Why.
         error: PathError,
     },
+    /// The server on a path is draining (being taken out of service). Client: a
+    /// secondary's path gets no new pulls, and is closed and removed once the pulls it
+    /// owes are in; on the primary path, the session takes no new streams and ends once
+    /// the primary's work is done. Server: this side began draining the session.
+    PathDraining {
+        /// The session.
+        session: SessionHandle,
+        /// The path.
+        path: PathId,
+    },
     /// A path is gone for good.
     PathRemoved {
         /// The session.
@@ -179,6 +189,9 @@ pub enum Event {
         /// The stripe, as `stripe` returned it.
         stripe: StripeId,
     },
+    /// Server: [`Endpoint::drain`](crate::Endpoint::drain) is complete: the last session
+    /// this server served is gone (its work done, or its drain deadline passed).
+    Drained,
     /// Periodic metrics (when `metrics_enabled`).
     Metrics {
         /// The session.

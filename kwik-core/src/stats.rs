@@ -41,6 +41,16 @@ pub struct EndpointStats {
     pub failovers: u64,
     /// Client: stream bytes received twice (see [`CopyBytes`]).
     pub stripe_copy_bytes: CopyBytes,
+    /// Client: drain notices received (a server on one of the session's paths began
+    /// draining).
+    pub drain_notices: u64,
+    /// Client: secondary paths closed with the `Drained` code once their draining server
+    /// owed nothing more.
+    pub paths_drained: u64,
+    /// Server: sessions a drain ended once their work was done.
+    pub sessions_drained: u64,
+    /// Server: sessions a drain ended at its deadline, with work left.
+    pub drain_deadline_closes: u64,
     /// Protocol violations by code, in [`ErrorCode::ALL`] order.
     violations_by_code: [u64; ErrorCode::ALL.len()],
 }

@@ -77,6 +77,9 @@ struct Lane {
     last_progress: Option<Instant>,
     /// When the lane last went from idle to busy.
     busy_since: Option<Instant>,
+    /// The lane's server is draining: it finishes its chunks and takes no new one (no
+    /// fresh range, re-pull or copy).
+    draining: bool,
     /// The gaps between the lane's deliveries while it is busy.
     gaps: Gaps,
 }
@@ -275,6 +278,14 @@ impl Stripe {
         }
     }
 
+    /// Tells the stripe which of its paths lead to draining servers: they finish the
+    /// chunks they hold and take no new one.
+    pub fn set_draining(&mut self, draining: &[PathId]) {
+        for (p, lane) in self.lanes.iter_mut() {
+            lane.draining = draining.contains(p);
+        }
+    }
+
     /// Tells the stripe how long `path`'s pull loop takes (its round trip). Chunks are
     /// sized so that `depth - 1` of them cover it.
     pub fn set_delay(&mut self, path: PathId, delay: Duration) {
@@ -374,7 +385,7 @@ impl Stripe {
             let (path, lane) = self
                 .lanes
                 .iter()
-                .filter(|(_, l)| l.outstanding.len() < self.depth_of(l))
+                .filter(|(_, l)| !l.draining && l.outstanding.len() < self.depth_of(l))
                 .min_by(|a, b| {
                     let ka = (a.1.outstanding.len(), -(a.1.rate.unwrap_or(0.0)));
                     let kb = (b.1.outstanding.len(), -(b.1.rate.unwrap_or(0.0)));
@@ -435,7 +446,7 @@ impl Stripe {
         let (path, _) = self
             .lanes
             .iter()
-            .filter(|(p, _)| **p != owner)
+            .filter(|(p, l)| **p != owner && !l.draining)
             .map(|(p, l)| {
                 let rate = l.rate.unwrap_or(1e6);
                 (*p, now + l.delay + secs((end - start) as f64 / rate))
@@ -480,7 +491,7 @@ impl Stripe {
         let (path, mine, lane) = self
             .lanes
             .iter()
-            .filter(|(p, l)| *p != owner && l.outstanding.len() < self.depth)
+            .filter(|(p, l)| *p != owner && !l.draining && l.outstanding.len() < self.depth)
             .filter_map(|(p, l)| {
                 let rate = l.rate?;
                 let queued = l.queued_bytes() + (c.end - c.start);
@@ -515,7 +526,7 @@ impl Stripe {
     /// finish it sooner.
     fn plan_endgame(&self, now: Instant) -> Option<Plan> {
         for (path, lane) in &self.lanes {
-            if !lane.outstanding.is_empty() {
+            if !lane.outstanding.is_empty() || lane.draining {
                 continue;
             }
             let Some(rate) = lane.rate else {
@@ -564,6 +575,7 @@ impl Stripe {
     fn fastest_lane(&self, now: Instant) -> Option<PathId> {
         self.lanes
             .iter()
+            .filter(|(_, l)| !l.draining)
             .min_by_key(|(_, l)| {
                 let rate = l.rate.unwrap_or(1e6);
                 now + secs(l.queued_bytes() as f64 / rate)

@@ -124,6 +124,11 @@ pub enum TicketError {
     /// match the request (see `Delegated::refuse`).
     #[error("content refused by the server's application")]
     Content,
+    /// The server is draining: it serves the pulls it accepted before it began, no new
+    /// ones. The range goes to the other servers at once; it is not a copy, since the
+    /// draining server never sent it.
+    #[error("server draining")]
+    Draining,
     /// The server named a refusal this side does not know.
     #[error("refused for an unknown reason")]
     Unknown,
@@ -143,6 +148,7 @@ impl TicketError {
             Self::Limit => C::Limit,
             Self::BadStream => C::BadStream,
             Self::Content => C::Content,
+            Self::Draining => C::Draining,
             Self::Unknown => C::Unspecified,
         }
     }
@@ -155,6 +161,7 @@ impl TicketError {
             Ok(C::Expired) => Self::Expired,
             Ok(C::WrongSession) => Self::WrongSession,
             Ok(C::WrongPath) => Self::WrongPath,
+            Ok(C::Draining) => Self::Draining,
             Ok(C::OutOfRange) => Self::OutOfRange,
             Ok(C::BudgetSpent) => Self::BudgetSpent,
             Ok(C::Limit) => Self::Limit,

@@ -35,6 +35,13 @@ impl Endpoint {
             return;
         };
         let remote = incoming.remote_address();
+        if self.drain.is_some() {
+            // A draining server takes no new session or join.
+            buf.clear();
+            let t = self.quic.refuse(incoming, buf);
+            self.queue_response(t, buf);
+            return;
+        }
         // Sessions, not connections: a session with several paths counts once; a
         // connection that has no session yet (handshake, Hello or Join pending) counts as
         // one, so half-open connections cannot get around the limit.
@@ -91,6 +98,12 @@ impl Endpoint {
                 "this server accepts no new sessions",
             ));
         };
+        if self.drain.is_some() {
+            return Err(ProtocolError::new(
+                ErrorCode::Draining,
+                "this server is draining",
+            ));
+        }
         let config = server.config.clone();
         let joins_only = server.joins_only;
         let hello = match kind {
@@ -145,7 +158,10 @@ impl Endpoint {
     /// `None` when this server takes no plain session any more (it stopped accepting, or
     /// became joins-only, while the handshake was under way).
     pub(super) fn accept_plain(&mut self, now: Instant, key: ConnKey) -> Option<SessionHandle> {
-        let server = self.server.as_ref().filter(|s| !s.joins_only)?;
+        let server = self
+            .server
+            .as_ref()
+            .filter(|s| !s.joins_only && self.drain.is_none())?;
         let config = server.config.clone();
         let Loose { path: p, .. } = self.loose.remove(&key)?;
         let (h, mut session) = self.new_server_session(now, &config, p.remote);

@@ -99,6 +99,7 @@ impl Endpoint {
             {
                 self.primaries.remove(&s.id);
             }
+            self.check_drain_complete();
         }
     }
 
@@ -166,8 +167,13 @@ impl Endpoint {
                 return Ok(());
             }
             let Some(h) = self.accept_plain(now, key) else {
-                let refused =
-                    ProtocolError::new(ErrorCode::Handshake, "this server accepts no new sessions");
+                let refused = match self.drain {
+                    Some(_) => ProtocolError::new(ErrorCode::Draining, "this server is draining"),
+                    None => ProtocolError::new(
+                        ErrorCode::Handshake,
+                        "this server accepts no new sessions",
+                    ),
+                };
                 if let Some(l) = self.loose.get_mut(&key) {
                     l.path.close_with(now, &refused);
                     self.dirty.insert(key);
@@ -224,7 +230,9 @@ impl Endpoint {
             return Ok(());
         }
         self.with_session(now, h, |s, cx| s.drive_data(cx, path, schedule))
-            .unwrap_or(Ok(()))
+            .unwrap_or(Ok(()))?;
+        self.check_session_drained(now, h);
+        Ok(())
     }
 }
 

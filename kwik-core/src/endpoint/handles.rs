@@ -72,11 +72,19 @@ impl Session<'_> {
         Some(self.state()?.conn(PathId::PRIMARY)?.conn.rtt())
     }
 
+    /// Whether the session's server is draining (this side, or a client's primary that
+    /// announced it): the session opens no new streams, and ends once the streams in
+    /// flight are done. See [`Endpoint::drain`](crate::Endpoint::drain).
+    pub fn is_draining(&self) -> bool {
+        self.state().is_some_and(|s| s.draining.is_some())
+    }
+
     /// Opens a logical stream; `None` when the peer's stream limit is reached (a
-    /// `StreamAvailable` event follows when it rises) or the session is not established.
+    /// `StreamAvailable` event follows when it rises), the session is not established, or
+    /// its server is draining ([`Session::is_draining`]: no stream opens again).
     pub fn open(&mut self, dir: Dir) -> Option<StreamId> {
         let s = self.state_mut()?;
-        if s.phase != Phase::Established {
+        if s.phase != Phase::Established || s.draining.is_some() {
             return None;
         }
         let opened = match s.mode {

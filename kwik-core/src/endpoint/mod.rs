@@ -38,6 +38,7 @@ use crate::ticket::{Budgets, TicketKey};
 mod accept;
 mod apply;
 mod deadlines;
+mod drain;
 mod drive;
 mod handles;
 mod qlog;
@@ -120,6 +121,8 @@ pub struct Endpoint {
     budgets: Budgets,
     /// What the session being worked on asks of the endpoint (kept for its allocation).
     effects: Vec<Effect>,
+    /// A drain under way (see [`Endpoint::drain`]).
+    drain: Option<drain::Drain>,
 }
 
 /// The ticket key of a server: from its group key, else from `fallback` secret bytes.
@@ -221,6 +224,7 @@ impl Endpoint {
             ticket_key,
             budgets: Budgets::default(),
             effects: Vec::new(),
+            drain: None,
         }
     }
 

@@ -39,6 +39,7 @@ impl Endpoint {
                 self.sample_rates(now, h);
                 self.refresh_credentials(now, h);
                 self.check_stalls(now, h);
+                self.drain_deadline(now, h);
                 self.emit_metrics(now, h);
             }
         }
@@ -255,10 +256,16 @@ fn conn_deadline(p: &mut Path) -> Option<Instant> {
 /// degraded, retries and join deadlines, credential refresh, stripe stalls and metrics.
 fn session_deadline(s: &mut SessionState) -> Option<Instant> {
     let client = s.role == Role::Client;
-    let mut next = [s.next_metrics, s.primary.next_refresh, s.stripe_deadline()]
-        .into_iter()
-        .flatten()
-        .min();
+    let drain = s.draining.filter(|_| s.is_draining() && s.error.is_none());
+    let mut next = [
+        s.next_metrics,
+        s.primary.next_refresh,
+        s.stripe_deadline(),
+        drain,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     let mut earlier = |t: Option<Instant>| {
         if let Some(t) = t {
             next = Some(next.map_or(t, |n| n.min(t)));

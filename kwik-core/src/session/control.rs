@@ -13,7 +13,8 @@
 //! - client -> primary: `PathStatus`, `DelegationUpdate`;
 //! - client -> any server (the primary on path 0 included): `Pull` (a range under a
 //!   ticket), `PullCancel` (another copy delivered it: stop writing it);
-//! - any server -> client: `PullRefused` (with a typed code);
+//! - any server -> client: `PullRefused` (with a typed code), `Drain` (it is being taken
+//!   out of service);
 //! - secondary -> client: `JoinResult`.
 
 use bytes::Bytes;
@@ -69,6 +70,8 @@ pub(crate) enum Control {
     Pull(kwik_proto::Pull),
     /// Server: the client no longer needs pull `id`.
     PullCancel(u64),
+    /// Client: the server on this path is draining.
+    Drain,
 }
 
 /// Decides what `kind`, received by a session of `role` in `phase` on `path`, asks for.
@@ -110,6 +113,7 @@ pub(crate) fn handle(
         }
         Kind::Pull(pull) if server => Control::Pull(pull),
         Kind::PullCancel(cancel) if server => Control::PullCancel(cancel.id),
+        Kind::Drain(_) if client => Control::Drain,
         kind @ (Kind::Hello(_)
         | Kind::Join(_)
         | Kind::Welcome(_)
@@ -122,7 +126,8 @@ pub(crate) fn handle(
         | Kind::PathStatus(_)
         | Kind::DelegationUpdate(_)
         | Kind::Pull(_)
-        | Kind::PullCancel(_)) => return Err(unexpected(&kind)),
+        | Kind::PullCancel(_)
+        | Kind::Drain(_)) => return Err(unexpected(&kind)),
     })
 }
 
@@ -189,6 +194,7 @@ impl SessionState {
             Control::DelegationUpdate(update) => self.on_delegation_update(cx, update),
             Control::Pull(pull) => self.on_pull(cx, path, pull),
             Control::PullCancel(id) => self.on_pull_cancel(cx, id),
+            Control::Drain => self.on_drain_notice(cx, path),
         }
         Ok(Flow::Goes)
     }
@@ -249,6 +255,7 @@ pub(crate) fn kind_name(kind: &Kind) -> &'static str {
         Kind::PullCancel(_) => "PullCancel",
         Kind::PullRefused(_) => "PullRefused",
         Kind::RefreshPath(_) => "RefreshPath",
+        Kind::Drain(_) => "Drain",
     }
 }
 

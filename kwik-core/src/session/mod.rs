@@ -20,6 +20,7 @@ use crate::rate::TokenBucket;
 use crate::streams::{Limits, Streams};
 
 mod control;
+mod drain;
 mod drive;
 mod effects;
 mod paths;
@@ -185,6 +186,9 @@ pub(crate) struct PathRecord {
     pub(crate) same_peer: bool,
     /// A same-peer path kept for when no other path to the primary is left.
     pub(crate) backup: bool,
+    /// Client: the path's server is draining: no new pulls go to it, and it is closed
+    /// once it owes none.
+    pub(crate) draining: bool,
     /// Client: a connecting path that has not joined by then fails (QUIC's own handshake
     /// can outlast the idle timeout, its timer restarting with every packet).
     pub(crate) join_deadline: Option<Instant>,
@@ -211,6 +215,7 @@ impl PathRecord {
             rate_mark: None,
             same_peer: false,
             backup: false,
+            draining: false,
             join_deadline: None,
             last: None,
             conn: None,
@@ -260,6 +265,9 @@ pub(crate) struct SessionState {
     pub(crate) app_protocol: Option<Bytes>,
     /// Grows whenever something happens to the session (see `Session::activity`).
     pub(crate) activity: u64,
+    /// Server: the session is being drained, until this deadline. Client: the primary
+    /// announced its drain (at this time): no new streams.
+    pub(crate) draining: Option<std::time::Instant>,
 }
 
 /// A primary's part of a session.
@@ -379,6 +387,7 @@ impl SessionState {
             },
             app_protocol: None,
             activity: 0,
+            draining: None,
             primary: PrimaryState {
                 next_path_id: 1,
                 issued: BTreeMap::new(),

@@ -104,7 +104,7 @@ impl SessionState {
         let usable = path == PathId::PRIMARY
             || s.paths
                 .get(&path)
-                .is_some_and(|m| m.state.is_usable() && !m.same_peer);
+                .is_some_and(|m| m.state.is_usable() && !m.same_peer && !m.draining);
         let pull = s.client.next_pull;
         s.client.next_pull += 1;
         if !usable || !s.send_pull(cx, path, id, pull, (offset, end), None) {
@@ -187,6 +187,11 @@ impl SessionState {
             return;
         }
         let lanes = s.lane_facts();
+        let draining: Vec<PathId> = lanes
+            .iter()
+            .map(|l| l.0)
+            .filter(|p| s.is_draining_path(*p))
+            .collect();
         let window = s.streams.stream_window();
         let depth = u64::from(s.config.stripe_depth);
         let mut pulls = Vec::new();
@@ -201,6 +206,7 @@ impl SessionState {
                 .filter(|p| !held.refused.contains(p))
                 .collect();
             stripe.set_paths(&paths);
+            stripe.set_draining(&draining);
             stripe.set_window(2 * window);
             for &(path, rtt, bytes) in &lanes {
                 stripe.set_delay(path, rtt);
@@ -356,6 +362,9 @@ impl SessionState {
     pub(crate) fn settle_pulls(&mut self, cx: &mut Cx<'_>) {
         self.check_owed(cx);
         self.pull_stripes(cx);
+        if self.paths.values().any(|m| m.draining) {
+            self.close_drained_paths(cx);
+        }
     }
 
     /// Settles pulls whose bytes all arrived (from their path or from a copy), and
@@ -496,7 +505,10 @@ impl SessionState {
         s.client.owed.remove(&refused.id);
         let error = TicketError::from_wire(refused.code);
         tracing::debug!(%path, pull = refused.id, %error, "pull refused");
+        // A draining server still serves what it accepted before: only its new pulls are
+        // refused, and it gets none once its notice is in.
         if let Some(held) = s.client.held.get_mut(&o.ticket)
+            && error != TicketError::Draining
             && !held.refused.contains(&path)
         {
             held.refused.push(path);
@@ -508,6 +520,7 @@ impl SessionState {
             error,
         });
         self.requeue_or_settle(cx, vec![(refused.id, o.ticket, missing, o.end)]);
+        self.close_drained_paths(cx);
     }
 
     /// Client: `bytes` of a frame on `path` at `offset` of stream `id` had arrived before:

@@ -52,6 +52,10 @@ impl SessionState {
         path: PathId,
         pull: &kwik_proto::Pull,
     ) -> Result<kwik_proto::Ticket, TicketError> {
+        if self.role == super::Role::Secondary && self.is_draining() {
+            // The pulls accepted before the drain are served; none after it.
+            return Err(TicketError::Draining);
+        }
         let t = pull.ticket.as_ref().ok_or(TicketError::BadMac)?;
         let context = PullContext {
             session_id: self.id,

@@ -194,6 +194,8 @@ pub(crate) struct StreamCounters {
     pub(crate) materialized: u64,
     /// Stream bytes received at offsets already received (held or read).
     pub(crate) duplicate_bytes: u64,
+    /// Peer streams refused because they were opened after this side began draining.
+    pub(crate) refused: u64,
 }
 
 /// All logical streams of one session.
@@ -242,6 +244,10 @@ pub(crate) struct Streams {
     pub(crate) counters: StreamCounters,
     /// Keep framed bytes until acknowledged, to send them again if a path dies.
     retain: bool,
+    /// Per direction, the first peer stream index refused (a draining server's): such
+    /// streams are never handed to `accept`, and are stopped (and a bidirectional one's
+    /// send half reset) with the `Draining` code when the peer first uses them.
+    refuse_from: [Option<u64>; 2],
 }
 
 /// The limits one side grants the other at session setup.
@@ -285,6 +291,7 @@ impl Streams {
             events: VecDeque::new(),
             counters: StreamCounters::default(),
             retain: false,
+            refuse_from: [None; 2],
         }
     }
 
@@ -326,7 +333,10 @@ impl Streams {
     /// The next stream the peer opened that the application has not taken yet.
     pub(crate) fn accept(&mut self, dir: Dir) -> Option<StreamId> {
         let i = dir_index(dir);
-        if self.next_accept[i] >= self.remote_opened[i] {
+        let opened = self.refuse_from[i].map_or(self.remote_opened[i], |from| {
+            from.min(self.remote_opened[i])
+        });
+        if self.next_accept[i] >= opened {
             return None;
         }
         let id = StreamId::new(!self.side, dir, self.next_accept[i]);
@@ -374,13 +384,40 @@ impl Streams {
             && !self.freed_unaccepted.contains(&id)
     }
 
-    /// Gives the peer stream `id` its receive (and for bidirectional streams, send) state.
+    /// Gives the peer stream `id` its receive (and for bidirectional streams, send) state;
+    /// a refused one is stopped and reset at once.
     fn materialize(&mut self, id: StreamId) {
         self.recv.insert(id, Recv::new(self.stream_window));
         if id.dir() == Dir::Bi {
             self.send.insert(id, Send::new(self.peer_stream_window));
         }
         self.counters.materialized += 1;
+        if self.refuses(id) {
+            let code = ErrorCode::Draining.to_wire();
+            let _ = self.stop(id, code);
+            self.reset_send(id, code);
+            self.counters.refused += 1;
+        }
+    }
+
+    /// Refuses every stream the peer opens from now on (a draining server): see
+    /// `refuse_from`.
+    pub(crate) fn refuse_new_remote(&mut self) {
+        for i in 0..2 {
+            self.refuse_from[i].get_or_insert(self.remote_opened[i]);
+        }
+    }
+
+    /// Whether peer stream `id` was opened after [`Self::refuse_new_remote`].
+    fn refuses(&self, id: StreamId) -> bool {
+        let i = dir_index(id.dir());
+        !self.is_local(id) && self.refuse_from[i].is_some_and(|from| id.index() >= from)
+    }
+
+    /// Whether this side still writes a stream: one not finished with every byte
+    /// acknowledged, nor reset.
+    pub(crate) fn writes_open_stream(&self) -> bool {
+        self.send.values().any(|s| s.state != SendState::Reset)
     }
 
     /// Makes sure a stream the peer refers to exists, opening peer streams implicitly.
@@ -416,7 +453,9 @@ impl Streams {
         self.counters.opened_remote += id.index() + 1 - self.remote_opened[i];
         self.remote_opened[i] = id.index() + 1;
         self.materialize(id);
-        self.events.push_back(StreamEvent::Opened(id.dir()));
+        if !self.refuses(id) {
+            self.events.push_back(StreamEvent::Opened(id.dir()));
+        }
         Ok(true)
     }
 

@@ -5,6 +5,7 @@ mod buffer_limits;
 mod carrier_sharing;
 mod concurrent_streams;
 mod delegation_failover;
+mod drain;
 mod echo;
 mod joins_under_loss;
 mod lossy_transfer;

@@ -1,0 +1,166 @@
+//! Draining a secondary in the middle of a stripe, in virtual time: three servers (40, 20
+//! and 10 Mbit/s, RTTs of 20, 60 and 120 ms) stripe a 32 MiB body, and server 1 is drained
+//! once half of it was read. Against the same seed without a drain: the reader's longest
+//! gap from that moment on is no longer than the healthy run's over the same interval plus
+//! one chunk time, the drain costs no copied byte (the paths receive no more beyond the
+//! body than the healthy run's), the body is exact, the client closes the path with the
+//! `Drained` code and reports it removed (never failed), and the secondary's endpoint
+//! reports `Drained`.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use kwik_core::{Config, CopyBytes, ErrorCode, Event, PathId, SessionError};
+use kwik_tests::app::{payload, sha256};
+use kwik_tests::cluster::Cluster;
+use kwik_tests::failover::links;
+
+const LEN: usize = 32 << 20;
+/// The drained server.
+const DRAINED: usize = 1;
+
+#[derive(Debug)]
+struct Outcome {
+    /// When half the body was read (the drain, in the run that drains), from the start
+    /// of the stripe.
+    half: Duration,
+    /// The reader's longest gap from `half` on.
+    gap_after: Duration,
+    /// Paths' stream bytes beyond the body, and the copies by reason.
+    extra: u64,
+    copies: CopyBytes,
+    /// The client's events about the drained path, and its stats.
+    path_events: Vec<Event>,
+    paths_drained: u64,
+    /// The drained server's endpoint reported `Drained`, and how its session ended.
+    server_drained: bool,
+    server_closed: Vec<SessionError>,
+    elapsed: Duration,
+}
+
+fn config() -> Config {
+    let mut config = Config::default();
+    config.stream_receive_window = 16 << 20;
+    config.receive_window = 64 << 20;
+    config
+}
+
+fn run(seed: u64, drain: bool) -> Outcome {
+    let body = payload(seed, LEN);
+    let want = sha256(&body);
+    let mut c = Cluster::new(seed, &links(), config(), config(), body);
+    assert!(c.join_all(Duration::from_secs(10)), "secondaries joined");
+    c.reader.record();
+    let start = c.sim.now();
+    c.start_stripe();
+    let mut half = None;
+    let done = c.run_until(Duration::from_secs(120), |c| {
+        if half.is_none() && c.reader.bytes >= LEN as u64 / 2 {
+            let now = c.sim.now();
+            half = Some(now);
+            if drain {
+                let node = c.servers[DRAINED];
+                c.sim.nodes[node]
+                    .endpoint
+                    .drain(now, now + Duration::from_secs(30));
+            }
+        }
+        c.reader.finished || c.reader.closed.is_some()
+    });
+    assert!(
+        done && c.reader.finished,
+        "drain {drain}: body not delivered ({} bytes, {:?})",
+        c.reader.bytes,
+        c.reader.closed
+    );
+    assert_eq!(c.reader.digest(), want, "drain {drain}: body exact");
+    let elapsed = c.sim.now() - start;
+    let half = half.unwrap();
+    // Let the drained path's close reach the server.
+    c.run_until(Duration::from_secs(5), |c| {
+        !drain || c.apps[DRAINED].events.contains(&Event::Drained)
+    });
+    let trace = c.reader.trace.clone().unwrap();
+    let gap_after = trace
+        .windows(2)
+        .filter(|w| w[1].0 > half)
+        .map(|w| w[1].0 - w[0].0.max(half))
+        .max()
+        .unwrap_or_default();
+    let h = c.session;
+    let stats = c.client_endpoint().session(h).unwrap().stats();
+    let paths_drained = c.client_endpoint().stats().paths_drained;
+    let path = c.path_ids[&DRAINED];
+    let path_events = c
+        .reader
+        .events
+        .iter()
+        .filter(|e| match e {
+            Event::PathDraining { path: p, .. }
+            | Event::PathRemoved { path: p, .. }
+            | Event::PathFailed { path: p, .. } => *p == path,
+            _ => false,
+        })
+        .cloned()
+        .collect();
+    let app = &c.apps[DRAINED];
+    Outcome {
+        half: half - start,
+        gap_after,
+        extra: stats.stream_bytes_received() - LEN as u64,
+        copies: stats.stripe_copy_bytes,
+        path_events,
+        paths_drained,
+        server_drained: app.events.contains(&Event::Drained),
+        server_closed: app.closed.iter().map(|(_, e)| e.clone()).collect(),
+        elapsed,
+    }
+}
+
+#[test]
+fn a_secondary_drained_mid_stripe_costs_no_gap_and_no_copy() {
+    let seed = 81;
+    let healthy = run(seed, false);
+    let drained = run(seed, true);
+    println!("healthy: {healthy:?}\ndrained: {drained:?}");
+    assert_eq!(drained.half, healthy.half, "the same run up to the drain");
+    let chunk_time = config().stripe_chunk_time;
+    assert!(
+        drained.gap_after <= healthy.gap_after + chunk_time,
+        "longest gap after the drain {:?}, healthy {:?} + chunk time {chunk_time:?}",
+        drained.gap_after,
+        healthy.gap_after
+    );
+    assert!(
+        drained.extra <= healthy.extra,
+        "the drain cost copies: {} bytes beyond the body ({:?}), healthy {} ({:?})",
+        drained.extra,
+        drained.copies,
+        healthy.extra,
+        healthy.copies
+    );
+    let path = match &drained.path_events[..] {
+        [
+            Event::PathDraining { path, .. },
+            Event::PathRemoved { path: removed, .. },
+        ] if path == removed => *path,
+        other => panic!("drained path's events: {other:?}"),
+    };
+    assert_ne!(path, PathId::PRIMARY);
+    assert_eq!(drained.paths_drained, 1);
+    assert!(drained.server_drained, "the secondary reports Drained");
+    // The client closed the path once it owed nothing: the server's session ended by
+    // the client's `Drained` close, not by the deadline.
+    assert_eq!(
+        drained.server_closed,
+        vec![SessionError::PeerProtocolError {
+            code: ErrorCode::Drained,
+            reason: "drained".into()
+        }]
+    );
+    assert!(healthy.path_events.is_empty(), "{:?}", healthy.path_events);
+    println!(
+        "elapsed {:?} drained, {:?} healthy",
+        drained.elapsed, healthy.elapsed
+    );
+}
