@@ -4,6 +4,10 @@
 //! `--stripe-above` bytes is sent as a striped body: its bytes come from every server of
 //! the session at once, and a server whose copy differs refuses its share.
 //!
+//! SIGTERM drains it (`--drain-timeout`, 30 s by default): every connection gets GOAWAY,
+//! the requests in flight (and their stripes) complete, and it exits with status 0 once
+//! every session is done.
+//!
 //! `cargo run --release --example h3_server -- --root ./files --secondary 127.0.0.1:4434`
 //! writes its certificate, key and group key as the `server` example does; then
 //! `cargo run --release --example h3_get -- https://localhost:4433/big.bin --cert
@@ -59,7 +63,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     args.ops.start()?;
     let (cert, key) = self_signed()?;
     std::fs::write(&args.cert_out, cert.as_ref())?;
@@ -87,6 +91,23 @@ async fn main() -> anyhow::Result<()> {
         args.key_out.display()
     );
     let files = Files::new(args.root.clone());
+    // Tells every connection's HTTP/3 task that the server drains: it sends GOAWAY.
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let ops = std::mem::take(&mut args.ops);
+    let serving = accept(server.clone(), args, files, drain_rx);
+    ops.serve_until_drained(&server, serving, move || {
+        let _ = drain_tx.send(true);
+    })
+    .await
+}
+
+/// Accepts sessions and serves each: its HTTP/3 requests, and its share of every stripe.
+async fn accept(
+    server: kwik_tokio::Endpoint,
+    args: Args,
+    files: Files,
+    drain: tokio::sync::watch::Receiver<bool>,
+) {
     while let Some(incoming) = server.accept().await {
         let Ok(session) = incoming.await else {
             continue;
@@ -109,23 +130,48 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             let (files, threshold) = (files.clone(), args.stripe_above);
+            let drain = drain.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_h3(session, files, threshold).await {
+                if let Err(e) = serve_h3(session, files, threshold, drain).await {
                     eprintln!("HTTP/3 connection ended: {e}");
                 }
             });
         }
     }
-    Ok(())
 }
 
-/// Answers the requests of one session.
-async fn serve_h3(session: Session, files: Files, threshold: u64) -> anyhow::Result<()> {
+/// Answers the requests of one session. When the server drains it sends GOAWAY, and the
+/// session closes once its last answer is through (the engine's drain sees to that).
+async fn serve_h3(
+    session: Session,
+    files: Files,
+    threshold: u64,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let conn = kwik_h3::Connection::new(session.clone());
     let striper = conn.striper();
     let mut h3: h3::server::Connection<kwik_h3::Connection, Bytes> =
         h3::server::Connection::new(conn).await?;
-    while let Some(resolver) = h3.accept().await? {
+    let mut draining = false;
+    loop {
+        let accepted = tokio::select! {
+            accepted = h3.accept() => accepted,
+            changed = drain.changed(), if !draining => {
+                draining = true;
+                if changed.is_ok() && *drain.borrow_and_update() {
+                    // GOAWAY: requests in flight go on, later ones are rejected.
+                    h3.shutdown(0).await?;
+                }
+                continue;
+            }
+        };
+        let resolver = match accepted {
+            Ok(Some(resolver)) => resolver,
+            Ok(None) => break,
+            // The drained session closed.
+            Err(_) if draining => break,
+            Err(e) => return Err(e.into()),
+        };
         let (files, striper, session) = (files.clone(), striper.clone(), session.clone());
         tokio::spawn(async move {
             let (req, mut stream) = resolver.resolve_request().await?;

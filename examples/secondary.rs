@@ -5,6 +5,9 @@
 //!  --key kwik-key.der --group-key <64 hex digits>` (the `server` example writes the
 //! certificate, the key and the group key).
 //!
+//! SIGTERM drains it (`--drain-timeout`, 30 s by default): it serves the pulls it accepted,
+//! refuses new ones, and exits with status 0 once the clients closed their paths.
+//!
 //! With `--root DIR` it serves the striped HTTP/3 bodies of `h3_server` from its own copy
 //! of the files instead, refusing any whose copy differs.
 
@@ -57,17 +60,22 @@ async fn main() -> anyhow::Result<()> {
     args.ops.qlog_into(&server)?;
     println!("secondary listening on {}", server.local_addr()?);
     let Some(root) = args.root else {
-        serve(server, Vec::new(), String::new()).await;
-        return Ok(());
+        let serving = serve(server.clone(), Vec::new(), String::new());
+        return args.ops.serve_until_drained(&server, serving, || {}).await;
     };
     let files = Files::new(root);
-    while let Some(incoming) = server.accept().await {
-        let Ok(session) = incoming.await else {
-            continue;
-        };
-        let files = files.clone();
-        let find = move |r: &StripedRequest| files.get(&r.path);
-        tokio::spawn(kwik_h3::serve_stripes(session, find, spawn));
-    }
-    Ok(())
+    let serving = {
+        let server = server.clone();
+        async move {
+            while let Some(incoming) = server.accept().await {
+                let Ok(session) = incoming.await else {
+                    continue;
+                };
+                let files = files.clone();
+                let find = move |r: &StripedRequest| files.get(&r.path);
+                tokio::spawn(kwik_h3::serve_stripes(session, find, spawn));
+            }
+        }
+    };
+    args.ops.serve_until_drained(&server, serving, || {}).await
 }

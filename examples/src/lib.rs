@@ -78,7 +78,7 @@ pub fn qlog_into(_endpoint: &Endpoint, dir: Option<&Path>) -> anyhow::Result<()>
 
 // The operations flags of the `server` and `secondary` examples (a plain comment: a doc
 // comment would become their `--help` text).
-#[derive(clap::Args)]
+#[derive(clap::Args, Default)]
 pub struct ServerOps {
     /// Log filter: error, warn, info, debug, trace, or directives such as kwik_core=debug
     /// (RUST_LOG wins when set).
@@ -90,6 +90,10 @@ pub struct ServerOps {
     /// Write qlog files into this directory (built with `--features qlog`).
     #[arg(long)]
     qlog: Option<std::path::PathBuf>,
+    /// On SIGTERM, drain: take no new session or join, finish what is in flight, and exit
+    /// (status 0) once every session is done or after this many seconds.
+    #[arg(long, default_value_t = 30.0)]
+    drain_timeout: f64,
 }
 
 impl ServerOps {
@@ -101,6 +105,44 @@ impl ServerOps {
             serve_metrics(addr)?;
             println!("metrics at http://{addr}/metrics");
         }
+        Ok(())
+    }
+
+    /// Runs `serving` until it ends or SIGTERM (or Ctrl-C) comes; then drains `endpoint`
+    /// (see [`kwik_tokio::Endpoint::drain`]) within `--drain-timeout`, calling `on_drain`
+    /// first (an HTTP/3 server sends its GOAWAYs), and returns once it is drained and its
+    /// last closes went out.
+    pub async fn serve_until_drained(
+        &self,
+        endpoint: &Endpoint,
+        serving: impl std::future::Future<Output = ()>,
+        on_drain: impl FnOnce(),
+    ) -> anyhow::Result<()> {
+        let timeout = Duration::try_from_secs_f64(self.drain_timeout)
+            .context("--drain-timeout: a number of seconds")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot catch SIGTERM")?;
+        tokio::select! {
+            () = serving => return Ok(()),
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!(timeout_s = timeout.as_secs_f64(), "draining");
+        on_drain();
+        endpoint.drain(timeout);
+        let drained = tokio::time::timeout(timeout + Duration::from_secs(1), endpoint.drained())
+            .await
+            .is_ok();
+        // The closes go out before the process does (a drained connection lingers for three
+        // probe timeouts, which need not be waited out in full).
+        let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+        let stats = endpoint.stats();
+        tracing::info!(
+            drained,
+            sessions_done = stats.sessions_drained,
+            at_deadline = stats.drain_deadline_closes,
+            "drain over"
+        );
         Ok(())
     }
 

@@ -199,6 +199,9 @@ pub(crate) struct State {
     /// No more `Endpoint` handles: stop accepting, end the driver once idle.
     pub(crate) endpoint_dropped: bool,
     pub(crate) idle_waiters: Vec<Waker>,
+    /// The engine reported `Drained`, and the tasks waiting for it.
+    pub(crate) drained: bool,
+    pub(crate) drained_waiters: Vec<Waker>,
     #[cfg(feature = "metrics")]
     telemetry: crate::telemetry::Telemetry,
     /// KWIK's events of each session, once `Endpoint::set_qlog_dir` was called.
@@ -339,11 +342,19 @@ impl State {
             | Event::PathActive { session, .. }
             | Event::PathDegraded { session, .. }
             | Event::PathFailed { session, .. }
-            | Event::PathRemoved { session, .. }) => {
+            | Event::PathRemoved { session, .. }
+            | Event::PathDraining { session, .. }) => {
                 let Some(pe) = PathEvent::from_event(e) else {
                     return;
                 };
                 let waiters = self.waiters(session);
+                if matches!(pe, PathEvent::Draining(_)) {
+                    // Opens waiting for stream credit now fail: a draining primary takes
+                    // no new stream.
+                    for w in waiters.open.iter_mut().flat_map(|o| o.drain(..)) {
+                        w.wake();
+                    }
+                }
                 // A path that changed may have taken its blocked datagrams with it.
                 for w in waiters.raw_send.drain(..) {
                     w.wake();
@@ -360,6 +371,12 @@ impl State {
             }
             Event::Metrics { session, stats } => {
                 self.waiters(session).metrics.push(stats, 1);
+            }
+            Event::Drained => {
+                self.drained = true;
+                for w in self.drained_waiters.drain(..) {
+                    w.wake();
+                }
             }
             _ => {}
         }
@@ -389,6 +406,8 @@ impl Shared {
                 driver: None,
                 endpoint_dropped: false,
                 idle_waiters: Vec::new(),
+                drained: false,
+                drained_waiters: Vec::new(),
                 #[cfg(feature = "metrics")]
                 telemetry: crate::telemetry::Telemetry::new(),
                 #[cfg(feature = "qlog")]

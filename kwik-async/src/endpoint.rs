@@ -167,6 +167,33 @@ impl Endpoint {
         state.wake_driver();
     }
 
+    /// Takes this server out of service gracefully within `timeout`: it takes no new
+    /// session or join, tells the client of every session it serves, serves what it
+    /// accepted before, and closes each session once its work is done (at the deadline at
+    /// the latest). See [`kwik_core::Endpoint::drain`]. Await [`Endpoint::drained`] for the
+    /// end, then [`Endpoint::wait_idle`] for the last closes to be sent.
+    pub fn drain(&self, timeout: std::time::Duration) {
+        let shared = &self.inner.shared;
+        let mut state = shared.lock();
+        let now = shared.now();
+        state.engine.drain(now, now + timeout);
+        state.wake_driver();
+    }
+
+    /// Waits until a drain begun with [`Endpoint::drain`] is complete: the last session this
+    /// server served is gone. Pending until a drain was begun.
+    pub async fn drained(&self) {
+        std::future::poll_fn(|cx| {
+            let mut state = self.inner.shared.lock();
+            if state.drained {
+                return Poll::Ready(());
+            }
+            crate::driver::register(&mut state.drained_waiters, cx);
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Writes qlog into `dir` (created if missing) from now on: one file per QUIC
     /// connection of every path, named by session and path, and one file of KWIK's own
     /// events per session. A file is complete once its connection has drained.

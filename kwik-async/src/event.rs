@@ -23,6 +23,10 @@ pub enum PathEvent {
     /// A path failed; what it owed was pulled elsewhere (a plain delegation: back to the
     /// primary).
     Failed(PathId, PathError),
+    /// The server on a path is draining: a secondary's path gets no new pulls and is
+    /// removed once the pulls it owes are in; on the primary path, the session opens no
+    /// new stream and ends once the primary's work is done.
+    Draining(PathId),
     /// A path is gone for good.
     Removed(PathId),
     /// Client: the server on a path refused a pull under the primary's ticket (the range
@@ -39,6 +43,7 @@ impl PathEvent {
             Event::PathDegraded { path, .. } => Self::Degraded(*path),
             Event::PathFailed { path, error, .. } => Self::Failed(*path, error.clone()),
             Event::PathRemoved { path, .. } => Self::Removed(*path),
+            Event::PathDraining { path, .. } => Self::Draining(*path),
             Event::PullRefused { path, error, .. } => Self::PullRefused(*path, *error),
             _ => return None,
         })
@@ -47,7 +52,11 @@ impl PathEvent {
     /// The path it concerns.
     pub fn path(&self) -> PathId {
         match self {
-            Self::Added(p) | Self::Active(p) | Self::Degraded(p) | Self::Removed(p) => *p,
+            Self::Added(p)
+            | Self::Active(p)
+            | Self::Degraded(p)
+            | Self::Draining(p)
+            | Self::Removed(p) => *p,
             Self::Failed(p, _) | Self::PullRefused(p, _) => *p,
         }
     }

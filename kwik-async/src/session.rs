@@ -43,10 +43,13 @@ impl Session {
         if let Some(e) = state.session_error(self.handle()) {
             return Poll::Ready(Err(e));
         }
-        let opened = state
-            .engine
-            .session(self.handle())
-            .and_then(|mut s| s.open(dir));
+        let Some(mut session) = state.engine.session(self.handle()) else {
+            return Poll::Ready(Err(SessionError::LocallyClosed));
+        };
+        if session.is_draining() {
+            return Poll::Ready(Err(SessionError::Draining));
+        }
+        let opened = session.open(dir);
         match opened {
             Some(id) => Poll::Ready(Ok(id)),
             None => {

@@ -33,6 +33,7 @@
 //! | `kwik_stripe_copy_bytes_total` | counter | `reason` (end_game, stall, window, failover, other: stream bytes received twice) |
 //! | `kwik_failovers_total` | counter | |
 //! | `kwik_pulls_refused_total` | counter | `side` (served: this server refused; pulled: a server refused this client) |
+//! | `kwik_drains_total` | counter | `event` (notice: a server announced its drain to this client; path_closed: this client closed a drained path; session_done: this server ended a drained session whose work was done; deadline: ... at the drain deadline) |
 
 use std::time::{Duration, Instant};
 
@@ -296,6 +297,34 @@ impl Telemetry {
                 "served",
                 now.pulls_refused,
                 was.pulls_refused,
+            ),
+            (
+                "kwik_drains_total",
+                "event",
+                "notice",
+                now.drain_notices,
+                was.drain_notices,
+            ),
+            (
+                "kwik_drains_total",
+                "event",
+                "path_closed",
+                now.paths_drained,
+                was.paths_drained,
+            ),
+            (
+                "kwik_drains_total",
+                "event",
+                "session_done",
+                now.sessions_drained,
+                was.sessions_drained,
+            ),
+            (
+                "kwik_drains_total",
+                "event",
+                "deadline",
+                now.drain_deadline_closes,
+                was.drain_deadline_closes,
             ),
         ];
         for (name, label, value, n, w) in labelled {
@@ -570,4 +599,8 @@ fn describe() {
         "Ranges a failed path owed, handed to another"
     );
     describe_counter!("kwik_pulls_refused_total", "Pulls refused under a ticket");
+    describe_counter!(
+        "kwik_drains_total",
+        "Drains announced, and what they closed"
+    );
 }

@@ -171,8 +171,8 @@ mod tests {
     fn unknown_kinds_are_skipped_and_counted() {
         let mut decoder = ControlDecoder::default();
         decoder.push(&[0]); // a zero-length frame: no kind set
-        // Field 17, the next kind a later version may add: an empty message in it.
-        decoder.push(&[3, 0x8a, 0x01, 0x00]);
+        // Field 18, the next kind a later version may add: an empty message in it.
+        decoder.push(&[3, 0x92, 0x01, 0x00]);
         let mut ping = Vec::new();
         encode(Kind::Ping(kwik_proto::Ping { seq: 5 }), &mut ping);
         decoder.push(&ping);

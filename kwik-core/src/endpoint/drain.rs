@@ -31,8 +31,9 @@ impl Endpoint {
     ///   `Draining` code and opens none of its own ([`Session::open`](crate::Session::open)
     ///   returns `None`, [`Session::is_draining`](crate::Session::is_draining) says why),
     ///   while its stripes and delegations in flight complete; the session closes with
-    ///   the `Drained` code once it writes no open stream (each finished and acknowledged,
-    ///   or reset) and owes no pull or delegation;
+    ///   the `Drained` code once it writes no open stream (every answer to a client's
+    ///   stream finished and acknowledged, or reset; no stream of its own with bytes
+    ///   unacknowledged) and owes no pull or delegation;
     /// - a plain session (a peer that does not speak KWIK) is left to the application
     ///   (HTTP/3 sends GOAWAY and closes once its requests are done).
     ///

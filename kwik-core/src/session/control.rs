@@ -358,6 +358,27 @@ mod tests {
     }
 
     #[test]
+    fn only_a_client_hears_of_a_drain() {
+        let drain = || {
+            Kind::Drain(kwik_proto::Drain {
+                deadline_ms: 30_000,
+            })
+        };
+        for path in [PathId::PRIMARY, PathId(2)] {
+            assert_eq!(
+                handle(Role::Client, Phase::Established, path, drain()),
+                Ok(Control::Drain)
+            );
+            for role in [Role::Primary, Role::Secondary] {
+                assert_eq!(
+                    refused(handle(role, Phase::Established, path, drain())),
+                    UNEXPECTED
+                );
+            }
+        }
+    }
+
+    #[test]
     fn client_reports_reach_only_the_primary() {
         let status = || Kind::PathStatus(kwik_proto::PathStatus::default());
         assert!(matches!(

@@ -55,8 +55,9 @@ impl SessionState {
     }
 
     /// Server: a draining primary's session whose work is done closes with the `Drained`
-    /// code: it writes no open stream (every one finished and acknowledged, or reset),
-    /// serves no pull and has no stripe or delegation unsettled. A secondary's session
+    /// code: it writes no open stream (no stream of its own with bytes unacknowledged, no
+    /// answer to a client's stream unfinished; see `Streams::writes_open_stream`), serves
+    /// no pull and has no stripe or delegation unsettled. A secondary's session
     /// ends when the client closes its path (once the pulls it owes are in), a plain
     /// session when the application closes it (HTTP/3 after its GOAWAY); the deadline
     /// ends what is left.

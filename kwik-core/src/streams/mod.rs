@@ -414,10 +414,18 @@ impl Streams {
         !self.is_local(id) && self.refuse_from[i].is_some_and(|from| id.index() >= from)
     }
 
-    /// Whether this side still writes a stream: one not finished with every byte
-    /// acknowledged, nor reset.
+    /// Whether this side still writes a stream: one finished with bytes or its fin not
+    /// acknowledged yet, one with bytes queued, framed and unacknowledged or reserved for a
+    /// delegation, or a peer's stream whose answer is not finished. A stream this side
+    /// opened that holds nothing unacknowledged (HTTP/3's control stream) is not written.
     pub(crate) fn writes_open_stream(&self) -> bool {
-        self.send.values().any(|s| s.state != SendState::Reset)
+        self.send.iter().any(|(id, s)| match s.state {
+            SendState::Reset => false,
+            SendState::Finishing | SendState::FinSent => true,
+            SendState::Open => {
+                !self.is_local(*id) || s.queued > 0 || s.acked < s.offset || !s.skips.is_empty()
+            }
+        })
     }
 
     /// Makes sure a stream the peer refers to exists, opening peer streams implicitly.

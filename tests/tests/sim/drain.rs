@@ -164,3 +164,82 @@ fn a_secondary_drained_mid_stripe_costs_no_gap_and_no_copy() {
         drained.elapsed, healthy.elapsed
     );
 }
+
+/// The primary drained 30 % into a stripe over three servers: the stripe completes (the
+/// body is exact and ends with its fin), a stream the client opened as the drain began is
+/// reset with the `Draining` code, the client opens no stream once it heard of the drain,
+/// and the primary closes the session with `Drained` once the stripe is settled, then
+/// reports `Drained` itself.
+#[test]
+fn a_drained_primary_completes_its_stripe_then_closes() {
+    use kwik_core::{Dir, ReadError};
+    let seed = 82;
+    let body = payload(seed, LEN);
+    let want = sha256(&body);
+    let mut c = Cluster::new(seed, &links(), config(), config(), body);
+    assert!(c.join_all(Duration::from_secs(10)), "secondaries joined");
+    c.start_stripe();
+    let h = c.session;
+    let mut late = None;
+    let mut refused_open = false;
+    let done = c.run_until(Duration::from_secs(120), |c| {
+        let now = c.sim.now();
+        if late.is_none() && c.reader.bytes >= LEN as u64 * 3 / 10 {
+            c.primary().drain(now, now + Duration::from_secs(30));
+            // The client has not heard yet: it opens a stream, which reaches a draining
+            // primary.
+            let mut s = c.client_endpoint().session(h).unwrap();
+            let id = s.open(Dir::Bi).expect("open before the notice");
+            s.send_stream(id).write(b"GET /late").unwrap();
+            s.send_stream(id).finish().unwrap();
+            late = Some(id);
+        }
+        if let Some(mut s) = c.client_endpoint().session(h)
+            && s.is_draining()
+            && !refused_open
+        {
+            assert_eq!(
+                s.open(Dir::Bi),
+                None,
+                "no stream opens once the primary drains"
+            );
+            assert_eq!(s.open(Dir::Uni), None);
+            refused_open = true;
+        }
+        c.reader.closed.is_some()
+    });
+    assert!(done, "the session did not end");
+    assert!(c.reader.finished, "the stripe completed with its fin");
+    assert_eq!(c.reader.bytes, LEN as u64);
+    assert_eq!(c.reader.digest(), want);
+    assert!(refused_open, "the client heard of the drain");
+    assert_eq!(
+        c.reader.closed,
+        Some(SessionError::PeerProtocolError {
+            code: ErrorCode::Drained,
+            reason: "drained".into()
+        })
+    );
+    assert!(c.reader.events.contains(&Event::PathDraining {
+        session: h,
+        path: PathId::PRIMARY
+    }));
+    let reset = c.reader.events.iter().any(|e| {
+        matches!(e, Event::StreamStopped { stream, code, .. }
+            if Some(*stream) == late && *code == ErrorCode::Draining.to_wire())
+    }) || c
+        .client_endpoint()
+        .session(h)
+        .and_then(|mut s| s.recv_stream(late.unwrap()).read(usize::MAX).err())
+        == Some(ReadError::Reset(ErrorCode::Draining.to_wire()));
+    assert!(
+        reset,
+        "the stream opened after the drain was reset with Draining"
+    );
+    c.run_until(Duration::from_secs(5), |c| {
+        c.apps[0].events.contains(&Event::Drained)
+    });
+    assert!(c.apps[0].events.contains(&Event::Drained));
+    assert_eq!(c.primary().stats().sessions_drained, 1);
+    assert_eq!(c.primary().stats().drain_deadline_closes, 0);
+}

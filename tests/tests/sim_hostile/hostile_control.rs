@@ -81,8 +81,8 @@ fn control_messages_of_unknown_kinds_are_counted_and_ignored() {
     let empty = control_frame(None);
     assert_eq!(empty, [0]);
     s.peer().write_control(empty);
-    // Field 17 would be the next kind a later version adds: an empty message in it.
-    s.peer().write_control(vec![3, 0x8a, 0x01, 0x00]);
+    // Field 18 would be the next kind a later version adds: an empty message in it.
+    s.peer().write_control(vec![3, 0x92, 0x01, 0x00]);
     // The session goes on: the next Ping is answered.
     ping_pong(&mut s, 8);
     let h = s.session.expect("the server's session");
