@@ -216,6 +216,8 @@ pub struct Cluster {
     pub primary_session: Option<SessionHandle>,
     /// Secondary paths the primary added, by server index.
     pub path_ids: BTreeMap<usize, PathId>,
+    /// The servers' certificate, for other clients to trust.
+    pub cert: TestCert,
 }
 
 impl Cluster {
@@ -276,6 +278,7 @@ impl Cluster {
             reader: Reader::new(),
             primary_session: None,
             path_ids: BTreeMap::new(),
+            cert,
         }
     }
 

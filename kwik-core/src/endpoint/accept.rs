@@ -35,13 +35,6 @@ impl Endpoint {
             return;
         };
         let remote = incoming.remote_address();
-        if self.drain.is_some() {
-            // A draining server takes no new session or join.
-            buf.clear();
-            let t = self.quic.refuse(incoming, buf);
-            self.queue_response(t, buf);
-            return;
-        }
         // Sessions, not connections: a session with several paths counts once; a
         // connection that has no session yet (handshake, Hello or Join pending) counts as
         // one, so half-open connections cannot get around the limit.

@@ -19,9 +19,9 @@ pub(super) struct Drain {
 impl Endpoint {
     /// Takes this server out of service gracefully, by `deadline`.
     ///
-    /// From now on it takes no new session or join: new connections are refused, and a
-    /// connection whose `Hello` or `Join` had not arrived yet is closed with the `Draining`
-    /// code. The client of every session it serves hears of the drain (a `Drain` control
+    /// From now on it takes no new session or join: a connection is closed with the
+    /// `Draining` code when its `Hello` or `Join` arrives (a typed refusal: the client's
+    /// session ends with it, a joining path is removed rather than retried). The client of every session it serves hears of the drain (a `Drain` control
     /// message; [`Event::PathDraining`] on its side):
     /// - as a secondary, it serves the pulls it accepted before and refuses later ones
     ///   ([`TicketError::Draining`](crate::TicketError::Draining)); the client pulls those

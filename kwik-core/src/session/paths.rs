@@ -476,9 +476,17 @@ impl SessionState {
         let recovery = self.config.path_recovery_timeout;
         let retry = self.config.path_health_check_interval * 4;
         let (now, unix) = (cx.now, cx.unix);
+        // A server that refused the join because it drains will not take it later.
+        let draining = matches!(
+            &error,
+            PathError::Connection(SessionError::PeerProtocolError {
+                code: ErrorCode::Draining,
+                ..
+            })
+        );
         self.set_state(path, PathState::Failed);
         if let Some(m) = self.paths.get_mut(&path) {
-            if m.expiry > unix {
+            if m.expiry > unix && !draining {
                 m.retry_until = Some(now + recovery);
                 m.next_retry = Some(now + retry);
             } else {

@@ -19,6 +19,10 @@
 //! The `mptcp-*` modes move the same body over a Linux MPTCP socket (protocol 262), for
 //! comparison on the same links; the `quinn-*` modes over one plain quinn connection.
 //!
+//! A server drains on SIGTERM (30 s at most): it takes no new session or join, serves
+//! what it accepted, prints `drained sessions_done=.. at_deadline=..` and exits with
+//! status 0.
+//!
 //! `--same-peer` adds another address of the primary itself (same-peer multipath); the
 //! client's `--stream` asks for the body written on the stream by the primary (spread over
 //! its paths by the scheduler) rather than striped over the servers.
@@ -267,6 +271,29 @@ async fn run_server(
     if primary {
         std::fs::write(dir.join("ready"), b"").unwrap();
     }
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    tokio::select! {
+        () = accept(&server, secondaries, same_peer, h3) => return,
+        _ = term.recv() => {}
+    }
+    let timeout = Duration::from_secs(30);
+    server.drain(timeout);
+    let _ = tokio::time::timeout(timeout + Duration::from_secs(1), server.drained()).await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), server.wait_idle()).await;
+    let stats = server.stats();
+    println!(
+        "drained sessions_done={} at_deadline={}",
+        stats.sessions_drained, stats.drain_deadline_closes
+    );
+}
+
+async fn accept(
+    server: &Endpoint,
+    secondaries: Vec<SocketAddr>,
+    same_peer: Vec<SocketAddr>,
+    h3: bool,
+) {
     while let Some(incoming) = server.accept().await {
         let Ok(session) = incoming.await else {
             continue;

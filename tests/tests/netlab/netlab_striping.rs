@@ -6,7 +6,8 @@
 //!   cut), the longest zero-delivery gap and the slow stretch (the longest run of 100 ms
 //!   windows under 5 Mbit/s) after the cut, next to Linux MPTCP cut the same way on the
 //!   same links ending at one multihomed server; then the same with server 2's process
-//!   killed instead;
+//!   killed instead, and then with server 2 sent SIGTERM (a drain: the figures next to a
+//!   healthy 256 MiB run's from the same moment, the drained server's exit status);
 //! - 64 MiB over 2/50/30, the primary on the 2 Mbit/s link;
 //! - one server behind 1 Mbit/s (1 MB) and behind 512 kbit/s (500 kB), tbf queues kept
 //!   full: the session must live (a `Pong` stuck in the queue is no verdict), next to
@@ -155,6 +156,31 @@ impl Lab {
         c
     }
 
+    /// Sends SIGTERM to the server process on [`CUT_LINK`]: it drains.
+    fn term_victim(&mut self) {
+        let child = self.victim.and_then(|i| self.children.get(i));
+        let pid = child.expect("a process on the victim's host").id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+    }
+
+    /// The exit status of the server process on [`CUT_LINK`], waiting up to `limit` for it
+    /// to end (`None`: it did not, or was killed by a signal).
+    fn victim_exit(&mut self, limit: Duration) -> Option<i32> {
+        let child = self.victim.and_then(|i| self.children.get_mut(i))?;
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Kills the server process on [`CUT_LINK`] (SIGKILL: no close reaches the client).
     fn kill_victim(&mut self) {
         let child = self.victim.and_then(|i| self.children.get_mut(i));
@@ -195,6 +221,8 @@ struct Run {
     /// Stream bytes the client's paths received over the body (copies included).
     copy_ratio: f64,
     paths: Vec<String>,
+    /// With [`Fault::Term`], the drained server's exit status.
+    victim_exit: Option<i32>,
 }
 
 /// What happens to server [`CUT_LINK`] 3 s after the first byte.
@@ -205,6 +233,11 @@ enum Fault {
     Cut,
     /// Its process is killed.
     Kill,
+    /// Its process is sent SIGTERM: it drains.
+    Term,
+    /// Nothing happens; the gap and slow stretch are measured from that moment, for
+    /// comparison with a fault at the same time.
+    Mark,
 }
 
 /// One scenario: the links, the body and the fault.
@@ -223,7 +256,7 @@ impl Scenario {
     /// What plain QUIC would get from the links: 0.95 of each, the cut link until the cut.
     fn ideal_mbit(&self) -> f64 {
         let all = QUIC_SHARE * self.capacity();
-        if self.fault == Fault::None {
+        if matches!(self.fault, Fault::None | Fault::Mark) {
             return all;
         }
         let after = QUIC_SHARE * (self.capacity() - mbit(self.rates[CUT_LINK - 1]));
@@ -482,6 +515,7 @@ fn collect(lab: &mut Lab, mut client: Child, fault: Fault) -> Run {
         slow_ms: 0,
         copy_ratio: 0.0,
         paths: Vec::new(),
+        victim_exit: None,
     };
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
@@ -489,7 +523,8 @@ fn collect(lab: &mut Lab, mut client: Child, fault: Fault) -> Run {
             match fault {
                 Fault::Cut => lab.cut(CUT_LINK),
                 Fault::Kill => lab.kill_victim(),
-                Fault::None => {}
+                Fault::Term => lab.term_victim(),
+                Fault::None | Fault::Mark => {}
             }
         } else if let Some(rest) = line.strip_prefix("done ") {
             for kv in rest.split_whitespace() {
@@ -512,6 +547,9 @@ fn collect(lab: &mut Lab, mut client: Child, fault: Fault) -> Run {
         } else if line.starts_with("path ") {
             result.paths.push(line);
         }
+    }
+    if fault == Fault::Term {
+        result.victim_exit = lab.victim_exit(Duration::from_secs(35));
     }
     let _ = done_tx.send(());
     result
@@ -679,6 +717,9 @@ fn report(what: &str, scenario: Scenario, r: &Run) {
         scenario.ideal_mbit(),
         r.sha_ok
     );
+    if scenario.fault == Fault::Term {
+        println!("  the drained server exited with {:?}", r.victim_exit);
+    }
     if scenario.fault != Fault::None {
         println!(
             "  after the fault: longest zero-delivery gap {} ms, slow stretch (<5 Mbit/s) {} ms",
@@ -700,11 +741,11 @@ fn three_hosts(scenarios: &[(&str, Scenario)]) {
         assert_eq!(r.bytes, scenario.body, "{what}: every byte arrived");
         assert!(r.sha_ok, "{what}: the checksum matches");
         if scenario.rates == RATES {
-            // What the paths received beyond the body: 1.000 and 1.001 here.
-            let most = if scenario.fault == Fault::None {
-                1.02
-            } else {
-                1.10
+            // What the paths received beyond the body: 1.000 and 1.001 here. A drain
+            // copies nothing: what the drained server accepted, it sends.
+            let most = match scenario.fault {
+                Fault::None | Fault::Mark | Fault::Term => 1.02,
+                Fault::Cut | Fault::Kill => 1.10,
             };
             assert!(
                 r.copy_ratio > 0.0 && r.copy_ratio <= most,
@@ -743,6 +784,50 @@ fn three_hosts_stripe_over_real_bottlenecks() {
             },
         ),
     ]);
+}
+
+#[test]
+fn three_hosts_drain_a_secondary() {
+    let _lab = take_lab();
+    let Some(script) = lab_script() else { return };
+    let scenario = |fault| Scenario {
+        rates: &RATES,
+        body: CUT_BODY,
+        fault,
+    };
+    let healthy = run(script.clone(), Layout::ThreeHosts, scenario(Fault::Mark));
+    report(
+        "netlab 50/30/20, three hosts, 256 MiB, healthy (measured from 3 s)",
+        scenario(Fault::Mark),
+        &healthy,
+    );
+    let drained = run(script, Layout::ThreeHosts, scenario(Fault::Term));
+    report(
+        "netlab 50/30/20, three hosts, 256 MiB, server 2 sent SIGTERM at 3 s",
+        scenario(Fault::Term),
+        &drained,
+    );
+    for (what, r) in [("healthy", &healthy), ("drained", &drained)] {
+        assert_eq!(r.bytes, CUT_BODY, "{what}: every byte arrived");
+        assert!(r.sha_ok, "{what}: the checksum matches");
+        assert!(
+            r.copy_ratio > 0.0 && r.copy_ratio <= 1.02,
+            "{what}: the paths received {:.4} of the body",
+            r.copy_ratio
+        );
+    }
+    assert_eq!(
+        drained.victim_exit,
+        Some(0),
+        "the drained server exits cleanly"
+    );
+    // Wall-clock: a floor far from the figures (tens of ms), not the figure itself.
+    assert!(
+        drained.gap_ms <= healthy.gap_ms + 1000,
+        "gap after the drain {} ms, healthy {} ms",
+        drained.gap_ms,
+        healthy.gap_ms
+    );
 }
 
 /// The primary's link alone, for the one-server HTTP/3 GET.

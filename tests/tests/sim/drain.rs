@@ -243,3 +243,103 @@ fn a_drained_primary_completes_its_stripe_then_closes() {
     assert_eq!(c.primary().stats().sessions_drained, 1);
     assert_eq!(c.primary().stats().drain_deadline_closes, 0);
 }
+
+/// A draining server takes no new session and no join: a client dialing it is closed with
+/// the `Draining` code, and a join to it fails with that code (the path is then removed,
+/// not retried) while the other secondary joins. With nothing to serve, it reports
+/// `Drained` at once.
+#[test]
+fn a_draining_server_takes_no_session_and_no_join() {
+    use kwik_core::{PathError, Role};
+    let mut c = Cluster::new(83, &links(), config(), config(), payload(83, 1 << 20));
+    assert!(
+        c.run_until(Duration::from_secs(10), |c| c.primary_session.is_some()
+            && c.reader.connected)
+    );
+    let now = c.sim.now();
+    let drained = c.servers[2];
+    c.sim.nodes[drained]
+        .endpoint
+        .drain(now, now + Duration::from_secs(30));
+    assert!(c.sim.nodes[drained].endpoint.is_draining());
+    let h = c.primary_session.unwrap();
+    for i in 1..=2 {
+        let a = c.addrs[i];
+        let path = c
+            .primary()
+            .session(h)
+            .unwrap()
+            .add_path(now, a, "localhost")
+            .unwrap();
+        c.path_ids.insert(i, path);
+    }
+    let refused = c.path_ids[&2];
+    let joined = c.path_ids[&1];
+    let failed = |c: &Cluster| {
+        c.reader.events.iter().find_map(|e| match e {
+            Event::PathFailed { path, error, .. } if *path == refused => Some(error.clone()),
+            _ => None,
+        })
+    };
+    assert!(c.run_until(Duration::from_secs(10), |c| failed(c).is_some()
+        && c.reader.events.contains(&Event::PathActive {
+            session: c.session,
+            path: joined
+        })));
+    assert_eq!(
+        failed(&c),
+        Some(PathError::Connection(SessionError::PeerProtocolError {
+            code: ErrorCode::Draining,
+            reason: "this server is draining".into()
+        }))
+    );
+    // Nothing was served: drained at once.
+    assert!(c.apps[2].events.contains(&Event::Drained));
+    assert!(c.apps[2].sessions.values().all(|r| *r != Role::Secondary));
+    // A client of its own is refused too.
+    let node = c
+        .sim
+        .add_node(kwik_tests::sim::addr([10, 0, 0, 3], 5000), None);
+    c.sim
+        .net
+        .link(c.addrs[2].ip(), c.sim.nodes[node].addr.ip(), links()[2]);
+    let now = c.sim.now();
+    let other = c.sim.nodes[node]
+        .endpoint
+        .connect(now, &c.cert.client(config()), c.addrs[2], "localhost")
+        .unwrap();
+    let closed = |c: &mut Cluster| {
+        c.sim.take_events(node).into_iter().find_map(|e| match e {
+            Event::Closed { session, error } if session == other => Some(error),
+            _ => None,
+        })
+    };
+    let mut error = None;
+    c.run_until(Duration::from_secs(10), |c| {
+        error = error.take().or_else(|| closed(c));
+        error.is_some()
+    });
+    let error = error.expect("the dial to a draining server ends");
+    assert_eq!(
+        error,
+        SessionError::PeerProtocolError {
+            code: ErrorCode::Draining,
+            reason: "this server is draining".into()
+        }
+    );
+    // The refused path is removed at its first retry, not retried until it recovers.
+    let removed = Event::PathRemoved {
+        session: c.session,
+        path: refused,
+    };
+    assert!(c.run_until(Duration::from_secs(5), |c| {
+        c.reader.events.contains(&removed)
+    }));
+    assert!(
+        !c.apps[2]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Incoming(_))),
+        "the draining server took no session"
+    );
+}
