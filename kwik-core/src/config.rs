@@ -9,7 +9,7 @@ use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{ErrorCode, ProtocolError};
-use crate::join::GroupKey;
+use crate::join::{GroupKey, GroupKeys};
 use crate::varint;
 use bytes::Bytes;
 
@@ -487,9 +487,9 @@ pub struct ServerConfig {
     pub(crate) config: Arc<Config>,
     /// Most sessions this server holds at once; more are refused. Default 4096.
     pub(crate) max_sessions: usize,
-    /// The deployment's group key: with it, this server adds paths to other servers and
-    /// admits the sessions of other servers as a secondary.
-    pub(crate) group_key: Option<GroupKey>,
+    /// The deployment's group keys: with them, this server adds paths to other servers
+    /// and admits the sessions of other servers as a secondary.
+    pub(crate) group_key: Option<GroupKeys>,
     /// Admit only joins (see [`ServerConfig::joins_only`]).
     pub(crate) joins_only: bool,
 }
@@ -543,11 +543,24 @@ impl ServerConfig {
         self
     }
 
-    /// Sets the group key shared by the servers of this deployment. Without one, a server
-    /// neither adds paths nor admits joins.
+    /// Sets the group key shared by the servers of this deployment, under key id 0.
+    /// Without one, a server neither adds paths nor admits joins.
     pub fn group_key(&mut self, key: GroupKey) -> &mut Self {
-        self.group_key = Some(key);
+        self.group_key = Some(GroupKeys::new(0, key));
         self
+    }
+
+    /// Sets the group keys of this deployment: the current one and up to three earlier
+    /// ones, each under an operator-chosen id (see [`GroupKeys`] for rotating them; a live
+    /// endpoint takes new ones with `Endpoint::set_group_keys`).
+    pub fn group_keys(&mut self, keys: GroupKeys) -> &mut Self {
+        self.group_key = Some(keys);
+        self
+    }
+
+    /// The group keys, if any.
+    pub fn keys(&self) -> Option<&GroupKeys> {
+        self.group_key.as_ref()
     }
 
     /// Serves only as a secondary: admits paths that join sessions of the deployment's

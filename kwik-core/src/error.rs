@@ -65,11 +65,13 @@ pub enum ErrorCode {
     /// owed it nothing more, or the server's, once the session's work was done (or its
     /// drain deadline passed).
     Drained = 22,
+    /// A join names a group key id the server does not hold (never had, or removed).
+    UnknownKey = 23,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::Internal,
         Self::FrameEncoding,
         Self::FlowControl,
@@ -92,6 +94,7 @@ impl ErrorCode {
         Self::JoinsOnly,
         Self::Draining,
         Self::Drained,
+        Self::UnknownKey,
     ];
 
     /// A short snake_case name, for logs and metric labels.
@@ -119,6 +122,7 @@ impl ErrorCode {
             Self::JoinsOnly => "joins_only",
             Self::Draining => "draining",
             Self::Drained => "drained",
+            Self::UnknownKey => "unknown_key",
         }
     }
 

@@ -54,6 +54,88 @@ impl std::fmt::Debug for GroupKey {
     }
 }
 
+/// Most earlier group keys a server holds beside its current one.
+pub const MAX_EARLIER_KEYS: usize = 3;
+
+/// A server's group keys, each under an id the operator chose: the current one, which
+/// signs new tickets and derives new path secrets, and up to [`MAX_EARLIER_KEYS`] earlier
+/// ones, under which what was signed before still verifies. A message that names no key
+/// id names key 0.
+///
+/// Rotating the key of a fleet: add the new key (as an earlier one) on every server, then
+/// make it current on every server (each primary re-issues its live tickets and path
+/// secrets under it at once), and remove the old one no sooner than
+/// `max(ticket_lifetime, join_proof_lifetime)` after the last server switched.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GroupKeys {
+    /// The current key first, then the earlier ones.
+    keys: Vec<(u32, GroupKey)>,
+}
+
+/// Why a [`GroupKeys`] could not take a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupKeysError {
+    /// Two keys under one id.
+    #[error("key id {0} given twice")]
+    DuplicateId(u32),
+    /// More than [`MAX_EARLIER_KEYS`] earlier keys.
+    #[error("at most {MAX_EARLIER_KEYS} earlier keys")]
+    TooMany,
+}
+
+impl GroupKeys {
+    /// `key` under `id`, current, with no earlier key.
+    pub fn new(id: u32, key: GroupKey) -> Self {
+        Self {
+            keys: vec![(id, key)],
+        }
+    }
+
+    /// Adds an earlier key, under which what was signed before still verifies.
+    pub fn with_earlier(mut self, id: u32, key: GroupKey) -> Result<Self, GroupKeysError> {
+        if self.keys.iter().any(|(i, _)| *i == id) {
+            return Err(GroupKeysError::DuplicateId(id));
+        }
+        if self.keys.len() > MAX_EARLIER_KEYS {
+            return Err(GroupKeysError::TooMany);
+        }
+        self.keys.push((id, key));
+        Ok(self)
+    }
+
+    /// The current key and its id.
+    pub fn current(&self) -> (u32, &GroupKey) {
+        let (id, key) = &self.keys[0];
+        (*id, key)
+    }
+
+    /// The key under `id`, current or earlier.
+    pub fn get(&self, id: u32) -> Option<&GroupKey> {
+        self.keys.iter().find(|(i, _)| *i == id).map(|(_, k)| k)
+    }
+
+    /// Every key id held, the current one first.
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.keys.iter().map(|(id, _)| *id)
+    }
+
+    /// Every key with its id, the current one first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &GroupKey)> {
+        self.keys.iter().map(|(id, k)| (*id, k))
+    }
+}
+
+impl std::fmt::Debug for GroupKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Key ids only, never key material.
+        f.debug_struct("GroupKeys")
+            .field("current", &self.current().0)
+            .field("earlier", &self.ids().skip(1).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 /// The secret of one path of one session, valid until `expiry` (Unix seconds).
 pub fn path_secret(key: &GroupKey, session_id: u64, path_id: u32, expiry: u64) -> [u8; 32] {
     let key = hmac::Key::new(hmac::HMAC_SHA256, &key.0);
@@ -186,6 +268,33 @@ mod tests {
                 "{primary}->{target}"
             );
         }
+    }
+
+    #[test]
+    fn group_keys_hold_a_current_key_and_three_earlier_ones() {
+        let k = |b: u8| GroupKey::new([b; 32]);
+        let keys = GroupKeys::new(5, k(5))
+            .with_earlier(4, k(4))
+            .and_then(|g| g.with_earlier(3, k(3)))
+            .and_then(|g| g.with_earlier(2, k(2)));
+        let Ok(keys) = keys else {
+            panic!("three earlier keys: {keys:?}");
+        };
+        assert_eq!(keys.current(), (5, &k(5)));
+        assert_eq!(keys.get(3), Some(&k(3)));
+        assert_eq!(keys.get(1), None);
+        assert_eq!(keys.ids().collect::<Vec<_>>(), [5, 4, 3, 2]);
+        assert_eq!(
+            keys.clone().with_earlier(1, k(1)),
+            Err(GroupKeysError::TooMany)
+        );
+        assert_eq!(
+            GroupKeys::new(5, k(5)).with_earlier(5, k(6)),
+            Err(GroupKeysError::DuplicateId(5))
+        );
+        // Ids only, never key material.
+        let shown = format!("{keys:?}");
+        assert_eq!(shown, "GroupKeys { current: 5, earlier: [4, 3, 2] }");
     }
 
     #[test]

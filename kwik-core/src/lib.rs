@@ -169,7 +169,7 @@ pub use error::{
 };
 pub use event::{Event, Transmit};
 pub use ids::{DelegationId, PathId, SessionHandle, StreamId, StripeId};
-pub use join::GroupKey;
+pub use join::{GroupKey, GroupKeys, GroupKeysError};
 pub use session::{AddPathError, Mode, PathInfo, PathKind, PathState, RemovePathError, Role};
 pub use stats::{CopyBytes, EndpointStats, PathStats, SessionStats};
 pub use ticket::TicketError;

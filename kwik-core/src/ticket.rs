@@ -10,8 +10,13 @@
 //! ```text
 //! K_deleg = HKDF-SHA256(salt = "", ikm = group key, info = "kwik delegation")
 //! mac     = HMAC-SHA256(K_deleg, "kwik ticket v1" | id | session | stream | offset | len
-//!                       | body_offset | scope | path | expiry | budget | len(request) | request)
+//!                       | body_offset | scope | path | expiry | budget | len(request) | request
+//!                       [| key_id, when it is not 0])
 //! ```
+//!
+//! A server holds up to four group keys, each under an operator-chosen id (see
+//! [`GroupKeys`]): the current one signs, and a ticket verifies under the key its `key_id`
+//! names, or is refused with [`TicketError::UnknownKey`].
 //!
 //! The client relays tickets in its pulls ([`kwik_proto::Pull`]); it cannot forge, alter,
 //! widen, extend or move one to another session, because every field is under the MAC and
@@ -24,7 +29,7 @@ use std::collections::BTreeMap;
 
 use ring::{hkdf, hmac};
 
-use crate::join::GroupKey;
+use crate::join::{GroupKey, GroupKeys};
 
 /// Domain separation of the ticket MAC.
 const MAC_LABEL: &[u8] = b"kwik ticket v1";
@@ -75,6 +80,11 @@ impl TicketKey {
             m.extend_from_slice(&v.to_be_bytes());
         }
         m.extend_from_slice(&t.request);
+        // A new field is covered only when set: tickets of servers that do not know it
+        // still verify.
+        if t.key_id != 0 {
+            m.extend_from_slice(&t.key_id.to_be_bytes());
+        }
         m
     }
 
@@ -88,6 +98,53 @@ impl TicketKey {
     /// Whether `ticket`'s MAC is this key's over its fields (constant time).
     pub fn verifies(&self, ticket: &kwik_proto::Ticket) -> bool {
         hmac::verify(&self.0, &Self::message(ticket), &ticket.mac).is_ok()
+    }
+}
+
+/// The ticket keys of a server, one per group key it holds, by key id: the current one
+/// signs, any of them verifies what names its id.
+#[derive(Debug, Clone)]
+pub struct TicketKeys {
+    /// The current key first.
+    keys: Vec<(u32, TicketKey)>,
+}
+
+impl TicketKeys {
+    /// The ticket keys of `group`'s keys.
+    pub fn derive(group: &GroupKeys) -> Self {
+        Self {
+            keys: group
+                .iter()
+                .map(|(id, k)| (id, TicketKey::derive(k)))
+                .collect(),
+        }
+    }
+
+    /// One key, under id 0.
+    pub fn single(key: TicketKey) -> Self {
+        Self {
+            keys: vec![(0, key)],
+        }
+    }
+
+    /// The id of the key that signs.
+    pub fn current_id(&self) -> u32 {
+        self.keys[0].0
+    }
+
+    /// Signs `ticket` in place under the current key, naming its id.
+    pub fn sign(&self, ticket: &mut kwik_proto::Ticket) {
+        let (id, key) = &self.keys[0];
+        ticket.key_id = *id;
+        key.sign(ticket);
+    }
+
+    /// The key `ticket` names.
+    pub fn key_of(&self, ticket: &kwik_proto::Ticket) -> Option<&TicketKey> {
+        self.keys
+            .iter()
+            .find(|(id, _)| *id == ticket.key_id)
+            .map(|(_, k)| k)
     }
 }
 
@@ -129,6 +186,9 @@ pub enum TicketError {
     /// draining server never sent it.
     #[error("server draining")]
     Draining,
+    /// The ticket names a group key this server does not hold (never had, or removed).
+    #[error("ticket under an unknown group key")]
+    UnknownKey,
     /// The server named a refusal this side does not know.
     #[error("refused for an unknown reason")]
     Unknown,
@@ -149,6 +209,7 @@ impl TicketError {
             Self::BadStream => C::BadStream,
             Self::Content => C::Content,
             Self::Draining => C::Draining,
+            Self::UnknownKey => C::UnknownKey,
             Self::Unknown => C::Unspecified,
         }
     }
@@ -162,6 +223,7 @@ impl TicketError {
             Ok(C::WrongSession) => Self::WrongSession,
             Ok(C::WrongPath) => Self::WrongPath,
             Ok(C::Draining) => Self::Draining,
+            Ok(C::UnknownKey) => Self::UnknownKey,
             Ok(C::OutOfRange) => Self::OutOfRange,
             Ok(C::BudgetSpent) => Self::BudgetSpent,
             Ok(C::Limit) => Self::Limit,
@@ -184,14 +246,16 @@ pub struct PullContext {
 }
 
 /// Checks a pull of `[offset, offset + len)` under `ticket` arriving in `cx`. The MAC is
-/// checked first, so that nothing about an unsigned ticket is examined further.
+/// checked first (under the key the ticket names), so that nothing about an unsigned
+/// ticket is examined further.
 pub fn check(
-    key: &TicketKey,
+    keys: &TicketKeys,
     ticket: &kwik_proto::Ticket,
     cx: PullContext,
     offset: u64,
     len: u64,
 ) -> Result<(), TicketError> {
+    let key = keys.key_of(ticket).ok_or(TicketError::UnknownKey)?;
     if !key.verifies(ticket) {
         return Err(TicketError::BadMac);
     }
@@ -320,6 +384,7 @@ mod tests {
             expiry: 100,
             budget: 10_000,
             mac: Vec::new(),
+            key_id: 0,
         };
         key.sign(&mut t);
         t
@@ -337,7 +402,10 @@ mod tests {
     fn every_field_is_under_the_mac() {
         let key = TicketKey::derive(&GroupKey::new([1; 32]));
         let good = ticket(&key);
-        assert_eq!(check(&key, &good, cx(), 1000, 5000), Ok(()));
+        assert_eq!(
+            check(&TicketKeys::single(key.clone()), &good, cx(), 1000, 5000),
+            Ok(())
+        );
         let alterations: [fn(&mut kwik_proto::Ticket); 11] = [
             |t| t.id += 1,
             |t| t.session_id += 1,
@@ -354,13 +422,60 @@ mod tests {
         for alter in alterations {
             let mut t = good.clone();
             alter(&mut t);
-            assert_eq!(check(&key, &t, cx(), 1000, 10), Err(TicketError::BadMac));
+            assert_eq!(
+                check(&TicketKeys::single(key.clone()), &t, cx(), 1000, 10),
+                Err(TicketError::BadMac)
+            );
         }
         let other = TicketKey::derive(&GroupKey::new([2; 32]));
         assert_eq!(
-            check(&other, &good, cx(), 1000, 10),
+            check(&TicketKeys::single(other), &good, cx(), 1000, 10),
             Err(TicketError::BadMac)
         );
+    }
+
+    #[test]
+    fn a_ticket_verifies_under_the_key_it_names_while_it_is_held() {
+        let (a, b) = (GroupKey::new([1; 32]), GroupKey::new([2; 32]));
+        let only_a = TicketKeys::derive(&GroupKeys::new(1, a.clone()));
+        let mut t = ticket(&TicketKey::derive(&a));
+        only_a.sign(&mut t);
+        assert_eq!(t.key_id, 1);
+        let Ok(b_then_a) = GroupKeys::new(2, b.clone()).with_earlier(1, a.clone()) else {
+            panic!("two keys");
+        };
+        let b_then_a = TicketKeys::derive(&b_then_a);
+        assert_eq!(check(&b_then_a, &t, cx(), 1000, 10), Ok(()));
+        let only_b = TicketKeys::derive(&GroupKeys::new(2, b));
+        assert_eq!(
+            check(&only_b, &t, cx(), 1000, 10),
+            Err(TicketError::UnknownKey)
+        );
+        // The key id is under the MAC: naming another key held does not verify.
+        let mut moved = t.clone();
+        moved.key_id = 2;
+        assert_eq!(
+            check(&b_then_a, &moved, cx(), 1000, 10),
+            Err(TicketError::BadMac)
+        );
+    }
+
+    #[test]
+    fn a_ticket_without_the_key_id_field_verifies_under_key_0() {
+        use prost::Message;
+        // What a server that does not know `key_id` signs and sends: the field absent,
+        // the MAC over the other fields alone.
+        let a = GroupKey::new([1; 32]);
+        let old = ticket(&TicketKey::derive(&a));
+        let wire = old.encode_to_vec();
+        let decoded = kwik_proto::Ticket::decode(&wire[..]).unwrap_or_default();
+        assert_eq!(decoded.key_id, 0);
+        let keys = TicketKeys::derive(&GroupKeys::new(0, a));
+        assert_eq!(check(&keys, &decoded, cx(), 1000, 10), Ok(()));
+        // Signed by this version under key 0, the bytes on the wire are the old ones.
+        let mut new = old.clone();
+        keys.sign(&mut new);
+        assert_eq!(new.encode_to_vec(), wire);
     }
 
     #[test]
@@ -371,18 +486,21 @@ mod tests {
             unix_now: 100,
             ..cx()
         };
-        assert_eq!(check(&key, &good, late, 1000, 1), Err(TicketError::Expired));
+        assert_eq!(
+            check(&TicketKeys::single(key.clone()), &good, late, 1000, 1),
+            Err(TicketError::Expired)
+        );
         let foreign = PullContext {
             session_id: 8,
             ..cx()
         };
         assert_eq!(
-            check(&key, &good, foreign, 1000, 1),
+            check(&TicketKeys::single(key.clone()), &good, foreign, 1000, 1),
             Err(TicketError::WrongSession)
         );
         for (offset, len) in [(999, 2), (5999, 2), (1000, 0), (u64::MAX, 2)] {
             assert_eq!(
-                check(&key, &good, cx(), offset, len),
+                check(&TicketKeys::single(key.clone()), &good, cx(), offset, len),
                 Err(TicketError::OutOfRange),
                 "{offset}+{len}"
             );
@@ -392,12 +510,15 @@ mod tests {
         plain.path_id = 3;
         key.sign(&mut plain);
         assert_eq!(
-            check(&key, &plain, cx(), 1000, 1),
+            check(&TicketKeys::single(key.clone()), &plain, cx(), 1000, 1),
             Err(TicketError::WrongPath)
         );
         plain.path_id = 2;
         key.sign(&mut plain);
-        assert_eq!(check(&key, &plain, cx(), 5999, 1), Ok(()));
+        assert_eq!(
+            check(&TicketKeys::single(key.clone()), &plain, cx(), 5999, 1),
+            Ok(())
+        );
     }
 
     #[test]

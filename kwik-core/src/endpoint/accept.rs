@@ -213,10 +213,16 @@ impl Endpoint {
         let Some(server) = &self.server else {
             return Err(refusal("not a server"));
         };
-        let group = server
+        let keys = server
             .group_key
-            .clone()
+            .as_ref()
             .ok_or_else(|| refusal("this server admits no joins"))?;
+        let group = keys.get(join.key_id).cloned().ok_or_else(|| {
+            ProtocolError::new(
+                ErrorCode::UnknownKey,
+                format!("no group key {}", join.key_id),
+            )
+        })?;
         let config = server.config.clone();
         if join.path_id == 0 {
             return Err(refusal("path 0 is the primary path"));

@@ -281,15 +281,16 @@ impl Session<'_> {
         if self.mode() == Mode::Plain {
             return Err(AddPathError::PlainSession);
         }
-        let group = self
+        let keys = self
             .endpoint
             .server
             .as_ref()
             .and_then(|s| s.group_key.clone())
             .ok_or(AddPathError::NoGroupKey)?;
+        let (key_id, group) = keys.current();
         self.endpoint
             .with_session(now, self.handle, |s, cx| {
-                s.add_path(cx, &group, address, server_name, kind)
+                s.add_path(cx, (key_id, group), address, server_name, kind)
             })
             .unwrap_or(Err(AddPathError::SessionLost(SessionError::LocallyClosed)))
     }

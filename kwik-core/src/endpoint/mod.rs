@@ -33,7 +33,7 @@ use crate::ids::{ConnKey, PathId, SessionHandle};
 use crate::path::Path;
 use crate::session::{Effect, PathRecord, PathState, Role, SessionState};
 use crate::stats::EndpointStats;
-use crate::ticket::{Budgets, TicketKey};
+use crate::ticket::{Budgets, TicketKey, TicketKeys};
 
 mod accept;
 mod apply;
@@ -41,6 +41,7 @@ mod deadlines;
 mod drain;
 mod drive;
 mod handles;
+mod keys;
 mod qlog;
 mod routes;
 mod stats;
@@ -114,9 +115,9 @@ pub struct Endpoint {
     last_now: Option<Instant>,
     /// An instant and the Unix time at it, for join proof expiry.
     wall: Option<(Instant, std::time::Duration)>,
-    /// Signs and checks delegation tickets: derived from the group key, or drawn from
-    /// the seed when there is none (then only this server's own tickets verify).
-    ticket_key: TicketKey,
+    /// Signs and checks delegation tickets: derived from the group keys, or drawn from
+    /// the seed when there are none (then only this server's own tickets verify).
+    ticket_key: TicketKeys,
     /// Bytes served under each ticket, for their budgets.
     budgets: Budgets,
     /// What the session being worked on asks of the endpoint (kept for its allocation).
@@ -125,12 +126,12 @@ pub struct Endpoint {
     drain: Option<drain::Drain>,
 }
 
-/// The ticket key of a server: from its group key, else from `fallback` secret bytes.
-fn ticket_key_of(server: Option<&ServerConfig>, fallback: [u8; 32]) -> TicketKey {
-    let group = server
-        .and_then(|s| s.group_key.clone())
-        .unwrap_or_else(|| crate::join::GroupKey::new(fallback));
-    TicketKey::derive(&group)
+/// The ticket keys of a server: from its group keys, else from `fallback` secret bytes.
+fn ticket_key_of(server: Option<&ServerConfig>, fallback: [u8; 32]) -> TicketKeys {
+    match server.and_then(|s| s.group_key.as_ref()) {
+        Some(keys) => TicketKeys::derive(keys),
+        None => TicketKeys::single(TicketKey::derive(&crate::join::GroupKey::new(fallback))),
+    }
 }
 
 /// A connection no session holds.

@@ -209,8 +209,9 @@ impl Endpoint {
             s.role == Role::Primary && s.primary.next_refresh.is_some_and(|t| t <= now)
         });
         if due {
-            let group = self.server.as_ref().and_then(|s| s.group_key.clone());
-            self.with_session(now, h, |s, cx| s.refresh_credentials(cx, group.as_ref()));
+            let keys = self.server.as_ref().and_then(|s| s.group_key.clone());
+            let group = keys.as_ref().map(|k| k.current());
+            self.with_session(now, h, |s, cx| s.refresh_credentials(cx, group, false));
         }
     }
 

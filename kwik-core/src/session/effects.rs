@@ -11,7 +11,7 @@ use crate::event::Event;
 use crate::ids::{ConnKey, PathId, SessionHandle};
 use crate::path::Path;
 use crate::stats::EndpointStats;
-use crate::ticket::{Budgets, TicketKey};
+use crate::ticket::{Budgets, TicketKeys};
 
 /// One thing a session asks the endpoint to do. The set is closed: the endpoint applies
 /// each variant in one place (`endpoint/apply.rs`).
@@ -53,7 +53,7 @@ pub(crate) struct Cx<'a> {
     pub(crate) handle: SessionHandle,
     pub(crate) effects: &'a mut Vec<Effect>,
     pub(crate) stats: &'a mut EndpointStats,
-    pub(crate) tickets: &'a TicketKey,
+    pub(crate) tickets: &'a TicketKeys,
     pub(crate) budgets: &'a mut Budgets,
 }
 

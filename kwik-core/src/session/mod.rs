@@ -172,6 +172,8 @@ pub(crate) struct PathRecord {
     /// Client: the join credentials, for the Join and for reconnecting.
     pub(crate) secret: Vec<u8>,
     pub(crate) expiry: u64,
+    /// Client: the group key id the secret is under (what the Join names).
+    pub(crate) key_id: u32,
     /// Client: when a failed path stops being retried, and when the next try is due.
     pub(crate) retry_until: Option<Instant>,
     pub(crate) next_retry: Option<Instant>,
@@ -207,6 +209,7 @@ impl PathRecord {
             state,
             secret: Vec::new(),
             expiry: 0,
+            key_id: 0,
             retry_until: None,
             next_retry: None,
             reported_rtt: None,

@@ -237,7 +237,7 @@ impl SessionState {
     pub(crate) fn add_path(
         &mut self,
         cx: &mut Cx<'_>,
-        group: &join::GroupKey,
+        (key_id, group): (u32, &join::GroupKey),
         address: SocketAddr,
         server_name: &str,
         kind: PathKind,
@@ -275,6 +275,7 @@ impl SessionState {
                 path_secret: secret.to_vec(),
                 same_peer: kind != PathKind::Secondary,
                 backup: kind == PathKind::Backup,
+                key_id,
             }),
         );
         self.path_event(cx, id, PathState::Connecting, "");
@@ -386,6 +387,7 @@ impl SessionState {
         let mut meta = PathRecord::new(address, add.server_name.clone(), PathState::Connecting);
         meta.secret = add.path_secret.clone();
         meta.expiry = add.expiry;
+        meta.key_id = add.key_id;
         meta.same_peer = add.same_peer;
         meta.backup = add.backup && add.same_peer;
         if meta.same_peer {
@@ -408,6 +410,7 @@ impl SessionState {
             path_id: path.0,
             expiry: meta.expiry,
             proof: join::proof(&meta.secret, &exporter),
+            key_id: meta.key_id,
         }))
     }
 
@@ -450,9 +453,13 @@ impl SessionState {
         let Some(m) = self.paths.get_mut(&PathId(refresh.path_id)) else {
             return;
         };
-        if m.state != PathState::Removed && refresh.expiry > m.expiry {
+        // A secret under another key (a rotation) replaces the one held at once.
+        if m.state != PathState::Removed
+            && (refresh.expiry > m.expiry || refresh.key_id != m.key_id)
+        {
             m.secret = refresh.path_secret;
             m.expiry = refresh.expiry;
+            m.key_id = refresh.key_id;
         }
     }
 

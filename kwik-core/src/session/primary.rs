@@ -143,6 +143,7 @@ impl SessionState {
                 Some(_) => grant.len,
             },
             mac: Vec::new(),
+            key_id: 0,
         };
         cx.tickets.sign(&mut t);
         if self.primary.next_refresh.is_none() {
@@ -169,12 +170,23 @@ impl SessionState {
 
     /// Re-signs unfinished stripe tickets and, with the group key, live path secrets
     /// before they expire, so that a long stripe completes and a path can rejoin at any
-    /// age.
-    pub(crate) fn refresh_credentials(&mut self, cx: &mut Cx<'_>, group: Option<&GroupKey>) {
+    /// age. After a key switch (`rekey`), every unsettled ticket is re-signed under the
+    /// new key, plain delegations' too.
+    pub(crate) fn refresh_credentials(
+        &mut self,
+        cx: &mut Cx<'_>,
+        group: Option<(u32, &GroupKey)>,
+        rekey: bool,
+    ) {
         self.primary.next_refresh = Some(cx.now + refresh_interval(&self.config));
         let ticket_expiry = cx.unix + self.config.ticket_lifetime.as_secs();
         let mut out = Vec::new();
-        for issued in self.primary.issued.values_mut().filter(|i| i.is_stripe()) {
+        for issued in self
+            .primary
+            .issued
+            .values_mut()
+            .filter(|i| rekey || i.is_stripe())
+        {
             issued.ticket.expiry = ticket_expiry;
             cx.tickets.sign(&mut issued.ticket);
             out.push(Kind::Delegate(kwik_proto::Delegate {
@@ -182,7 +194,7 @@ impl SessionState {
                 refresh: true,
             }));
         }
-        if let Some(group) = group {
+        if let Some((key_id, group)) = group {
             let expiry = cx.unix + self.config.join_proof_lifetime.as_secs().max(1);
             for (path, m) in self.paths.iter_mut() {
                 if *path == PathId::PRIMARY || m.state == PathState::Removed {
@@ -194,6 +206,7 @@ impl SessionState {
                     path_id: path.0,
                     expiry,
                     path_secret: secret.to_vec(),
+                    key_id,
                 }));
             }
         }

@@ -646,6 +646,7 @@ pub fn peer_secondary(data: &[u8]) -> PeerReport {
         path_secret: vec![0x5a; 32],
         same_peer: false,
         backup: false,
+        key_id: 0,
     }));
     let joined = w.run_until(Duration::from_secs(5), |w| {
         w.sim.hosts.raw_servers[secondary].welcomed

@@ -8,6 +8,7 @@ mod delegation_failover;
 mod drain;
 mod echo;
 mod joins_under_loss;
+mod key_rotation;
 mod lossy_transfer;
 mod metrics;
 mod path_recovery;

@@ -230,6 +230,7 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
             path_id: 1,
             expiry: 1_700_000_000,
             proof: vec![7; 32],
+            key_id: 0,
         }),
         Kind::JoinResult(kwik_proto::JoinResult {
             accepted: false,
@@ -244,6 +245,7 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
             path_secret: vec![1; 32],
             same_peer: false,
             backup: false,
+            key_id: 0,
         }),
         Kind::PathStatus(kwik_proto::PathStatus {
             path_id: 2,
@@ -269,6 +271,7 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
                 expiry: 1_700_000_000,
                 budget: 2 << 20,
                 mac: vec![3; 32],
+                key_id: 0,
             }),
             refresh: false,
         }),
@@ -293,6 +296,7 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
             path_id: 2,
             expiry: 1_700_000_060,
             path_secret: vec![5; 32],
+            key_id: 0,
         }),
         Kind::Close(kwik_proto::Close {
             code: 0,

@@ -51,6 +51,7 @@ fn join_frame(session_id: u64, expiry: u64, proof: Vec<u8>) -> Vec<u8> {
         path_id: PATH,
         expiry,
         proof,
+        key_id: 0,
     })))
 }
 

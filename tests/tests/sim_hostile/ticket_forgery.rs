@@ -60,6 +60,7 @@ fn ticket(session: u64, path: Option<u32>, expiry: u64) -> Ticket {
         expiry,
         budget: 2 * LEN,
         mac: Vec::new(),
+        key_id: 0,
     };
     TicketKey::derive(&key()).sign(&mut t);
     t
@@ -88,6 +89,7 @@ fn join(s: &mut RawSession, peer: usize, session: u64) {
         path_id: PATH,
         expiry: EXPIRY,
         proof,
+        key_id: 0,
     }))));
     let joined = s.run_until(Duration::from_secs(5), |s| {
         s.sim.hosts.raw[peer]
@@ -376,4 +378,16 @@ fn a_flood_of_valid_pulls_is_cut_off_and_other_sessions_are_untouched() {
     assert!(s.sim.hosts.raw[b].lost.is_none());
     assert_eq!(refusals(&s, b), vec![]);
     assert!(served(&s, b) >= next_b * 4096, "B served {}", served(&s, b));
+}
+
+#[test]
+fn a_ticket_under_a_key_the_secondary_does_not_hold_is_refused() {
+    use kwik_core::GroupKeys;
+    use kwik_core::ticket::TicketKeys;
+    // Signed with the very key the secondary holds (as key 0), but naming key 7: a key
+    // that was removed, or never given to this server.
+    let mut t = ticket(SESSION_A, None, EXPIRY);
+    TicketKeys::derive(&GroupKeys::new(7, key())).sign(&mut t);
+    assert_eq!(t.key_id, 7);
+    refused(95, "unknown key id", &t, 0, 1024, TicketError::UnknownKey);
 }
