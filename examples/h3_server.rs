@@ -20,13 +20,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use http::{Method, Response, StatusCode};
-use kwik_core::GroupKey;
 use kwik_examples::files::{Files, spawn};
-use kwik_examples::{ServerOps, bulk_config, hex, self_signed, server_config};
+use kwik_examples::{KeyArgs, ServerOps, bulk_config, self_signed, server_config};
 use kwik_h3::StripedRequest;
 use kwik_tokio::{PathState, Role, Session};
 
@@ -46,9 +44,8 @@ struct Args {
     /// Where to write its private key (DER, PKCS#8), for secondaries to serve.
     #[arg(long, default_value = "kwik-key.der")]
     key_out: PathBuf,
-    /// The group key shared with the secondaries (64 hex digits); random if not given.
-    #[arg(long)]
-    group_key: Option<String>,
+    #[command(flatten)]
+    keys: KeyArgs,
     /// A secondary server to join to every session (repeatable).
     #[arg(long)]
     secondary: Vec<SocketAddr>,
@@ -68,27 +65,21 @@ async fn main() -> anyhow::Result<()> {
     let (cert, key) = self_signed()?;
     std::fs::write(&args.cert_out, cert.as_ref())?;
     std::fs::write(&args.key_out, key.secret_der())?;
-    let group_hex = match &args.group_key {
-        Some(hex) => hex.clone(),
-        None => {
-            let mut bytes = [0u8; 32];
-            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-            hex(&bytes)
-        }
-    };
-    let group = GroupKey::from_hex(&group_hex).context("group key: 64 hex digits")?;
+    let (keys, group_hex) = args.keys.keys(true)?;
     let mut session_config = bulk_config();
     session_config.app_protocols = vec![kwik_h3::ALPN.to_vec()];
     let mut config = server_config(&cert, &key, session_config)?;
-    config.group_key(group);
+    config.group_keys(keys.clone());
     let server = kwik_tokio::listen(args.listen, config)?;
     args.ops.qlog_into(&server)?;
+    args.keys.reload_on_sighup(&server)?;
     println!(
-        "HTTP/3 over KWIK on {}, serving {}, certificate in {}, key in {}, group key {group_hex}",
+        "HTTP/3 over KWIK on {}, serving {}, certificate in {}, key in {}, group key {}",
         server.local_addr()?,
         args.root.display(),
         args.cert_out.display(),
-        args.key_out.display()
+        args.key_out.display(),
+        group_hex.unwrap_or_else(|| format!("ids {:?}", keys.ids().collect::<Vec<_>>()))
     );
     let files = Files::new(args.root.clone());
     // Tells every connection's HTTP/3 task that the server drains: it sends GOAWAY.

@@ -14,11 +14,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
-use kwik_core::GroupKey;
 use kwik_examples::files::{Files, spawn};
-use kwik_examples::{ServerOps, bulk_config, read_cert, read_key, serve, server_config};
+use kwik_examples::{KeyArgs, ServerOps, bulk_config, read_cert, read_key, serve, server_config};
 use kwik_h3::StripedRequest;
 
 #[derive(Parser)]
@@ -34,9 +32,8 @@ struct Args {
     /// Its private key (DER, PKCS#8).
     #[arg(long, default_value = "kwik-key.der")]
     key: PathBuf,
-    /// The group key shared with the primary, as 64 hexadecimal digits.
-    #[arg(long)]
-    group_key: String,
+    #[command(flatten)]
+    keys: KeyArgs,
     /// Serve `h3_server`'s striped bodies from the files under this directory. The files
     /// then go out only against the primary's tickets: a client's own session is refused
     /// (`ErrorCode::JoinsOnly`).
@@ -48,16 +45,17 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.ops.start()?;
-    let group = GroupKey::from_hex(&args.group_key).context("group key: 64 hex digits")?;
+    let (keys, _) = args.keys.keys(false)?;
     let mut config = server_config(
         &read_cert(&args.cert)?,
         &read_key(&args.key)?,
         bulk_config(),
     )?;
-    config.group_key(group);
+    config.group_keys(keys);
     config.joins_only(args.root.is_some());
     let server = kwik_tokio::listen(args.listen, config)?;
     args.ops.qlog_into(&server)?;
+    args.keys.reload_on_sighup(&server)?;
     println!("secondary listening on {}", server.local_addr()?);
     let Some(root) = args.root else {
         let serving = serve(server.clone(), Vec::new(), String::new());

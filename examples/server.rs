@@ -13,10 +13,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
-use kwik_core::GroupKey;
-use kwik_examples::{ServerOps, bulk_config, hex, self_signed, serve, server_config};
+use kwik_examples::{KeyArgs, ServerOps, bulk_config, self_signed, serve, server_config};
 
 #[derive(Parser)]
 struct Args {
@@ -32,9 +30,8 @@ struct Args {
     /// certificate.
     #[arg(long, default_value = "kwik-key.der")]
     key_out: PathBuf,
-    /// The group key shared with the secondaries (64 hex digits); random if not given.
-    #[arg(long)]
-    group_key: Option<String>,
+    #[command(flatten)]
+    keys: KeyArgs,
     /// A secondary server to join to every session (repeatable).
     #[arg(long)]
     secondary: Vec<SocketAddr>,
@@ -50,24 +47,18 @@ async fn main() -> anyhow::Result<()> {
     let (cert, key) = self_signed()?;
     std::fs::write(&args.cert_out, cert.as_ref())?;
     std::fs::write(&args.key_out, key.secret_der())?;
-    let group_hex = match args.group_key {
-        Some(hex) => hex,
-        None => {
-            let mut bytes = [0u8; 32];
-            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-            hex(&bytes)
-        }
-    };
-    let group = GroupKey::from_hex(&group_hex).context("group key: 64 hex digits")?;
+    let (keys, group_hex) = args.keys.keys(true)?;
     let mut config = server_config(&cert, &key, bulk_config())?;
-    config.group_key(group);
+    config.group_keys(keys.clone());
     let server = kwik_tokio::listen(args.listen, config)?;
     args.ops.qlog_into(&server)?;
+    args.keys.reload_on_sighup(&server)?;
     println!(
-        "listening on {}, certificate in {}, key in {}, group key {group_hex}",
+        "listening on {}, certificate in {}, key in {}, group key {}",
         server.local_addr()?,
         args.cert_out.display(),
-        args.key_out.display()
+        args.key_out.display(),
+        group_hex.unwrap_or_else(|| format!("ids {:?}", keys.ids().collect::<Vec<_>>()))
     );
     let serving = serve(server.clone(), args.secondary, args.secondary_name);
     args.ops.serve_until_drained(&server, serving, || {}).await

@@ -152,6 +152,94 @@ impl ServerOps {
     }
 }
 
+/// Reads a group key file: one key per line, `ID HEX` (a `u32` id the operator chose and
+/// 64 hexadecimal digits), the current key first and up to three earlier ones after it;
+/// blank lines and lines starting with `#` are skipped. Errors name the line, never a key.
+pub fn read_group_keys(path: &Path) -> anyhow::Result<kwik_core::GroupKeys> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the group key file {}", path.display()))?;
+    let mut keys: Option<kwik_core::GroupKeys> = None;
+    let lines = text.lines().enumerate().filter(|(_, l)| {
+        let l = l.trim();
+        !l.is_empty() && !l.starts_with('#')
+    });
+    for (n, line) in lines {
+        let at = || format!("{} line {}", path.display(), n + 1);
+        let (id, hex) = line
+            .trim()
+            .split_once(char::is_whitespace)
+            .with_context(|| format!("{}: expected `ID HEX`", at()))?;
+        let id: u32 = id
+            .parse()
+            .with_context(|| format!("{}: the key id is not a u32", at()))?;
+        let key = kwik_core::GroupKey::from_hex(hex)
+            .with_context(|| format!("{}: the key is not 64 hex digits", at()))?;
+        keys = Some(match keys {
+            None => kwik_core::GroupKeys::new(id, key),
+            Some(k) => k.with_earlier(id, key).with_context(at)?,
+        });
+    }
+    keys.with_context(|| format!("{} holds no key", path.display()))
+}
+
+// The group key flags of the server examples (a plain comment: a doc comment would become
+// their `--help` text).
+#[derive(clap::Args, Default)]
+pub struct KeyArgs {
+    /// The group key the deployment's servers share (64 hex digits, key id 0). A primary
+    /// draws a random one when neither this nor --group-key-file is given.
+    #[arg(long, conflicts_with = "group_key_file")]
+    group_key: Option<String>,
+    /// The group keys from a file, re-read on SIGHUP (key rotation): one `ID HEX` line per
+    /// key (a u32 id and 64 hex digits), the current key first, up to three earlier ones
+    /// after it.
+    #[arg(long)]
+    group_key_file: Option<std::path::PathBuf>,
+}
+
+impl KeyArgs {
+    /// The keys given, or with `draw` and none given a random key under id 0; with the
+    /// hex of a key given or drawn on the command line, for the secondaries.
+    pub fn keys(&self, draw: bool) -> anyhow::Result<(kwik_core::GroupKeys, Option<String>)> {
+        let hex = match (&self.group_key, &self.group_key_file) {
+            (_, Some(file)) => return Ok((read_group_keys(file)?, None)),
+            (Some(hex), None) => hex.clone(),
+            (None, None) if draw => {
+                let mut bytes = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+                hex(&bytes)
+            }
+            (None, None) => anyhow::bail!("a group key is needed: --group-key or --group-key-file"),
+        };
+        let key = kwik_core::GroupKey::from_hex(&hex).context("group key: 64 hex digits")?;
+        Ok((kwik_core::GroupKeys::new(0, key), Some(hex)))
+    }
+
+    /// With `--group-key-file`, re-reads it into `endpoint` on every SIGHUP (see
+    /// [`kwik_tokio::Endpoint::set_group_keys`]); a file that does not parse is reported
+    /// and the keys stay as they were. Logs key ids, never keys.
+    pub fn reload_on_sighup(&self, endpoint: &Endpoint) -> anyhow::Result<()> {
+        let Some(file) = self.group_key_file.clone() else {
+            return Ok(());
+        };
+        let endpoint = endpoint.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot catch SIGHUP")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match read_group_keys(&file) {
+                    Ok(keys) => {
+                        tracing::info!(keys = ?keys, "SIGHUP: group keys reloaded");
+                        endpoint.set_group_keys(keys);
+                    }
+                    Err(e) => tracing::error!("SIGHUP: group keys not reloaded: {e:#}"),
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
 /// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`, with its key: ECDSA
 /// P-256, valid from an hour ago for 13 days, as browsers require of a certificate they
 /// accept by its hash (WebTransport's `serverCertificateHashes`: at most 14 days, no RSA).

@@ -167,6 +167,17 @@ impl Endpoint {
         state.wake_driver();
     }
 
+    /// Replaces the group keys of this running server: see
+    /// [`kwik_core::Endpoint::set_group_keys`] (a primary that switches its current key
+    /// re-issues its live tickets and path secrets at once).
+    pub fn set_group_keys(&self, keys: kwik_core::GroupKeys) {
+        let shared = &self.inner.shared;
+        let mut state = shared.lock();
+        let now = shared.now();
+        state.engine.set_group_keys(now, keys);
+        state.wake_driver();
+    }
+
     /// Takes this server out of service gracefully within `timeout`: it takes no new
     /// session or join, tells the client of every session it serves, serves what it
     /// accepted before, and closes each session once its work is done (at the deadline at

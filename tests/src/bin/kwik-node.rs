@@ -21,7 +21,10 @@
 //!
 //! A server drains on SIGTERM (30 s at most): it takes no new session or join, serves
 //! what it accepted, prints `drained sessions_done=.. at_deadline=..` and exits with
-//! status 0.
+//! status 0. On SIGHUP it re-reads its group keys from `DIR/keys` (one `ID HEX` line per
+//! key, the current one first; `group.key` is key 0). `--lifetimes SECS` sets the ticket
+//! and join proof lifetimes of a server (60 s by default). The client's last line is
+//! `events refused=.. failed=..`: the pulls a server refused and the paths that failed.
 //!
 //! `--same-peer` adds another address of the primary itself (same-peer multipath); the
 //! client's `--stream` asks for the body written on the stream by the primary (spread over
@@ -85,7 +88,7 @@ fn args_all(args: &[String], name: &str) -> Vec<String> {
         .collect()
 }
 
-fn server_config(dir: &Path, create: bool, h3: bool) -> ServerConfig {
+fn server_config(dir: &Path, create: bool, h3: bool, lifetimes: Option<Duration>) -> ServerConfig {
     let (cert, key, group) = if create {
         let certified = rcgen::generate_simple_self_signed(vec!["kwik.test".to_owned()]).unwrap();
         let cert = certified.cert.der().to_vec();
@@ -106,10 +109,15 @@ fn server_config(dir: &Path, create: bool, h3: bool) -> ServerConfig {
             group,
         )
     };
+    let mut session = config(h3);
+    if let Some(t) = lifetimes {
+        session.ticket_lifetime = t;
+        session.join_proof_lifetime = t;
+    }
     let mut config = ServerConfig::with_single_cert(
         vec![CertificateDer::from(cert)],
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
-        config(h3),
+        session,
     )
     .unwrap();
     config.group_key(GroupKey::new(group));
@@ -266,11 +274,13 @@ async fn run_server(
     secondaries: Vec<SocketAddr>,
     same_peer: Vec<SocketAddr>,
     h3: bool,
+    lifetimes: Option<Duration>,
 ) {
-    let server = kwik_tokio::listen(listen, server_config(dir, primary, h3)).unwrap();
+    let server = kwik_tokio::listen(listen, server_config(dir, primary, h3, lifetimes)).unwrap();
     if primary {
         std::fs::write(dir.join("ready"), b"").unwrap();
     }
+    reload_keys_on_sighup(&server, dir.join("keys"));
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
     tokio::select! {
@@ -286,6 +296,31 @@ async fn run_server(
         "drained sessions_done={} at_deadline={}",
         stats.sessions_drained, stats.drain_deadline_closes
     );
+}
+
+/// On every SIGHUP, gives `server` the group keys in `file`: one `ID HEX` line per key,
+/// the current one first.
+fn reload_keys_on_sighup(server: &Endpoint, file: PathBuf) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
+    let server = server.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let mut keys: Option<kwik_core::GroupKeys> = None;
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let (id, hex) = line.trim().split_once(' ').expect("ID HEX");
+                let id: u32 = id.parse().expect("key id");
+                let key = GroupKey::from_hex(hex).expect("64 hex digits");
+                keys = Some(match keys {
+                    None => kwik_core::GroupKeys::new(id, key),
+                    Some(k) => k.with_earlier(id, key).expect("at most four keys"),
+                });
+            }
+            let keys = keys.expect("a key");
+            println!("keys {:?}", keys.ids().collect::<Vec<_>>());
+            server.set_group_keys(keys);
+        }
+    });
 }
 
 async fn accept(
@@ -455,7 +490,21 @@ async fn run_client(
     }
     progress.done();
     print_paths(&session);
+    print_events(&session).await;
     session.close(VarInt::from_u32(0), b"done");
+}
+
+/// Prints how many pulls a server refused and how many paths failed.
+async fn print_events(session: &Session) {
+    let (mut refused, mut failed) = (0, 0);
+    while let Ok(Ok(e)) = tokio::time::timeout(Duration::ZERO, session.path_event()).await {
+        match e {
+            PathEvent::PullRefused(..) => refused += 1,
+            PathEvent::Failed(..) => failed += 1,
+            _ => {}
+        }
+    }
+    println!("events refused={refused} failed={failed}");
 }
 
 fn print_paths(session: &Session) {
@@ -690,6 +739,7 @@ async fn main() {
                 addrs("--secondary"),
                 addrs("--same-peer"),
                 args.iter().any(|a| a == "--h3"),
+                arg(&args, "--lifetimes").map(|s| Duration::from_secs(s.parse().unwrap())),
             )
             .await;
         }

@@ -7,7 +7,10 @@
 //!   windows under 5 Mbit/s) after the cut, next to Linux MPTCP cut the same way on the
 //!   same links ending at one multihomed server; then the same with server 2's process
 //!   killed instead, and then with server 2 sent SIGTERM (a drain: the figures next to a
-//!   healthy 256 MiB run's from the same moment, the drained server's exit status);
+//!   healthy 256 MiB run's from the same moment, the drained server's exit status); then
+//!   the group key rotated on all three servers from 3 s on (a new key added everywhere,
+//!   made current everywhere half a second later, the old one removed after the ticket
+//!   and join proof lifetimes, 4 s here, plus a second): no pull refused, no path failed;
 //! - 64 MiB over 2/50/30, the primary on the 2 Mbit/s link;
 //! - one server behind 1 Mbit/s (1 MB) and behind 512 kbit/s (500 kB), tbf queues kept
 //!   full: the session must live (a `Pong` stuck in the queue is no verdict), next to
@@ -124,6 +127,10 @@ struct Lab {
     children: Vec<Child>,
     /// Index in `children` of the process on server [`CUT_LINK`], if it runs one.
     victim: Option<usize>,
+    /// The servers' shared directory (keys, certificate).
+    dir: Option<PathBuf>,
+    /// How many of `children` (the first ones) are servers.
+    servers: usize,
 }
 
 impl Lab {
@@ -147,6 +154,8 @@ impl Lab {
             script,
             children: Vec::new(),
             victim: None,
+            dir: None,
+            servers: 0,
         }
     }
 
@@ -154,6 +163,37 @@ impl Lab {
         let mut c = Command::new(&self.script);
         c.args(host).arg(program).args(args);
         c
+    }
+
+    /// Rotates the group key of every server process in the background, by the documented
+    /// steps; the flag turns true once the old key is gone.
+    fn rotate_keys(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pids: Vec<String> = self.children[..self.servers]
+            .iter()
+            .map(|c| c.id().to_string())
+            .collect();
+        let dir = self.dir.clone().expect("the servers' directory");
+        let old: String = std::fs::read(dir.join("group.key"))
+            .expect("group.key")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let new = "5e".repeat(32);
+        let flag = done.clone();
+        std::thread::spawn(move || {
+            let step = |keys: String| {
+                std::fs::write(dir.join("keys"), keys).expect("keys");
+                let _ = Command::new("kill").arg("-HUP").args(&pids).status();
+            };
+            step(format!("0 {old}\n1 {new}\n"));
+            std::thread::sleep(Duration::from_millis(500));
+            step(format!("1 {new}\n0 {old}\n"));
+            std::thread::sleep(ROTATION_WAIT);
+            step(format!("1 {new}\n"));
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        done
     }
 
     /// Sends SIGTERM to the server process on [`CUT_LINK`]: it drains.
@@ -223,6 +263,11 @@ struct Run {
     paths: Vec<String>,
     /// With [`Fault::Term`], the drained server's exit status.
     victim_exit: Option<i32>,
+    /// Pulls a server refused and paths that failed, as the client counted them.
+    refused: u64,
+    failed: u64,
+    /// With [`Fault::Rotate`], whether the old key was removed before the end.
+    rotated: bool,
 }
 
 /// What happens to server [`CUT_LINK`] 3 s after the first byte.
@@ -238,7 +283,15 @@ enum Fault {
     /// Nothing happens; the gap and slow stretch are measured from that moment, for
     /// comparison with a fault at the same time.
     Mark,
+    /// The group key of every server is rotated from then on.
+    Rotate,
 }
+
+/// Ticket and join proof lifetimes of the servers in the rotation scenario, in seconds.
+const ROTATION_LIFETIMES: u64 = 4;
+/// How long after the switch the old key is removed: the lifetimes, plus a second of
+/// Unix-time rounding.
+const ROTATION_WAIT: Duration = Duration::from_secs(ROTATION_LIFETIMES + 1);
 
 /// One scenario: the links, the body and the fault.
 #[derive(Debug, Clone, Copy)]
@@ -256,7 +309,7 @@ impl Scenario {
     /// What plain QUIC would get from the links: 0.95 of each, the cut link until the cut.
     fn ideal_mbit(&self) -> f64 {
         let all = QUIC_SHARE * self.capacity();
-        if matches!(self.fault, Fault::None | Fault::Mark) {
+        if matches!(self.fault, Fault::None | Fault::Mark | Fault::Rotate) {
             return all;
         }
         let after = QUIC_SHARE * (self.capacity() - mbit(self.rates[CUT_LINK - 1]));
@@ -310,10 +363,18 @@ fn run(script: PathBuf, layout: Layout, scenario: Scenario) -> Run {
         "--dir".into(),
         d.clone(),
     ];
+    lab.dir = Some(dir.clone());
     let h3 = layout == Layout::ThreeHostsH3;
+    // Arguments every server takes.
+    let mut common: Vec<String> = Vec::new();
     if h3 {
-        primary_args.push("--h3".into());
+        common.push("--h3".into());
     }
+    if scenario.fault == Fault::Rotate {
+        common.push("--lifetimes".into());
+        common.push(ROTATION_LIFETIMES.to_string());
+    }
+    primary_args.extend(common.iter().cloned());
     let flag = match layout {
         Layout::ThreeHosts | Layout::ThreeHostsH3 => "--secondary",
         Layout::OneServer => "--same-peer",
@@ -345,9 +406,7 @@ fn run(script: PathBuf, layout: Layout, scenario: Scenario) -> Run {
                 "--dir".into(),
                 d.clone(),
             ];
-            if h3 {
-                secondary_args.push("--h3".into());
-            }
+            secondary_args.extend(common.iter().cloned());
             let secondary = lab
                 .command(&["server", &i.to_string()], node, &secondary_args)
                 .spawn()
@@ -355,6 +414,7 @@ fn run(script: PathBuf, layout: Layout, scenario: Scenario) -> Run {
             lab.children.push(secondary);
         }
     }
+    lab.servers = lab.children.len();
     std::thread::sleep(Duration::from_millis(300));
     let mut args: Vec<String> = vec![
         "client".into(),
@@ -516,7 +576,11 @@ fn collect(lab: &mut Lab, mut client: Child, fault: Fault) -> Run {
         copy_ratio: 0.0,
         paths: Vec::new(),
         victim_exit: None,
+        refused: 0,
+        failed: 0,
+        rotated: false,
     };
+    let mut rotated = None;
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         if line == "cut" {
@@ -524,6 +588,7 @@ fn collect(lab: &mut Lab, mut client: Child, fault: Fault) -> Run {
                 Fault::Cut => lab.cut(CUT_LINK),
                 Fault::Kill => lab.kill_victim(),
                 Fault::Term => lab.term_victim(),
+                Fault::Rotate => rotated = Some(lab.rotate_keys()),
                 Fault::None | Fault::Mark => {}
             }
         } else if let Some(rest) = line.strip_prefix("done ") {
@@ -546,8 +611,17 @@ fn collect(lab: &mut Lab, mut client: Child, fault: Fault) -> Run {
             result.paths.push(line);
         } else if line.starts_with("path ") {
             result.paths.push(line);
+        } else if let Some(rest) = line.strip_prefix("events ") {
+            for kv in rest.split_whitespace() {
+                match kv.split_once('=') {
+                    Some(("refused", v)) => result.refused = v.parse().unwrap_or(u64::MAX),
+                    Some(("failed", v)) => result.failed = v.parse().unwrap_or(u64::MAX),
+                    _ => {}
+                }
+            }
         }
     }
+    result.rotated = rotated.is_some_and(|r| r.load(std::sync::atomic::Ordering::SeqCst));
     if fault == Fault::Term {
         result.victim_exit = lab.victim_exit(Duration::from_secs(35));
     }
@@ -744,7 +818,7 @@ fn three_hosts(scenarios: &[(&str, Scenario)]) {
             // What the paths received beyond the body: 1.000 and 1.001 here. A drain
             // copies nothing: what the drained server accepted, it sends.
             let most = match scenario.fault {
-                Fault::None | Fault::Mark | Fault::Term => 1.02,
+                Fault::None | Fault::Mark | Fault::Term | Fault::Rotate => 1.02,
                 Fault::Cut | Fault::Kill => 1.10,
             };
             assert!(
@@ -784,6 +858,37 @@ fn three_hosts_stripe_over_real_bottlenecks() {
             },
         ),
     ]);
+}
+
+#[test]
+fn three_hosts_rotate_the_group_key() {
+    let _lab = take_lab();
+    let Some(script) = lab_script() else { return };
+    let scenario = Scenario {
+        rates: &RATES,
+        body: CUT_BODY,
+        fault: Fault::Rotate,
+    };
+    let r = run(script, Layout::ThreeHosts, scenario);
+    report(
+        "netlab 50/30/20, three hosts, 256 MiB, group key rotated from 3 s",
+        scenario,
+        &r,
+    );
+    println!("  pulls refused {}, paths failed {}", r.refused, r.failed);
+    assert_eq!(r.bytes, CUT_BODY, "every byte arrived");
+    assert!(r.sha_ok, "the checksum matches");
+    assert!(r.rotated, "the old key was removed before the body ended");
+    assert_eq!(
+        (r.refused, r.failed),
+        (0, 0),
+        "nothing refused, nothing failed"
+    );
+    assert!(
+        r.copy_ratio > 0.0 && r.copy_ratio <= 1.02,
+        "the paths received {:.4} of the body",
+        r.copy_ratio
+    );
 }
 
 #[test]
