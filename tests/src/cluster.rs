@@ -335,18 +335,7 @@ impl Cluster {
         if !self.run_until(limit, |c| c.primary_session.is_some() && c.reader.connected) {
             return false;
         }
-        let h = self.primary_session.expect("primary session");
-        let now = self.sim.now();
-        for i in 1..self.servers.len() {
-            let a = self.addrs[i];
-            let path = self
-                .primary()
-                .session(h)
-                .expect("primary session")
-                .add_path(now, a, "localhost")
-                .expect("add_path");
-            self.path_ids.insert(i, path);
-        }
+        self.add_paths();
         let want = self.servers.len() - 1;
         self.run_until(limit, move |c| {
             let active = c.apps[0]
@@ -356,6 +345,26 @@ impl Cluster {
                 .count();
             active >= want
         })
+    }
+
+    /// Has the primary add every secondary to the client's session (recorded in
+    /// `path_ids`); returns their paths, in server order.
+    pub fn add_paths(&mut self) -> Vec<PathId> {
+        let h = self.primary_session.expect("primary session");
+        let now = self.sim.now();
+        let mut paths = Vec::new();
+        for i in 1..self.servers.len() {
+            let a = self.addrs[i];
+            let path = self
+                .primary()
+                .session(h)
+                .expect("primary session")
+                .add_path(now, a, "localhost")
+                .expect("add_path");
+            self.path_ids.insert(i, path);
+            paths.push(path);
+        }
+        paths
     }
 
     /// The primary opens a stream and stripes the body over it, then finishes it.

@@ -262,17 +262,7 @@ fn a_draining_server_takes_no_session_and_no_join() {
         .endpoint
         .drain(now, now + Duration::from_secs(30));
     assert!(c.sim.nodes[drained].endpoint.is_draining());
-    let h = c.primary_session.unwrap();
-    for i in 1..=2 {
-        let a = c.addrs[i];
-        let path = c
-            .primary()
-            .session(h)
-            .unwrap()
-            .add_path(now, a, "localhost")
-            .unwrap();
-        c.path_ids.insert(i, path);
-    }
+    c.add_paths();
     let refused = c.path_ids[&2];
     let joined = c.path_ids[&1];
     let failed = |c: &Cluster| {

@@ -239,20 +239,7 @@ fn a_secondary_with_another_group_key_refuses_and_the_session_goes_on() {
     assert!(c.run_until(Duration::from_secs(5), |c| {
         c.primary_session.is_some() && c.reader.connected
     }));
-    let h = c.primary_session.unwrap();
-    let now = c.sim.now();
-    let mut paths = Vec::new();
-    for i in 1..=2 {
-        let a = c.addrs[i];
-        let path = c
-            .primary()
-            .session(h)
-            .unwrap()
-            .add_path(now, a, "localhost")
-            .unwrap();
-        c.path_ids.insert(i, path);
-        paths.push(path);
-    }
+    let paths = c.add_paths();
     let failed_paths = |c: &Cluster| -> Vec<(PathId, PathError)> {
         c.reader
             .events
