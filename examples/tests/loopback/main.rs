@@ -2,4 +2,5 @@
 
 mod browser;
 mod dialing;
+mod drain;
 mod prometheus;
