@@ -46,6 +46,9 @@ impl Session {
         let Some(mut session) = state.engine.session(self.handle()) else {
             return Poll::Ready(Err(SessionError::LocallyClosed));
         };
+        if let Some(e) = session.primary_lost() {
+            return Poll::Ready(Err(e));
+        }
         if session.is_draining() {
             return Poll::Ready(Err(SessionError::Draining));
         }
@@ -212,6 +215,18 @@ impl Session {
             .engine
             .session(self.handle())
             .map_or(kwik_core::Mode::Kwik, |s| s.mode())
+    }
+
+    /// Client: the primary's error while the session lives on without it, its secondaries
+    /// finishing what they owe (`closed()` resolves with this error once they are done or
+    /// their tickets expired; meanwhile opening a stream fails with it, and path 0 is
+    /// failed). See [`kwik_core::Session::primary_lost`].
+    pub fn primary_lost(&self) -> Option<SessionError> {
+        let mut state = self.inner.shared.lock();
+        state
+            .engine
+            .session(self.handle())
+            .and_then(|s| s.primary_lost())
     }
 
     /// The old name of [`Session::id`].

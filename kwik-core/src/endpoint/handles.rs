@@ -79,12 +79,19 @@ impl Session<'_> {
         self.state().is_some_and(|s| s.draining.is_some())
     }
 
+    /// Client: the error of a primary that was lost while secondaries still owed the
+    /// session bytes. The session lives on until they are in (or their tickets expire),
+    /// then ends with this error; meanwhile no stream opens, and path 0 is failed.
+    pub fn primary_lost(&self) -> Option<SessionError> {
+        self.state().and_then(|s| s.lost_error())
+    }
+
     /// Opens a logical stream; `None` when the peer's stream limit is reached (a
     /// `StreamAvailable` event follows when it rises), the session is not established, or
     /// its server is draining ([`Session::is_draining`]: no stream opens again).
     pub fn open(&mut self, dir: Dir) -> Option<StreamId> {
         let s = self.state_mut()?;
-        if s.phase != Phase::Established || s.draining.is_some() {
+        if s.phase != Phase::Established || s.draining.is_some() || s.client.lost.is_some() {
             return None;
         }
         let opened = match s.mode {
@@ -473,6 +480,11 @@ impl SendStream<'_> {
 
     /// Ends the stream after the bytes written so far. Finishing a stream the peer
     /// stopped is harmless (`Ok`), as with quinn: `stopped` reports the peer's code.
+    ///
+    /// A primary that finishes a stream right after a range it delegated (a stripe, or a
+    /// plain delegation to a secondary) sends the client a refreshed copy of that range's
+    /// ticket saying that the stream ends there: with it, a client whose primary is lost
+    /// ends the stream once the range arrived.
     pub fn finish(&mut self) -> Result<(), ClosedStream> {
         self.run(
             |_| ClosedStream,
@@ -480,7 +492,13 @@ impl SendStream<'_> {
                 Mode::Kwik => s.streams.finish(id),
                 Mode::Plain => s.plain_finish(id),
             },
-        )
+        )?;
+        if let Some(now) = self.endpoint.last_now {
+            let id = self.id;
+            self.endpoint
+                .with_session(now, self.handle, |s, cx| s.mark_stream_end(cx, id));
+        }
+        Ok(())
     }
 
     /// Abandons the stream: unsent bytes are dropped and the peer told `code`.
@@ -616,7 +634,10 @@ impl RecvStream<'_> {
         // A read only needs the paths driven when it owes the peer credit or a freed
         // stream, or when pulls follow the reader (delegated and striped ranges).
         if r.is_ok()
-            && (s.streams.has_signal() || !s.client.owed.is_empty() || !s.client.held.is_empty())
+            && (s.streams.has_signal()
+                || !s.client.owed.is_empty()
+                || !s.client.held.is_empty()
+                || s.client.lost.is_some())
         {
             self.endpoint.mark_dirty(self.handle);
         }

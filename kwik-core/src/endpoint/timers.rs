@@ -40,6 +40,7 @@ impl Endpoint {
                 self.refresh_credentials(now, h);
                 self.check_stalls(now, h);
                 self.drain_deadline(now, h);
+                self.lost_deadline(now, h);
                 self.emit_metrics(now, h);
             }
         }
@@ -226,6 +227,16 @@ impl Endpoint {
         }
     }
 
+    /// Ends client session `h`, whose primary is lost, once its first ticket expired.
+    fn lost_deadline(&mut self, now: Instant, h: SessionHandle) {
+        let due = self.sessions.get(&h).is_some_and(|s| {
+            s.error.is_none() && s.client.lost.as_ref().is_some_and(|l| l.until <= now)
+        });
+        if due {
+            self.with_session(now, h, |s, cx| s.check_lost(cx));
+        }
+    }
+
     /// Emits the metrics of session `h` if they are due.
     fn emit_metrics(&mut self, now: Instant, h: SessionHandle) {
         let Some(s) = self.sessions.get_mut(&h) else {
@@ -258,11 +269,13 @@ fn conn_deadline(p: &mut Path) -> Option<Instant> {
 fn session_deadline(s: &mut SessionState) -> Option<Instant> {
     let client = s.role == Role::Client;
     let drain = s.draining.filter(|_| s.is_draining() && s.error.is_none());
+    let lost = s.client.lost.as_ref().filter(|_| s.error.is_none());
     let mut next = [
         s.next_metrics,
         s.primary.next_refresh,
         s.stripe_deadline(),
         drain,
+        lost.map(|l| l.until),
     ]
     .into_iter()
     .flatten()

@@ -23,6 +23,7 @@ mod control;
 mod drain;
 mod drive;
 mod effects;
+mod lost;
 mod paths;
 mod plain;
 mod primary;
@@ -311,6 +312,12 @@ pub(crate) struct ClientState {
     /// Bytes pulled as end-game copies, and bytes of those copies that arrived second.
     pub(crate) end_game_pulled: u64,
     pub(crate) end_game_lost: u64,
+    /// The primary is lost and the session lives on its secondaries (see `lost.rs`).
+    pub(crate) lost: Option<lost::Lost>,
+    /// Where settled tickets said their streams end, the latest last.
+    pub(crate) ends: VecDeque<(crate::ids::StreamId, u64)>,
+    /// Stream ends applied from tickets while the primary was lost.
+    pub(crate) fins: Vec<(crate::ids::StreamId, u64)>,
 }
 
 /// A server's part of a session as the writer of delegated ranges (a primary serves its
@@ -408,6 +415,9 @@ impl SessionState {
                 copy_bytes: crate::stats::CopyBytes::default(),
                 end_game_pulled: 0,
                 end_game_lost: 0,
+                lost: None,
+                ends: VecDeque::new(),
+                fins: Vec::new(),
             },
             serving: ServingState {
                 outgoing: BTreeMap::new(),

@@ -226,6 +226,8 @@ impl SessionState {
             self.secondary_failed(cx, path, as_path);
         } else if path != PathId::PRIMARY && self.role == Role::Primary {
             self.peer_path_lost(cx, path);
+        } else if self.primary_lost(cx, &as_session) {
+            // The secondaries finish what they owe; the session ends after.
         } else {
             self.close(cx, as_session);
             self.close_conns(cx, b"session ended");

@@ -144,6 +144,7 @@ impl SessionState {
             },
             mac: Vec::new(),
             key_id: 0,
+            ends_stream: false,
         };
         cx.tickets.sign(&mut t);
         if self.primary.next_refresh.is_none() {
@@ -213,6 +214,38 @@ impl SessionState {
         for kind in out {
             self.send_primary(cx, kind);
         }
+    }
+
+    /// Primary: stream `stream` was finished. If it ends where a range delegated to other
+    /// servers ends, the client gets a refreshed copy of that range's ticket that says so
+    /// (`ends_stream`, under the MAC).
+    pub(crate) fn mark_stream_end(&mut self, cx: &mut Cx<'_>, stream: StreamId) {
+        if self.role != Role::Primary || self.mode != Mode::Kwik {
+            return;
+        }
+        let Some(end) = self.streams.written(stream) else {
+            return;
+        };
+        let Some(issued) = self.primary.issued.values_mut().find(|i| {
+            let t = &i.ticket;
+            t.stream == stream.0
+                && t.offset + t.len == end
+                && !t.ends_stream
+                && (t.any_path || t.path_id != PathId::PRIMARY.0)
+        }) else {
+            return;
+        };
+        issued.ticket.ends_stream = true;
+        cx.tickets.sign(&mut issued.ticket);
+        let ticket = issued.ticket.clone();
+        tracing::debug!(ticket = ticket.id, %stream, end, "the stream ends with its ticket");
+        self.send_primary(
+            cx,
+            Kind::Delegate(kwik_proto::Delegate {
+                ticket: Some(ticket),
+                refresh: true,
+            }),
+        );
     }
 
     /// Primary: the client reports how a delegation went.

@@ -160,7 +160,11 @@ impl SessionState {
     /// Reports a plain delegation to the primary (done, or failed from `missing`) and
     /// forgets its ticket.
     fn settle_plain(&mut self, cx: &mut Cx<'_>, ticket: u64, missing: Option<u64>, end: u64) {
-        self.client.held.remove(&ticket);
+        if let Some(held) = self.client.held.remove(&ticket)
+            && missing.is_none()
+        {
+            self.remember_end(&held.ticket);
+        }
         self.send_primary(cx, update(ticket, missing, missing.unwrap_or(end)));
     }
 
@@ -325,6 +329,7 @@ impl SessionState {
         let Some(held) = s.client.held.remove(&tid) else {
             return;
         };
+        s.remember_end(&held.ticket);
         let shares = held
             .stripe
             .as_ref()
@@ -365,6 +370,7 @@ impl SessionState {
         if self.paths.values().any(|m| m.draining) {
             self.close_drained_paths(cx);
         }
+        self.check_lost(cx);
     }
 
     /// Settles pulls whose bytes all arrived (from their path or from a copy), and

@@ -400,6 +400,12 @@ impl Streams {
         }
     }
 
+    /// Bytes written to stream `id` so far (delegated ranges included), if it is ours to
+    /// write.
+    pub(crate) fn written(&self, id: StreamId) -> Option<u64> {
+        self.send.get(&id).map(|s| s.written())
+    }
+
     /// Refuses every stream the peer opens from now on (a draining server): see
     /// `refuse_from`.
     pub(crate) fn refuse_new_remote(&mut self) {

@@ -1,15 +1,23 @@
-//! Three servers stripe one body; halfway through, the primary's link dies silently in both
-//! directions. The client's session ends with `PathUnresponsive { path: PRIMARY }` within
-//! `max(3 × RTT, interval × threshold) + RTT` of the cut (RTT of the primary link), never a
-//! hang, and the secondary paths are closed with it: each secondary's session ends and the
-//! secondaries hold no session soon after.
+//! Three servers stripe one body; halfway through, the primary is lost: its link dies
+//! silently in both directions, or its endpoint is gone (a fresh one answers at its
+//! address, knowing nothing of the session). The client learns it within
+//! `max(3 × RTT, interval × threshold) + RTT` of the loss (path 0 failed, no new stream
+//! opens, `primary_lost` names the error), never hangs, and the secondaries finish the
+//! stripe under the client's tickets: the body arrives whole and its stream ends normally
+//! (the primary had finished the stream right after the stripe, so the client holds a
+//! ticket saying where it ends), then the session closes with the primary's error, and
+//! the secondaries with it. With tickets that expire before the rest can arrive, the reader
+//! gets the primary's error instead. An application close by the primary still ends the
+//! session at once.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
-use kwik_core::{Config, PathId, SessionError};
-use kwik_tests::app::payload;
-use kwik_tests::cluster::Cluster;
+use kwik_core::{
+    Config, Dir, Endpoint, EndpointConfig, Event, GroupKey, PathError, PathId, SessionError, VarInt,
+};
+use kwik_tests::app::{payload, sha256};
+use kwik_tests::cluster::{Cluster, GROUP_KEY};
 use kwik_tests::failover::links;
 
 /// RTT of the primary's link (10 ms each way, see [`links`]).
@@ -23,130 +31,314 @@ const SECONDARY_CLOSE: Duration = Duration::from_millis(500);
 /// How long a closed connection may take to drain before its session is forgotten.
 const FORGET: Duration = Duration::from_secs(5);
 
-#[test]
-fn a_cut_primary_ends_the_session_and_closes_every_secondary() {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// The primary's link drops everything, both ways.
+    Blackhole,
+    /// The primary's endpoint is replaced by a fresh one, as a restarted process.
+    EndpointGone,
+    /// The primary's application closes the session.
+    AppClose,
+    /// As `Blackhole`, but the primary had not finished the stream after the stripe: the
+    /// client holds no ticket saying where it ends.
+    BlackholeUnfinished,
+}
+
+fn config(ticket_lifetime: Duration) -> Config {
     let mut config = Config::default();
     config.stream_receive_window = 16 << 20;
     config.receive_window = 64 << 20;
-    let bound = (PRIMARY_RTT * 3)
-        .max(config.path_health_check_interval * config.path_failure_threshold)
-        + PRIMARY_RTT;
-    let len = 16u64 << 20;
-    let body = payload(51, len as usize);
-    let mut c = Cluster::new(51, &links(), config.clone(), config, body);
+    config.ticket_lifetime = ticket_lifetime;
+    config
+}
+
+/// What became of the client.
+struct Outcome {
+    cluster: Cluster,
+    len: u64,
+    /// From the loss: when path 0 was reported failed, when the reader read the stream's
+    /// end, when the session closed.
+    failed_after: Option<Duration>,
+    finished_after: Option<Duration>,
+    closed_after: Option<Duration>,
+    /// Once path 0 failed: what `primary_lost` said, and whether a stream opened.
+    lost_error: Option<SessionError>,
+    opened: Option<bool>,
+    digest_ok: bool,
+}
+
+fn run(seed: u64, len: u64, loss: Loss, ticket_lifetime: Duration) -> Outcome {
+    let body = payload(seed, len as usize);
+    let want = sha256(&body);
+    let mut links = links();
+    if loss == Loss::AppClose {
+        // A queue that holds the close rather than dropping it behind the stripe's data (a
+        // close that never arrives is the peer's silence, then a stateless reset: a loss).
+        links[0] = links[0].queue_ms(1000);
+    }
+    let mut c = Cluster::new(
+        seed,
+        &links,
+        config(ticket_lifetime),
+        config(ticket_lifetime),
+        body,
+    );
     assert!(c.join_all(Duration::from_secs(10)), "secondaries joined");
-    c.start_stripe();
+    if loss == Loss::BlackholeUnfinished {
+        let h = c.primary_session.unwrap();
+        let now = c.sim.now();
+        let mut s = c.primary().session(h).unwrap();
+        let id = s.open(Dir::Uni).unwrap();
+        s.send_stream(id)
+            .stripe(now, bytes::Bytes::from_static(b"body"), len)
+            .unwrap();
+    } else {
+        c.start_stripe();
+    }
     assert!(
         c.run_until(Duration::from_secs(60), |c| c.reader.bytes >= len / 2),
         "half the body arrived: read {}, closed {:?}",
         c.reader.bytes,
         c.reader.closed
     );
-    // Every server carries part of the body, so every path is live at the cut.
+    // Every server carries part of the body, so every path is live at the loss.
     let per_path = c.received_per_path();
-    let paths = [PathId::PRIMARY, c.path_ids[&1], c.path_ids[&2]];
-    for path in paths {
+    for path in [PathId::PRIMARY, c.path_ids[&1], c.path_ids[&2]] {
         assert!(
             per_path.get(&path).is_some_and(|b| *b > 0),
-            "{path} carried nothing before the cut: {per_path:?}"
+            "{path} carried nothing before the loss: {per_path:?}"
         );
     }
-    for (i, node) in c.servers.clone().into_iter().enumerate().skip(1) {
-        assert_eq!(
-            c.sim.nodes[node].endpoint.session_count(),
-            1,
-            "secondary {i} holds the session before the cut"
-        );
-    }
-
-    let (primary, client) = (c.addrs[0].ip(), c.sim.nodes[c.client].addr.ip());
-    c.sim.net.set_up(primary, client, false);
-    let cut = c.sim.now();
-    let read_at_cut = c.reader.bytes;
-    let mut closed_at = None;
-    c.run_until(Duration::from_secs(60), |c| {
-        if closed_at.is_none() && c.reader.closed.is_some() {
-            closed_at = Some(c.sim.now());
+    let now = c.sim.now();
+    match loss {
+        Loss::Blackhole | Loss::BlackholeUnfinished => {
+            let (primary, client) = (c.addrs[0].ip(), c.sim.nodes[c.client].addr.ip());
+            c.sim.net.set_up(primary, client, false);
         }
-        closed_at.is_some()
-    });
-    let closed_at = closed_at.expect("the client session never ended after the cut");
-    let stall = closed_at - cut;
-
-    // The secondaries learn of the end from the client's close on their paths.
-    let mut secondary_closed = [None, None];
-    c.run_until(SECONDARY_CLOSE, |c| {
-        for i in 1..=2 {
-            if secondary_closed[i - 1].is_none() && !c.apps[i].closed.is_empty() {
-                secondary_closed[i - 1] = Some(c.sim.now() - closed_at);
+        Loss::EndpointGone => {
+            let mut server = c.cert.server(config(ticket_lifetime));
+            server.group_key(GroupKey::new(GROUP_KEY));
+            let config = EndpointConfig {
+                seed: [0x77; 32],
+                allow_mtud: false,
+            };
+            let node = c.servers[0];
+            c.sim.nodes[node].endpoint = Endpoint::new(config, Some(server));
+        }
+        Loss::AppClose => {
+            let h = c.primary_session.unwrap();
+            c.primary()
+                .session(h)
+                .unwrap()
+                .close(now, VarInt::from_u32(7), b"going away");
+        }
+    }
+    let lost_at = now;
+    let (mut failed_after, mut finished_after, mut closed_after) = (None, None, None);
+    let (mut lost_error, mut opened) = (None, None);
+    let primary_failed = |c: &Cluster| {
+        c.reader
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PathFailed { path, .. } if *path == PathId::PRIMARY))
+    };
+    c.run_until(Duration::from_secs(60), |c| {
+        let since = c.sim.now() - lost_at;
+        if failed_after.is_none() && primary_failed(c) {
+            failed_after = Some(since);
+            let h = c.session;
+            if let Some(mut s) = c.client_endpoint().session(h) {
+                lost_error = s.primary_lost();
+                opened = Some(s.open(Dir::Bi).is_some());
             }
         }
-        secondary_closed.iter().all(Option::is_some)
+        if finished_after.is_none() && c.reader.finished {
+            finished_after = Some(since);
+        }
+        if closed_after.is_none() && c.reader.closed.is_some() {
+            closed_after = Some(since);
+        }
+        closed_after.is_some()
     });
+    let digest_ok = c.reader.finished && c.reader.digest() == want;
+    Outcome {
+        cluster: c,
+        len,
+        failed_after,
+        finished_after,
+        closed_after,
+        lost_error,
+        opened,
+        digest_ok,
+    }
+}
+
+/// The bound within which the client learns that the primary is gone.
+fn bound() -> Duration {
+    let config = Config::default();
+    (PRIMARY_RTT * 3).max(config.path_health_check_interval * config.path_failure_threshold)
+        + PRIMARY_RTT
+}
+
+/// The secondaries see their sessions end after the client's, and forget them; the client
+/// ends up holding nothing.
+fn secondaries_follow(c: &mut Cluster) {
+    let ended = c.run_until(SECONDARY_CLOSE, |c| {
+        (1..=2).all(|i| !c.apps[i].closed.is_empty())
+    });
+    assert!(ended, "a secondary did not see its session end");
+    for i in 1..=2 {
+        assert_eq!(c.apps[i].closed.len(), 1, "one Closed on secondary {i}");
+    }
     let forgotten = c.run_until(FORGET, |c| {
         c.servers[1..]
             .iter()
             .all(|n| c.sim.nodes[*n].endpoint.session_count() == 0)
     });
+    assert!(forgotten, "a secondary still holds a session");
     let client_idle = c.run_until(FORGET, |c| {
         let h = c.session;
         let ep = c.client_endpoint();
         ep.is_idle() && ep.session(h).is_none()
     });
-    let primary_sessions = c.primary().session_count();
-    println!(
-        "cut at {read_at_cut}/{len} bytes: client session error {:?} after {stall:?} \
-         (bound {bound:?}); secondaries saw their sessions end after {:?} with {:?} / {:?}; \
-         secondaries forgot {forgotten}, client idle {client_idle}; primary server still \
-         holds {} session(s)",
-        c.reader.closed,
-        secondary_closed,
-        c.apps[1].closed.first().map(|(_, e)| e),
-        c.apps[2].closed.first().map(|(_, e)| e),
-        primary_sessions,
-    );
+    assert!(client_idle, "the client still holds connections");
+}
 
+fn the_body_survives(seed: u64, loss: Loss) {
+    let mut out = run(seed, 16 << 20, loss, Duration::from_secs(60));
+    let unresponsive = SessionError::PathUnresponsive {
+        path: PathId::PRIMARY,
+    };
+    let per_path = out.cluster.received_per_path();
+    println!(
+        "{loss:?}: path 0 failed after {:?}, stream ended after {:?}, session closed after \
+         {:?} with {:?}; received per path {per_path:?}",
+        out.failed_after, out.finished_after, out.closed_after, out.cluster.reader.closed,
+    );
+    let failed = out.failed_after.expect("path 0 was reported failed");
+    // Silence counts from the last datagram the primary sent: a blackhole drops what was
+    // on the link, a gone endpoint's last datagrams still arrive (10 ms of delay and up to
+    // 50 ms of queue).
+    let last_heard = match loss {
+        Loss::EndpointGone => Duration::from_millis(60),
+        _ => Duration::ZERO,
+    };
+    assert!(
+        failed <= bound() + last_heard,
+        "{loss:?}: {failed:?} above {:?}",
+        bound() + last_heard
+    );
+    assert_eq!(out.lost_error, Some(unresponsive.clone()), "{loss:?}");
+    assert_eq!(out.opened, Some(false), "{loss:?}: a stream opened");
+    assert!(out.digest_ok, "{loss:?}: the body is not whole");
+    assert_eq!(out.cluster.reader.bytes, out.len);
+    let (finished, closed) = (out.finished_after.unwrap(), out.closed_after.unwrap());
+    assert!(
+        finished <= closed,
+        "{loss:?}: closed before the stream ended"
+    );
+    assert_eq!(out.cluster.reader.closed, Some(unresponsive), "{loss:?}");
+    assert_eq!(out.cluster.reader.error, None, "{loss:?}");
+    secondaries_follow(&mut out.cluster);
+}
+
+#[test]
+fn a_blackholed_primary_leaves_the_body_to_the_secondaries() {
+    the_body_survives(51, Loss::Blackhole);
+}
+
+#[test]
+fn a_primary_whose_endpoint_is_gone_leaves_the_body_to_the_secondaries() {
+    the_body_survives(52, Loss::EndpointGone);
+}
+
+#[test]
+fn without_the_stream_end_in_a_ticket_the_reader_gets_the_primary_error() {
+    let mut out = run(
+        55,
+        16 << 20,
+        Loss::BlackholeUnfinished,
+        Duration::from_secs(60),
+    );
+    println!(
+        "unfinished: read {} of {}, closed after {:?} with {:?}, read error {:?}",
+        out.cluster.reader.bytes,
+        out.len,
+        out.closed_after,
+        out.cluster.reader.closed,
+        out.cluster.reader.error
+    );
+    // Every byte of the body arrived, but not the stream's end.
+    assert_eq!(out.cluster.reader.bytes, out.len);
+    assert!(!out.cluster.reader.finished);
     assert_eq!(
-        c.reader.closed,
+        out.lost_error,
         Some(SessionError::PathUnresponsive {
             path: PathId::PRIMARY
         })
     );
-    assert!(stall <= bound, "stall {stall:?} above the bound {bound:?}");
-    assert!(
-        !c.reader.finished,
-        "the body cannot complete without the primary"
+    assert_eq!(
+        out.cluster.reader.closed,
+        Some(SessionError::PathUnresponsive {
+            path: PathId::PRIMARY
+        })
     );
-    // Every later operation on the client's session reports the same error.
-    let h = c.session;
-    if let Some(s) = c.client_endpoint().session(h) {
-        assert_eq!(
-            s.error(),
-            Some(SessionError::PathUnresponsive {
-                path: PathId::PRIMARY
-            })
-        );
-    }
-    for (i, at) in secondary_closed.iter().enumerate() {
-        assert!(
-            at.is_some(),
-            "secondary {} did not see its session end within {SECONDARY_CLOSE:?}",
-            i + 1
-        );
-        assert_eq!(
-            c.apps[i + 1].closed.len(),
-            1,
-            "one Closed on secondary {}",
-            i + 1
-        );
-    }
-    assert!(
-        forgotten,
-        "a secondary still holds a session after {FORGET:?}"
+    // Once the secondaries owed nothing more: not at the tickets' expiry, a minute away.
+    assert!(out.closed_after.unwrap() < Duration::from_secs(10));
+    secondaries_follow(&mut out.cluster);
+}
+
+#[test]
+fn tickets_that_expire_first_end_the_reader_with_the_primary_error() {
+    // 16 MiB are left at the loss, 5 s of work for the secondaries' 30 Mbit/s; the
+    // tickets were last refreshed at most a second before it and live 2 s.
+    let lifetime = Duration::from_secs(2);
+    let mut out = run(53, 32 << 20, Loss::Blackhole, lifetime);
+    println!(
+        "expiry: read {} of {}, closed after {:?} with {:?}",
+        out.cluster.reader.bytes, out.len, out.closed_after, out.cluster.reader.closed
     );
-    assert!(
-        client_idle,
-        "the client still holds connections: {:?}",
-        c.client_endpoint().stats()
+    assert!(!out.cluster.reader.finished, "the body cannot complete");
+    assert!(out.cluster.reader.bytes < out.len);
+    assert_eq!(
+        out.cluster.reader.closed,
+        Some(SessionError::PathUnresponsive {
+            path: PathId::PRIMARY
+        })
     );
+    let closed = out.closed_after.unwrap();
+    // No later than the tickets' expiry (Unix seconds: up to a second of rounding).
+    assert!(
+        closed <= lifetime + Duration::from_secs(1),
+        "closed {closed:?} after the loss"
+    );
+    secondaries_follow(&mut out.cluster);
+}
+
+#[test]
+fn an_application_close_by_the_primary_still_ends_the_session_at_once() {
+    let mut out = run(54, 16 << 20, Loss::AppClose, Duration::from_secs(60));
+    assert_eq!(
+        out.cluster.reader.closed,
+        Some(SessionError::ApplicationClosed {
+            code: VarInt::from_u32(7),
+            reason: bytes::Bytes::from_static(b"going away"),
+        })
+    );
+    // At once: what the close waited in the primary's queue, not the secondaries' work.
+    let closed = out.closed_after.unwrap();
+    assert!(
+        closed <= Duration::from_millis(1100),
+        "closed after {closed:?}"
+    );
+    assert!(!out.cluster.reader.finished);
+    assert_eq!(out.lost_error, None);
+    assert!(
+        !out.cluster
+            .reader
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PathFailed { error: PathError::Connection(_), path, .. } if *path == PathId::PRIMARY))
+    );
+    secondaries_follow(&mut out.cluster);
 }

@@ -272,6 +272,7 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
                 budget: 2 << 20,
                 mac: vec![3; 32],
                 key_id: 0,
+                ends_stream: false,
             }),
             refresh: false,
         }),
