@@ -221,6 +221,11 @@ impl Lab {
         None
     }
 
+    /// Kills the primary's process (SIGKILL: no close reaches the client).
+    fn kill_primary(&mut self) {
+        self.children[0].kill().expect("kill");
+    }
+
     /// Kills the server process on [`CUT_LINK`] (SIGKILL: no close reaches the client).
     fn kill_victim(&mut self) {
         let child = self.victim.and_then(|i| self.children.get_mut(i));
@@ -285,6 +290,8 @@ enum Fault {
     Mark,
     /// The group key of every server is rotated from then on.
     Rotate,
+    /// The primary's process is killed: the secondaries finish the stripe.
+    KillPrimary,
 }
 
 /// Ticket and join proof lifetimes of the servers in the rotation scenario, in seconds.
@@ -312,7 +319,12 @@ impl Scenario {
         if matches!(self.fault, Fault::None | Fault::Mark | Fault::Rotate) {
             return all;
         }
-        let after = QUIC_SHARE * (self.capacity() - mbit(self.rates[CUT_LINK - 1]));
+        let link = if self.fault == Fault::KillPrimary {
+            1
+        } else {
+            CUT_LINK
+        };
+        let after = QUIC_SHARE * (self.capacity() - mbit(self.rates[link - 1]));
         let bits = self.body as f64 * 8.0 / 1e6;
         let before = (all * CUT_AFTER_SECS).min(bits);
         bits / (CUT_AFTER_SECS + (bits - before) / after)
@@ -589,6 +601,7 @@ fn collect(lab: &mut Lab, mut client: Child, fault: Fault) -> Run {
                 Fault::Kill => lab.kill_victim(),
                 Fault::Term => lab.term_victim(),
                 Fault::Rotate => rotated = Some(lab.rotate_keys()),
+                Fault::KillPrimary => lab.kill_primary(),
                 Fault::None | Fault::Mark => {}
             }
         } else if let Some(rest) = line.strip_prefix("done ") {
@@ -819,7 +832,7 @@ fn three_hosts(scenarios: &[(&str, Scenario)]) {
             // copies nothing: what the drained server accepted, it sends.
             let most = match scenario.fault {
                 Fault::None | Fault::Mark | Fault::Term | Fault::Rotate => 1.02,
-                Fault::Cut | Fault::Kill => 1.10,
+                Fault::Cut | Fault::Kill | Fault::KillPrimary => 1.10,
             };
             assert!(
                 r.copy_ratio > 0.0 && r.copy_ratio <= most,
@@ -858,6 +871,18 @@ fn three_hosts_stripe_over_real_bottlenecks() {
             },
         ),
     ]);
+}
+
+#[test]
+fn three_hosts_finish_a_stripe_without_the_primary() {
+    three_hosts(&[(
+        "netlab 50/30/20, three hosts, 256 MiB, the primary killed at 3 s",
+        Scenario {
+            rates: &RATES,
+            body: CUT_BODY,
+            fault: Fault::KillPrimary,
+        },
+    )]);
 }
 
 #[test]
