@@ -42,6 +42,9 @@ enum Loss {
     /// As `Blackhole`, but the primary had not finished the stream after the stripe: the
     /// client holds no ticket saying where it ends.
     BlackholeUnfinished,
+    /// As `Blackhole`, but the body was a plain delegation of the whole stream to
+    /// secondary 1, not a stripe.
+    BlackholeDelegated,
 }
 
 fn config(ticket_lifetime: Duration) -> Config {
@@ -84,16 +87,29 @@ fn run(seed: u64, len: u64, loss: Loss, ticket_lifetime: Duration) -> Outcome {
         body,
     );
     assert!(c.join_all(Duration::from_secs(10)), "secondaries joined");
-    if loss == Loss::BlackholeUnfinished {
-        let h = c.primary_session.unwrap();
-        let now = c.sim.now();
-        let mut s = c.primary().session(h).unwrap();
-        let id = s.open(Dir::Uni).unwrap();
-        s.send_stream(id)
-            .stripe(now, bytes::Bytes::from_static(b"body"), len)
-            .unwrap();
-    } else {
-        c.start_stripe();
+    match loss {
+        Loss::BlackholeUnfinished => {
+            let h = c.primary_session.unwrap();
+            let now = c.sim.now();
+            let mut s = c.primary().session(h).unwrap();
+            let id = s.open(Dir::Uni).unwrap();
+            s.send_stream(id)
+                .stripe(now, bytes::Bytes::from_static(b"body"), len)
+                .unwrap();
+        }
+        Loss::BlackholeDelegated => {
+            let (h, path) = (c.primary_session.unwrap(), c.path_ids[&1]);
+            let now = c.sim.now();
+            let mut s = c.primary().session(h).unwrap();
+            let id = s.open(Dir::Uni).unwrap();
+            let mut send = s.send_stream(id);
+            send.delegate(now, path, bytes::Bytes::from_static(b"body"), len)
+                .unwrap();
+            send.finish().unwrap();
+        }
+        _ => {
+            c.start_stripe();
+        }
     }
     assert!(
         c.run_until(Duration::from_secs(60), |c| c.reader.bytes >= len / 2),
@@ -101,9 +117,13 @@ fn run(seed: u64, len: u64, loss: Loss, ticket_lifetime: Duration) -> Outcome {
         c.reader.bytes,
         c.reader.closed
     );
-    // Every server carries part of the body, so every path is live at the loss.
+    // Every server carries part of a stripe, so every path is live at the loss.
     let per_path = c.received_per_path();
-    for path in [PathId::PRIMARY, c.path_ids[&1], c.path_ids[&2]] {
+    let carriers = match loss {
+        Loss::BlackholeDelegated => vec![c.path_ids[&1]],
+        _ => vec![PathId::PRIMARY, c.path_ids[&1], c.path_ids[&2]],
+    };
+    for path in carriers {
         assert!(
             per_path.get(&path).is_some_and(|b| *b > 0),
             "{path} carried nothing before the loss: {per_path:?}"
@@ -111,7 +131,7 @@ fn run(seed: u64, len: u64, loss: Loss, ticket_lifetime: Duration) -> Outcome {
     }
     let now = c.sim.now();
     match loss {
-        Loss::Blackhole | Loss::BlackholeUnfinished => {
+        Loss::Blackhole | Loss::BlackholeUnfinished | Loss::BlackholeDelegated => {
             let (primary, client) = (c.addrs[0].ip(), c.sim.nodes[c.client].addr.ip());
             c.sim.net.set_up(primary, client, false);
         }
@@ -245,6 +265,11 @@ fn the_body_survives(seed: u64, loss: Loss) {
 #[test]
 fn a_blackholed_primary_leaves_the_body_to_the_secondaries() {
     the_body_survives(51, Loss::Blackhole);
+}
+
+#[test]
+fn a_plain_delegation_owed_by_a_live_secondary_finishes_like_a_stripe() {
+    the_body_survives(56, Loss::BlackholeDelegated);
 }
 
 #[test]
