@@ -83,6 +83,8 @@ pub enum DelegationOutcome {
 #[derive(Debug, Clone)]
 pub(crate) struct Issued {
     pub(crate) ticket: kwik_proto::Ticket,
+    /// The client was told that the ticket's stream ends with its range.
+    pub(crate) ends_stream: bool,
 }
 
 impl Issued {
@@ -117,6 +119,8 @@ pub(crate) struct Held {
     pub(crate) stripe: Option<Box<crate::stripe::Stripe>>,
     /// Paths that refused a pull under this ticket: they get no more.
     pub(crate) refused: Vec<PathId>,
+    /// The primary said the ticket's stream ends with its range.
+    pub(crate) ends_stream: bool,
 }
 
 impl Held {

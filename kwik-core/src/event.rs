@@ -134,10 +134,10 @@ pub enum Event {
         /// Why.
         error: PathError,
     },
-    /// The server on a path is draining (being taken out of service). Client: a
+    /// Client: the server on a path is draining (being taken out of service). A
     /// secondary's path gets no new pulls, and is closed and removed once the pulls it
     /// owes are in; on the primary path, the session takes no new streams and ends once
-    /// the primary's work is done. Server: this side began draining the session.
+    /// the primary's work is done.
     PathDraining {
         /// The session.
         session: SessionHandle,

@@ -320,7 +320,9 @@ impl Stripe {
     /// nothing can be copied, so there is none.
     pub fn next_deadline(&self) -> Option<Instant> {
         let (owner, c) = self.lowest()?;
-        if c.twin.is_some() || self.lanes.len() < 2 {
+        // A copy needs another lane that takes new work (a draining one takes none).
+        let copier = self.lanes.iter().any(|(p, l)| *p != owner && !l.draining);
+        if c.twin.is_some() || !copier {
             return None;
         }
         let lane = self.lanes.get(&owner)?;

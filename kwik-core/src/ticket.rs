@@ -11,7 +11,7 @@
 //! K_deleg = HKDF-SHA256(salt = "", ikm = group key, info = "kwik delegation")
 //! mac     = HMAC-SHA256(K_deleg, "kwik ticket v1" | id | session | stream | offset | len
 //!                       | body_offset | scope | path | expiry | budget | len(request) | request
-//!                       [| 0x01 | key_id, when it is not 0] [| 0x02, when ends_stream])
+//!                       [| 0x01 | key_id, when it is not 0])
 //! ```
 //!
 //! A server holds up to four group keys, each under an operator-chosen id (see
@@ -85,9 +85,6 @@ impl TicketKey {
         if t.key_id != 0 {
             m.push(0x01);
             m.extend_from_slice(&t.key_id.to_be_bytes());
-        }
-        if t.ends_stream {
-            m.push(0x02);
         }
         m
     }
@@ -389,7 +386,6 @@ mod tests {
             budget: 10_000,
             mac: Vec::new(),
             key_id: 0,
-            ends_stream: false,
         };
         key.sign(&mut t);
         t

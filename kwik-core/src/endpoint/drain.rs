@@ -27,10 +27,12 @@ impl Endpoint {
     ///   ([`TicketError::Draining`](crate::TicketError::Draining)); the client pulls those
     ///   ranges elsewhere at once and closes the path with the `Drained` code once the
     ///   pulls it owes are in;
-    /// - as a primary, it resets the streams the client opens after the notice with the
-    ///   `Draining` code and opens none of its own ([`Session::open`](crate::Session::open)
-    ///   returns `None`, [`Session::is_draining`](crate::Session::is_draining) says why),
-    ///   while its stripes and delegations in flight complete; the session closes with
+    /// - as a primary, it resets the streams the client opens from now on (those it opened
+    ///   while the notice was on its way included) with the `Draining` code, grants no
+    ///   further stream credit and opens no stream of its own
+    ///   ([`Session::open`](crate::Session::open) returns `None`,
+    ///   [`Session::is_draining`](crate::Session::is_draining) says why), while its stripes
+    ///   and delegations in flight complete; the session closes with
     ///   the `Drained` code once it writes no open stream (every answer to a client's
     ///   stream finished and acknowledged, or reset; no stream of its own with bytes
     ///   unacknowledged) and owes no pull or delegation;

@@ -24,7 +24,10 @@ impl Endpoint {
             tracing::warn!("group keys set on an endpoint that is not a server: ignored");
             return;
         };
-        let before = server.group_key.as_ref().map(|k| k.current().0);
+        let before = server
+            .group_key
+            .as_ref()
+            .map(|k| (k.current().0, k.current().1.clone()));
         let current = keys.current().0;
         tracing::info!(
             current,
@@ -33,7 +36,9 @@ impl Endpoint {
         );
         self.ticket_key = TicketKeys::derive(&keys);
         server.group_key = Some(keys.clone());
-        if before == Some(current) {
+        // The same key under the same id: nothing to re-issue. (A new key under an old
+        // id is a switch too.)
+        if before.is_some_and(|(id, key)| id == current && &key == keys.current().1) {
             return;
         }
         let primaries: Vec<SessionHandle> = self

@@ -236,14 +236,33 @@ impl Endpoint {
         self.wall = Some((now, since_epoch));
     }
 
-    /// Replaces the server configuration (or stops accepting with `None`).
+    /// Replaces the server configuration (or stops accepting with `None`). New group keys
+    /// take effect as with [`Endpoint::set_group_keys`].
     pub fn set_server_config(&mut self, server: Option<ServerConfig>) {
         self.quic
             .set_server_config(server.as_ref().map(|s| s.quic().clone()));
-        if server.as_ref().is_some_and(|s| s.group_key.is_some()) {
-            self.ticket_key = ticket_key_of(server.as_ref(), [0; 32]);
+        let Some(mut server) = server else {
+            self.server = None;
+            return;
+        };
+        let Some(keys) = server.group_key.take() else {
+            // No group key: no joins, and tickets keep the key they had.
+            self.server = Some(server);
+            return;
+        };
+        // The keys held so far stay until the new ones are set, so that a switch re-issues.
+        server.group_key = self.server.as_mut().and_then(|s| s.group_key.take());
+        self.server = Some(server);
+        match self.last_now {
+            Some(now) => self.set_group_keys(now, keys),
+            // Nothing happened yet: no session to re-issue anything to.
+            None => {
+                self.ticket_key = TicketKeys::derive(&keys);
+                if let Some(s) = self.server.as_mut() {
+                    s.group_key = Some(keys);
+                }
+            }
         }
-        self.server = server;
     }
 
     /// Starts a session with the server at `remote`, verified as `server_name`.

@@ -135,21 +135,27 @@ impl SessionState {
         if self.role != Role::Client || self.phase != Phase::Established {
             return;
         }
-        let done: Vec<PathId> = self
+        let draining: Vec<PathId> = self
             .paths
             .iter()
             .filter(|(path, m)| {
-                m.draining
-                    && m.state.is_usable()
-                    && !m.same_peer
-                    && **path != PathId::PRIMARY
-                    && !self
-                        .client
-                        .owed
-                        .values()
-                        .any(|o| o.path == **path && !o.reported)
+                m.draining && m.state.is_usable() && !m.same_peer && **path != PathId::PRIMARY
             })
             .map(|(path, _)| *path)
+            .collect();
+        if draining.is_empty() {
+            return;
+        }
+        let owing: std::collections::BTreeSet<PathId> = self
+            .client
+            .owed
+            .values()
+            .filter(|o| !o.reported)
+            .map(|o| o.path)
+            .collect();
+        let done: Vec<PathId> = draining
+            .into_iter()
+            .filter(|p| !owing.contains(p))
             .collect();
         for path in done {
             tracing::info!(parent: &self.span, %path, "drained path closed");

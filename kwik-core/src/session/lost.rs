@@ -69,18 +69,22 @@ impl SessionState {
         {
             return false;
         }
+        // A stripe needs new pulls under its ticket until it is done: the first to expire
+        // ends the phase. A plain delegation's one pull was accepted already, and a server
+        // serves an accepted pull past its ticket's expiry: a ticket lifetime bounds it.
         let left = self
             .client
             .held
             .values()
+            .filter(|h| h.stripe.is_some())
             .map(|h| h.ticket.expiry.saturating_sub(cx.unix))
             .min()
-            .unwrap_or(0);
-        let until = cx.now + Duration::from_secs(left);
+            .map_or(self.config.ticket_lifetime, Duration::from_secs);
+        let until = cx.now + left;
         tracing::warn!(
             parent: &self.span,
             %error,
-            expires_in_s = left,
+            ends_in_s = left.as_secs(),
             "primary lost: the secondaries finish what they owe"
         );
         self.client.lost = Some(Lost {
@@ -101,12 +105,13 @@ impl SessionState {
         true
     }
 
-    /// Client: remembers that ticket `t`'s stream ends with its range, once the ticket is
-    /// settled, for a lost primary's streams.
-    pub(crate) fn remember_end(&mut self, t: &kwik_proto::Ticket) {
-        if !t.ends_stream {
+    /// Client: remembers that ticket `held`'s stream ends with its range (the primary said
+    /// so), once the ticket is settled, for a lost primary's streams.
+    pub(crate) fn remember_end(&mut self, held: &crate::delegation::Held) {
+        if !held.ends_stream {
             return;
         }
+        let t = &held.ticket;
         let ends = &mut self.client.ends;
         if ends.len() == MAX_ENDS {
             ends.pop_front();
@@ -125,7 +130,10 @@ impl SessionState {
         }
         let ends: Vec<(StreamId, u64)> = self.client.ends.iter().copied().collect();
         for (stream, end) in ends {
+            // Only a stream still being received, whose every byte up to its end arrived.
             if self.client.fins.contains(&(stream, end))
+                || self.streams.read_offset(stream).is_none()
+                || self.streams.recv_finished(stream)
                 || self.streams.first_missing(stream, 0, end).is_some()
             {
                 continue;

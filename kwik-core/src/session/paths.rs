@@ -485,14 +485,16 @@ impl SessionState {
         let recovery = self.config.path_recovery_timeout;
         let retry = self.config.path_health_check_interval * 4;
         let (now, unix) = (cx.now, cx.unix);
-        // A server that refused the join because it drains will not take it later.
-        let draining = matches!(
-            &error,
-            PathError::Connection(SessionError::PeerProtocolError {
-                code: ErrorCode::Draining,
-                ..
-            })
-        );
+        // A server that drains (it refused the join, closed the path at its deadline, or
+        // announced its drain) will not take the path again.
+        let draining = self.paths.get(&path).is_some_and(|m| m.draining)
+            || matches!(
+                &error,
+                PathError::Connection(SessionError::PeerProtocolError {
+                    code: ErrorCode::Draining | ErrorCode::Drained,
+                    ..
+                })
+            );
         self.set_state(path, PathState::Failed);
         if let Some(m) = self.paths.get_mut(&path) {
             if m.expiry > unix && !draining {
@@ -521,6 +523,8 @@ impl SessionState {
             path,
             error,
         });
+        // Without its primary, the session may have lost the last server that owed it.
+        self.check_lost(cx);
     }
 
     /// Client: retries failed path `path` when its turn came, or removes it once past its

@@ -144,7 +144,6 @@ impl SessionState {
             },
             mac: Vec::new(),
             key_id: 0,
-            ends_stream: false,
         };
         cx.tickets.sign(&mut t);
         if self.primary.next_refresh.is_none() {
@@ -158,12 +157,19 @@ impl SessionState {
             stripe = grant.path.is_none(),
             "ticket issued"
         );
-        self.primary.issued.insert(id, Issued { ticket: t.clone() });
+        self.primary.issued.insert(
+            id,
+            Issued {
+                ticket: t.clone(),
+                ends_stream: false,
+            },
+        );
         self.send_primary(
             cx,
             Kind::Delegate(kwik_proto::Delegate {
                 ticket: Some(t),
                 refresh: false,
+                ends_stream: false,
             }),
         );
         id
@@ -193,6 +199,7 @@ impl SessionState {
             out.push(Kind::Delegate(kwik_proto::Delegate {
                 ticket: Some(issued.ticket.clone()),
                 refresh: true,
+                ends_stream: issued.ends_stream,
             }));
         }
         if let Some((key_id, group)) = group {
@@ -217,8 +224,8 @@ impl SessionState {
     }
 
     /// Primary: stream `stream` was finished. If it ends where a range delegated to other
-    /// servers ends, the client gets a refreshed copy of that range's ticket that says so
-    /// (`ends_stream`, under the MAC).
+    /// servers ends, the client gets that range's ticket again, saying so (`Delegate`'s
+    /// `ends_stream`, beside the unchanged ticket).
     pub(crate) fn mark_stream_end(&mut self, cx: &mut Cx<'_>, stream: StreamId) {
         if self.role != Role::Primary || self.mode != Mode::Kwik {
             return;
@@ -230,13 +237,12 @@ impl SessionState {
             let t = &i.ticket;
             t.stream == stream.0
                 && t.offset + t.len == end
-                && !t.ends_stream
+                && !i.ends_stream
                 && (t.any_path || t.path_id != PathId::PRIMARY.0)
         }) else {
             return;
         };
-        issued.ticket.ends_stream = true;
-        cx.tickets.sign(&mut issued.ticket);
+        issued.ends_stream = true;
         let ticket = issued.ticket.clone();
         tracing::debug!(ticket = ticket.id, %stream, end, "the stream ends with its ticket");
         self.send_primary(
@@ -244,6 +250,7 @@ impl SessionState {
             Kind::Delegate(kwik_proto::Delegate {
                 ticket: Some(ticket),
                 refresh: true,
+                ends_stream: true,
             }),
         );
     }

@@ -59,6 +59,7 @@ impl SessionState {
                     return Err(delegation_error("a refreshed ticket changed its range"));
                 }
                 held.ticket = t;
+                held.ends_stream |= delegate.ends_stream;
             }
             return Ok(());
         }
@@ -88,6 +89,7 @@ impl SessionState {
                     ticket: t,
                     stripe: Some(Box::new(stripe)),
                     refused: Vec::new(),
+                    ends_stream: delegate.ends_stream,
                 },
             );
             s.pull_stripes(cx);
@@ -99,6 +101,7 @@ impl SessionState {
                 ticket: t,
                 stripe: None,
                 refused: Vec::new(),
+                ends_stream: delegate.ends_stream,
             },
         );
         let usable = path == PathId::PRIMARY
@@ -163,7 +166,7 @@ impl SessionState {
         if let Some(held) = self.client.held.remove(&ticket)
             && missing.is_none()
         {
-            self.remember_end(&held.ticket);
+            self.remember_end(&held);
         }
         self.send_primary(cx, update(ticket, missing, missing.unwrap_or(end)));
     }
@@ -329,7 +332,7 @@ impl SessionState {
         let Some(held) = s.client.held.remove(&tid) else {
             return;
         };
-        s.remember_end(&held.ticket);
+        s.remember_end(&held);
         let shares = held
             .stripe
             .as_ref()

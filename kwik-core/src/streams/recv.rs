@@ -519,8 +519,12 @@ impl Streams {
             if id.index() >= self.next_accept[i] {
                 self.freed_unaccepted.insert(id);
             }
-            self.max_remote[i] += 1;
-            self.signals.max_streams[i] = true;
+            // A refused stream (this side drains) gives no credit back: the peer opens no
+            // more streams than it could when the drain began.
+            if !self.refuses(id) {
+                self.max_remote[i] += 1;
+                self.signals.max_streams[i] = true;
+            }
         }
     }
 }

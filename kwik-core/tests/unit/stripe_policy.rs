@@ -476,3 +476,26 @@ fn a_failed_back_leaves_the_chunk_whole_on_its_path() {
     let copy = stripe.plan(now, 0, 8 << 20).expect("a copy");
     assert_eq!((copy.twin_of, copy.end), (Some(held), end));
 }
+
+#[test]
+fn no_stall_deadline_without_a_lane_that_takes_new_work() {
+    let (a, b) = (PathId(0), PathId(1));
+    let now = Instant::now();
+    let mut s = Stripe::new(0, 1 << 20, Duration::from_millis(50), 3);
+    s.set_paths(&[a, b]);
+    let plan = s.plan(now, 1 << 20, 1 << 20).unwrap();
+    s.assigned(plan, 1, now);
+    assert!(
+        s.next_deadline().is_some(),
+        "the other lane may copy a stall"
+    );
+    // The only other lane drains: no copy can be made, so no deadline is due (one that is
+    // would fire again and again with nothing to do).
+    let other = if plan.path == a { b } else { a };
+    s.set_draining(&[other]);
+    assert_eq!(s.next_deadline(), None);
+    assert_eq!(s.plan_stall(now + Duration::from_secs(1)), None);
+    // A draining lane gets no fresh chunk either.
+    let next = s.plan(now, 1 << 20, 1 << 20);
+    assert!(next.is_none_or(|p| p.path == plan.path), "{next:?}");
+}

@@ -272,9 +272,9 @@ fn control_seeds() -> Vec<(String, Vec<u8>)> {
                 budget: 2 << 20,
                 mac: vec![3; 32],
                 key_id: 0,
-                ends_stream: false,
             }),
             refresh: false,
+            ends_stream: false,
         }),
         Kind::DelegationUpdate(kwik_proto::DelegationUpdate {
             id: 1,

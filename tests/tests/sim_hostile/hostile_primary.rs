@@ -433,6 +433,7 @@ fn a_primary_that_never_serves_its_delegations_is_capped_and_closed() {
         h.sim.hosts.raw_servers[h.primary].send_control(Kind::Delegate(Delegate {
             ticket: Some(ticket(id)),
             refresh: false,
+            ends_stream: false,
         }));
         if id % 100 == 99 {
             // Within the client's control-message rate.
@@ -450,6 +451,7 @@ fn a_primary_that_never_serves_its_delegations_is_capped_and_closed() {
     h.sim.hosts.raw_servers[h.primary].send_control(Kind::Delegate(Delegate {
         ticket: Some(ticket(MAX_DELEGATIONS as u64)),
         refresh: false,
+        ends_stream: false,
     }));
     let closed = h.run_until(Duration::from_secs(5), |h| {
         h.client_events

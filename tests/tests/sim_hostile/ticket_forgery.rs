@@ -61,7 +61,6 @@ fn ticket(session: u64, path: Option<u32>, expiry: u64) -> Ticket {
         budget: 2 * LEN,
         mac: Vec::new(),
         key_id: 0,
-        ends_stream: false,
     };
     TicketKey::derive(&key()).sign(&mut t);
     t
