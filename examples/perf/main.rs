@@ -33,7 +33,8 @@
 //!
 //! `paired` beside a ratio is the median of the per-repetition ratios: each KWIK run
 //! against the quinn run next to it, so that a slow phase of the machine hits both sides of
-//! a pair. `--json PATH` also writes every figure as one JSON object per line.
+//! a pair. `--json PATH` also writes every figure as one JSON object per line, after a first
+//! line naming the machine (CPU model, cores, whether threads were pinned).
 //!
 //! At the end, the floors (paired ratios; `stripe_1_over_bulk` is KWIK ÷ KWIK) are printed
 //! met or MISSED: `small_streams_per_s` ≥ 1.0 (aim 1.3), `bulk_gbps` ≥ 0.95, `rr_p99_us`
@@ -160,6 +161,8 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let total = args.bulk_mib << 20;
     let reps = args.reps.max(1);
+    // Counted before the pinning narrows this thread's view.
+    let online = std::thread::available_parallelism().map_or(0, |n| n.get());
     let cores = if args.no_pin {
         Vec::new()
     } else {
@@ -187,6 +190,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ratios: Vec::new(),
         floors: Vec::new(),
     };
+    report.machine(&kwik_examples::host::cpu_model(), online, cores.len() >= 2);
     if let Some(profile) = &args.profile {
         let (stack, figure) = profile.split_once('-').unwrap_or((profile, "bulk"));
         let quinn = match stack {

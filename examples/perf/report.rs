@@ -126,6 +126,18 @@ impl Report {
         kwik
     }
 
+    /// Names the machine the figures come from, first in the output and in the JSON.
+    pub(crate) fn machine(&mut self, cpu: &str, cores: usize, pinned: bool) {
+        println!("machine: {cpu}, {cores} cores");
+        if let Some(f) = &mut self.json {
+            let cpu = cpu.replace(['"', '\\'], "");
+            let _ = writeln!(
+                f,
+                r#"{{"machine":{{"cpu":"{cpu}","cores":{cores},"pinned":{pinned}}}}}"#
+            );
+        }
+    }
+
     pub(crate) fn single(&mut self, name: &str, value: f64, note: &str) {
         println!("figure {name} {value:.3} {note}");
         self.check(name, value);
