@@ -465,14 +465,17 @@ impl Driver {
     fn recv(&mut self, cx: &mut Context<'_>, state: &mut State, now: Instant) -> bool {
         let socket = self.shared.socket.clone();
         for _ in 0..RECV_BATCHES {
-            let mut slices: Vec<IoSliceMut<'_>> = self
-                .recv_bufs
-                .iter_mut()
-                .map(|b| IoSliceMut::new(b))
-                .collect();
+            // On the stack, as quinn does: a vector here would be allocated and freed at
+            // every poll.
+            let mut bufs = self.recv_bufs.iter_mut();
+            let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = std::array::from_fn(|_| {
+                IoSliceMut::new(
+                    bufs.next()
+                        .map_or_else(Default::default, |b| b.as_mut_slice()),
+                )
+            });
             match socket.poll_recv(cx, &mut slices, &mut self.recv_meta) {
                 Poll::Ready(Ok(n)) => {
-                    drop(slices);
                     for (m, buf) in self.recv_meta.iter().zip(&self.recv_bufs).take(n) {
                         let data = &buf[..m.len];
                         let stride = m.stride.max(1);

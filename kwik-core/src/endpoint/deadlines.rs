@@ -9,7 +9,7 @@
 //! live ones.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::time::Instant;
 
 use rustc_hash::FxHashMap;
@@ -31,8 +31,10 @@ pub(super) struct Deadlines<T = Instant> {
     heap: BinaryHeap<Reverse<(T, Owner)>>,
     /// The deadline each owner is filed under now.
     filed: FxHashMap<Owner, T>,
-    /// Owners whose deadline may have moved since it was filed.
-    touched: BTreeSet<Owner>,
+    /// Owners whose deadline may have moved since it was filed, in the order touched (an
+    /// owner touched again at once is listed once; [`Self::take_touched`] drops the
+    /// rest of the repeats). Its allocation is kept from one filing to the next.
+    touched: Vec<Owner>,
 }
 
 impl<T> Default for Deadlines<T> {
@@ -40,7 +42,7 @@ impl<T> Default for Deadlines<T> {
         Self {
             heap: BinaryHeap::new(),
             filed: FxHashMap::default(),
-            touched: BTreeSet::new(),
+            touched: Vec::new(),
         }
     }
 }
@@ -49,12 +51,28 @@ impl<T: Ord + Copy> Deadlines<T> {
     /// Something happened to `owner`: its deadline is computed again before the next one
     /// is handed out.
     pub(super) fn touch(&mut self, owner: Owner) {
-        self.touched.insert(owner);
+        if self.touched.last() != Some(&owner) {
+            self.touched.push(owner);
+        }
     }
 
-    /// Takes the owners touched since the last call.
-    pub(super) fn take_touched(&mut self) -> BTreeSet<Owner> {
-        std::mem::take(&mut self.touched)
+    /// Takes the owners touched since the last call, each once; hand the list back with
+    /// [`Self::give_back`] so that its allocation serves the next call.
+    pub(super) fn take_touched(&mut self) -> Vec<Owner> {
+        let mut touched = std::mem::take(&mut self.touched);
+        if touched.len() > 1 {
+            touched.sort_unstable();
+            touched.dedup();
+        }
+        touched
+    }
+
+    /// Returns a list [`Self::take_touched`] handed out.
+    pub(super) fn give_back(&mut self, mut touched: Vec<Owner>) {
+        if self.touched.is_empty() {
+            touched.clear();
+            self.touched = touched;
+        }
     }
 
     /// Files `owner` under `deadline` (`None`: it has no timer, or is gone).
@@ -161,9 +179,14 @@ mod tests {
     fn touched_owners_are_handed_out_once() {
         let mut d = Deadlines::<u64>::default();
         let a = Owner::Session(SessionHandle(1));
+        let b = Owner::Loose(ConnKey(3));
         d.touch(a);
         d.touch(a);
-        assert_eq!(d.take_touched().into_iter().collect::<Vec<_>>(), [a]);
+        d.touch(b);
+        d.touch(a);
+        let touched = d.take_touched();
+        assert_eq!(touched, [a, b]);
+        d.give_back(touched);
         assert!(d.take_touched().is_empty());
     }
 }

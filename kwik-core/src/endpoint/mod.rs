@@ -459,10 +459,12 @@ impl Endpoint {
 
     /// Files again the deadlines of everything touched since they were filed.
     fn file_touched(&mut self) {
-        for owner in self.deadlines.take_touched() {
+        let touched = self.deadlines.take_touched();
+        for &owner in &touched {
             let deadline = self.deadline_of(owner);
             self.deadlines.file(owner, deadline);
         }
+        self.deadlines.give_back(touched);
     }
 
     /// Something happened to `owner`: its timers may have moved.
