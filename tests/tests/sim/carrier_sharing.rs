@@ -8,9 +8,13 @@
 //!   flight at 1 % loss and 256 in flight at 2 %: completion-time percentiles for 1, 4, 16
 //!   and 64 streams per carrier, and what the default may cost against one per carrier
 //!   (plain QUIC's behaviour).
-//! - 16 open streams sending 1 KiB every 20 ms at 0.5 % loss: the message delays' tail with
-//!   1, 4 and 16 per carrier. The default may cost a bounded tail against one per carrier,
-//!   and must cost clearly less than every stream on one carrier.
+//! - 16 open streams sending 1 KiB every 50 ms at 0.5 % loss, over five seeds: the messages
+//!   a loss holds back, and the delays' tail, with 1, 4 and 16 per carrier. Well below
+//!   what the loss leaves the path, what holds messages back is the congestion response to
+//!   each loss, the same whatever the carriers: the default may cost open streams no more
+//!   than a quarter against one per carrier. (Near that capacity, at 1 KiB every 20 ms, a
+//!   loss leaves a standing backlog of 100 to 300 ms under every setting, which the seed
+//!   decides: no carrier figure can be read there.)
 //! - With one stream per carrier, a stream opened right after another one's fin was framed
 //!   never waits behind that one's lost bytes (each stream's QUIC stream ends with it);
 //!   with four, it does.
@@ -216,14 +220,30 @@ fn one_stream_per_carrier_never_waits_behind_another_streams_loss() {
     assert_eq!(open, 1, "A and B shared one carrier, which stays open");
 }
 
+/// What long-lived streams see: the delays of their messages and how many a loss held
+/// back.
+struct OpenFigures {
+    p50: Duration,
+    p99: Duration,
+    /// Messages delivered more than 20 ms after they were sent (the link's one-way delay is
+    /// 10 ms).
+    held: usize,
+    lost_packets: u64,
+}
+
 /// Per-message delivery delays of long-lived streams: `streams` uni streams stay open and
-/// each sends a 1 KiB message every 20 ms for 4 s over a link that loses 0.5 % of its
+/// each sends a 1 KiB message every 50 ms, 200 times, over a link that loses 0.5 % of its
 /// packets. Open streams keep their carrier slots, so `per_carrier` of them share each
 /// ordered QUIC stream and each loss holds back every stream behind it.
-fn open_streams(per_carrier: u32, streams: usize) -> Figures {
+///
+/// The messages go out at exact 50 ms marks: the clock stops at each mark even when
+/// nothing else happens then (stepping from event to event alone would send late, and in
+/// bursts, whenever the engines have no timer before the mark).
+fn open_streams(per_carrier: u32, streams: usize, seed: u64) -> OpenFigures {
     const ROUNDS: usize = 200;
     const LOSS: f64 = 0.005;
-    let (mut p, mut server_app, mut client_app) = established(11, per_carrier, LOSS);
+    const EVERY: Duration = Duration::from_millis(50);
+    let (mut p, mut server_app, mut client_app) = established(seed, per_carrier, LOSS);
     let h = p.session;
     let ids: Vec<StreamId> = (0..streams)
         .map(|_| {
@@ -237,77 +257,107 @@ fn open_streams(per_carrier: u32, streams: usize) -> Figures {
     let mut sent_at: Vec<Instant> = Vec::new();
     let mut delivered = vec![0usize; streams];
     let mut took: Vec<Duration> = Vec::new();
-    let done = p.run_until(
-        Duration::from_secs(60),
-        &mut server_app,
-        &mut client_app,
-        |p, s, c| {
-            let now = p.sim.now();
-            let due = ROUNDS.min(((now - start).as_millis() / 20) as usize + 1);
-            while sent_at.len() < due {
+    let limit = start + Duration::from_secs(60);
+    while took.len() < ROUNDS * streams && p.sim.now() < limit {
+        let mark = (sent_at.len() < ROUNDS).then(|| start + EVERY * sent_at.len() as u32);
+        match mark {
+            Some(m) if p.sim.next_event().is_none_or(|t| t >= m) => {
+                let now = p.sim.now();
+                if m > now {
+                    p.sim.run_for(m - now);
+                }
                 let last = sent_at.len() + 1 == ROUNDS;
                 let ep = p.client_endpoint();
                 for id in &ids {
-                    c.send(ep, h, *id, message.clone(), last);
+                    client_app.send(ep, h, *id, message.clone(), last);
                 }
-                sent_at.push(now);
+                sent_at.push(m);
             }
-            for (i, id) in ids.iter().enumerate() {
-                let bytes = s
-                    .received
-                    .iter()
-                    .find(|((_, sid), _)| sid == id)
-                    .map_or(0, |(_, r)| r.bytes as usize);
-                while delivered[i] < sent_at.len() && bytes >= (delivered[i] + 1) * MSG {
-                    took.push(now - sent_at[delivered[i]]);
-                    delivered[i] += 1;
+            _ => {
+                if !p.sim.step() {
+                    break;
                 }
             }
-            took.len() == ROUNDS * streams
-        },
-    );
-    assert!(
-        done,
-        "{per_carrier} per carrier: {} of {} messages delivered",
+        }
+        p.poll(&mut server_app, &mut client_app);
+        let now = p.sim.now();
+        for (i, id) in ids.iter().enumerate() {
+            let bytes = server_app
+                .received
+                .iter()
+                .find(|((_, sid), _)| sid == id)
+                .map_or(0, |(_, r)| r.bytes as usize);
+            while delivered[i] < sent_at.len() && bytes >= (delivered[i] + 1) * MSG {
+                took.push(now - sent_at[delivered[i]]);
+                delivered[i] += 1;
+            }
+        }
+    }
+    assert_eq!(
         took.len(),
-        ROUNDS * streams
+        ROUNDS * streams,
+        "{per_carrier} per carrier, seed {seed}: messages delivered"
     );
     assert!(client_app.closed.is_empty() && server_app.closed.is_empty());
+    let lost_packets = p.client_endpoint().session(h).unwrap().stats().paths[0].lost_packets;
+    let held = took
+        .iter()
+        .filter(|d| **d > Duration::from_millis(20))
+        .count();
     took.sort();
-    Figures {
+    OpenFigures {
         p50: took[took.len() / 2],
         p99: took[took.len() * 99 / 100],
-        total: p.sim.now() - start,
+        held,
+        lost_packets,
     }
 }
 
 #[test]
-fn open_streams_pay_for_sharing_in_their_tail() {
+fn open_streams_lose_nothing_measurable_to_sharing_below_capacity() {
     const STREAMS: usize = 16;
-    let mut figures = BTreeMap::new();
-    for per_carrier in [1, 4, 16] {
-        let f = open_streams(per_carrier, STREAMS);
-        println!(
-            "{STREAMS} open streams, 1 KiB each every 20 ms, {per_carrier:>2} per carrier: \
-             message delay p50 {:?}, p99 {:?}",
-            f.p50, f.p99
-        );
-        figures.insert(per_carrier, f);
+    const SEEDS: [u64; 5] = [11, 12, 13, 14, 15];
+    let default = Config::default().streams_per_carrier;
+    // Per setting: messages held back over every seed, and each seed's p99.
+    let mut held: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut p99s: BTreeMap<u32, Vec<Duration>> = BTreeMap::new();
+    for per_carrier in [1, default, STREAMS as u32] {
+        for seed in SEEDS {
+            let f = open_streams(per_carrier, STREAMS, seed);
+            println!(
+                "{STREAMS} open streams, 1 KiB each every 50 ms, {per_carrier:>2} per carrier, \
+                 seed {seed}: p50 {:?}, p99 {:?}, {} messages held back, {} packets lost",
+                f.p50, f.p99, f.held, f.lost_packets
+            );
+            *held.entry(per_carrier).or_default() += f.held;
+            p99s.entry(per_carrier).or_default().push(f.p99);
+        }
     }
-    let one = figures[&1].p99.as_secs_f64();
-    let default = figures[&Config::default().streams_per_carrier]
-        .p99
-        .as_secs_f64();
-    let all = figures[&(STREAMS as u32)].p99.as_secs_f64();
-    // Sharing costs open streams some tail against a QUIC stream each (1.67 x measured)...
+    let median = |per_carrier: u32| {
+        let mut v = p99s[&per_carrier].clone();
+        v.sort();
+        v[v.len() / 2].as_secs_f64()
+    };
+    for (per_carrier, n) in &held {
+        println!(
+            "{per_carrier:>2} per carrier: {n} messages held back over {} seeds, \
+             median p99 {:.1} ms",
+            SEEDS.len(),
+            median(*per_carrier) * 1e3
+        );
+    }
+    // Measured: 1,617 held back with one per carrier, 1,730 with the default, 1,760 with
+    // every stream on one; a median p99 of about 31 ms for each.
     assert!(
-        default <= one * 2.0,
-        "default p99 {default:.3} s against {one:.3} s with one per carrier"
+        held[&default] as f64 <= held[&1] as f64 * 1.25,
+        "the default held back {} messages against {} with one per carrier",
+        held[&default],
+        held[&1]
     );
-    // ...and every stream on one carrier costs more (1.40 x the default's measured): the
-    // default cannot simply be raised.
     assert!(
-        all >= default * 1.2,
-        "p99 {all:.3} s with every stream on one carrier against the default's {default:.3} s"
+        median(default) <= median(1) * 1.25,
+        "the default's median p99 {:.3} s against {:.3} s with one per carrier",
+        median(default),
+        median(1)
     );
 }
