@@ -85,7 +85,9 @@
 //!    and returns it as a [`Transmit`] naming the session and path;
 //!    [`Endpoint::poll_timeout`] says when [`Endpoint::handle_timeout`] must run next
 //!    (QUIC timers, health probes, retries, ticket refresh, stripe schedules, metrics),
-//!    the earliest of the deadlines filed per session.
+//!    the earliest of the deadlines filed per session. A session's deadline that moved
+//!    later since it was filed (QUIC's timers do, with every packet) is kept until it
+//!    comes: the call then files the session again under the later one and runs nothing.
 //!
 //! # Contract
 //!

@@ -3,10 +3,15 @@
 //! An endpoint holds thousands of sessions that are idle most of the time, so neither an
 //! input nor a timer may cost time in proportion to them. A session's deadline is
 //! computed again only after something touched it (an input for one of its connections,
-//! a command, its own timers) and filed in a binary heap; a timer pops what is due. A
-//! deadline that moved leaves its old heap entry behind, recognised as stale when popped
-//! (it disagrees with [`Deadlines::filed`]) and swept out when stale entries outnumber the
-//! live ones.
+//! a command, its own timers) and filed in a binary heap; a timer pops what is due.
+//!
+//! A deadline that moves later keeps its earlier entry: on a busy connection QUIC's
+//! timers (loss detection, idle) move later with every packet, and refiling each time
+//! would cost a heap entry, a stale pop and a new wake-up time per packet. The owner is
+//! handed out at the earlier time and, its real deadline being later, the endpoint files
+//! it again under that one without running anything. A deadline that moves earlier is
+//! filed at once; the entry it replaces is recognised as stale when popped (it disagrees
+//! with [`Deadlines::filed`]) and swept out when stale entries outnumber the live ones.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -75,14 +80,17 @@ impl<T: Ord + Copy> Deadlines<T> {
         }
     }
 
-    /// Files `owner` under `deadline` (`None`: it has no timer, or is gone).
+    /// Files `owner` under `deadline` (`None`: it has no timer, or is gone). An owner filed
+    /// under an earlier deadline stays there (see the module's documentation).
     pub(super) fn file(&mut self, owner: Owner, deadline: Option<T>) {
         match deadline {
-            Some(t) => {
-                if self.filed.insert(owner, t) != Some(t) {
+            Some(t) => match self.filed.get(&owner) {
+                Some(&filed) if filed <= t => {}
+                _ => {
+                    self.filed.insert(owner, t);
                     self.heap.push(Reverse((t, owner)));
                 }
-            }
+            },
             None => {
                 self.filed.remove(&owner);
             }
@@ -164,10 +172,30 @@ mod tests {
     }
 
     #[test]
+    fn a_deadline_that_moves_later_is_handed_out_at_the_earlier_one() {
+        let a = Owner::Session(SessionHandle(1));
+        let mut d = Deadlines::<u64>::default();
+        d.file(a, Some(10));
+        // Later with every packet: no new entry, the earliest stands.
+        for t in 11..1_000 {
+            d.file(a, Some(t));
+        }
+        assert_eq!(d.heap.len(), 1);
+        assert_eq!(d.next(), Some(10));
+        assert_eq!(d.pop_due(10), Some(a));
+        // The endpoint files it again under its real deadline.
+        d.file(a, Some(999));
+        assert_eq!(d.next(), Some(999));
+        assert_eq!(d.pop_due(998), None);
+        assert_eq!(d.pop_due(999), Some(a));
+    }
+
+    #[test]
     fn stale_entries_do_not_pile_up() {
         let mut d = Deadlines::<u64>::default();
         let a = Owner::Session(SessionHandle(1));
-        for t in 0..10_000 {
+        // Earlier every time: each is a new entry, the one before it stale.
+        for t in (0..10_000).rev() {
             d.file(a, Some(t));
         }
         assert!(d.heap.len() <= 2 * d.filed.len() + 64 + 1);

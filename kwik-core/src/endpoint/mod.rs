@@ -363,7 +363,11 @@ impl Endpoint {
         self.flush(now);
         self.file_touched();
         while let Some(owner) = self.deadlines.pop_due(now) {
-            self.run_timers(now, owner);
+            // Filed under a deadline that has since moved later: filed again, nothing run.
+            match self.deadline_of(owner) {
+                Some(t) if t > now => self.deadlines.file(owner, Some(t)),
+                _ => self.run_timers(now, owner),
+            }
         }
         self.last_now = Some(now);
     }
