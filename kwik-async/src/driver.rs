@@ -436,8 +436,9 @@ struct Driver {
     timer: Option<Pin<Box<dyn AsyncTimer>>>,
     /// The deadline the timer is set to (resetting a timer is not free).
     deadline: Option<Instant>,
-    recv_bufs: Vec<Vec<u8>>,
-    recv_meta: Vec<quinn_udp::RecvMeta>,
+    /// One buffer per datagram quinn-udp receives in one call.
+    recv_bufs: [Vec<u8>; quinn_udp::BATCH_SIZE],
+    recv_meta: [quinn_udp::RecvMeta; quinn_udp::BATCH_SIZE],
     send_buf: Vec<u8>,
     /// A transmit the socket was not ready for, with its payload in `send_buf`.
     pending: Option<kwik_core::Transmit>,
@@ -447,14 +448,13 @@ struct Driver {
 
 impl Driver {
     fn new(shared: Arc<Shared>) -> Self {
-        let batch = quinn_udp::BATCH_SIZE.max(1);
         let size = RECV_BUF.max(1500 * shared.socket.gro_segments());
         Self {
             shared,
             timer: None,
             deadline: None,
-            recv_bufs: (0..batch).map(|_| vec![0u8; size]).collect(),
-            recv_meta: vec![quinn_udp::RecvMeta::default(); batch],
+            recv_bufs: std::array::from_fn(|_| vec![0u8; size]),
+            recv_meta: [quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
             send_buf: Vec::with_capacity(64 * 1024),
             pending: None,
             deferred: 0,
@@ -467,13 +467,7 @@ impl Driver {
         for _ in 0..RECV_BATCHES {
             // On the stack, as quinn does: a vector here would be allocated and freed at
             // every poll.
-            let mut bufs = self.recv_bufs.iter_mut();
-            let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = std::array::from_fn(|_| {
-                IoSliceMut::new(
-                    bufs.next()
-                        .map_or_else(Default::default, |b| b.as_mut_slice()),
-                )
-            });
+            let mut slices = self.recv_bufs.each_mut().map(|b| IoSliceMut::new(b));
             match socket.poll_recv(cx, &mut slices, &mut self.recv_meta) {
                 Poll::Ready(Ok(n)) => {
                     for (m, buf) in self.recv_meta.iter().zip(&self.recv_bufs).take(n) {
