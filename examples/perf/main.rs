@@ -168,7 +168,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         core_affinity::get_core_ids().unwrap_or_default()
     };
-    let server = match cores.as_slice() {
+    let (server, pinned) = match cores.as_slice() {
         [client, server, ..] => {
             if !core_affinity::set_for_current(*client) {
                 anyhow::bail!("could not pin the client thread to core {}", client.id);
@@ -177,11 +177,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 "threads pinned: client on core {}, server on core {}",
                 client.id, server.id
             );
-            ServerThread::start(Some(*server))?
+            (ServerThread::start(Some(*server))?, true)
         }
         _ => {
             println!("threads not pinned");
-            ServerThread::start(None)?
+            (ServerThread::start(None)?, false)
         }
     };
     let srv = &server.handle;
@@ -190,7 +190,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ratios: Vec::new(),
         floors: Vec::new(),
     };
-    report.machine(&kwik_examples::host::cpu_model(), online, cores.len() >= 2);
+    report.machine(&kwik_examples::host::cpu_model(), online, pinned);
     if let Some(profile) = &args.profile {
         let (stack, figure) = profile.split_once('-').unwrap_or((profile, "bulk"));
         let quinn = match stack {
