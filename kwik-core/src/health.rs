@@ -46,6 +46,9 @@ pub struct Health {
     last_pong: Option<Instant>,
     /// Recent packet loss rate of the path, 0 to 1.
     loss: f64,
+    /// Probe intervals of silence that fail the path at `loss` (see
+    /// [`failure_intervals`]), kept with it: every deadline asks for it.
+    intervals: u32,
     /// Probe cadence of an idle path; zero: the path never counts as idle.
     idle_interval: Duration,
     /// Whether this side sends `Ping`s while the path is idle (else the peer's, or QUIC's
@@ -59,6 +62,19 @@ pub struct Health {
 
 /// The chance of a false failure per window the loss-aware window allows.
 const FALSE_FAILURE: f64 = 1e-6;
+
+/// Probe intervals of silence that fail a path at packet loss rate `loss`: enough that a
+/// run of lost probe round trips that long happens less than once in a million windows,
+/// and never fewer than `threshold`.
+fn failure_intervals(loss: f64, threshold: u32) -> u32 {
+    let p = loss.clamp(0.0, 0.5);
+    let q = 1.0 - (1.0 - p) * (1.0 - p);
+    if q <= 0.0 {
+        return threshold;
+    }
+    let n = (FALSE_FAILURE.ln() / q.ln()).ceil();
+    threshold.max(n.min(64.0) as u32)
+}
 
 /// What a timeout asks of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,6 +90,7 @@ impl Health {
     pub fn start(&mut self, now: Instant, interval: Duration, threshold: u32) {
         self.interval = interval;
         self.threshold = threshold;
+        self.intervals = failure_intervals(self.loss, threshold);
         self.next_ping = Some(now + interval);
         self.last_pong = Some(now);
         self.last_busy = Some(now);
@@ -111,7 +128,7 @@ impl Health {
     pub fn current_window(&self, rtt: Duration) -> Duration {
         let busy = self.window(rtt);
         if self.idle {
-            busy.max(self.idle_interval * self.intervals())
+            busy.max(self.idle_interval * self.intervals)
         } else {
             busy
         }
@@ -130,18 +147,7 @@ impl Health {
 
     /// How long the peer may stay silent before the path fails.
     pub fn window(&self, rtt: Duration) -> Duration {
-        (rtt * 3).max(self.interval * self.intervals())
-    }
-
-    /// Probe intervals of silence that fail the path at the current loss rate.
-    fn intervals(&self) -> u32 {
-        let p = self.loss.clamp(0.0, 0.5);
-        let q = 1.0 - (1.0 - p) * (1.0 - p);
-        if q <= 0.0 {
-            return self.threshold;
-        }
-        let n = (FALSE_FAILURE.ln() / q.ln()).ceil();
-        self.threshold.max(n.min(64.0) as u32)
+        (rtt * 3).max(self.interval * self.intervals)
     }
 
     /// Feeds a loss sample: of `sent` packets since the last sample, `lost` were lost.
@@ -152,6 +158,7 @@ impl Health {
         }
         let sample = (lost as f64 / sent as f64).min(1.0);
         self.loss = 0.5 * self.loss + 0.5 * sample;
+        self.intervals = failure_intervals(self.loss, self.threshold);
     }
 
     /// When a path that is not degraded becomes so (silent for [`Health::degraded_after`]
