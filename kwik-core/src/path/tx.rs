@@ -145,6 +145,8 @@ impl Path {
             let len: usize = pieces.iter().map(Bytes::len).sum();
             if len <= COALESCE {
                 let start = carrier.staged.len();
+                // One allocation for the head and the bytes, not one grown into another.
+                carrier.staged.reserve(MAX_HEADER + len);
                 frame::encode_stream_header(id, offset, len, fin, &mut carrier.staged);
                 for piece in pieces.drain(..) {
                     carrier.staged.extend_from_slice(&piece);
