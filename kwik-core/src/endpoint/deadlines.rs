@@ -61,6 +61,12 @@ impl<T: Ord + Copy> Deadlines<T> {
         }
     }
 
+    /// Whether `owner` is the last one touched (so its deadline is computed again before
+    /// the next one is handed out).
+    pub(super) fn touched_last(&self, owner: Owner) -> bool {
+        self.touched.last() == Some(&owner)
+    }
+
     /// Takes the owners touched since the last call, each once; hand the list back with
     /// [`Self::give_back`] so that its allocation serves the next call.
     pub(super) fn take_touched(&mut self) -> Vec<Owner> {

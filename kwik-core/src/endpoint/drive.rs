@@ -12,7 +12,7 @@ use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
 use crate::event::{Event, Transmit};
 use crate::ids::{ConnKey, PathId, SessionHandle};
 use crate::path::{Path, Polled};
-use crate::session::{Flow, Schedule};
+use crate::session::{Effect, Flow, Schedule};
 
 impl Endpoint {
     /// Drives every path that has work: QUIC events, reads, writes, endpoint events.
@@ -29,12 +29,20 @@ impl Endpoint {
         let span = p.span.clone();
         let _entered = span.enter();
         endpoint_events(quic, p);
-        if let Err(error) = self.drive_path(now, key) {
+        let route = self.routes.get(key);
+        let driven = self.drive_path(now, key);
+        // Its timers may have moved, and it may have datagrams to send (under the route it
+        // has now: a message may have moved it into a session). A session's connection that
+        // stayed where it was has been touched with its session.
+        let touched = driven.is_ok()
+            && matches!(route, Some(Route::Path(..)))
+            && self.routes.get(key) == route;
+        if let Err(error) = driven {
             self.violation(now, key, error);
         }
-        // Its timers may have moved, and it may have datagrams to send (under the route it
-        // has now: a message may have moved it into a session).
-        self.touch_conn(key);
+        if !touched {
+            self.touch_conn(key);
+        }
         let Some((quic, p)) = self.conn_and_quic(key) else {
             return;
         };
@@ -106,14 +114,29 @@ impl Endpoint {
     fn drive_path(&mut self, now: Instant, key: ConnKey) -> Result<(), ProtocolError> {
         match self.routes.get(key) {
             Some(Route::Path(h, path)) => {
-                let Some(started) = self.with_session(now, h, |s, cx| s.start_drive(cx, path))
-                else {
+                let Some(started) = self.with_session(now, h, |s, cx| {
+                    let Some((schedule, messages)) = s.start_drive(cx, path)? else {
+                        return Ok(Started::Done);
+                    };
+                    if !messages.is_empty() || !cx.effects.iter().all(Effect::commutes) {
+                        return Ok(Started::Messages(schedule, messages));
+                    }
+                    // Nothing to apply in between: the data moves in the same pass.
+                    s.drive_data(cx, path, &schedule)?;
+                    Ok(Started::Moved)
+                }) else {
                     return Ok(());
                 };
-                let Some((schedule, messages)) = started? else {
-                    return Ok(());
-                };
-                self.drive_session(now, h, path, &schedule, messages)
+                match started? {
+                    Started::Done => Ok(()),
+                    Started::Moved => {
+                        self.check_session_drained(now, h);
+                        Ok(())
+                    }
+                    Started::Messages(schedule, messages) => {
+                        self.drive_session(now, h, path, &schedule, messages)
+                    }
+                }
             }
             Some(Route::Loose) => self.drive_loose(now, key),
             None => Ok(()),
@@ -234,6 +257,17 @@ impl Endpoint {
         self.check_session_drained(now, h);
         Ok(())
     }
+}
+
+/// How far the first pass over a session's connection went.
+enum Started {
+    /// Nothing more to do: the connection is closing, or was lost.
+    Done,
+    /// Its data moved too: no control message arrived and nothing had to be applied first.
+    Moved,
+    /// Control messages arrived (or effects wait to be applied): each is handled before
+    /// the data moves under `Schedule`.
+    Messages(Schedule, Vec<Kind>),
 }
 
 /// Hands the endpoint events of connection `p` to quinn-proto's endpoint, and its answers

@@ -407,16 +407,24 @@ impl Endpoint {
                 loose,
                 quic,
                 stats,
+                deadlines,
                 ..
             } = self;
             let (mut sending, mut timer_moved) = (false, false);
             let sent = routes.get(key).and_then(|route| {
+                // An owner whose deadline is about to be computed again anyway need not
+                // be asked whether this moved its timers.
+                let owner = match route {
+                    Route::Path(h, _) => Owner::Session(h),
+                    Route::Loose => Owner::Loose(key),
+                };
+                let touched = deadlines.touched_last(owner);
                 let (session, p) = route_mut(sessions, loose, key, route)?;
-                let timer = p.conn.poll_timeout();
+                let timer = (!touched).then(|| p.conn.poll_timeout());
                 let t = drive::transmit_from(quic, p, session, now, max_datagrams, buf);
                 if t.is_none() {
                     sending = p.is_sending(now);
-                    timer_moved = p.conn.poll_timeout() != timer;
+                    timer_moved = timer.is_some_and(|timer| p.conn.poll_timeout() != timer);
                 }
                 Some((t?, p.raw_blocked))
             });
@@ -440,8 +448,8 @@ impl Endpoint {
             if raw_blocked {
                 self.dirty.insert(key);
             }
-            // Sending moved the connection's timers.
-            self.touch_conn(key);
+            // Sending moved the connection's timers (it stays sendable: it may have more).
+            self.touch_conn_timers(key);
             return Some(t);
         }
     }

@@ -42,6 +42,15 @@ pub(crate) enum Effect {
     },
 }
 
+impl Effect {
+    /// Whether applying this effect later, after more of the session's work, changes
+    /// nothing: an event keeps its place among the others, and a connection to drive is
+    /// driven after the session's call returns either way.
+    pub(crate) fn commutes(&self) -> bool {
+        matches!(self, Effect::Event(_) | Effect::Drive(_))
+    }
+}
+
 /// What a session may use of the endpoint while it works: the time, where its effects go,
 /// and the endpoint-wide state that is not any session's (counters, the ticket key and
 /// the tickets' budgets).
