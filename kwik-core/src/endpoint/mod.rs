@@ -16,7 +16,7 @@
 //!
 //! Time only enters through `now` arguments.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,6 +37,7 @@ use crate::ticket::{Budgets, TicketKey, TicketKeys};
 
 mod accept;
 mod apply;
+mod connset;
 mod deadlines;
 mod drain;
 mod drive;
@@ -47,6 +48,7 @@ mod routes;
 mod stats;
 mod timers;
 
+use connset::ConnSet;
 use deadlines::{Deadlines, Owner};
 use routes::{Route, Routes};
 
@@ -98,10 +100,10 @@ pub struct Endpoint {
     /// Datagrams quinn-proto answered on its own (version negotiation, refusals).
     responses: VecDeque<(Transmit, Bytes)>,
     /// Paths with work to do before the next output.
-    dirty: BTreeSet<ConnKey>,
+    dirty: ConnSet,
     /// Connections that may have a datagram to send: driven, timed out or commanded since
     /// they last had none, and those sending (see `Path::is_sending`).
-    sendable: BTreeSet<ConnKey>,
+    sendable: ConnSet,
     /// When each session and loose connection next needs its timers run.
     deadlines: Deadlines,
     /// Where the next `poll_transmit` starts, for fairness between paths.
@@ -211,8 +213,8 @@ impl Endpoint {
             next_session: 0,
             events: VecDeque::new(),
             responses: VecDeque::new(),
-            dirty: BTreeSet::new(),
-            sendable: BTreeSet::new(),
+            dirty: ConnSet::default(),
+            sendable: ConnSet::default(),
             deadlines: Deadlines::default(),
             transmit_cursor: ConnKey(0),
             rng,
@@ -391,7 +393,7 @@ impl Endpoint {
         let mut at = self.transmit_cursor;
         let mut wrapped = false;
         loop {
-            let key = match self.sendable.range(at..).next().copied() {
+            let key = match self.sendable.next_from(at) {
                 Some(key) if !(wrapped && key >= self.transmit_cursor) => key,
                 None if !wrapped => {
                     wrapped = true;
@@ -434,7 +436,7 @@ impl Endpoint {
                 // anyway, while one that is not costs nothing until something happens to
                 // it.
                 if !sending {
-                    self.sendable.remove(&key);
+                    self.sendable.remove(key);
                 }
                 if timer_moved {
                     self.touch_conn_timers(key);
