@@ -145,9 +145,16 @@ impl Path {
             let len: usize = pieces.iter().map(Bytes::len).sum();
             if len <= COALESCE {
                 let start = carrier.staged.len();
-                // One allocation for the head and the bytes, not one grown into another.
-                carrier.staged.reserve(MAX_HEADER + len);
-                frame::encode_stream_header(id, offset, len, fin, &mut carrier.staged);
+                let mut head = [0u8; MAX_HEADER];
+                let head_len = {
+                    let mut at = &mut head[..];
+                    frame::encode_stream_header(id, offset, len, fin, &mut at);
+                    MAX_HEADER - at.len()
+                };
+                // A round's first frame gets an allocation of its exact size, which QUIC
+                // then takes without another (a buffer with spare room would need one).
+                carrier.staged.reserve(head_len + len);
+                carrier.staged.extend_from_slice(&head[..head_len]);
                 for piece in pieces.drain(..) {
                     carrier.staged.extend_from_slice(&piece);
                 }
