@@ -16,7 +16,15 @@ use crate::session::{Effect, Flow, Schedule};
 
 impl Endpoint {
     /// Drives every path that has work: QUIC events, reads, writes, endpoint events.
+    /// Every output asks, and mostly nothing has: that answer costs no call.
+    #[inline]
     pub(super) fn flush(&mut self, now: Instant) {
+        if !self.dirty.is_empty() {
+            self.flush_dirty(now);
+        }
+    }
+
+    fn flush_dirty(&mut self, now: Instant) {
         while let Some(key) = self.dirty.pop_first() {
             self.drive(now, key);
         }
@@ -26,8 +34,9 @@ impl Endpoint {
         let Some((quic, p)) = self.conn_and_quic(key) else {
             return;
         };
-        let span = p.span.clone();
-        let _entered = span.enter();
+        // A span no subscriber records is not entered (nor cloned, which costs as much).
+        let span = (!p.span.is_disabled()).then(|| p.span.clone());
+        let _entered = span.as_ref().map(tracing::Span::enter);
         endpoint_events(quic, p);
         let route = self.routes.get(key);
         let driven = self.drive_path(now, key);
@@ -123,14 +132,18 @@ impl Endpoint {
                     }
                     // Nothing to apply in between: the data moves in the same pass.
                     s.drive_data(cx, path, &schedule)?;
-                    Ok(Started::Moved)
+                    Ok(Started::Moved {
+                        draining: s.is_draining(),
+                    })
                 }) else {
                     return Ok(());
                 };
                 match started? {
                     Started::Done => Ok(()),
-                    Started::Moved => {
-                        self.check_session_drained(now, h);
+                    Started::Moved { draining } => {
+                        if draining {
+                            self.with_session(now, h, |s, cx| s.check_drained(cx));
+                        }
                         Ok(())
                     }
                     Started::Messages(schedule, messages) => {
@@ -264,7 +277,10 @@ enum Started {
     /// Nothing more to do: the connection is closing, or was lost.
     Done,
     /// Its data moved too: no control message arrived and nothing had to be applied first.
-    Moved,
+    Moved {
+        /// Whether the session is draining (and may be done).
+        draining: bool,
+    },
     /// Control messages arrived (or effects wait to be applied): each is handled before
     /// the data moves under `Schedule`.
     Messages(Schedule, Vec<Kind>),
