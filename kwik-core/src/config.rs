@@ -81,6 +81,11 @@ pub struct Config {
     /// stream waits behind another one's lost bytes), at the price of a QUIC stream per
     /// logical stream. Fewer means less head-of-line blocking under loss, more means fewer
     /// QUIC streams (`tests/tests/sim/carrier_sharing.rs` measures both).
+    ///
+    /// An open stream that shares a carrier with a bulk stream also waits behind every bulk
+    /// byte framed on it before its own: 15 message streams beside a 32 MiB body at
+    /// 100 Mbit/s see a p99 of 323 ms with the default against 61 ms with 1. Streams that
+    /// carry latency-sensitive messages beside bulk transfers want 1.
     pub streams_per_carrier: u32,
     /// Most data carriers per path and direction. Default 64.
     pub max_carriers_per_path: u32,
