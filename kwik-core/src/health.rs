@@ -46,9 +46,11 @@ pub struct Health {
     last_pong: Option<Instant>,
     /// Recent packet loss rate of the path, 0 to 1.
     loss: f64,
-    /// Probe intervals of silence that fail the path at `loss` (see
-    /// [`failure_intervals`]), kept with it: every deadline asks for it.
-    intervals: u32,
+    /// The silence that fails a busy path at `loss` whatever the RTT: `interval` times
+    /// [`failure_intervals`]. Kept with what it is computed from: every deadline asks for it.
+    busy_floor: Duration,
+    /// The same for an idle path: `idle_interval` times [`failure_intervals`].
+    idle_floor: Duration,
     /// Probe cadence of an idle path; zero: the path never counts as idle.
     idle_interval: Duration,
     /// Whether this side sends `Ping`s while the path is idle (else the peer's, or QUIC's
@@ -76,6 +78,15 @@ fn failure_intervals(loss: f64, threshold: u32) -> u32 {
     threshold.max(n.min(64.0) as u32)
 }
 
+/// The earlier of two optional instants (either, if only one is set).
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 /// What a timeout asks of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HealthVerdict {
@@ -90,7 +101,7 @@ impl Health {
     pub fn start(&mut self, now: Instant, interval: Duration, threshold: u32) {
         self.interval = interval;
         self.threshold = threshold;
-        self.intervals = failure_intervals(self.loss, threshold);
+        self.set_floors();
         self.next_ping = Some(now + interval);
         self.last_pong = Some(now);
         self.last_busy = Some(now);
@@ -102,6 +113,7 @@ impl Health {
     pub fn probe_idle(&mut self, interval: Duration, pings: bool) {
         self.idle_interval = interval;
         self.idle_pings = pings;
+        self.set_floors();
     }
 
     /// Whether the path is idle (see the module's documentation).
@@ -128,7 +140,7 @@ impl Health {
     pub fn current_window(&self, rtt: Duration) -> Duration {
         let busy = self.window(rtt);
         if self.idle {
-            busy.max(self.idle_interval * self.intervals)
+            busy.max(self.idle_floor)
         } else {
             busy
         }
@@ -147,7 +159,7 @@ impl Health {
 
     /// How long the peer may stay silent before the path fails.
     pub fn window(&self, rtt: Duration) -> Duration {
-        (rtt * 3).max(self.interval * self.intervals)
+        (rtt * 3).max(self.busy_floor)
     }
 
     /// Feeds a loss sample: of `sent` packets since the last sample, `lost` were lost.
@@ -158,7 +170,14 @@ impl Health {
         }
         let sample = (lost as f64 / sent as f64).min(1.0);
         self.loss = 0.5 * self.loss + 0.5 * sample;
-        self.intervals = failure_intervals(self.loss, self.threshold);
+        self.set_floors();
+    }
+
+    /// Computes the window floors again from the intervals, threshold and loss rate.
+    fn set_floors(&mut self) {
+        let intervals = failure_intervals(self.loss, self.threshold);
+        self.busy_floor = self.interval * intervals;
+        self.idle_floor = self.idle_interval * intervals;
     }
 
     /// When a path that is not degraded becomes so (silent for [`Health::degraded_after`]
@@ -172,7 +191,7 @@ impl Health {
         // A busy path is looked at every interval (its next probe), which is also when it
         // may turn idle.
         let failure = self.last_pong.map(|t| t + self.current_window(rtt));
-        [self.next_ping, failure].into_iter().flatten().min()
+        earliest(self.next_ping, failure)
     }
 
     /// Advances to `now`: a probe to send, a failure, both or neither.

@@ -12,6 +12,7 @@ use super::Endpoint;
 use super::deadlines::Owner;
 use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
 use crate::event::Event;
+use crate::health::earliest;
 use crate::ids::{ConnKey, SessionHandle};
 use crate::path::Path;
 use crate::session::{PathState, Phase, Role, SessionState};
@@ -258,10 +259,7 @@ impl Endpoint {
 /// When connection `p`'s QUIC timers or health next need a look.
 fn conn_deadline(p: &mut Path) -> Option<Instant> {
     let rtt = p.conn.rtt();
-    [p.conn.poll_timeout(), p.health.deadline(rtt)]
-        .into_iter()
-        .flatten()
-        .min()
+    earliest(p.conn.poll_timeout(), p.health.deadline(rtt))
 }
 
 /// When session `s`'s timers are next due: its connections', a client's paths turning
@@ -280,11 +278,7 @@ fn session_deadline(s: &mut SessionState) -> Option<Instant> {
     .into_iter()
     .flatten()
     .min();
-    let mut earlier = |t: Option<Instant>| {
-        if let Some(t) = t {
-            next = Some(next.map_or(t, |n| n.min(t)));
-        }
-    };
+    let mut earlier = |t: Option<Instant>| next = earliest(next, t);
     for m in s.paths.values_mut() {
         earlier(m.next_retry);
         earlier(m.join_deadline);

@@ -151,10 +151,12 @@ impl SessionState {
             p.read_carriers(|frame| apply_frame(streams, frame, &mut received, &mut twice))?;
         }
         p.counters.stream_bytes_received += received;
+        let limit = self.config.raw_receive_queue;
+        let raw = super::take_raw(p, &mut self.raw, limit, &mut self.raw_dropped);
         for (id, offset, bytes) in twice {
             self.count_twice(cx, path, id, offset, bytes);
         }
-        if self.take_raw(path) {
+        if raw {
             cx.event(Event::RawDatagram { session: cx.handle });
         }
         let Some(p) = self.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {

@@ -515,17 +515,8 @@ impl SessionState {
         let Some(path) = self.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
             return false;
         };
-        let mut any = false;
-        while let Some(data) = path.conn.datagrams().recv() {
-            path.counters.raw_received += 1;
-            if self.raw.len() >= self.config.raw_receive_queue {
-                self.raw_dropped += 1;
-                continue;
-            }
-            self.raw.push_back((path.id, data));
-            any = true;
-        }
-        any
+        let limit = self.config.raw_receive_queue;
+        take_raw(path, &mut self.raw, limit, &mut self.raw_dropped)
     }
 
     /// The connection that carries `path` now.
@@ -581,4 +572,25 @@ impl SessionState {
         self.phase = Phase::Established;
         Ok(())
     }
+}
+
+/// Moves the raw datagrams connection `p` received into `queue`, up to `limit` queued (the
+/// rest counted in `dropped`); returns whether any was queued.
+pub(crate) fn take_raw(
+    p: &mut Path,
+    queue: &mut VecDeque<(PathId, Bytes)>,
+    limit: usize,
+    dropped: &mut u64,
+) -> bool {
+    let mut any = false;
+    while let Some(data) = p.conn.datagrams().recv() {
+        p.counters.raw_received += 1;
+        if queue.len() >= limit {
+            *dropped += 1;
+            continue;
+        }
+        queue.push_back((p.id, data));
+        any = true;
+    }
+    any
 }
