@@ -149,6 +149,7 @@ pub struct ProtocolError {
 }
 
 impl ProtocolError {
+    #[cold]
     pub(crate) fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
         Self {
             code,

@@ -64,6 +64,7 @@ impl Endpoint {
 
     /// Connection `key` is drained: it goes, and what it carried stays in its path's
     /// figures.
+    #[cold]
     fn drained(&mut self, now: Instant, key: ConnKey) {
         let (session, p) = match self.routes.remove(key) {
             Some(Route::Path(h, path)) => {
@@ -103,6 +104,7 @@ impl Endpoint {
 
     /// A connection of session `h` is gone for good: without connections left, so is the
     /// session.
+    #[cold]
     fn path_gone(&mut self, now: Instant, h: SessionHandle) {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
@@ -159,6 +161,7 @@ impl Endpoint {
     /// Drives a connection no session holds: a server's before its Hello or Join (which
     /// may make it a session's, the rest of its messages then the session's), or one a
     /// session let go of, which only closes.
+    #[cold]
     fn drive_loose(&mut self, now: Instant, key: ConnKey) -> Result<(), ProtocolError> {
         let Some(l) = self.loose.get_mut(&key) else {
             return Ok(());

@@ -620,6 +620,7 @@ impl Endpoint {
     }
 
     /// The peer on path `key` broke the protocol: close what it belongs to.
+    #[cold]
     fn violation(&mut self, now: Instant, key: ConnKey, error: ProtocolError) {
         match self.conn(key) {
             Some(p) => tracing::warn!(

@@ -82,6 +82,7 @@ impl SessionState {
 
     /// Client: the QUIC handshake of `path` completed; the session's first message goes
     /// out on it (Hello on the primary path, Join elsewhere).
+    #[cold]
     fn start_path(&mut self, path: PathId) -> Result<(), ProtocolError> {
         if let Some(p) = self.conn_mut(path) {
             p.open_control()?;

@@ -215,6 +215,7 @@ impl SessionState {
     /// The connection of `path` went down (lost, or silent past the health window): a
     /// client's secondary path fails alone, a primary's same-peer path too; the session's
     /// own path ends the session.
+    #[cold]
     pub(crate) fn path_down(
         &mut self,
         cx: &mut Cx<'_>,

@@ -418,6 +418,7 @@ impl SessionState {
     /// Client: the primary path's server chose an application protocol instead of
     /// `kwik/1`. The session runs plain over that connection, or ends with
     /// `FallbackRefused` under `Config::require_kwik`.
+    #[cold]
     pub(crate) fn fall_back(&mut self, cx: &mut Cx<'_>) {
         let now = cx.now;
         let Some(p) = primary(&mut self.paths) else {
