@@ -293,6 +293,15 @@ pub(crate) fn encode_stream_header<B: BufMut>(
     fields(buf, &[ty, id.0, offset, len as u64]);
 }
 
+/// Bytes [`encode_stream_header`] appends for these fields.
+pub(crate) fn stream_header_len(id: StreamId, offset: u64, len: usize, fin: bool) -> usize {
+    let ty = if fin { kind::STREAM_FIN } else { kind::STREAM };
+    [ty, id.0, offset, len as u64]
+        .map(varint::size)
+        .iter()
+        .sum()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -365,6 +374,17 @@ mod tests {
                 decoded += 1;
             }
             assert!(decoded < all_kinds().len());
+        }
+    }
+
+    #[test]
+    fn a_stream_header_is_as_long_as_said() {
+        for (id, offset, len) in [(0, 0, 0), (63, 64, 1200), (1 << 20, 1 << 40, 16383)] {
+            for fin in [false, true] {
+                let mut buf = Vec::new();
+                encode_stream_header(StreamId(id), offset, len, fin, &mut buf);
+                assert_eq!(buf.len(), stream_header_len(StreamId(id), offset, len, fin));
+            }
         }
     }
 

@@ -144,7 +144,7 @@ impl Endpoint {
                     Started::Done => Ok(()),
                     Started::Moved { draining } => {
                         if draining {
-                            self.with_session(now, h, |s, cx| s.check_drained(cx));
+                            self.check_session_drained(now, h);
                         }
                         Ok(())
                     }

@@ -276,8 +276,7 @@ fn session_deadline(s: &mut SessionState) -> Option<Instant> {
         lost.map(|l| l.until),
     ]
     .into_iter()
-    .flatten()
-    .min();
+    .fold(None, earliest);
     let mut earlier = |t: Option<Instant>| next = earliest(next, t);
     for m in s.paths.values_mut() {
         earlier(m.next_retry);

@@ -145,16 +145,11 @@ impl Path {
             let len: usize = pieces.iter().map(Bytes::len).sum();
             if len <= COALESCE {
                 let start = carrier.staged.len();
-                let mut head = [0u8; MAX_HEADER];
-                let head_len = {
-                    let mut at = &mut head[..];
-                    frame::encode_stream_header(id, offset, len, fin, &mut at);
-                    MAX_HEADER - at.len()
-                };
                 // A round's first frame gets an allocation of its exact size, which QUIC
                 // then takes without another (a buffer with spare room would need one).
+                let head_len = frame::stream_header_len(id, offset, len, fin);
                 carrier.staged.reserve(head_len + len);
-                carrier.staged.extend_from_slice(&head[..head_len]);
+                frame::encode_stream_header(id, offset, len, fin, &mut carrier.staged);
                 for piece in pieces.drain(..) {
                     carrier.staged.extend_from_slice(&piece);
                 }

@@ -153,7 +153,7 @@ impl SessionState {
         }
         p.counters.stream_bytes_received += received;
         let limit = self.config.raw_receive_queue;
-        let raw = super::take_raw(p, &mut self.raw, limit, &mut self.raw_dropped);
+        let raw = super::queue_raw(p, &mut self.raw, limit, &mut self.raw_dropped);
         for (id, offset, bytes) in twice {
             self.count_twice(cx, path, id, offset, bytes);
         }

@@ -516,7 +516,7 @@ impl SessionState {
             return false;
         };
         let limit = self.config.raw_receive_queue;
-        take_raw(path, &mut self.raw, limit, &mut self.raw_dropped)
+        queue_raw(path, &mut self.raw, limit, &mut self.raw_dropped)
     }
 
     /// The connection that carries `path` now.
@@ -576,7 +576,7 @@ impl SessionState {
 
 /// Moves the raw datagrams connection `p` received into `queue`, up to `limit` queued (the
 /// rest counted in `dropped`); returns whether any was queued.
-pub(crate) fn take_raw(
+pub(crate) fn queue_raw(
     p: &mut Path,
     queue: &mut VecDeque<(PathId, Bytes)>,
     limit: usize,
