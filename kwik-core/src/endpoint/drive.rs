@@ -17,13 +17,15 @@ use crate::session::{Effect, Flow, Schedule};
 impl Endpoint {
     /// Drives every path that has work: QUIC events, reads, writes, endpoint events.
     /// Every output asks, and mostly nothing has: that answer costs no call.
-    #[inline]
+    #[inline(always)]
     pub(super) fn flush(&mut self, now: Instant) {
         if !self.dirty.is_empty() {
             self.flush_dirty(now);
         }
     }
 
+    // Out of line: the drive it holds would make every caller save registers for it.
+    #[inline(never)]
     fn flush_dirty(&mut self, now: Instant) {
         while let Some(key) = self.dirty.pop_first() {
             self.drive(now, key);

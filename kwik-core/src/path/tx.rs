@@ -25,6 +25,14 @@ impl Path {
         if self.conn.is_handshaking() {
             return Ok(());
         }
+        // Nothing to frame, free or flush: a drive after data arrived mostly finds this.
+        if !streams.has_signal()
+            && streams.sendable().next().is_none()
+            && streams.release_epoch() == self.release_epoch
+            && self.holds_nothing()
+        {
+            return Ok(());
+        }
         self.write_signals(streams)?;
         self.flush_copies()?;
         // Frames already taken go out first, whether or not more are taken.
@@ -38,6 +46,17 @@ impl Path {
                 self.write_data(streams, streams_per_carrier, max_carriers, limit, copies)
             }
         }
+    }
+
+    /// Whether no carrier holds bytes QUIC has not taken yet.
+    fn holds_nothing(&self) -> bool {
+        self.signal.pending.is_empty()
+            && self.copy.pending.is_empty()
+            && self.finishing.is_empty()
+            && self
+                .carriers
+                .iter()
+                .all(|c| c.pending.is_empty() && c.staged.is_empty())
     }
 
     pub(super) fn write_signals(&mut self, streams: &mut Streams) -> PathResult<()> {
@@ -367,7 +386,15 @@ pub(super) fn stream_header(
 }
 
 /// Writes as much of `carrier`'s pending bytes as QUIC takes now.
+#[inline]
 pub(super) fn flush(conn: &mut Connection, carrier: &mut CarrierTx) -> PathResult<()> {
+    if carrier.pending.is_empty() {
+        return Ok(());
+    }
+    flush_pending(conn, carrier)
+}
+
+fn flush_pending(conn: &mut Connection, carrier: &mut CarrierTx) -> PathResult<()> {
     let Some(id) = carrier.id else {
         return Ok(());
     };
