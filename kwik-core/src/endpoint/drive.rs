@@ -19,7 +19,7 @@ impl Endpoint {
     /// Every output asks, and mostly nothing has: that answer costs no call.
     #[inline(always)]
     pub(super) fn flush(&mut self, now: Instant) {
-        if !self.dirty.is_empty() {
+        if !self.dirty.is_empty() || !self.written.is_empty() {
             self.flush_dirty(now);
         }
     }
@@ -27,8 +27,47 @@ impl Endpoint {
     // Out of line: the drive it holds would make every caller save registers for it.
     #[inline(never)]
     fn flush_dirty(&mut self, now: Instant) {
-        while let Some(key) = self.dirty.pop_first() {
-            self.drive(now, key);
+        loop {
+            if let Some(key) = self.dirty.pop_first() {
+                self.written.remove(key);
+                self.drive(now, key);
+            } else if let Some(key) = self.written.pop_first() {
+                self.drive_written(now, key);
+            } else {
+                return;
+            }
+        }
+    }
+
+    /// Drives connection `key` after its session's application only wrote: the data
+    /// moves, and nothing is read or polled, since nothing arrived (what did made the
+    /// connection `dirty`, driven in full).
+    fn drive_written(&mut self, now: Instant, key: ConnKey) {
+        let Some(Route::Path(h, path)) = self.routes.get(key) else {
+            return self.drive(now, key);
+        };
+        let Some((_, p)) = self.conn_and_quic(key) else {
+            return;
+        };
+        let span = (!p.span.is_disabled()).then(|| p.span.clone());
+        let _entered = span.as_ref().map(tracing::Span::enter);
+        let driven = self
+            .with_session(now, h, |s, cx| s.drive_written(cx, path))
+            .unwrap_or(Ok(()));
+        let touched = driven.is_ok() && self.routes.get(key) == Some(Route::Path(h, path));
+        if let Err(error) = driven {
+            self.violation(now, key, error);
+        }
+        if !touched {
+            self.touch_conn(key);
+        }
+        let Some((quic, p)) = self.conn_and_quic(key) else {
+            return;
+        };
+        endpoint_events(quic, p);
+        p.note_use(now);
+        if p.conn.is_drained() {
+            self.drained(now, key);
         }
     }
 

@@ -462,9 +462,26 @@ impl SendStream<'_> {
         r
     }
 
+    /// [`Self::run`] for a write, which gives the connections data to send and nothing
+    /// to read: their next drive only sends.
+    fn run_write(
+        &mut self,
+        f: impl FnOnce(&mut SessionState, StreamId) -> Result<usize, WriteError>,
+    ) -> Result<usize, WriteError> {
+        let Some(s) = self.endpoint.sessions.get_mut(&self.handle) else {
+            return Err(WriteError::SessionLost(SessionError::LocallyClosed));
+        };
+        if let Some(e) = &s.error {
+            return Err(WriteError::SessionLost(e.clone()));
+        }
+        let r = f(s, self.id);
+        self.endpoint.mark_written(self.handle);
+        r
+    }
+
     /// Queues bytes; returns how many were taken (`Blocked` if none could be).
     pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
-        self.run(WriteError::SessionLost, |s, id| match s.mode {
+        self.run_write(|s, id| match s.mode {
             Mode::Kwik => s.streams.write(id, data),
             Mode::Plain => s.plain_write(id, data),
         })
@@ -472,7 +489,7 @@ impl SendStream<'_> {
 
     /// Queues whole chunks without copying; taken bytes are removed from `chunks`.
     pub fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<usize, WriteError> {
-        self.run(WriteError::SessionLost, |s, id| match s.mode {
+        self.run_write(|s, id| match s.mode {
             Mode::Kwik => s.streams.write_chunks(id, chunks),
             Mode::Plain => s.plain_write_chunks(id, chunks),
         })

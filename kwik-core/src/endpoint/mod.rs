@@ -101,6 +101,9 @@ pub struct Endpoint {
     responses: VecDeque<(Transmit, Bytes)>,
     /// Paths with work to do before the next output.
     dirty: ConnSet,
+    /// Paths whose session's application wrote since their last drive, and which are
+    /// not `dirty`: they have data to send and nothing new to read.
+    written: ConnSet,
     /// Connections that may have a datagram to send: driven, timed out or commanded since
     /// they last had none, and those sending (see `Path::is_sending`).
     sendable: ConnSet,
@@ -214,6 +217,7 @@ impl Endpoint {
             events: VecDeque::new(),
             responses: VecDeque::new(),
             dirty: ConnSet::default(),
+            written: ConnSet::default(),
             sendable: ConnSet::default(),
             deadlines: Deadlines::default(),
             transmit_cursor: ConnKey(0),
@@ -564,7 +568,7 @@ impl Endpoint {
     /// Whether commands left paths to drive: an event loop that did not wake for
     /// anything else need only call [`Endpoint::poll_transmit`] when this is true.
     pub fn needs_drive(&self) -> bool {
-        !self.dirty.is_empty()
+        !self.dirty.is_empty() || !self.written.is_empty()
     }
 
     /// Whether no connection remains (every one closed and drained).
@@ -676,6 +680,18 @@ impl Endpoint {
     fn mark_dirty(&mut self, h: SessionHandle) {
         if let Some(s) = self.sessions.get(&h) {
             self.dirty.extend(s.conns().map(|p| p.key));
+        }
+    }
+
+    /// The application wrote to session `h`'s streams: its connections have data to
+    /// send (a plain session's are driven in full, as it reads and writes QUIC's streams
+    /// in one pass).
+    fn mark_written(&mut self, h: SessionHandle) {
+        match self.sessions.get(&h) {
+            Some(s) if s.mode == crate::Mode::Kwik => {
+                self.written.extend(s.conns().map(|p| p.key));
+            }
+            _ => self.mark_dirty(h),
         }
     }
 

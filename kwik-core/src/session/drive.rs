@@ -160,6 +160,41 @@ impl SessionState {
         if raw {
             cx.event(Event::RawDatagram { session: cx.handle });
         }
+        self.send_data(cx, path, schedule, secondary)
+    }
+
+    /// Drives `path` after the application only wrote to the session's streams since its
+    /// last drive: nothing arrived on it, so nothing is read, and the data moves as in
+    /// [`Self::drive_data`].
+    pub(crate) fn drive_written(
+        &mut self,
+        cx: &mut Cx<'_>,
+        path: PathId,
+    ) -> Result<(), ProtocolError> {
+        let schedule = self.schedule(path);
+        let secondary = self.role == Role::Client && !self.is_peer_path(path);
+        let Some(p) = self.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
+            return Ok(());
+        };
+        if p.closing || p.conn.is_closed() {
+            return Ok(());
+        }
+        p.flush_control()?;
+        if self.phase == Phase::Closed {
+            return Ok(());
+        }
+        self.send_data(cx, path, &schedule, secondary)
+    }
+
+    /// The sending half of [`Self::drive_data`]: the stream data `schedule` allows, copies
+    /// for other paths, delegated ranges, and a client's pulls settled.
+    fn send_data(
+        &mut self,
+        cx: &mut Cx<'_>,
+        path: PathId,
+        schedule: &Schedule,
+        secondary: bool,
+    ) -> Result<(), ProtocolError> {
         let Some(p) = self.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
             return Ok(());
         };
