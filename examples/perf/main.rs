@@ -83,7 +83,9 @@ struct Args {
     #[arg(long)]
     json: Option<std::path::PathBuf>,
     /// Run only one stack's side of one figure, for profiles: `kwik` or `quinn`, then
-    /// optionally `-small`, `-rr` or `-h3` (the bulk figure otherwise).
+    /// optionally `-small`, `-rr` or `-h3` (the bulk figure otherwise); or `plain-rr`, the
+    /// round trips of a quinn client and a KWIK server's plain session (the engine without
+    /// KWIK's session layer on the server's side).
     #[arg(long)]
     profile: Option<String>,
     /// Also draw KWIK ÷ quinn for every figure as an SVG file here.
@@ -193,10 +195,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     report.machine(&kwik_examples::host::cpu_model(), online, pinned);
     if let Some(profile) = &args.profile {
         let (stack, figure) = profile.split_once('-').unwrap_or((profile, "bulk"));
-        let quinn = match stack {
-            "quinn" => true,
-            "kwik" => false,
-            _ => anyhow::bail!("--profile: unknown stack {stack}"),
+        let quinn = match (stack, figure) {
+            ("quinn", _) => true,
+            ("kwik", _) => false,
+            ("plain", "rr") => {
+                for _ in 0..reps {
+                    let (cl, s) = plain_pair(srv).await?;
+                    let mut samples = on_plain::rr(cl, s, srv, args.rr / 10, args.rr).await;
+                    println!("{profile} {:.3}", percentile(&mut samples, 990));
+                }
+                return Ok(());
+            }
+            _ => anyhow::bail!("--profile: unknown stack or figure {profile}"),
         };
         for _ in 0..reps {
             let (n, c) = (args.streams, args.concurrency);
