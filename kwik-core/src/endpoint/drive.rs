@@ -30,57 +30,33 @@ impl Endpoint {
         loop {
             if let Some(key) = self.dirty.pop_first() {
                 self.written.remove(key);
-                self.drive(now, key);
+                self.drive(now, key, Cause::Any);
             } else if let Some(key) = self.written.pop_first() {
-                self.drive_written(now, key);
+                self.drive(now, key, Cause::Written);
             } else {
                 return;
             }
         }
     }
 
-    /// Drives connection `key` after its session's application only wrote: the data
-    /// moves, and nothing is read or polled, since nothing arrived (what did made the
-    /// connection `dirty`, driven in full).
-    fn drive_written(&mut self, now: Instant, key: ConnKey) {
-        let Some(Route::Path(h, path)) = self.routes.get(key) else {
-            return self.drive(now, key);
-        };
-        let Some((_, p)) = self.conn_and_quic(key) else {
-            return;
-        };
-        let span = (!p.span.is_disabled()).then(|| p.span.clone());
-        let _entered = span.as_ref().map(tracing::Span::enter);
-        let driven = self
-            .with_session(now, h, |s, cx| s.drive_written(cx, path))
-            .unwrap_or(Ok(()));
-        let touched = driven.is_ok() && self.routes.get(key) == Some(Route::Path(h, path));
-        if let Err(error) = driven {
-            self.violation(now, key, error);
-        }
-        if !touched {
-            self.touch_conn(key);
-        }
-        let Some((quic, p)) = self.conn_and_quic(key) else {
-            return;
-        };
-        endpoint_events(quic, p);
-        p.note_use(now);
-        if p.conn.is_drained() {
-            self.drained(now, key);
-        }
-    }
-
-    pub(super) fn drive(&mut self, now: Instant, key: ConnKey) {
+    fn drive(&mut self, now: Instant, key: ConnKey, cause: Cause) {
+        let route = self.routes.get(key);
         let Some((quic, p)) = self.conn_and_quic(key) else {
             return;
         };
         // A span no subscriber records is not entered (nor cloned, which costs as much).
         let span = (!p.span.is_disabled()).then(|| p.span.clone());
         let _entered = span.as_ref().map(tracing::Span::enter);
-        endpoint_events(quic, p);
-        let route = self.routes.get(key);
-        let driven = self.drive_path(now, key);
+        let driven = match (cause, route) {
+            // Nothing arrived: nothing is polled or read, the data moves.
+            (Cause::Written, Some(Route::Path(h, path))) => self
+                .with_session(now, h, |s, cx| s.drive_written(cx, path))
+                .unwrap_or(Ok(())),
+            _ => {
+                endpoint_events(quic, p);
+                self.drive_path(now, key)
+            }
+        };
         // Its timers may have moved, and it may have datagrams to send (under the route it
         // has now: a message may have moved it into a session). A session's connection that
         // stayed where it was has been touched with its session.
@@ -314,6 +290,16 @@ impl Endpoint {
         self.check_session_drained(now, h);
         Ok(())
     }
+}
+
+/// Why a connection is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// Something arrived or timed out, or a command changed it: everything is looked at.
+    Any,
+    /// Only its session's application wrote since it was last driven (a connection that
+    /// something arrived on is `dirty`, driven in full): its data moves, nothing is read.
+    Written,
 }
 
 /// How far the first pass over a session's connection went.
