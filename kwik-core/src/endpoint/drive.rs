@@ -12,7 +12,7 @@ use crate::error::{ErrorCode, PathError, ProtocolError, SessionError};
 use crate::event::{Event, Transmit};
 use crate::ids::{ConnKey, PathId, SessionHandle};
 use crate::path::{Path, Polled};
-use crate::session::{Effect, Flow, Schedule};
+use crate::session::{Cause, Effect, Flow, Schedule};
 
 impl Endpoint {
     /// Drives every path that has work: QUIC events, reads, writes, endpoint events.
@@ -150,7 +150,7 @@ impl Endpoint {
                         return Ok(Started::Messages(schedule, messages));
                     }
                     // Nothing to apply in between: the data moves in the same pass.
-                    s.drive_data(cx, path, &schedule)?;
+                    s.drive_data(cx, path, &schedule, Cause::Any)?;
                     Ok(Started::Moved {
                         draining: s.is_draining(),
                     })
@@ -285,21 +285,11 @@ impl Endpoint {
         if flow == Flow::Ended {
             return Ok(());
         }
-        self.with_session(now, h, |s, cx| s.drive_data(cx, path, schedule))
+        self.with_session(now, h, |s, cx| s.drive_data(cx, path, schedule, Cause::Any))
             .unwrap_or(Ok(()))?;
         self.check_session_drained(now, h);
         Ok(())
     }
-}
-
-/// Why a connection is driven.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cause {
-    /// Something arrived or timed out, or a command changed it: everything is looked at.
-    Any,
-    /// Only its session's application wrote since it was last driven (a connection that
-    /// something arrived on is `dirty`, driven in full): its data moves, nothing is read.
-    Written,
 }
 
 /// How far the first pass over a session's connection went.

@@ -451,6 +451,17 @@ impl SendStream<'_> {
         lost: impl FnOnce(SessionError) -> E,
         f: impl FnOnce(&mut SessionState, StreamId) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.run_then(lost, f, Endpoint::mark_dirty)
+    }
+
+    /// [`Self::run`], the connections marked by `mark`: a write gives them data to send
+    /// and nothing to read ([`Endpoint::mark_written`]).
+    fn run_then<T, E>(
+        &mut self,
+        lost: impl FnOnce(SessionError) -> E,
+        f: impl FnOnce(&mut SessionState, StreamId) -> Result<T, E>,
+        mark: fn(&mut Endpoint, SessionHandle),
+    ) -> Result<T, E> {
         let Some(s) = self.endpoint.sessions.get_mut(&self.handle) else {
             return Err(lost(SessionError::LocallyClosed));
         };
@@ -458,41 +469,26 @@ impl SendStream<'_> {
             return Err(lost(e.clone()));
         }
         let r = f(s, self.id);
-        self.endpoint.mark_dirty(self.handle);
-        r
-    }
-
-    /// [`Self::run`] for a write, which gives the connections data to send and nothing
-    /// to read: their next drive only sends.
-    fn run_write(
-        &mut self,
-        f: impl FnOnce(&mut SessionState, StreamId) -> Result<usize, WriteError>,
-    ) -> Result<usize, WriteError> {
-        let Some(s) = self.endpoint.sessions.get_mut(&self.handle) else {
-            return Err(WriteError::SessionLost(SessionError::LocallyClosed));
-        };
-        if let Some(e) = &s.error {
-            return Err(WriteError::SessionLost(e.clone()));
-        }
-        let r = f(s, self.id);
-        self.endpoint.mark_written(self.handle);
+        mark(self.endpoint, self.handle);
         r
     }
 
     /// Queues bytes; returns how many were taken (`Blocked` if none could be).
     pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
-        self.run_write(|s, id| match s.mode {
+        let write = |s: &mut SessionState, id| match s.mode {
             Mode::Kwik => s.streams.write(id, data),
             Mode::Plain => s.plain_write(id, data),
-        })
+        };
+        self.run_then(WriteError::SessionLost, write, Endpoint::mark_written)
     }
 
     /// Queues whole chunks without copying; taken bytes are removed from `chunks`.
     pub fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<usize, WriteError> {
-        self.run_write(|s, id| match s.mode {
+        let write = |s: &mut SessionState, id| match s.mode {
             Mode::Kwik => s.streams.write_chunks(id, chunks),
             Mode::Plain => s.plain_write_chunks(id, chunks),
-        })
+        };
+        self.run_then(WriteError::SessionLost, write, Endpoint::mark_written)
     }
 
     /// Ends the stream after the bytes written so far. Finishing a stream the peer

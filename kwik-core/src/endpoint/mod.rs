@@ -677,7 +677,7 @@ impl Endpoint {
         self.with_session(now, h, |s, cx| s.close(cx, error));
     }
 
-    fn mark_dirty(&mut self, h: SessionHandle) {
+    pub(super) fn mark_dirty(&mut self, h: SessionHandle) {
         if let Some(s) = self.sessions.get(&h) {
             self.dirty.extend(s.conns().map(|p| p.key));
         }
@@ -686,7 +686,7 @@ impl Endpoint {
     /// The application wrote to session `h`'s streams: its connections have data to
     /// send (a plain session's are driven in full, as it reads and writes QUIC's streams
     /// in one pass).
-    fn mark_written(&mut self, h: SessionHandle) {
+    pub(super) fn mark_written(&mut self, h: SessionHandle) {
         match self.sessions.get(&h) {
             Some(s) if s.mode == crate::Mode::Kwik => {
                 self.written.extend(s.conns().map(|p| p.key));

@@ -108,13 +108,15 @@ impl SessionState {
         Ok(())
     }
 
-    /// Moves the data of `path` once its control messages are handled: frames in, the
-    /// stream data `schedule` allows out, delegated ranges on the writer path.
+    /// Moves the data of `path` once its control messages are handled: frames in (unless
+    /// only the application wrote, `Cause::Written`), the stream data `schedule` allows
+    /// out, delegated ranges on the writer path.
     pub(crate) fn drive_data(
         &mut self,
         cx: &mut Cx<'_>,
         path: PathId,
         schedule: &Schedule,
+        cause: Cause,
     ) -> Result<(), ProtocolError> {
         if self.mode == Mode::Plain {
             return self.drive_plain(cx);
@@ -130,71 +132,9 @@ impl SessionState {
         if self.phase == Phase::Closed {
             return Ok(());
         }
-        let mut received = 0;
-        // Stream bytes that had arrived before: (stream, offset, bytes).
-        let mut twice = Vec::new();
-        if secondary {
-            // Every frame of the batch is checked against what was owed before any is
-            // applied: a batch with one frame that was not asked for applies none.
-            let mut frames = Vec::new();
-            let streams = &self.streams;
-            let owed = &self.client.owed;
-            p.read_carriers(|frame| {
-                super::pulls::check_secondary_frame(owed, streams, path, &frame)?;
-                frames.push(frame);
-                Ok(())
-            })?;
-            for frame in frames {
-                apply_frame(&mut self.streams, frame, &mut received, &mut twice)?;
-            }
-        } else {
-            let streams = &mut self.streams;
-            p.read_carriers(|frame| apply_frame(streams, frame, &mut received, &mut twice))?;
+        if cause == Cause::Any {
+            self.receive_data(cx, path, secondary)?;
         }
-        p.counters.stream_bytes_received += received;
-        let limit = self.config.raw_receive_queue;
-        let raw = super::queue_raw(p, &mut self.raw, limit, &mut self.raw_dropped);
-        for (id, offset, bytes) in twice {
-            self.count_twice(cx, path, id, offset, bytes);
-        }
-        if raw {
-            cx.event(Event::RawDatagram { session: cx.handle });
-        }
-        self.send_data(cx, path, schedule, secondary)
-    }
-
-    /// Drives `path` after the application only wrote to the session's streams since its
-    /// last drive: nothing arrived on it, so nothing is read, and the data moves as in
-    /// [`Self::drive_data`].
-    pub(crate) fn drive_written(
-        &mut self,
-        cx: &mut Cx<'_>,
-        path: PathId,
-    ) -> Result<(), ProtocolError> {
-        let schedule = self.schedule(path);
-        let secondary = self.role == Role::Client && !self.is_peer_path(path);
-        let Some(p) = self.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
-            return Ok(());
-        };
-        if p.closing || p.conn.is_closed() {
-            return Ok(());
-        }
-        p.flush_control()?;
-        if self.phase == Phase::Closed {
-            return Ok(());
-        }
-        self.send_data(cx, path, &schedule, secondary)
-    }
-
-    /// The sending half of [`Self::drive_data`]: the stream data `schedule` allows, copies
-    /// for other paths, delegated ranges, and a client's pulls settled.
-    fn send_data(
-        &mut self,
-        cx: &mut Cx<'_>,
-        path: PathId,
-        schedule: &Schedule,
-        secondary: bool,
-    ) -> Result<(), ProtocolError> {
         let Some(p) = self.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
             return Ok(());
         };
@@ -241,6 +181,75 @@ impl SessionState {
         }
         Ok(())
     }
+
+    /// The receiving half of [`Self::drive_data`]: the frames that arrived on `path`'s
+    /// carriers (a secondary's checked against what was owed first), and its raw datagrams.
+    fn receive_data(
+        &mut self,
+        cx: &mut Cx<'_>,
+        path: PathId,
+        secondary: bool,
+    ) -> Result<(), ProtocolError> {
+        let Some(p) = self.paths.get_mut(&path).and_then(|r| r.conn.as_mut()) else {
+            return Ok(());
+        };
+        let mut received = 0;
+        // Stream bytes that had arrived before: (stream, offset, bytes).
+        let mut twice = Vec::new();
+        if secondary {
+            // Every frame of the batch is checked against what was owed before any is
+            // applied: a batch with one frame that was not asked for applies none.
+            let mut frames = Vec::new();
+            let streams = &self.streams;
+            let owed = &self.client.owed;
+            p.read_carriers(|frame| {
+                super::pulls::check_secondary_frame(owed, streams, path, &frame)?;
+                frames.push(frame);
+                Ok(())
+            })?;
+            for frame in frames {
+                apply_frame(&mut self.streams, frame, &mut received, &mut twice)?;
+            }
+        } else {
+            let streams = &mut self.streams;
+            p.read_carriers(|frame| apply_frame(streams, frame, &mut received, &mut twice))?;
+        }
+        p.counters.stream_bytes_received += received;
+        let limit = self.config.raw_receive_queue;
+        let raw = super::queue_raw(p, &mut self.raw, limit, &mut self.raw_dropped);
+        for (id, offset, bytes) in twice {
+            self.count_twice(cx, path, id, offset, bytes);
+        }
+        if raw {
+            cx.event(Event::RawDatagram { session: cx.handle });
+        }
+        Ok(())
+    }
+
+    /// Drives `path` after the application only wrote to the session's streams since its
+    /// last drive: nothing arrived on it, so nothing is read. A connection that is closed
+    /// is left to its shutdown, as [`Self::start_drive`] leaves it.
+    pub(crate) fn drive_written(
+        &mut self,
+        cx: &mut Cx<'_>,
+        path: PathId,
+    ) -> Result<(), ProtocolError> {
+        if self.conn_mut(path).is_none_or(|p| p.conn.is_closed()) {
+            return Ok(());
+        }
+        let schedule = self.schedule(path);
+        self.drive_data(cx, path, &schedule, Cause::Written)
+    }
+}
+
+/// Why a connection is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// Something arrived or timed out, or a command changed it: everything is looked at.
+    Any,
+    /// Only its session's application wrote since it was last driven (a connection that
+    /// something arrived on is driven for that): its data moves, nothing is read.
+    Written,
 }
 
 /// Applies one frame from the peer, adding a `STREAM` frame's bytes to `received` and the

@@ -32,6 +32,7 @@ mod schedule;
 mod serving;
 
 pub(crate) use control::{Flow, kind_name, unexpected};
+pub(crate) use drive::Cause;
 pub(crate) use effects::{Cx, Effect};
 pub use paths::{AddPathError, PathKind, RemovePathError};
 pub(crate) use paths::{failed_status, state_event};
